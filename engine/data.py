@@ -1,0 +1,209 @@
+"""Datasets: the bundled sets, layout detection per stage, validation with line numbers, conversion to TRL layouts.
+
+    python -m engine.data check engine/assets/datasets/task_api/train.jsonl --stage sft
+    python -m engine.data check my.csv --stage dpo --json            # exit 0 usable, 1 not, 2 usage error
+    python -m engine.data stats my.jsonl --stage sft --max-length 512 --json   # token lengths (needs transformers)
+
+What each stage gets (TRL's standard layouts, conversational where there is a chat):
+    pt   {"text": str}
+    sft  {"prompt": [user msg], "completion": [assistant msg]}   or   {"messages": [...]} passed through
+    dpo, rm  {"prompt": [msgs], "chosen": [assistant msg], "rejected": [assistant msg]}
+    rl   {"prompt": [user msg], ...extra columns kept, TRL hands them to reward functions}
+"""
+import argparse
+import json
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from engine import paths
+from engine.datafile import DataError, read_records
+from engine.datalayouts import LAYOUTS, STAGES, convert_row, detect_layout, guidance
+
+__all__ = ["DataError", "bundled", "load_for_stage", "check", "as_dataset", "CheckReport", "guidance", "LAYOUTS"]
+
+DATASETS = paths.ASSETS / "datasets"
+BUNDLED = {"pt": "pretrain_text", "sft": "task_api", "dpo": "task_preferences", "rm": "task_preferences",
+           "rl": "task_prompts"}
+MAX_REPORTED = 20  # problems listed one by one; the rest are counted
+
+
+def bundled(stage: str, split: str = "train") -> Path:
+    """The bundled file for a stage ("pt", "sft", "dpo", "rm", "rl") and split ("train", "test")."""
+    if stage not in BUNDLED:
+        raise DataError(f"Unknown stage '{stage}'. Choose one of: {', '.join(BUNDLED)}.")
+    if split not in ("train", "test"):
+        raise DataError(f"Unknown split '{split}'. Choose 'train' or 'test'.")
+    return DATASETS / BUNDLED[stage] / f"{split}.jsonl"
+
+
+@dataclass
+class CheckReport:
+    path: str
+    stage: str
+    ok: bool = False
+    format: str = ""              # the layout recognised, e.g. "input/output (seed)"
+    file_format: str = ""         # JSONL | JSON | CSV | Parquet | text
+    rows: int = 0                 # usable rows
+    errors: list = field(default_factory=list)    # first MAX_REPORTED of {"line": N | None, "message": str}
+    warnings: list = field(default_factory=list)
+    error_count: int = 0
+    warning_count: int = 0
+
+    def error(self, line, message):
+        self.error_count += 1
+        if len(self.errors) < MAX_REPORTED:
+            self.errors.append({"line": line, "message": message})
+
+    def warn(self, line, message):
+        self.warning_count += 1
+        if len(self.warnings) < MAX_REPORTED:
+            self.warnings.append({"line": line, "message": message})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def summary(self) -> str:
+        if self.ok:
+            return f"{Path(self.path).name}: usable for {self.stage}, {self.rows:,} rows, layout {self.format}."
+        first = self.errors[0] if self.errors else {"line": None, "message": "no usable rows."}
+        where = f"line {first['line']}: " if first["line"] else ""
+        more = f" ({self.error_count - 1:,} more problems)" if self.error_count > 1 else ""
+        return f"{Path(self.path).name} cannot be used for {self.stage}: {where}{first['message']}{more}"
+
+
+def _validate(path, stage: str) -> tuple[CheckReport, list[dict]]:
+    report, rows = CheckReport(path=str(path), stage=stage), []
+    if stage not in STAGES:
+        report.error(None, f"Unknown stage '{stage}'. Choose one of: {', '.join(STAGES)}.")
+        return report, rows
+    try:
+        data = read_records(Path(path))
+    except DataError as e:
+        report.error(e.line, str(e))
+        return report, rows
+    report.file_format = data.file_format
+    for line, message in data.notes:
+        report.warn(line, message)
+    for line, message in data.line_errors:
+        report.error(line, message)
+    if data.file_format == "text" and stage != "pt":
+        report.error(None, f"a plain-text file is raw text, which only continued pretraining (pt) uses. For {stage} "
+                           "give JSONL, JSON, CSV or Parquet with the fields listed below.")
+        return report, rows
+    records = data.records
+    layout, hint = detect_layout(stage, [r for _, r in records[:1000]])
+    if layout is None:
+        report.error(None, hint)
+        return report, rows
+    report.format = layout.name
+    seen, ignored = {}, set()
+    for index, (line, record) in enumerate(records, start=1):
+        where = line if line else None
+        prefix = "" if line else f"row {index}: "
+        if not isinstance(record, dict):
+            report.error(where, f"{prefix}expected an object with fields ({', '.join(layout.fields)}), "
+                                f"found {type(record).__name__}.")
+            continue
+        problems, row = convert_row(layout, record, stage)
+        for message in problems:
+            report.error(where, prefix + message)
+        if problems:
+            continue
+        ignored.update(set(record) - set(layout.fields) - set(row))
+        key = json.dumps(row, sort_keys=True, ensure_ascii=False)
+        if key in seen:
+            report.warn(where, f"{prefix}repeats line {seen[key]} exactly. Duplicates weigh an example twice; "
+                               "delete one unless that is what you want.")
+        else:
+            seen[key] = line or f"row {index}"
+        rows.append(row)
+    report.rows = len(rows)
+    if layout.converted:
+        report.warn(None, f"Converted the {layout.name} fields to the standard {layout.target} layout.")
+    if ignored:
+        report.warn(None, f"Ignored columns that {stage} does not use: {', '.join(sorted(ignored))}.")
+    if not records and not data.line_errors:
+        report.error(None, "the file holds no examples.")
+    note = guidance(stage, len(rows))
+    if rows and note["level"] == "low":
+        report.warn(None, note["message"])
+    report.ok = report.error_count == 0 and bool(rows)
+    return report, rows
+
+
+def check(path, stage: str) -> CheckReport:
+    """Validate a file for a stage; never raises for a bad file, the report says what is wrong."""
+    return _validate(path, stage)[0]
+
+
+def load_for_stage(path, stage: str) -> list[dict]:
+    """Rows in the stage's standard TRL layout (see the module docstring). Raises DataError if unusable."""
+    report, rows = _validate(path, stage)
+    if not report.ok:
+        raise DataError(report.summary() + f" See all problems with: python -m engine.data check {path} --stage {stage}")
+    return rows
+
+
+def as_dataset(path, stage: str):
+    """The same rows as a `datasets.Dataset` (imports `datasets`: trainer processes only)."""
+    from datasets import Dataset
+    return Dataset.from_list(load_for_stage(path, stage))
+
+
+def _print_report(report: CheckReport) -> None:
+    print(report.summary())
+    for kind, items, count in (("error", report.errors, report.error_count),
+                               ("warning", report.warnings, report.warning_count)):
+        for item in items:
+            print(f"  {kind}: " + (f"line {item['line']}: " if item["line"] else "") + item["message"])
+        if count > len(items):
+            print(f"  ... and {count - len(items):,} more {kind}s like these.")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m engine.data", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, what in (("check", "validate a data file for a stage"), ("stats", "token lengths and loss mask")):
+        p = sub.add_parser(name, help=what)
+        p.add_argument("file", type=Path)
+        p.add_argument("--stage", required=True, choices=STAGES)
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+        if name == "stats":
+            p.add_argument("--max-length", type=int, default=512, help="tokens per example before truncation")
+            p.add_argument("--examples", type=int, default=3, help="rendered examples to return")
+    args = parser.parse_args(argv)
+    if not args.file.is_file():
+        print(f"error: {args.file} does not exist or is not a file.", file=sys.stderr)
+        return 2
+    try:
+        if args.command == "stats":
+            from engine.datastats import token_stats
+            result = token_stats(args.file, args.stage, args.max_length, args.examples)
+            print(json.dumps(result) if args.json else json.dumps(result, indent=1)[:4000])
+            return 0 if result.get("ok") else 1
+        report = check(args.file, args.stage)
+    except Exception as e:  # noqa: BLE001 - the promise is: a sentence, never a traceback
+        _log_traceback()
+        print(f"error: unexpected problem with {args.file}: {e}. Details are in {paths.home() / 'logs' / 'data.log'}.",
+              file=sys.stderr)
+        return 1
+    print(json.dumps(report.to_dict(), ensure_ascii=False) if args.json else "", end="\n" if args.json else "")
+    if not args.json:
+        _print_report(report)
+    return 0 if report.ok else 1
+
+
+def _log_traceback() -> None:
+    import traceback
+    try:
+        log = paths.home() / "logs" / "data.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "a") as f:
+            traceback.print_exc(file=f)
+    except OSError:
+        pass
+
+
+if __name__ == "__main__":
+    sys.exit(main())
