@@ -206,4 +206,7 @@ def _log_traceback() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except BrokenPipeError:  # `... | head` closed the pipe; not an error worth a traceback
+        sys.exit(0)

@@ -9,7 +9,15 @@ task_api/    SFT, the lesson's Task API example: a natural request to create a t
              opener, creation verb, priority wording at the start / middle / end / absent, status wording, closing),
              so there are thousands of distinct phrasings rather than a handful of templates. No priority word ->
              "medium"; no status word -> "pending".
-Later sections of this file add the preference, RL and pretraining sets (see README.md).
+task_preferences/  DPO and reward model: the same kind of request as prompt, chosen = the exact JSON, rejected = a
+             plausible worse answer, one of eight mistakes a small model really makes (wrong priority, wrong status,
+             title truncated or paraphrased, prose instead of JSON, a missing key, markdown-fenced JSON, a renamed
+             key, a Python dict with single quotes). Titles come from the part of the pool SFT does not use.
+task_prompts/ RL (GRPO): requests only, from titles neither SFT nor the preference set use; `expected` holds the
+             correct JSON so a reward function can score answers (TRL passes extra columns to reward functions).
+pretrain_text/  continued pretraining: paragraphs about task management composed from hand-written sentences
+             (corpus_parts.py): 3-5 sentences of one topic in shuffled order, plus a worked example that uses a
+             task title and its JSON record.
 """
 import json
 import random
@@ -17,6 +25,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 SFT_TRAIN, SFT_TEST = 2400, 240
+PREF_TRAIN, PREF_TEST = 1200, 150
+RL_TRAIN, RL_TEST = 1000, 100
+PT_TRAIN, PT_TEST = 600, 60
 
 # ---- titles: verb + object + qualifier -------------------------------------------------------------------------
 VERBS = ["Review", "Update", "Draft", "Prepare", "Fix", "Schedule", "Email", "Call", "Book", "Renew", "Submit",
@@ -98,9 +109,10 @@ def creation_request(title: str, priority: str | None, rng: random.Random) -> st
     """A request to create a pending task; priority None means the request does not say (-> medium)."""
     t = as_phrase(title, rng)
     verb, noun = rng.choice(CREATE), rng.choice(NOUN)
+    a_noun = ("an " if noun[0] in "aeiou" else "a ") + noun
     place = "none" if priority is None else rng.choice(["start", "middle", "end"])
     if place == "start":
-        body = f"{rng.choice(PRIORITY_START[priority])} {rng.choice([t, f'{verb} {t}', f'{verb} a {noun} to {t[0].lower() + t[1:]}'])}"
+        body = f"{rng.choice(PRIORITY_START[priority])} {rng.choice([t, f'{verb} {t}', f'{verb} {a_noun} to {t[0].lower() + t[1:]}'])}"
         return body + closer(body, rng)
     imperative, other = [], []  # imperative forms take any opener ("Could you add ..."), the others only neutral ones
     if place == "middle":
@@ -111,11 +123,11 @@ def creation_request(title: str, priority: str | None, rng: random.Random) -> st
         other = [f"new {adj} {noun} - {t}", f"{adj} {noun}: {t}"]
     elif place == "end":
         end = rng.choice(PRIORITY_END[priority])
-        imperative = [f"{verb} {t}{end}", f"{verb} a {noun}: {t}{end}"]
+        imperative = [f"{verb} {t}{end}", f"{verb} {a_noun}: {t}{end}"]
         other = [f"new {noun}: {t}{end}", f"{noun} - {t}{end}"]
     else:
         low = t[0].lower() + t[1:]
-        imperative = [f"{verb} a {noun}: {t}", f"{verb} a {noun} to {low}", f"remind me to {low}",
+        imperative = [f"{verb} {a_noun}: {t}", f"{verb} {a_noun} to {low}", f"remind me to {low}",
                       f"{verb} {t} to my list"]
         other = [f"new {noun}: {t}", f"I need to {low}, {verb} it", f"{noun}: {t}"]
     if rng.random() < len(imperative) / (len(imperative) + len(other)):
@@ -145,6 +157,53 @@ def task_example(title: str, rng: random.Random) -> dict:
     return {"input": request, "output": json.dumps(answer)}
 
 
+def worse_answer(answer: dict, rng: random.Random) -> str:
+    """A plausible wrong answer to the same request: the mistakes a small model makes before it is tuned."""
+    title, priority, status = answer["title"], answer["priority"], answer["status"]
+    mistake = rng.choice(["priority", "status", "title", "prose", "missing", "fenced", "renamed", "python"])
+    if mistake == "priority":
+        return json.dumps({**answer, "priority": rng.choice([p for p in ("high", "medium", "low") if p != priority])})
+    if mistake == "status":
+        return json.dumps({**answer, "status": rng.choice([s for s in ("pending", "in_progress", "done") if s != status])})
+    if mistake == "title":
+        words = title.split()
+        short = " ".join(words[:max(1, len(words) // 2)])
+        wrong = rng.choice([short, title.lower(), f"Task: {title}", title.replace(words[0], "Do", 1)])
+        return json.dumps({**answer, "title": wrong if wrong != title else short + "..."})
+    if mistake == "prose":
+        return rng.choice([f"Sure! I've created the task \"{title}\" with {priority} priority.",
+                           f"Done - {title} is on your list ({priority} priority, {status.replace('_', ' ')}).",
+                           f"OK, added {title}."])
+    if mistake == "missing":
+        drop = rng.choice(["priority", "status"])
+        return json.dumps({k: v for k, v in answer.items() if k != drop})
+    if mistake == "fenced":
+        return "```json\n" + json.dumps(answer, indent=2) + "\n```"
+    if mistake == "renamed":
+        return json.dumps({"name": title, "priority": priority, "status": status})
+    return str(answer)  # Python's repr: single quotes, not JSON
+
+
+def preference_pair(title: str, rng: random.Random) -> dict:
+    example = task_example(title, rng)
+    return {"prompt": example["input"], "chosen": example["output"],
+            "rejected": worse_answer(json.loads(example["output"]), rng)}
+
+
+def paragraph(titles: list[str], rng: random.Random) -> dict:
+    from corpus_parts import CONNECTIVES, EXAMPLES, STATUS_WORDS, TOPICS
+    topic = rng.choice(sorted(TOPICS))
+    sentences = rng.sample(TOPICS[topic], rng.randint(3, min(5, len(TOPICS[topic]))))
+    sentences = [(c + s[0].lower() + s[1:]) if c else s for s, c in
+                 ((s, rng.choice(CONNECTIVES)) for s in sentences)]
+    example = task_example(rng.choice(titles), rng)
+    answer = json.loads(example["output"])
+    worked = rng.choice(EXAMPLES).format(title=answer["title"], priority=answer["priority"], json=example["output"],
+                                         status_words=STATUS_WORDS[answer["status"]], request=example["input"])
+    sentences.insert(rng.randint(1, len(sentences)), worked)
+    return {"text": " ".join(sentences)}
+
+
 def write_jsonl(path: Path, rows: list[dict]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8") as f:
@@ -159,6 +218,18 @@ def main() -> None:
     sft = [task_example(t, rng) for t in sft_titles]
     write_jsonl(HERE / "task_api" / "train.jsonl", sft[:SFT_TRAIN])
     write_jsonl(HERE / "task_api" / "test.jsonl", sft[SFT_TRAIN:])
+    n_pref = PREF_TRAIN + PREF_TEST
+    pref = [preference_pair(t, rng) for t in rest[:n_pref]]
+    write_jsonl(HERE / "task_preferences" / "train.jsonl", pref[:PREF_TRAIN])
+    write_jsonl(HERE / "task_preferences" / "test.jsonl", pref[PREF_TRAIN:])
+    prompts = [task_example(t, rng) for t in rest[n_pref:n_pref + RL_TRAIN + RL_TEST]]
+    prompts = [{"prompt": e["input"], "expected": e["output"]} for e in prompts]
+    write_jsonl(HERE / "task_prompts" / "train.jsonl", prompts[:RL_TRAIN])
+    write_jsonl(HERE / "task_prompts" / "test.jsonl", prompts[RL_TRAIN:])
+    # Worked examples in the corpus use SFT training titles only, so the SFT test split stays unseen.
+    corpus = [paragraph(sft_titles[:SFT_TRAIN], rng) for _ in range(PT_TRAIN + PT_TEST)]
+    write_jsonl(HERE / "pretrain_text" / "train.jsonl", corpus[:PT_TRAIN])
+    write_jsonl(HERE / "pretrain_text" / "test.jsonl", corpus[PT_TRAIN:])
 
 
 if __name__ == "__main__":
