@@ -25,6 +25,13 @@ __all__ = ["DataError", "bundled", "load_for_stage", "check", "as_dataset", "Che
 DATASETS = paths.ASSETS / "datasets"
 BUNDLED = {"pt": "pretrain_text", "sft": "task_api", "dpo": "task_preferences", "rm": "task_preferences",
            "rl": "task_prompts"}
+BUNDLED_ABOUT = {
+    "pt": "600 paragraphs about task management and planning (raw text), written for Tunewise.",
+    "sft": "2,400 Task API requests answered with exact JSON ({title, priority, status}), the lesson's example.",
+    "dpo": "1,200 task requests, each with the exact JSON (chosen) and a plausible worse answer (rejected).",
+    "rm": "1,200 task requests, each with the exact JSON (chosen) and a plausible worse answer (rejected).",
+    "rl": "1,000 task requests (prompts only) with the expected JSON for the reward function.",
+}
 MAX_REPORTED = 20  # problems listed one by one; the rest are counted
 
 
@@ -35,6 +42,18 @@ def bundled(stage: str, split: str = "train") -> Path:
     if split not in ("train", "test"):
         raise DataError(f"Unknown split '{split}'. Choose 'train' or 'test'.")
     return DATASETS / BUNDLED[stage] / f"{split}.jsonl"
+
+
+def save_upload(name: str, data: bytes) -> Path:
+    """Keep an uploaded file under TUNEWISE_HOME/uploads; the content hash in the name keeps versions apart."""
+    import hashlib
+    import re
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(name).name).strip("._") or "upload.jsonl"
+    target = paths.home() / "uploads" / f"{hashlib.sha256(data).hexdigest()[:10]}_{safe}"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if not target.is_file():
+        target.write_bytes(data)
+    return target
 
 
 @dataclass
@@ -172,6 +191,7 @@ def main(argv=None) -> int:
         if name == "stats":
             p.add_argument("--max-length", type=int, default=512, help="tokens per example before truncation")
             p.add_argument("--examples", type=int, default=3, help="rendered examples to return")
+            p.add_argument("--model", default="embedded", help="model directory whose tokenizer to use")
     args = parser.parse_args(argv)
     if not args.file.is_file():
         print(f"error: {args.file} does not exist or is not a file.", file=sys.stderr)
@@ -179,7 +199,7 @@ def main(argv=None) -> int:
     try:
         if args.command == "stats":
             from engine.datastats import token_stats
-            result = token_stats(args.file, args.stage, args.max_length, args.examples)
+            result = token_stats(args.file, args.stage, args.max_length, args.examples, args.model)
             print(json.dumps(result) if args.json else json.dumps(result, indent=1)[:4000])
             return 0 if result.get("ok") else 1
         report = check(args.file, args.stage)

@@ -1,4 +1,135 @@
+"""Step 4: choose the data, check it for the plan's stage, and see what the model will train on.
+
+Validation runs here (pure Python, fast); token statistics need a tokenizer, so they run in a subprocess
+(`python -m engine.data stats`) and are cached by file, modification time and settings.
+"""
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import plotly.express as px
 import streamlit as st
 
-st.title("data")
-st.info("This step is being built.")
+from engine import paths
+from engine.data import BUNDLED_ABOUT, bundled, check, guidance, save_upload
+from engine.datafile import max_upload_mb
+from engine.datastats import mask_html
+from engine.spec import STAGE_NAMES
+
+SOURCES = ("Bundled example set", "Upload a file", "A file on this machine")
+
+
+def file_version(path: Path) -> tuple:
+    """What the caches key on: a file edited in place gets checked again."""
+    try:
+        return path.stat().st_mtime_ns, path.stat().st_size
+    except OSError:
+        return 0, 0
+
+
+@st.cache_data(show_spinner="Checking the file…", max_entries=32)
+def cached_check(path: str, stage: str, version: tuple) -> dict:
+    return check(path, stage).to_dict()
+
+
+@st.cache_data(show_spinner="Tokenizing a sample (a few seconds)…", max_entries=32)
+def cached_stats(path: str, stage: str, max_length: int, version: tuple) -> dict:
+    cmd = [sys.executable, "-m", "engine.data", "stats", path, "--stage", stage, "--max-length", str(max_length),
+           "--json", "--examples", "3"]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=paths.REPO)
+        return json.loads(done.stdout)
+    except (subprocess.TimeoutExpired, json.JSONDecodeError) as e:
+        return {"ok": False, "error": f"token statistics failed ({type(e).__name__}); run `{' '.join(cmd)}` to see why."}
+
+
+def problems_table(items: list, count: int, kind: str):
+    frame = pd.DataFrame([{"line": i["line"] or "", kind: i["message"]} for i in items])
+    st.dataframe(frame, hide_index=True, width="stretch")
+    if count > len(items):
+        st.caption(f"… and {count - len(items):,} more {kind}s like these. Fix the first ones; they often repeat.")
+
+
+spec = st.session_state.spec
+st.title("4 · Data")
+st.markdown(f"Data for **{STAGE_NAMES[spec.stage]}** (the stage chosen on the Goal page). Every problem is caught "
+            "here, before a GPU minute is spent.")
+
+source = st.radio("Where is your data?", SOURCES, horizontal=True, key="data_source")
+path = None
+if source == SOURCES[0]:
+    path = bundled(spec.stage)
+    st.caption(f"{BUNDLED_ABOUT[spec.stage]} File: `{path.relative_to(paths.REPO)}`")
+elif source == SOURCES[1]:
+    upload = st.file_uploader(f"JSONL, JSON, CSV or Parquet, up to {max_upload_mb():,.0f} MB",
+                              type=["jsonl", "json", "csv", "tsv", "parquet", "txt"], key="data_upload")
+    if upload is not None:
+        path = save_upload(upload.name, upload.getvalue())
+else:
+    typed = st.text_input("Path of a data file", key="data_path", placeholder="/home/me/tasks.jsonl")
+    if typed.strip():
+        path = Path(typed.strip()).expanduser()
+
+if path is None:
+    st.info("Choose the bundled set, upload a file, or type a path. Your plan is unchanged until you press "
+            "'Use this data'.")
+    st.stop()
+
+try:
+    report = cached_check(str(path), spec.stage, file_version(path))
+except Exception as e:  # noqa: BLE001 - a broken file must never take the page (or the plan) down
+    report = {"ok": False, "errors": [{"line": None, "message": f"the file could not be read: {e}"}],
+              "error_count": 1, "warnings": [], "warning_count": 0, "rows": 0, "format": "", "file_format": ""}
+
+cols = st.columns(4)
+cols[0].metric("Usable rows", f"{report['rows']:,}")
+cols[1].metric("Layout", report["format"] or "not recognised")
+cols[2].metric("File type", report["file_format"] or "?")
+cols[3].metric("Problems", f"{report['error_count']:,}")
+if report["error_count"]:
+    st.error(f"**{path.name}** cannot be used for {spec.stage} yet: {report['error_count']:,} problem(s). "
+             "Line numbers are lines of the file.")
+    problems_table(report["errors"], report["error_count"], "error")
+if report["warning_count"]:
+    with st.expander(f"{report['warning_count']} note(s)", expanded=not report["error_count"]):
+        problems_table(report["warnings"], report["warning_count"], "warning")
+if not report["ok"]:
+    st.info("Your plan is unchanged: fix the file and it is checked again, or choose another source.")
+    st.stop()
+
+note = guidance(spec.stage, report["rows"])
+(st.success if note["level"] == "ok" else st.warning)(note["message"])
+
+st.subheader("What the model sees")
+stats = cached_stats(str(path), spec.stage, spec.max_length, file_version(path))
+if not stats.get("ok"):
+    st.warning(f"No token statistics: {stats.get('error')}")
+else:
+    left, right = st.columns([3, 2])
+    figure = px.histogram(x=stats["lengths"], nbins=40, labels={"x": "tokens per example"},
+                          title=f"Token lengths ({stats['sampled']:,} of {stats['rows']:,} rows)")
+    figure.add_vline(x=spec.max_length, line_dash="dash", line_color="red",
+                     annotation_text=f"max_length {spec.max_length}")
+    figure.update_layout(yaxis_title="examples", height=320, margin={"t": 40, "b": 10})
+    left.plotly_chart(figure, width="stretch")
+    right.metric("Truncated at max_length", f"{stats['truncated_share']:.1%}",
+                 help="Share of examples longer than max_length; their ends are cut off in training.")
+    right.metric("Median / 95th percentile / longest", f"{stats['p50']} / {stats['p95']} / {stats['max']}")
+    right.metric("Tokens in the file (estimate)", f"{stats['total_tokens_estimate']:,}")
+    if stats["truncated_share"] > 0.05:
+        right.warning(f"Raise max_length on the Estimate page above {stats['p95']} to keep 95% whole, or shorten "
+                      "the examples.")
+    st.markdown(f"**Loss mask.** {stats['mask_rule']} Green tokens count toward the loss, grey ones are context.")
+    for number, example in enumerate(stats["examples"], start=1):
+        with st.expander(f"Example {number} as the model sees it (chat template applied)", expanded=number == 1):
+            st.markdown(mask_html(example["tokens"]), unsafe_allow_html=True)
+
+chosen = "" if source == SOURCES[0] else str(path)
+if spec.dataset_name == chosen:
+    st.success("Your plan uses this data.")
+elif st.button("Use this data", type="primary"):
+    st.session_state.spec = dataclasses.replace(spec, dataset_name=chosen)
+    st.rerun()
