@@ -74,8 +74,11 @@ def read_records(path: Path) -> FileRecords:
         try:
             return _read_json_array(text)
         except DataError:
-            if text.lstrip().startswith("["):
+            lines = _read_jsonl(text)  # a .json file that is really JSONL, as many exports write
+            if text.lstrip().startswith("[") or lines.line_errors or len(lines.records) < 2:
                 raise
+            lines.notes.append((None, "The .json file holds one object per line; read it as JSONL."))
+            return lines
     return _read_jsonl(text)
 
 

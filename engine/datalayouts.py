@@ -73,12 +73,7 @@ def describe(stage: str) -> str:
 
 def detect_layout(stage: str, records: list) -> tuple:
     """(layout, "") for the layout most rows match, or (None, a sentence saying what the stage needs)."""
-    votes = {}
-    for record in records:
-        if isinstance(record, dict):
-            match = next((lay for lay in LAYOUTS[stage] if set(lay.fields) <= set(record)), None)
-            if match:
-                votes[match] = votes.get(match, 0) + 1
+    votes = _votes(stage, records)
     if votes:
         return max(votes, key=lambda lay: (votes[lay], -LAYOUTS[stage].index(lay))), ""
     dicts = [r for r in records if isinstance(r, dict)]
@@ -86,10 +81,20 @@ def detect_layout(stage: str, records: list) -> tuple:
         found = type(records[0]).__name__ if records else "nothing"
         return None, f"the rows are {found}, not objects with named fields. {stage} needs: {describe(stage)}."
     keys = sorted({k for r in dicts[:50] for k in r})
-    other = next((s for s in STAGES if s != stage and detect_layout(s, dicts[:50])[0] is not None), None)
+    other = next((s for s in STAGES if s != stage and _votes(s, dicts[:50])), None)
     hint = f" These fields look like data for stage {other}; choose that stage if that is the plan." if other else ""
     return None, (f"no {stage} layout found: the rows have fields {', '.join(keys)}; {stage} needs one of: "
                   f"{describe(stage)}. Rename the columns to match.{hint}")
+
+
+def _votes(stage: str, records: list) -> dict:
+    votes = {}
+    for record in records:
+        if isinstance(record, dict):
+            match = next((lay for lay in LAYOUTS[stage] if set(lay.fields) <= set(record)), None)
+            if match:
+                votes[match] = votes.get(match, 0) + 1
+    return votes
 
 
 def _text(record, name, allow_empty=False):
