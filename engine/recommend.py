@@ -11,13 +11,15 @@ import argparse
 import functools
 import json
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import yaml
 
 from engine.hardware import Hardware, HardwareError, custom_gpu, preset_hardware, this_computer
 from engine.paths import ASSETS
+from engine.spec import LEARNING_RATES, RunSpec
 
+METHOD_NAMES = {"full": "Full fine-tuning", "lora": "LoRA", "qlora": "QLoRA"}
 STAGE_ORDER = ("pt", "sft", "dpo", "rm", "rl")  # a pipeline always runs in this order
 RLHF_STAGES = ("rm", "rl")                      # reward model, then RL against it: RLHF in place of DPO
 
@@ -197,6 +199,14 @@ def recommend(goals: list[str], hardware: Hardware | None = None) -> Recommendat
     return Recommendation(goals=goals, pipeline=pipeline, peft=method.peft, consider_rag=consider_rag,
                           data=data_by_stage[0], data_by_stage=data_by_stage, reasons=reasons, caveats=caveats,
                           per_goal=per_goal, alternatives=alternatives, hardware=hardware.name if hardware else "")
+
+
+def apply_to_spec(spec: RunSpec, **changes) -> RunSpec:
+    """spec with `changes` (stage, method, num_processes...); a learning rate still at the old stage/method's
+    default moves to the new one's, a rate the user chose stays."""
+    if spec.learning_rate == LEARNING_RATES.get((spec.stage, spec.method)):
+        changes.setdefault("learning_rate", 0.0)  # 0 = RunSpec picks the default for the new stage and method
+    return replace(spec, **changes)
 
 
 def compare_dataset(guidance: StageData, n_examples: int) -> tuple[str, str]:

@@ -1,4 +1,103 @@
+"""Step 1 · Goal: what the model should learn -> the training steps in order, the method, and why."""
+from pathlib import Path
+
+import pandas as pd
 import streamlit as st
 
-st.title("goal")
-st.info("This step is being built.")
+from engine import data as datasets
+from engine.hardware import this_computer
+from engine.recommend import METHOD_NAMES, apply_to_spec, compare_dataset, lesson, recommend
+from engine.spec import STAGE_NAMES
+
+LESSON = lesson()
+
+
+def stage_name(stage: str) -> str:
+    return STAGE_NAMES[stage][:1].upper() + STAGE_NAMES[stage][1:]
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def count_rows(path: str, stage: str, mtime: float) -> int:  # mtime: a changed file is counted again
+    return datasets.check(path, stage).rows
+
+
+st.title("🎯 What should the model learn?")
+st.write("Fine-tuning is not one thing: some training adds **skills**, some shapes **behaviour**. "
+         "Tick everything you need. We put the training steps in order and tell you why.")
+with st.expander("The three kinds of training, and what each costs"):
+    st.table(pd.DataFrame(LESSON["spectrum"]).set_index("Kind"))
+    st.caption("Almost every project lives in the last two rows: you start from a model someone already "
+               "pretrained, then add skills and shape behaviour.")
+
+if "goals" not in st.session_state:
+    st.session_state.goals = []
+left, right = st.columns(2)
+chosen = []
+for i, (key, goal) in enumerate(LESSON["goals"].items()):
+    if (left if i % 2 == 0 else right).checkbox(goal["label"], value=key in st.session_state.goals,
+                                                 help=goal["help"], key=f"goal_{key}"):
+        chosen.append(key)
+st.session_state.goals = chosen
+if not chosen:
+    st.session_state.pop("recommendation", None)
+    st.info("Tick at least one goal above to get a plan.")
+    st.stop()
+
+hardware = st.session_state.get("hardware") or this_computer()
+rec = recommend(chosen, hardware)
+st.session_state.recommendation = rec
+
+st.subheader("Your plan")
+st.markdown("#### " + " → ".join(stage_name(s) for s in rec.pipeline))
+a, b, c = st.columns(3)
+a.metric("Training steps", len(rec.pipeline))
+b.metric("Method", METHOD_NAMES[rec.peft], help="How much of the model is trained: all of it (full), a small "
+         "adapter (LoRA) or an adapter on a 4-bit base (QLoRA).")
+c.metric(f"Data for the first step ({rec.data.stage.upper()})", f"{rec.data.min_examples:,}–{rec.data.max_examples:,}")
+planned_for = hardware.name + (f" × {hardware.count}" if hardware.count > 1 else "")
+st.caption(f"Method chosen for **{planned_for}**" + ("" if "hardware" in st.session_state else
+           " (this computer). Planning for other hardware? Choose it on the Hardware page."))
+
+st.markdown("**Why**\n" + "\n".join(f"- {r}" for r in rec.reasons))
+st.dataframe(pd.DataFrame([{"You need": g.label, "Method": g.primary, "Or / also": g.secondary or "–",
+                            "Why": g.why} for g in rec.per_goal]), hide_index=True, width="stretch")
+if rec.consider_rag:
+    st.info("📚 **Consider RAG too.** For facts, retrieval (looking the answer up in your documents at question "
+            "time) is often more reliable than training them in. Many teams do both.")
+for alt in rec.alternatives:
+    st.info(f"**Plan B: {' → '.join(stage_name(s) for s in alt['pipeline'])}.** {alt['when']}")
+st.warning("**Watch out**\n" + "\n".join(f"- {c}" for c in rec.caveats if "RAG" not in c))
+
+st.subheader("How much data")
+for d in rec.data_by_stage:
+    st.markdown(f"- **{stage_name(d.stage)}**: {d.min_examples:,}–{d.max_examples:,} {d.unit}. {d.note}")
+spec = st.session_state.spec
+target = next((d for d in rec.data_by_stage if d.stage == spec.stage), rec.data)
+n_examples = None
+if spec.dataset_name and Path(spec.dataset_name).is_file():
+    n_examples = count_rows(spec.dataset_name, target.stage, Path(spec.dataset_name).stat().st_mtime)
+    st.caption(f"Your dataset **{Path(spec.dataset_name).name}** has {n_examples:,} usable rows for "
+               f"{STAGE_NAMES[target.stage]}.")
+else:
+    n_examples = st.number_input(f"How many {target.unit.split(' (')[0]} do you have, or plan to collect, for "
+                                 f"{STAGE_NAMES[target.stage]}? (0 = not sure yet)", 0, 100_000_000, 0, step=100)
+if n_examples:
+    level, sentence = compare_dataset(target, int(n_examples))
+    {"low": st.warning, "ok": st.success, "high": st.info}[level](sentence)
+
+if st.button("Use this plan", type="primary"):
+    st.session_state.spec = apply_to_spec(spec, stage=rec.pipeline[0], method=rec.peft)
+    st.success(f"Saved: your first run will be **{STAGE_NAMES[rec.pipeline[0]]}** with "
+               f"**{METHOD_NAMES[rec.peft]}**." + (" When it is done, the next step starts from its result."
+                                                    if len(rec.pipeline) > 1 else ""))
+
+st.divider()
+with st.expander("Which method for which use case"):
+    st.table(pd.DataFrame(LESSON["matrix"]).set_index("Use case"))
+with st.expander("DPO or RLHF?"):
+    st.table(pd.DataFrame(LESSON["rlhf_vs_dpo"]).set_index(""))
+    st.caption("Start with DPO. Move to RLHF only when DPO proves insufficient.")
+with st.expander("Common misconceptions"):
+    for m in LESSON["misconceptions"]:
+        st.markdown(f"- *“{m['myth']}”* {m['truth']}")
+st.page_link("pages/hardware.py", label="Next: what will you train on?", icon="🖥️")

@@ -141,3 +141,12 @@ def test_cli_vram_gib_and_errors_exit_2_with_the_valid_choices():
     assert bad_goal.returncode == 2 and "capability" in bad_goal.stderr and "new-language" in bad_goal.stderr
     bad_gpu = _cli("--goal", "safety", "--gpu", "rtx-9090")
     assert bad_gpu.returncode == 2 and "rtx-4090" in bad_gpu.stderr and "apple-m-64" in bad_gpu.stderr
+
+
+def test_applying_a_plan_moves_a_default_learning_rate_but_keeps_a_chosen_one():
+    from engine.recommend import apply_to_spec
+    from engine.spec import LEARNING_RATES, RunSpec
+    spec = apply_to_spec(RunSpec(), stage="dpo", method="qlora")
+    assert (spec.stage, spec.method, spec.learning_rate) == ("dpo", "qlora", LEARNING_RATES["dpo", "qlora"])
+    mine = apply_to_spec(RunSpec(learning_rate=3e-4), stage="dpo")
+    assert mine.learning_rate == 3e-4

@@ -1,0 +1,174 @@
+"""AppTest for the Goal and Hardware pages: what a student sees and what the pages hand to the next steps."""
+import dataclasses
+from types import SimpleNamespace
+
+import pynvml
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from engine import hardware
+from engine.hardware import preset_hardware
+from engine.paths import REPO
+
+MIB = 1024 ** 2
+
+
+@pytest.fixture
+def no_gpu(monkeypatch):
+    """This machine has no NVIDIA driver, whatever machine the tests run on."""
+    def init():
+        raise pynvml.NVMLError(pynvml.NVML_ERROR_LIBRARY_NOT_FOUND)
+    monkeypatch.setattr(pynvml, "nvmlInit", init)
+    hardware._read_nvml.cache_clear()
+    yield
+    hardware._read_nvml.cache_clear()
+
+
+@pytest.fixture
+def two_h200s(monkeypatch):
+    monkeypatch.setattr(pynvml, "nvmlInit", lambda: None)
+    monkeypatch.setattr(pynvml, "nvmlShutdown", lambda: None)
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetCount", lambda: 2)
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetHandleByIndex", lambda i: i)
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetName", lambda h: "NVIDIA H200")
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetMemoryInfo",
+                        lambda h: SimpleNamespace(total=143771 * MIB, used=4096 * MIB, free=139675 * MIB))
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetCudaComputeCapability", lambda h: (9, 0))
+    monkeypatch.setattr(pynvml, "nvmlSystemGetDriverVersion", lambda: "570.86.15")
+    monkeypatch.setattr(pynvml, "nvmlSystemGetCudaDriverVersion", lambda: 12080)
+    hardware._read_nvml.cache_clear()
+    yield
+    hardware._read_nvml.cache_clear()
+
+
+def app(**state) -> AppTest:
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
+    for key, value in state.items():
+        at.session_state[key] = value
+    return at.run()
+
+
+def texts(at, *kinds) -> str:
+    return "\n".join(str(e.value) for kind in kinds for e in at.get(kind))
+
+
+def alerts(at) -> str:
+    return texts(at, "info", "warning", "success", "error")
+
+
+def tick(at, *goals) -> AppTest:
+    for goal in goals:
+        at.checkbox(key=f"goal_{goal}").check()
+    return at.run()
+
+
+def test_goal_page_asks_for_a_goal_first(no_gpu):
+    at = app()
+    assert not at.exception
+    assert "Tick at least one goal" in alerts(at)
+    assert "recommendation" not in at.session_state
+    assert len(at.checkbox) == 8
+
+
+def test_task_api_assistant_on_a_consumer_gpu_gets_qlora_sft_with_2000_to_5000_examples(no_gpu):
+    at = tick(app(hardware=preset_hardware("rtx-3060")), "capability", "quality")
+    assert not at.exception
+    assert "#### Supervised fine-tuning" in texts(at, "markdown")
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Method"] == "QLoRA" and metrics["Data for the first step (SFT)"] == "2,000–5,000"
+    at.button[0].click().run()  # "Use this plan"
+    assert "Saved: your first run will be **supervised fine-tuning** with **QLoRA**" in texts(at, "success")
+    spec = at.session_state.spec
+    assert (spec.stage, spec.method, spec.learning_rate) == ("sft", "qlora", 2e-4)
+    assert at.session_state.recommendation.pipeline == ["sft"]
+
+
+def test_customer_support_chatbot_gets_sft_then_dpo_with_rag_and_an_rlhf_plan_b(no_gpu):
+    at = tick(app(), "knowledge", "style", "safety")
+    assert "#### Supervised fine-tuning → DPO (preferences)" in texts(at, "markdown")
+    shown = alerts(at)
+    assert "Consider RAG" in shown
+    assert "Plan B: Supervised fine-tuning → Reward model → RL against a reward model" in shown
+    assert "forgetting" in shown and "70B" in shown
+    table = at.dataframe[0].value.set_index("Method")
+    per_goal = {row["You need"]: (method, row["Or / also"]) for method, row in table.iterrows()}
+    assert per_goal["Knowledge injection (teach it facts)"] == ("SFT", "RAG")
+    assert per_goal["A different style or persona (a big change)"] == ("SFT", "DPO")
+    assert per_goal["Safer, more aligned outputs"] == ("DPO", "RLHF")
+    at.button[0].click().run()
+    assert (at.session_state.spec.stage, at.session_state.spec.method) == ("sft", "lora")  # CPU here: no QLoRA
+
+
+def test_goal_page_compares_the_students_dataset_with_the_range(no_gpu, tmp_path):
+    at = tick(app(), "capability")
+    at.number_input[0].set_value(500).run()
+    assert "You have 500 examples; this usually needs at least 2,000" in alerts(at)
+    at.number_input[0].set_value(3000).run()
+    assert "inside the usual 2,000-5,000" in texts(at, "success")
+    data = tmp_path / "mine.jsonl"
+    data.write_text("".join(f'{{"input": "task {i}", "output": "done {i}"}}\n' for i in range(120)))
+    at = tick(app(spec=dataclasses.replace(at.session_state.spec, dataset_name=str(data))), "capability")
+    assert "**mine.jsonl** has 120 usable rows" in texts(at, "caption")
+    assert "You have 120 examples" in alerts(at)
+
+
+def test_hardware_page_without_a_gpu_plans_for_this_computer_and_offers_presets(no_gpu):
+    at = app()
+    at.switch_page("pages/hardware.py").run()
+    assert not at.exception
+    assert "No NVIDIA GPU found" in alerts(at)
+    assert at.selectbox[0].value == "here"
+    hw = at.session_state.hardware
+    assert (hw.kind, hw.detected, hw.count) == ("cpu", True, 1)
+    assert "QLoRA needs an NVIDIA GPU" in alerts(at)
+    assert at.get("page_link")[0].proto.page == "estimate"
+    assert "refines this with real numbers" in alerts(at)
+
+
+@pytest.mark.parametrize("preset, method, words", [
+    ("rtx-3060", "QLoRA", "consumer-GPU territory"), ("rtx-4090", "LoRA", "full fine-tuning fits small"),
+    ("a100-80", "LoRA", "any method is viable"), ("apple-m-64", "LoRA", "QLoRA is not available on a Mac"),
+])
+def test_hardware_page_recommends_a_method_with_reasons(no_gpu, preset, method, words):
+    at = app()
+    at.switch_page("pages/hardware.py").run()
+    at.selectbox[0].select(preset).run()
+    assert f"Recommended method: {method}" in texts(at, "subheader")
+    assert words in texts(at, "markdown") + alerts(at)
+    hw = at.session_state.hardware
+    for attribute in ("name", "vram_gib", "count", "bf16", "tflops_bf16", "usd_per_hour", "kind", "detected"):
+        assert hasattr(hw, attribute)
+    assert hw.preset == preset and not hw.detected
+
+
+def test_hardware_choice_updates_the_goal_plan_and_the_spec(no_gpu):
+    at = tick(app(), "capability")
+    at.switch_page("pages/hardware.py").run()
+    at.selectbox[0].select("t4").run()
+    assert at.session_state.recommendation.peft == "qlora"
+    assert "no bfloat16" in alerts(at)
+    at.button[1].click().run()  # "Use QLoRA on this hardware"
+    assert at.session_state.spec.method == "qlora" and "Saved: method **QLoRA**" in texts(at, "success")
+    at.switch_page("pages/hardware.py").run()  # coming back keeps the choice
+    assert at.selectbox[0].value == "t4"
+
+
+def test_several_detected_gpus_are_shown_and_set_the_process_count(two_h200s):
+    at = app()
+    at.switch_page("pages/hardware.py").run()
+    assert "Found 2 NVIDIA GPUs · driver 570.86.15 · CUDA 12.8" in alerts(at)
+    gpus = at.dataframe[0].value
+    assert list(gpus["GPU"]) == ["NVIDIA H200", "NVIDIA H200"] and gpus["Compute capability"][0] == "9.0"
+    hw = at.session_state.hardware
+    assert (hw.count, hw.detected, hw.preset, hw.tflops_bf16) == (2, True, "h200", 989.0)
+    at.button[1].click().run()
+    assert at.session_state.spec.num_processes == 2
+
+
+def test_the_lessons_exercise_is_answered_on_the_hardware_page(no_gpu):
+    at = app()
+    at.switch_page("pages/hardware.py").run()
+    exercise = at.dataframe[-1].value.set_index("Machine")
+    assert exercise.loc["NVIDIA RTX 4090 24 GB", "QLoRA"] == "~28B"
+    assert exercise.loc["NVIDIA A100 80 GB", "QLoRA"] == "~93.3B"
+    assert exercise.loc["Apple M-series Max, 64 GB unified memory (e.g. M3 Max)", "QLoRA"] == "not possible here"
