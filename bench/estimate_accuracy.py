@@ -1,0 +1,288 @@
+"""How close engine.estimate's peak_gib is to what NVML shows in use during real training runs.
+
+    # on the GPU machine (one configuration per process, NVML sampled in a thread, results as JSON lines):
+    python bench/estimate_accuracy.py run --grid final --out $OUT
+    # here, afterwards: re-score the stored measurements with the current estimator and write the summary
+    python bench/estimate_accuracy.py score bench/results/estimate_accuracy.jsonl
+
+Models are random-weight copies of public configs from the catalog (memory does not depend on weight values),
+saved once to /tmp so QLoRA can quantize them on load. Every row of the synthetic data set is longer than `seq`
+tokens, so truncation makes every sequence exactly `seq` long. `--trainer mini` runs TRL in this process instead
+of `python -m engine.train` (used to calibrate before engine.train existed); its rows are marked as such.
+"""
+import argparse
+import datetime
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+S, Q, L, F = "sft", "qlora", "lora", "full"
+M135, Q05, L1, L3, L8 = ("HuggingFaceTB/SmolLM2-135M-Instruct", "Qwen/Qwen2.5-0.5B", "meta-llama/Llama-3.2-1B",
+                         "meta-llama/Llama-3.2-3B", "meta-llama/Llama-3.1-8B")
+# (model, stage, method, seq, batch, gradient checkpointing)
+GRIDS = {
+    "final": [
+        (M135, S, L, 512, 8, False), (M135, S, F, 2048, 4, False), (M135, "dpo", L, 1024, 2, True),
+        (M135, S, Q, 1024, 4, True),
+        (Q05, S, L, 2048, 8, False), (Q05, S, F, 2048, 8, False), (Q05, S, Q, 1024, 2, False),
+        (Q05, "dpo", F, 512, 4, True), (Q05, S, F, 1024, 4, True),
+        (L1, S, L, 1024, 4, True), (L1, "dpo", L, 2048, 2, False), (L1, S, F, 512, 8, True),
+        (L3, S, Q, 2048, 4, True), (L3, S, L, 512, 2, False), (L3, "dpo", Q, 1024, 1, False),
+        (L3, S, F, 1024, 2, True),
+        (L8, S, Q, 512, 1, True), (L8, S, L, 2048, 2, True), (L8, "dpo", L, 1024, 2, True),
+        (L8, S, F, 512, 1, True), (L8, S, Q, 2048, 8, True),
+    ],
+    "calib": [
+        (M135, S, L, 1024, 4, False), (M135, S, L, 2048, 8, True), (M135, S, F, 512, 2, False),
+        (M135, S, F, 2048, 4, True), (M135, S, Q, 1024, 2, False), (M135, "dpo", F, 1024, 2, False),
+        (Q05, S, L, 1024, 4, False), (Q05, S, L, 2048, 8, True), (Q05, S, F, 512, 2, False),
+        (Q05, S, F, 2048, 4, True), (Q05, S, Q, 1024, 2, False), (Q05, S, Q, 2048, 4, True),
+        (Q05, "dpo", L, 1024, 2, True), (Q05, "dpo", F, 512, 2, False),
+        (L1, S, L, 1024, 4, False), (L1, S, F, 2048, 4, True), (L1, S, Q, 512, 8, False),
+        (L3, S, L, 2048, 8, True), (L3, S, F, 512, 2, False), (L3, S, Q, 2048, 4, True),
+        (L3, "dpo", L, 512, 2, False),
+        (L8, S, L, 1024, 4, False), (L8, S, F, 2048, 2, True), (L8, S, Q, 1024, 2, False),
+        (L8, "dpo", Q, 512, 2, True), (L8, S, F, 512, 1, False),
+    ],
+}
+
+
+class NvmlPeak(threading.Thread):
+    """Highest `used` memory NVML reports for GPU 0 while running (what nvidia-smi shows and what runs out)."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        import pynvml
+        pynvml.nvmlInit()
+        self.nvml, self.handle = pynvml, pynvml.nvmlDeviceGetHandleByIndex(0)
+        self.peak, self.stop_flag = 0, threading.Event()
+
+    def used(self):
+        return self.nvml.nvmlDeviceGetMemoryInfo(self.handle).used
+
+    def run(self):
+        while not self.stop_flag.is_set():
+            self.peak = max(self.peak, self.used())
+            time.sleep(0.005)
+
+    def stop(self):
+        self.stop_flag.set()
+        self.join()
+        return self.peak
+
+
+def make_model_dir(name: str, root: Path) -> Path:
+    """A random-weight bf16 copy of a catalog model, with a word-level tokenizer (no network on the GPU machine)."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast
+
+    from engine import catalog
+    target = root / name.replace("/", "--")
+    if (target / "config.json").is_file():
+        return target
+    values = {k: v for k, v in catalog.load_config(name).items() if k != "_name_or_path"}
+    cfg = AutoConfig.for_model(**values)
+    with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
+        model = AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16)
+    model.save_pretrained(target)
+    del model
+    torch.cuda.empty_cache()
+    # Byte-level BPE with no merges: one token per byte, and AutoTokenizer's per-family classes (Qwen2Tokenizer...)
+    # rebuild it the same way, so every family tokenizes our text identically.
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    vocab = {"<unk>": 0, "<eos>": 1, "<pad>": 2, **{ch: i + 3 for i, ch in enumerate(sorted(alphabet))}}
+    tok = Tokenizer(models.BPE(vocab, [], unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>", pad_token="<pad>", unk_token="<unk>")
+    fast.chat_template = "{% for m in messages %}{{ m['content'] }} {% endfor %}"
+    fast.save_pretrained(target)
+    return target
+
+
+def make_dataset(stage: str, seq: int, rows: int, path: Path) -> Path:
+    import random
+    rnd = random.Random(seq)
+    words = lambda n: " ".join(f"w{rnd.randrange(3, 4000)}" for _ in range(n))  # noqa: E731
+    with path.open("w") as f:
+        for _ in range(rows):  # every row longer than seq: truncation makes each sequence exactly seq tokens
+            # ~5 tokens a word; prompts short, answers long: truncation leaves exactly seq tokens, most of them scored
+            if stage == "dpo":
+                row = {"prompt": words(seq // 40 + 1), "chosen": words(seq // 3), "rejected": words(seq // 3)}
+            else:
+                row = {"prompt": words(seq // 40 + 1), "completion": words(seq // 3)}
+            f.write(json.dumps(row) + "\n")
+    return path
+
+
+def train_engine(row, model_dir, data, work, steps):
+    """One `python -m engine.train` run in its own process; step time and torch's reserved peak from metrics.jsonl."""
+    import shutil
+    model, stage, method, seq, batch, ckpt = row
+    out = work / "run"
+    shutil.rmtree(out, ignore_errors=True)
+    cmd = [sys.executable, "-m", "engine.train", "--stage", stage, "--method", method, "--model", str(model_dir),
+           "--dataset", str(data), "--max-steps", str(steps), "--seq", str(seq), "--batch", str(batch),
+           "--output-dir", str(out)] + (["--grad-ckpt"] if ckpt else [])
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stderr[-1500:])
+    logs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    logs = [r for r in logs if "loss" in r]
+    gaps = [b["time"] - a["time"] for a, b in zip(logs, logs[1:])]
+    return {"step_s": statistics.median(gaps[1:]) if len(gaps) > 1 else None,
+            "torch_reserved_gib": max((r.get("memory_gib") or 0) for r in logs) if logs else None}
+
+
+def train_mini(row, model_dir, data, work, steps):
+    """TRL in this process, as engine.train is expected to run it; returns torch's peak counters and step time."""
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, TrainerCallback
+    from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
+
+    model_name, stage, method, seq, batch, ckpt = row
+    quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                               bnb_4bit_compute_dtype=torch.bfloat16) if method == Q else None
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16, quantization_config=quant,
+                                                 device_map={"": 0} if torch.cuda.is_available() else None)
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    peft = None if method == F else LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear",
+                                               task_type="CAUSAL_LM")
+    stamps = []
+
+    class Clock(TrainerCallback):
+        def on_step_end(self, *a, **k):
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            stamps.append(time.perf_counter())
+
+    Config, Trainer = (DPOConfig, DPOTrainer) if stage == "dpo" else (SFTConfig, SFTTrainer)
+    args = Config(output_dir=str(work / "run"), max_steps=steps, per_device_train_batch_size=batch, max_length=seq,
+                  gradient_checkpointing=ckpt, learning_rate=1e-5, logging_steps=1, save_strategy="no", report_to=[],
+                  bf16=torch.cuda.is_available(), use_cpu=not torch.cuda.is_available(), disable_tqdm=True)
+    ds = Dataset.from_list([json.loads(line) for line in data.read_text().splitlines()])
+    trainer = Trainer(model=model, args=args, train_dataset=ds, processing_class=tok, peft_config=peft,
+                      callbacks=[Clock()])
+    stamps.append(time.perf_counter())
+    trainer.train()
+    gaps = [b - a for a, b in zip(stamps, stamps[1:])]
+    result = {"step_s": statistics.median(gaps[2:]) if len(gaps) > 2 else None}
+    if torch.cuda.is_available():
+        result["torch_reserved_gib"] = torch.cuda.max_memory_reserved() / 2**30
+        result["torch_allocated_gib"] = torch.cuda.max_memory_allocated() / 2**30
+    del trainer, model
+    import gc
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    return result
+
+
+def versions():
+    import importlib.metadata as md
+    out = {}
+    for pkg in ("torch", "transformers", "trl", "peft", "bitsandbytes", "accelerate"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def predict(row):
+    try:
+        from engine import estimate
+        model, stage, method, seq, batch, ckpt = row
+        est = estimate.estimate_run(estimate.EstimateRequest(model=model, stage=stage, method=method, seq=seq,
+                                                             batch=batch, grad_ckpt=ckpt, gpu="h200"))
+        return est.peak_gib
+    except Exception as e:  # the estimator may not exist yet when calibrating
+        return f"error: {e}"
+
+
+def run(args):
+    import pynvml
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    work, models_root = Path("/tmp/tw_bench"), Path("/tmp/tw_models")
+    work.mkdir(exist_ok=True)
+    sampler = NvmlPeak()
+    name = pynvml.nvmlDeviceGetName(sampler.handle)
+    meta = {"date": datetime.date.today().isoformat(), "gpu": name if isinstance(name, str) else name.decode(),
+            "driver": pynvml.nvmlSystemGetDriverVersion(), "versions": versions(), "trainer": args.trainer}
+    train = train_mini if args.trainer == "mini" else train_engine
+    start, results = time.time(), out / f"estimate_{args.grid}.jsonl"
+    for row in GRIDS[args.grid]:
+        if time.time() - start > args.budget_s:
+            print("budget spent; skipping", row, flush=True)
+            continue
+        model_dir = make_model_dir(row[0], models_root)
+        data = make_dataset(row[1], row[3], row[4] * (args.steps + 1), work / "data.jsonl")
+        baseline = NvmlPeak().used()
+        sampler = NvmlPeak()
+        sampler.start()
+        t0 = time.time()
+        try:
+            extra = train(row, model_dir, data, work, args.steps)
+            error = None
+        except Exception as e:  # an OOM or a trainer failure is a result too
+            extra, error = {}, str(e)[-600:]
+        peak = sampler.stop()
+        record = {**meta, "model": row[0], "stage": row[1], "method": row[2], "seq": row[3], "batch": row[4],
+                  "grad_ckpt": row[5], "measured_gib": peak / 2**30, "idle_used_gib": baseline / 2**30,
+                  "wall_s": time.time() - t0, "predicted_gib": predict(row), "error": error, **extra}
+        with results.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        print(json.dumps({k: record[k] for k in ("model", "stage", "method", "seq", "batch", "grad_ckpt",
+                                                 "measured_gib", "predicted_gib", "wall_s", "error")}), flush=True)
+
+
+def score(args):
+    """Re-predict each stored measurement with the current estimator; print and write the summary."""
+    rows = [json.loads(line) for line in Path(args.results).read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if not r.get("error")]
+    lines, errors = [], []
+    for r in rows:
+        pred = predict((r["model"], r["stage"], r["method"], r["seq"], r["batch"], r["grad_ckpt"]))
+        err = (pred - r["measured_gib"]) / r["measured_gib"]
+        errors.append(abs(err))
+        lines.append(f"| {r['model'].split('/')[-1]} | {r['stage']} | {r['method']} | {r['seq']} | {r['batch']} | "
+                     f"{'on' if r['grad_ckpt'] else 'off'} | {r['measured_gib']:.2f} | {pred:.2f} | {err:+.1%} |")
+    summary = (f"median |error| {statistics.median(errors):.1%}, worst {max(errors):.1%} over {len(errors)} runs "
+               f"({rows[0]['gpu']}, {rows[0]['date']}, trainer {rows[0]['trainer']}, {rows[0]['versions']})")
+    print(summary)
+    print("\n".join(lines))
+    if args.markdown:
+        head = ("| model | stage | method | seq | batch | grad ckpt | NVML used GiB | predicted GiB | error |\n"
+                "|---|---|---|---|---|---|---|---|---|")
+        Path(args.markdown).write_text(f"# Estimator accuracy\n\n{summary}\n\nReproduce: "
+                                       f"`python bench/estimate_accuracy.py score {args.results}`\n\n{head}\n"
+                                       + "\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("--grid", choices=sorted(GRIDS), default="final")
+    r.add_argument("--trainer", choices=["engine", "mini"], default="engine")
+    r.add_argument("--steps", type=int, default=4)
+    r.add_argument("--budget-s", type=float, default=480, help="start no new configuration after this many seconds")
+    r.add_argument("--out", default=os.environ.get("OUT", "/tmp/out"))
+    s = sub.add_parser("score")
+    s.add_argument("results")
+    s.add_argument("--markdown", default="")
+    a = parser.parse_args()
+    run(a) if a.cmd == "run" else score(a)
