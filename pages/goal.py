@@ -55,12 +55,13 @@ b.metric("Method", METHOD_NAMES[rec.peft], help="How much of the model is traine
          "adapter (LoRA) or an adapter on a 4-bit base (QLoRA).")
 c.metric(f"Data for the first step ({rec.data.stage.upper()})", f"{rec.data.min_examples:,}–{rec.data.max_examples:,}")
 planned_for = hardware.name + (f" × {hardware.count}" if hardware.count > 1 else "")
-st.caption(f"Method chosen for **{planned_for}**" + ("" if "hardware" in st.session_state else
-           " (this computer). Planning for other hardware? Choose it on the Hardware page."))
+st.caption(f"Method chosen for **{planned_for}**" + ("." if "hardware" in st.session_state else
+           ", as no hardware is chosen yet. Planning for other hardware? Choose it on the Hardware page."))
 
-st.markdown("**Why**\n" + "\n".join(f"- {r}" for r in rec.reasons))
-st.dataframe(pd.DataFrame([{"You need": g.label, "Method": g.primary, "Or / also": g.secondary or "–",
-                            "Why": g.why} for g in rec.per_goal]), hide_index=True, width="stretch")
+st.markdown("**Why**")
+st.table(pd.DataFrame([{"You need": g.label, "Method": g.primary, "Or / also": g.secondary or "–",
+                        "Why": g.why} for g in rec.per_goal]).set_index("You need"))
+st.markdown("\n".join(f"- {r}" for r in rec.reasons if r not in {g.why for g in rec.per_goal}))
 if rec.consider_rag:
     st.info("📚 **Consider RAG too.** For facts, retrieval (looking the answer up in your documents at question "
             "time) is often more reliable than training them in. Many teams do both.")

@@ -90,8 +90,8 @@ def test_customer_support_chatbot_gets_sft_then_dpo_with_rag_and_an_rlhf_plan_b(
     assert "Consider RAG" in shown
     assert "Plan B: Supervised fine-tuning → Reward model → RL against a reward model" in shown
     assert "forgetting" in shown and "70B" in shown
-    table = at.dataframe[0].value.set_index("Method")
-    per_goal = {row["You need"]: (method, row["Or / also"]) for method, row in table.iterrows()}
+    table = next(t.value for t in at.table if "Or / also" in t.value.columns)
+    per_goal = {need: (row["Method"], row["Or / also"]) for need, row in table.iterrows()}
     assert per_goal["Knowledge injection (teach it facts)"] == ("SFT", "RAG")
     assert per_goal["A different style or persona (a big change)"] == ("SFT", "DPO")
     assert per_goal["Safer, more aligned outputs"] == ("DPO", "RLHF")
