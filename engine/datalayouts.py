@@ -153,8 +153,8 @@ def convert_row(layout: Layout, record: dict, stage: str) -> tuple:
     """(problems, row in the standard layout). Problems are sentences naming the field."""
     missing = [f for f in layout.fields if f not in record]
     if missing:
-        return [f"missing field {', '.join(repr(m) for m in missing)} (this file uses the {layout.name} layout; "
-                f"{stage} accepts: {describe(stage)})."], None
+        return [f"missing field {', '.join(repr(m) for m in missing)}: the file's other rows use the {layout.name} "
+                "layout. Add the field, or delete the row."], None
     kind, f = layout.kind, layout.fields
     if kind == "text":
         text, problem = _text(record, f[0])

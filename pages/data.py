@@ -17,7 +17,7 @@ from engine import paths
 from engine.data import BUNDLED_ABOUT, bundled, check, guidance, save_upload
 from engine.datafile import max_upload_mb
 from engine.datastats import mask_html
-from engine.spec import STAGE_NAMES
+from engine.spec import STAGE_NAMES, RunSpec
 
 SOURCES = ("Bundled example set", "Upload a file", "A file on this machine")
 
@@ -48,11 +48,13 @@ def cached_stats(path: str, stage: str, max_length: int, version: tuple) -> dict
 
 def problems_table(items: list, count: int, kind: str):
     frame = pd.DataFrame([{"line": i["line"] or "", kind: i["message"]} for i in items])
-    st.dataframe(frame, hide_index=True, width="stretch")
+    st.table(frame)  # a table wraps long messages; a dataframe would cut them off
     if count > len(items):
         st.caption(f"… and {count - len(items):,} more {kind}s like these. Fix the first ones; they often repeat.")
 
 
+if "spec" not in st.session_state:  # a deep link on a fresh server can run this page before app.py (see note)
+    st.session_state.spec = RunSpec()
 spec = st.session_state.spec
 st.title("4 · Data")
 st.markdown(f"Data for **{STAGE_NAMES[spec.stage]}** (the stage chosen on the Goal page). Every problem is caught "
@@ -84,7 +86,7 @@ except Exception as e:  # noqa: BLE001 - a broken file must never take the page 
     report = {"ok": False, "errors": [{"line": None, "message": f"the file could not be read: {e}"}],
               "error_count": 1, "warnings": [], "warning_count": 0, "rows": 0, "format": "", "file_format": ""}
 
-cols = st.columns(4)
+cols = st.columns([1, 2, 1, 1])
 cols[0].metric("Usable rows", f"{report['rows']:,}")
 cols[1].metric("Layout", report["format"] or "not recognised")
 cols[2].metric("File type", report["file_format"] or "?")

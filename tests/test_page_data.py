@@ -41,8 +41,8 @@ def test_broken_path_shows_the_line_and_keeps_the_plan(page, tmp_path):
     bad.write_text(json.dumps({"input": "a", "output": "b"}) + "\n" + '{"input": "c", "output": ' + "\n")
     type_path(page, bad)
     assert "cannot be used for sft" in page.error[0].value
-    table = page.dataframe[0].value
-    assert list(table["line"]) == [2] and "not valid JSON" in table["error"][0]
+    table = page.table[0].value
+    assert list(table["line"]) == [2] and "not valid JSON" in table["error"].iloc[0]
     assert any("Your plan is unchanged" in i.value for i in page.info)
     spec = page.session_state.spec
     assert (spec.method, spec.max_steps, spec.dataset_name) == ("full", 7, "")
@@ -50,7 +50,7 @@ def test_broken_path_shows_the_line_and_keeps_the_plan(page, tmp_path):
 
 def test_missing_path_is_a_sentence_not_a_traceback(page, tmp_path):
     type_path(page, tmp_path / "nope.jsonl")
-    assert "does not exist" in page.dataframe[0].value["error"][0]
+    assert "does not exist" in page.table[0].value["error"].iloc[0]
 
 
 def test_good_file_goes_into_the_plan(page, tmp_path):
