@@ -36,9 +36,9 @@ def cached_check(path: str, stage: str, version: tuple) -> dict:
 
 
 @st.cache_data(show_spinner="Tokenizing a sample (a few seconds)…", max_entries=32)
-def cached_stats(path: str, stage: str, max_length: int, version: tuple) -> dict:
+def cached_stats(path: str, stage: str, max_length: int, version: tuple, model: str) -> dict:
     cmd = [sys.executable, "-m", "engine.data", "stats", path, "--stage", stage, "--max-length", str(max_length),
-           "--json", "--examples", "3"]
+           "--json", "--examples", "3", "--model", model]
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=paths.REPO)
         return json.loads(done.stdout)
@@ -106,7 +106,10 @@ note = guidance(spec.stage, report["rows"])
 (st.success if note["level"] == "ok" else st.warning)(note["message"])
 
 st.subheader("What the model sees")
-stats = cached_stats(str(path), spec.stage, spec.max_length, file_version(path))
+# The plan's own tokenizer when the model is a local directory; otherwise the embedded SmolLM2's.
+own = Path(spec.model_name_or_path).expanduser()
+model = str(own) if (own / "tokenizer.json").is_file() else "embedded"
+stats = cached_stats(str(path), spec.stage, spec.max_length, file_version(path), model)
 if not stats.get("ok"):
     st.warning(f"No token statistics: {stats.get('error')}")
 else:

@@ -233,3 +233,11 @@ def test_stats_cli_counts_tokens_and_masks_the_prompt():
     assert "<|im_start|>assistant" in stats["examples"][0]["text"]
     learned = "".join(t for t, counts in tokens if counts)
     assert learned.startswith('{"title"') and not any(counts for t, counts in tokens[:5])
+
+
+def test_data_modules_stay_light_for_the_ui_process():
+    code = ("import sys, engine.data, engine.datastats, engine.datafile, engine.datalayouts; "
+            "print(sorted(m for m in ('torch', 'transformers', 'trl', 'datasets', 'tokenizers', 'streamlit') "
+            "if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert done.stdout.strip() == "[]", done.stdout + done.stderr
