@@ -160,7 +160,8 @@ def load_for_stage(path, stage: str) -> list[dict]:
     """Rows in the stage's standard TRL layout (see the module docstring). Raises DataError if unusable."""
     report, rows = _validate(path, stage)
     if not report.ok:
-        raise DataError(report.summary() + f" See all problems with: python -m engine.data check {path} --stage {stage}")
+        raise DataError(report.summary() + " See all problems with: "
+                        f"python -m engine.data check {path} --stage {stage}")
     return rows
 
 

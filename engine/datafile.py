@@ -98,7 +98,8 @@ def _decode(path: Path) -> str:
         line = data[:e.start].count(b"\n") + 1
         raise DataError(f"{path.name} is not UTF-8 text: line {line} has the byte 0x{data[e.start]:02x}, which "
                         "UTF-8 does not allow (the file is probably Latin-1 or Windows-1252). Save it again as "
-                        "UTF-8 (in Excel: 'CSV UTF-8'; in an editor: 'Save with encoding' > UTF-8).", line=line) from None
+                        "UTF-8 (in Excel: 'CSV UTF-8'; in an editor: 'Save with encoding' > UTF-8).",
+                        line=line) from None
 
 
 def _read_jsonl(text: str) -> FileRecords:
@@ -179,7 +180,8 @@ def _read_csv(text: str, delimiter: str | None) -> FileRecords:
                     out.records.append((start, dict(zip(names, values))))
             start = reader.line_num + 1
     except csv.Error as e:
-        raise DataError(f"the CSV file cannot be read near line {reader.line_num}: {e}.", line=reader.line_num) from None
+        raise DataError(f"the CSV file cannot be read near line {reader.line_num}: {e}.",
+                        line=reader.line_num) from None
     return out
 
 

@@ -17,7 +17,8 @@ class Layout:
     name: str                 # what the page calls it
     fields: tuple             # required fields, in the file's names
     target: str               # the standard layout it becomes
-    kind: str                 # how convert_row reads it: text | pair | alpaca | messages | sharegpt | pref | implicit | prompt
+    kind: str                 # how convert_row reads it: text | pair | alpaca | messages | sharegpt | pref |
+    #                           implicit | prompt
     converted: bool = False   # True when the file's names are aliases we rename
 
 
@@ -118,7 +119,8 @@ def _chat(record, name, position):
         except json.JSONDecodeError:
             return None, f"field '{name}' looks like a JSON list of turns but is not valid JSON."
     if not isinstance(value, list) or not value:
-        return None, f"field '{name}' must be a non-empty list of turns like {{\"role\": \"user\", \"content\": \"...\"}}."
+        return None, (f"field '{name}' must be a non-empty list of turns like "
+                      '{"role": "user", "content": "..."}.')
     messages = []
     for number, turn in enumerate(value, start=1):
         if not isinstance(turn, dict) or "role" not in turn or "content" not in turn:

@@ -43,7 +43,8 @@ def cached_stats(path: str, stage: str, max_length: int, version: tuple, model: 
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=paths.REPO)
         return json.loads(done.stdout)
     except (subprocess.TimeoutExpired, json.JSONDecodeError) as e:
-        return {"ok": False, "error": f"token statistics failed ({type(e).__name__}); run `{' '.join(cmd)}` to see why."}
+        return {"ok": False, "error": f"token statistics failed ({type(e).__name__}); "
+                                      f"run `{' '.join(cmd)}` to see why."}
 
 
 def problems_table(items: list, count: int, kind: str):
