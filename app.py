@@ -28,19 +28,28 @@ pages = {
 }
 page = st.navigation(pages)
 
-with st.sidebar:
-    spec = st.session_state.spec
-    st.markdown("**Your plan so far**")
-    hardware = st.session_state.get("hardware")
-    st.markdown(
-        f"- Stage: **{STAGE_NAMES[spec.stage]}**\n"
-        f"- Method: **{spec.method}**\n"
-        f"- Model: **{'SmolLM2-135M-Instruct (embedded)' if spec.model_name_or_path == 'embedded' else spec.model_name_or_path}**\n"
-        f"- Data: **{spec.dataset_name or 'bundled example set'}**\n"
-        f"- Hardware: **{getattr(hardware, 'name', None) or 'not chosen yet'}**"
-    )
-    pipeline = st.session_state.get("recommendation")
-    if pipeline is not None:
-        st.caption("Recommended pipeline: " + " → ".join(getattr(pipeline, "pipeline", [])))
 
-page.run()
+
+def sidebar() -> None:
+    """Drawn after the page, so it shows what the page just decided (and also when the page stopped early)."""
+    with st.sidebar:
+        spec = st.session_state.spec
+        st.markdown("**Your plan so far**")
+        hardware = st.session_state.get("hardware")
+        model = "SmolLM2-135M-Instruct (embedded)" if spec.model_name_or_path == "embedded" else spec.model_name_or_path
+        st.markdown(
+            f"- Stage: **{STAGE_NAMES[spec.stage]}**\n"
+            f"- Method: **{spec.method}**\n"
+            f"- Model: **{model}**\n"
+            f"- Data: **{spec.dataset_name or 'bundled example set'}**\n"
+            f"- Hardware: **{getattr(hardware, 'name', None) or 'not chosen yet'}**"
+        )
+        pipeline = st.session_state.get("recommendation")
+        if pipeline is not None:
+            st.caption("Recommended pipeline: " + " → ".join(getattr(pipeline, "pipeline", [])))
+
+
+try:
+    page.run()
+finally:
+    sidebar()

@@ -66,18 +66,30 @@ def ensure_embedded() -> Path:
     return target
 
 
-def resolve(model: str) -> str:
-    """What from_pretrained should get for the user's `model`: the embedded directory, a local dir, or a Hub id."""
-    if model in ("", EMBEDDED, EMBEDDED_NAME, f"HuggingFaceTB/{EMBEDDED_NAME}"):
-        return str(ensure_embedded())
+def is_embedded(model: str) -> bool:
+    return model in ("", EMBEDDED, EMBEDDED_NAME, f"HuggingFaceTB/{EMBEDDED_NAME}")
+
+
+def check(model: str) -> None:
+    """Cheap check of what the user typed (no torch): raises ModelError with a sentence if it cannot work."""
+    if is_embedded(model):
+        gguf_path()
+        return
     path = Path(model).expanduser()
     if path.exists() or model.startswith(("/", ".", "~")):
         check_model_dir(path)
-        return str(path)
-    if os.environ.get("HF_HUB_OFFLINE") == "1":
+    elif os.environ.get("HF_HUB_OFFLINE") == "1":
         raise ModelError(f"'{model}' is not a local directory and this machine is offline (HF_HUB_OFFLINE=1). "
                          "Give the path of a model directory, or use the embedded model.")
-    return model  # a Hub id; transformers reports a wrong one itself
+
+
+def resolve(model: str) -> str:
+    """What from_pretrained should get for the user's `model`: the embedded directory, a local dir, or a Hub id."""
+    if is_embedded(model):
+        return str(ensure_embedded())
+    check(model)
+    path = Path(model).expanduser()
+    return str(path) if path.exists() else model  # a Hub id; transformers reports a wrong one itself
 
 
 def check_model_dir(path: Path) -> None:

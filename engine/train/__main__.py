@@ -1,0 +1,74 @@
+"""Train one stage of the lesson's spectrum and write a run directory.
+
+    python -m engine.train --output-dir runs/demo                      # LoRA SFT of the embedded model, bundled data
+    python -m engine.train --stage sft --method lora --max-steps 50 --output-dir runs/demo
+    python -m engine.train --config runs/demo/config.yaml              # what the app starts
+    python -m engine.train --output-dir runs/demo --resume             # continue from the last checkpoint
+    python -m engine.train --num-processes 2 ...                       # several GPUs, through `accelerate launch`
+
+Exit codes: 0 completed or stopped on request, 1 failed while training, 2 a setting, model or dataset is wrong.
+"""
+import importlib
+import os
+import sys
+import traceback
+
+from engine import rundir
+from engine.spec import SpecError
+from engine.train import common
+
+
+class _Tee:
+    """From a shell, everything printed also lands in train.log (the app redirects it there itself)."""
+
+    def __init__(self, stream, log):
+        self.stream, self.log = stream, log
+
+    def write(self, text):
+        self.stream.write(text)
+        self.log.write(text)
+        return len(text)
+
+    def flush(self):
+        self.stream.flush()
+        self.log.flush()
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        spec, resume = common.parse(argv)
+    except SpecError as e:
+        return common.fail(None, str(e), 2)
+    if spec.num_processes > 1 and "LOCAL_RANK" not in os.environ:
+        # One process per GPU, started by accelerate (DDP); the same flags reach every process.
+        os.execvp(sys.executable, [sys.executable, "-m", "accelerate.commands.launch", "--num_processes",
+                                   str(spec.num_processes), "-m", "engine.train", *argv])
+    try:
+        run_dir = common.prepare_run_dir(spec, resume)
+    except SpecError as e:
+        return common.fail(None, str(e), 2)
+    if not os.environ.get("TUNEWISE_LOG_REDIRECTED") and common.is_main_process():
+        log = open(run_dir / "train.log", "a", buffering=1)
+        sys.stdout, sys.stderr = _Tee(sys.stdout, log), _Tee(sys.stderr, log)
+    if common.is_main_process():
+        rundir.write_status(run_dir, "running", pid=os.getpid(), error=None)
+    print(f"run directory: {run_dir}", flush=True)
+    common.StopRequested.install()
+    from engine.data import DataError
+    from engine.models import ModelError
+    try:
+        stage = importlib.import_module(f"engine.train.{spec.stage}")
+        return stage.main(spec, run_dir, resume)
+    except (SpecError, ModelError, DataError) as e:
+        return common.fail(run_dir, str(e), 2)
+    except Exception as e:  # noqa: BLE001  (the traceback goes to train.log, a sentence to status.json)
+        traceback.print_exc()
+        return common.fail(run_dir, common.explain_failure(e), 1)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,300 @@
+"""Pieces every stage's trainer shares: the command line, the run directory, model loading by method, the LoRA
+config, the callback that writes metrics/status, and turning failures into sentences. Plain functions, no base
+class: each stage file (sft.py, dpo.py, ...) reads top to bottom on its own.
+"""
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import signal
+import sys
+import time
+from dataclasses import fields
+from pathlib import Path
+
+from engine import paths, rundir
+from engine.spec import METHODS, STAGES, RunSpec, SpecError
+
+# flag -> RunSpec field. Flags override the config file; the YAML keeps TRL's field names.
+FLAGS = {
+    "--stage": "stage", "--method": "method", "--model": "model_name_or_path", "--dataset": "dataset_name",
+    "--max-steps": "max_steps", "--epochs": "num_train_epochs", "--lr": "learning_rate", "--seq": "max_length",
+    "--batch": "per_device_train_batch_size", "--grad-accum": "gradient_accumulation_steps",
+    "--lora-r": "lora_r", "--output-dir": "output_dir", "--init-from": "init_from", "--optim": "optim",
+    "--seed": "seed", "--save-steps": "save_steps", "--eval-steps": "eval_steps",
+    "--num-processes": "num_processes",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m engine.train",
+        description="Train a model with one stage of the lesson's spectrum, writing a run directory.",
+        epilog="Example: python -m engine.train --stage sft --method lora --max-steps 20 --output-dir runs/demo")
+    p.add_argument("--config", help="config.yaml to start from (flags override it)")
+    types = {f.name: f.type for f in fields(RunSpec)}
+    for flag, name in FLAGS.items():
+        kind = types[name] if types[name] in (int, float) else str
+        p.add_argument(flag, dest=name, type=kind, default=None,
+                       choices={"stage": STAGES, "method": METHODS}.get(name))
+    p.add_argument("--grad-ckpt", dest="gradient_checkpointing", action="store_true", default=None,
+                   help="gradient checkpointing: less activation memory, ~30%% more compute")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --output-dir from its last checkpoint")
+    return p
+
+
+def parse(argv=None) -> tuple[RunSpec, bool]:
+    """Flags + optional config file -> (RunSpec, resume). argparse exits 2 itself on malformed flags."""
+    args = build_parser().parse_args(argv)
+    values = {}
+    config = args.config
+    if args.resume and not config and args.output_dir:
+        config = str(Path(args.output_dir) / "config.yaml")
+    if config:
+        values = _spec_values(RunSpec.load(Path(config)))
+    values.update({k: v for k, v in vars(args).items() if v is not None and k not in ("config", "resume")})
+    return RunSpec.from_dict(values), args.resume
+
+
+def _spec_values(spec: RunSpec) -> dict:
+    return {f.name: getattr(spec, f.name) for f in fields(spec)}
+
+
+def prepare_run_dir(spec: RunSpec, resume: bool) -> Path:
+    """Create (or reopen, for --resume) the run directory and record what was asked."""
+    if not spec.output_dir:
+        spec.output_dir = str(paths.runs_dir() / time.strftime(f"%Y%m%d-%H%M%S-{spec.stage}-{spec.method}"))
+    run_dir = Path(spec.output_dir).expanduser().resolve()
+    if resume and rundir.last_checkpoint(run_dir) is None:
+        raise SpecError(f"Cannot resume {run_dir}: it has no checkpoint-* directory yet. Start a new run instead.")
+    if not resume and (run_dir / "final").exists():
+        raise SpecError(f"{run_dir} already holds a finished run. Choose another --output-dir, or --resume.")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise SpecError(f"Cannot write to the output directory {run_dir} ({e.strerror}). "
+                        "Choose a directory you can write to.") from None
+    spec.output_dir = str(run_dir)
+    spec.save(run_dir / "config.yaml")
+    return run_dir
+
+
+def record_versions(run_dir: Path, device: str) -> None:
+    import peft, torch, transformers, trl  # noqa: E401  (already imported by the stage; cheap here)
+    info = {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
+            "trl": trl.__version__, "peft": peft.__version__, "device": device,
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+    (run_dir / "versions.json").write_text(json.dumps(info, indent=1))
+
+
+def device_and_dtype():
+    """(device, torch dtype for weights, TrainingArguments precision flags). bf16 needs compute capability >= 8."""
+    import torch
+    if torch.cuda.is_available():
+        if torch.cuda.is_bf16_supported():
+            return "cuda", torch.bfloat16, {"bf16": True, "fp16": False}
+        return "cuda", torch.float32, {"bf16": False, "fp16": True}  # T4/V100: fp32 master weights, fp16 autocast
+    return "cpu", torch.float32, {"bf16": False, "fp16": False, "use_cpu": True}  # bf16 autocast is slow on most CPUs
+
+
+def load_tokenizer(model_path: str):
+    from transformers import AutoTokenizer
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def model_kwargs(spec: RunSpec, dtype) -> dict:
+    """from_pretrained kwargs for the method: QLoRA = NF4 with double quantisation (Dettmers et al. 2023)."""
+    import torch
+    kwargs = {"dtype": dtype}
+    if spec.method == "qlora":
+        from transformers import BitsAndBytesConfig
+        if torch.cuda.is_available():  # bitsandbytes places 4-bit weights at load time
+            kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}
+        compute = torch.bfloat16 if dtype == torch.bfloat16 else torch.float32
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=compute)
+    return kwargs
+
+
+def lora_config(spec: RunSpec, task_type: str = "CAUSAL_LM"):
+    if not spec.uses_peft:
+        return None
+    from peft import LoraConfig
+    return LoraConfig(r=spec.lora_r, lora_alpha=spec.lora_alpha, lora_dropout=spec.lora_dropout,
+                      target_modules=spec.lora_target_modules, task_type=task_type)
+
+
+def base_model_path(spec: RunSpec, run_dir: Path) -> str:
+    """The weights this stage starts from: the chosen model, or an earlier run's final/ (adapters merged in)."""
+    from engine import models
+    if not spec.init_from:
+        return models.resolve(spec.model_name_or_path)
+    final = Path(spec.init_from).expanduser() / "final"
+    if not final.is_dir():
+        raise SpecError(f"--init-from {spec.init_from} is not a finished run: it has no final/ directory. "
+                        "Give the run directory of a completed run.")
+    if not (final / "adapter_config.json").is_file():
+        return str(final)  # a full model
+    merged = run_dir / "init_model"
+    if not (merged / "config.json").is_file():
+        from peft import AutoPeftModelForCausalLM
+        model = AutoPeftModelForCausalLM.from_pretrained(str(final)).merge_and_unload()
+        model.save_pretrained(merged)
+        load_tokenizer(str(final)).save_pretrained(merged)
+    return str(merged)
+
+
+def training_args(spec: RunSpec, run_dir: Path, precision: dict, has_eval: bool) -> dict:
+    """TrainingArguments fields every stage shares; the stage adds its own and builds its TRL config."""
+    return dict(
+        output_dir=str(run_dir), max_steps=spec.max_steps, num_train_epochs=spec.num_train_epochs,
+        learning_rate=spec.learning_rate, per_device_train_batch_size=spec.per_device_train_batch_size,
+        per_device_eval_batch_size=spec.per_device_train_batch_size,
+        gradient_accumulation_steps=spec.gradient_accumulation_steps,
+        gradient_checkpointing=spec.gradient_checkpointing, optim=spec.optim, seed=spec.seed, data_seed=spec.seed,
+        logging_steps=spec.logging_steps, save_strategy="steps", save_steps=spec.save_steps, save_total_limit=2,
+        eval_strategy="steps" if has_eval else "no", eval_steps=spec.eval_steps,
+        report_to="none", disable_tqdm=False, dataloader_num_workers=0, **precision)
+
+
+class StopRequested:
+    """SIGTERM/SIGINT ask for a graceful stop: finish the step, save a checkpoint, exit."""
+    requested = False
+
+    @classmethod
+    def install(cls):
+        def handler(signum, frame):
+            cls.requested = True
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+
+def run_dir_callback(run_dir: Path):
+    """A TrainerCallback that appends every log to metrics.jsonl and keeps status.json's progress current."""
+    from transformers import TrainerCallback
+
+    class RunDirCallback(TrainerCallback):
+        def __init__(self):
+            self.last_status = 0.0
+            self.last_log = None  # (time, tokens) for tokens/s
+
+        def on_train_begin(self, args, state, control, **kw):
+            if not state.is_world_process_zero:
+                return
+            rundir.write_status(run_dir, "running", step=state.global_step, max_steps=state.max_steps,
+                                started_at=time.time(), pid=os.getpid())
+
+        def on_step_end(self, args, state, control, **kw):
+            if StopRequested.requested:
+                control.should_save = True
+                control.should_training_stop = True
+            now = time.time()
+            if state.is_world_process_zero and now - self.last_status > 1.0:  # throttled: a fast GPU step should not wait on a file write
+                rundir.write_status(run_dir, "running", step=state.global_step, max_steps=state.max_steps,
+                                    epoch=state.epoch)
+                self.last_status = now
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            if not state.is_world_process_zero:
+                return
+            record = {"step": state.global_step, "epoch": state.epoch, "time": time.time(), **(logs or {})}
+            tokens = record.get("num_tokens")
+            if tokens is not None and self.last_log and tokens > self.last_log[1]:
+                record["tokens_per_second"] = (tokens - self.last_log[1]) / (record["time"] - self.last_log[0])
+            if tokens is not None:
+                self.last_log = (record["time"], tokens)
+            record["memory_gib"] = _memory_gib()
+            rundir.append_metrics(run_dir, record)
+
+    return RunDirCallback()
+
+
+def _memory_gib() -> float:
+    """Peak memory of this process: CUDA reserved on a GPU, max resident set size on the CPU."""
+    import torch
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_reserved() / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux reports KiB
+
+
+def load_splits(spec: RunSpec) -> tuple[list[dict], list[dict]]:
+    """Train and held-out rows in TRL's layout for the stage. The bundled sets ship a test split; a user's file
+    gives up 5 % (at most 200 rows) for evaluation when it has at least 100 rows."""
+    from engine import data
+    if not spec.dataset_name:
+        train = data.load_for_stage(data.bundled(spec.stage, "train"), spec.stage)
+        held_out = data.load_for_stage(data.bundled(spec.stage, "test"), spec.stage)
+        return train, held_out[:64]
+    rows = data.load_for_stage(Path(spec.dataset_name).expanduser(), spec.stage)
+    if len(rows) < 100:
+        return rows, []
+    n_eval = min(200, len(rows) // 20)
+    return rows[:-n_eval], rows[-n_eval:]
+
+
+def train(trainer, run_dir: Path, resume: bool) -> None:
+    checkpoint = rundir.last_checkpoint(run_dir) if resume else None
+    if checkpoint is not None:
+        trim_metrics_after(run_dir, int(checkpoint.name.split("-")[-1]))
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+
+
+def is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def trim_metrics_after(run_dir: Path, step: int) -> None:
+    """On resume, drop log lines past the checkpoint so the continued curve does not double back."""
+    kept = [r for r in rundir.read_metrics(run_dir) if r.get("step", 0) <= step]
+    tmp = run_dir / ".metrics.tmp"
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    os.replace(tmp, run_dir / "metrics.jsonl")
+
+
+def explain_failure(exc: BaseException) -> str:
+    """A sentence for status.json: what happened and the cheapest change that would help."""
+    text = str(exc)
+    if type(exc).__name__ == "OutOfMemoryError" or "out of memory" in text.lower():
+        asked = text.split("Tried to allocate", 1)[-1].split(".", 1)[0].strip() if "Tried to allocate" in text else "?"
+        total = text.split("total capacity of", 1)[-1].split(" of which", 1)[0].strip() if "total capacity of" in text else "?"
+        return (f"Out of GPU memory: the step tried to allocate {asked} more on a GPU with {total} in all. "
+                "Cheapest changes, in order: halve the batch size (raise gradient accumulation to keep the "
+                "effective batch), turn on gradient checkpointing, shorten the maximum length, or switch to QLoRA.")
+    return f"{type(exc).__name__}: {text}".strip()
+
+
+def finish_ok(trainer, tokenizer, run_dir: Path) -> int:
+    """Save final/ (adapter or full model) unless the run was stopped; write the closing status."""
+    if not is_main_process():
+        return 0
+    if StopRequested.requested:
+        rundir.write_status(run_dir, "stopped", step=trainer.state.global_step, finished_at=time.time())
+        return 0
+    final = run_dir / "final"
+    tmp = run_dir / "final.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    trainer.save_model(str(tmp))
+    tokenizer.save_pretrained(str(tmp))
+    os.replace(tmp, final)  # a half-written final/ never looks finished
+    summary = {k: v for k, v in (trainer.state.log_history[-1] if trainer.state.log_history else {}).items()
+               if isinstance(v, (int, float))}
+    rundir.write_status(run_dir, "completed", step=trainer.state.global_step, finished_at=time.time(),
+                        final_metrics=summary)
+    return 0
+
+
+def fail(run_dir: Path | None, message: str, code: int) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    if run_dir is not None and run_dir.is_dir() and is_main_process():
+        rundir.write_status(run_dir, "failed", error=message, finished_at=time.time())
+    return code

@@ -1,0 +1,57 @@
+"""Train: review the plan, launch the real trainer in its own process, watch it live."""
+import dataclasses
+
+import streamlit as st
+
+from engine import models, runs
+from engine.spec import METHODS, STAGE_NAMES, STAGES, RunSpec, SpecError
+from ui.monitor import live_run
+
+st.title("Train")
+spec: RunSpec = st.session_state.spec
+st.caption("Settings come from the earlier steps; change anything here. Start puts the run in the queue, and it "
+           "trains in its own process: closing this tab or restarting the app does not stop it.")
+
+with st.form("train"):
+    left, right = st.columns(2)
+    stage = left.selectbox("Stage", STAGES, index=STAGES.index(spec.stage), format_func=lambda s: STAGE_NAMES[s])
+    method = right.selectbox("Method", METHODS, index=METHODS.index(spec.method),
+                             help="full: every weight; lora: small adapters; qlora: adapters on a 4-bit base")
+    model = left.text_input("Model", spec.model_name_or_path,
+                            help="'embedded' = SmolLM2-135M-Instruct, shipped with the app; or a local model "
+                                 "directory; or a Hub id (only when this machine is online)")
+    dataset = right.text_input("Dataset file", spec.dataset_name,
+                               placeholder="empty = the bundled example set for this stage",
+                               help="Choose and check a file on the Data page")
+    max_steps = left.number_input("Max steps (-1 = whole epochs)", value=spec.max_steps, step=10, min_value=-1)
+    epochs = right.number_input("Epochs", value=float(spec.num_train_epochs), min_value=0.01, step=0.5)
+    lr = left.number_input("Learning rate (0 = default for stage and method)", value=0.0, format="%g",
+                           min_value=0.0, help=f"The default for this plan is {spec.learning_rate:g}")
+    seq = right.number_input("Max length (tokens)", value=spec.max_length, min_value=16, step=64)
+    batch = left.number_input("Batch size per device", value=spec.per_device_train_batch_size, min_value=1)
+    accum = right.number_input("Gradient accumulation", value=spec.gradient_accumulation_steps, min_value=1)
+    lora_r = left.number_input("LoRA rank r", value=spec.lora_r, min_value=1, disabled=method == "full")
+    ckpt = right.checkbox("Gradient checkpointing", value=spec.gradient_checkpointing)
+    owner = left.text_input("Your name (shown in the queue)", st.session_state.get("owner", "me"))
+    start = st.form_submit_button("Start training", type="primary")
+
+if start:
+    try:
+        models.check(model.strip())
+        new = RunSpec.from_dict({
+            **{f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)},
+            "stage": stage, "method": method, "model_name_or_path": model.strip() or "embedded",
+            "dataset_name": dataset.strip(), "max_steps": int(max_steps), "num_train_epochs": epochs,
+            "learning_rate": lr, "max_length": int(seq), "per_device_train_batch_size": int(batch),
+            "gradient_accumulation_steps": int(accum), "lora_r": int(lora_r), "gradient_checkpointing": ckpt,
+            "output_dir": ""})
+        st.session_state.owner = owner.strip() or "me"
+        st.session_state.current_run = runs.submit(new, st.session_state.owner)
+        st.session_state.spec = dataclasses.replace(new, output_dir="", learning_rate=lr)
+    except (SpecError, models.ModelError, runs.RunError) as e:
+        st.error(str(e))
+
+if "current_run" not in st.session_state:
+    st.info("Nothing launched from this tab yet. Earlier runs, and runs of other people, are on the Runs page.")
+    st.stop()
+live_run(st.session_state.current_run)

@@ -1,0 +1,54 @@
+"""Shared fixtures. Every test runs offline with its own TUNEWISE_HOME (runs, registry); the converted embedded
+model stays in the shared cache, since converting it is the same work every time."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(autouse=True)
+def tunewise_home(tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    monkeypatch.setenv("TUNEWISE_HOME", str(home))
+    return home
+
+
+@pytest.fixture(scope="session")
+def embedded_dir():
+    from engine.models import ensure_embedded
+    return ensure_embedded()
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory, embedded_dir):
+    """A 2-layer llama with the embedded model's tokenizer: real code paths, steps in milliseconds."""
+    out = tmp_path_factory.mktemp("tiny") / "model"
+    code = f"""
+import torch
+from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+torch.manual_seed(0)
+tok = AutoTokenizer.from_pretrained({str(embedded_dir)!r})
+cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                  tie_word_embeddings=True, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+LlamaForCausalLM(cfg).save_pretrained({str(out)!r}); tok.save_pretrained({str(out)!r})
+"""
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+    return out
+
+
+def run_cli(*args, env=None, timeout=600):
+    """Run `python -m ...` the way a person would in a shell; return the CompletedProcess."""
+    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, cwd=REPO,
+                          env={**os.environ, **(env or {})}, timeout=timeout)
+
+
+def read_jsonl(path):
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]

@@ -1,0 +1,93 @@
+"""The run registry and queue with real trainer processes (a tiny model, so steps take milliseconds)."""
+import json
+import os
+import signal
+import time
+
+import pytest
+
+from engine import rundir, runs
+from engine.spec import RunSpec
+from conftest import run_cli
+
+
+def wait_for(predicate, timeout=240, every=0.5):
+    end = time.time() + timeout
+    while time.time() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError("timed out waiting")
+
+
+def spec(model, steps, **kw):
+    return RunSpec(model_name_or_path=str(model), max_steps=steps, per_device_train_batch_size=2,
+                   save_steps=5, eval_steps=10_000, **kw)
+
+
+def finished(run_id):
+    run = runs.get(run_id)
+    return run if run["state"] in ("completed", "failed", "stopped") else None
+
+
+def alive(pid):
+    return runs._alive(pid)
+
+
+def test_two_submissions_queue_and_run_in_order(tiny_model):
+    first = runs.submit(spec(tiny_model, 30), owner="ana")
+    second = runs.submit(spec(tiny_model, 5), owner="ben")
+    wait_for(lambda: runs.get(first)["state"] == "running")
+    listed = {r["id"]: r for r in runs.list_runs()}
+    assert listed[second]["state"] == "queued"
+    assert listed[second]["position"] == 1
+    a, b = wait_for(lambda: finished(first)), wait_for(lambda: finished(second))
+    assert a["state"] == b["state"] == "completed", (a["error"], b["error"])
+    assert a["finished_at"] <= b["started_at"], "one slot: the second waits for the first"
+    assert (rundir.read_status(b["run_dir"])["step"]) == 5
+
+
+def test_stop_ends_the_process_tree_within_10_seconds(tiny_model):
+    run_id = runs.submit(spec(tiny_model, 100_000))
+    run = wait_for(lambda: (r := runs.get(run_id))["pid"] and rundir.read_metrics(r["run_dir"]) and r)
+    pids = [run["pid"], run["supervisor_pid"]]
+    started = time.time()
+    stopped = runs.stop(run_id)
+    assert time.time() - started < 10
+    assert stopped["state"] == "stopped"
+    assert not any(alive(p) for p in pids), "no process of the run remains"
+    assert rundir.read_status(run["run_dir"])["state"] == "stopped"
+
+
+def test_kill_9_of_a_trainer_is_noticed_and_recorded(tiny_model):
+    run_id = runs.submit(spec(tiny_model, 100_000))
+    run = wait_for(lambda: (r := runs.get(run_id))["pid"] and rundir.read_metrics(r["run_dir"]) and r)
+    os.kill(run["pid"], signal.SIGKILL)
+    ended = wait_for(lambda: finished(run_id), timeout=30)
+    assert ended["state"] == "failed"
+    assert "killed by signal 9" in ended["error"]
+    assert rundir.read_status(run["run_dir"])["state"] == "failed"
+
+
+def test_cli_submit_list_show(tmp_path, tiny_model):
+    cfg = tmp_path / "run.yaml"
+    spec(tiny_model, 2).save(cfg)
+    out = run_cli("engine.runs", "submit", str(cfg), "--json")
+    assert out.returncode == 0, out.stderr
+    run_id = json.loads(out.stdout)["id"]
+    listed = json.loads(run_cli("engine.runs", "list", "--json").stdout)
+    assert {"id", "state", "stage", "method", "position", "pid"} <= set(listed[0])
+    wait_for(lambda: finished(run_id))
+    shown = json.loads(run_cli("engine.runs", "show", str(run_id), "--json").stdout)
+    assert shown["state"] == "completed"
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["show", "999"], "There is no run 999"),
+    (["stop"], "`stop` needs a run id"),
+    (["submit", "/no/such.yaml"], "Config file /no/such.yaml does not exist"),
+])
+def test_cli_errors(args, expected):
+    out = run_cli("engine.runs", *args)
+    assert out.returncode == 2 and expected in out.stderr and "Traceback" not in out.stderr

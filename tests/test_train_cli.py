@@ -1,0 +1,57 @@
+"""Bad input to `python -m engine.train`: a sentence and exit code 2, never a traceback."""
+import json
+import os
+
+import pytest
+
+from conftest import run_cli
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--stage", "sing"], "invalid choice: 'sing'"),
+    (["--method", "magic"], "invalid choice: 'magic'"),
+    (["--max-steps", "0"], "max_steps is 0"),
+    (["--batch", "0"], "per_device_train_batch_size is 0"),
+    (["--lr", "5"], "learning_rate is 5.0"),
+    (["--seq", "abc"], "invalid int value: 'abc'"),
+    (["--model", "/no/such/model"], "Model directory /no/such/model does not exist"),
+    (["--model", "someone/some-model"], "this machine is offline"),
+    (["--config", "/no/such.yaml"], "Config file /no/such.yaml does not exist"),
+])
+def test_usage_errors_exit_2_with_a_sentence(tmp_path, args, expected):
+    result = run_cli("engine.train", *args, "--output-dir", str(tmp_path / "run"))
+    assert result.returncode == 2
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_model_problem_is_recorded_in_status_json(tmp_path):
+    broken = tmp_path / "model"
+    broken.mkdir()
+    (broken / "config.json").write_text("{not json")
+    result = run_cli("engine.train", "--model", str(broken), "--output-dir", str(tmp_path / "run"))
+    assert result.returncode == 2 and "not valid JSON" in result.stderr
+    status = json.loads((tmp_path / "run" / "status.json").read_text())
+    assert status["state"] == "failed" and "not valid JSON" in status["error"]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
+def test_unwritable_output_dir(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    result = run_cli("engine.train", "--output-dir", str(locked / "run"))
+    assert result.returncode == 2 and "Cannot write to the output directory" in result.stderr
+
+
+def test_output_dir_under_a_file_is_refused(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    result = run_cli("engine.train", "--output-dir", str(blocker / "run"))
+    assert result.returncode == 2 and "Cannot write to the output directory" in result.stderr
+
+
+def test_bad_config_field_is_named(tmp_path):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text("stage: sft\nlearning_rat: 0.1\n")
+    result = run_cli("engine.train", "--config", str(cfg))
+    assert result.returncode == 2 and "Unknown setting(s) learning_rat" in result.stderr

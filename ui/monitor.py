@@ -1,0 +1,65 @@
+"""The live view of one run: state, progress bar with ETA, loss chart, log tail, stop. Refreshes itself every
+second with st.fragment(run_every=...), reading only the lines metrics.jsonl gained since the last refresh."""
+from pathlib import Path
+
+import plotly.graph_objects as go
+import streamlit as st
+
+from engine import monitor, rundir, runs
+
+STATE_ICONS = {"queued": "⏳", "running": "🏃", "completed": "✅", "failed": "❌", "stopped": "⏹️"}
+
+
+def _reader(run_dir: str) -> rundir.MetricsReader:
+    readers = st.session_state.setdefault("_metric_readers", {})
+    if run_dir not in readers:
+        readers[run_dir] = rundir.MetricsReader(Path(run_dir))
+    return readers[run_dir]
+
+
+def loss_chart(records: list[dict], title: str = "Loss") -> go.Figure:
+    fig = go.Figure()
+    steps, loss = monitor.series(records, "loss")
+    fig.add_scatter(x=steps, y=loss, mode="lines+markers", name="train loss", marker={"size": 4})
+    steps, eval_loss = monitor.series(records, "eval_loss")
+    if eval_loss:
+        fig.add_scatter(x=steps, y=eval_loss, mode="lines+markers", name="held-out loss")
+    fig.update_layout(title=title, xaxis_title="step", yaxis_title="loss", height=340,
+                      margin={"l": 10, "r": 10, "t": 40, "b": 10}, legend={"orientation": "h", "y": -0.25})
+    return fig
+
+
+@st.fragment(run_every=1.0)
+def live_run(run_id: int) -> None:
+    try:
+        run = runs.get(run_id)
+    except runs.RunError as e:
+        st.warning(str(e))
+        return
+    status = rundir.read_status(run["run_dir"])
+    reader = _reader(run["run_dir"])
+    reader.poll()
+    state = run["state"]
+    prog = monitor.progress(status, reader.records)
+    head, button = st.columns([4, 1])
+    position = f", position {run['position']} in the queue" if run["position"] else ""
+    head.markdown(f"### {STATE_ICONS.get(state, '')} Run {run_id}: {state}{position}")
+    if state in ("queued", "running") and button.button("Stop", key=f"stop-{run_id}", type="secondary"):
+        with st.spinner("Stopping: saving a checkpoint, then ending the process..."):
+            runs.stop(run_id)
+        st.rerun()
+    label = (f"step {prog.step} / {prog.max_steps or '?'} · elapsed {monitor.format_seconds(prog.elapsed_s)}"
+             f" · ETA {monitor.format_seconds(prog.eta_s)}")
+    st.progress(prog.fraction, text=label)
+    if state == "failed":
+        st.error(f"The run failed: {status.get('error') or run.get('error') or 'no reason was recorded'}")
+    if reader.records:
+        st.plotly_chart(loss_chart(reader.records), key=f"loss-{run_id}", use_container_width=True)
+    elif state in ("queued", "running"):
+        st.info("Waiting for the first logged step (loading the model and data takes a few seconds)...")
+    command = Path(run["run_dir"]) / "command.txt"
+    if command.exists():
+        st.caption("The exact command this run executes (re-run it from a shell):")
+        st.code(command.read_text().strip(), language="bash")
+    with st.expander("Log (last lines of train.log)"):
+        st.code(rundir.log_tail(run["run_dir"], 25) or "(empty)", language="text")
