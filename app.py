@@ -30,9 +30,13 @@ page = st.navigation(pages)
 
 
 
+_slot = st.sidebar.empty()
+
+
 def sidebar() -> None:
-    """Drawn after the page, so it shows what the page just decided (and also when the page stopped early)."""
-    with st.sidebar:
+    """Drawn before the page (kept if the page stops early) and again after it, so it shows what the page
+    just decided rather than the state of the previous rerun."""
+    with _slot.container():
         spec = st.session_state.spec
         st.markdown("**Your plan so far**")
         hardware = st.session_state.get("hardware")
@@ -49,7 +53,6 @@ def sidebar() -> None:
             st.caption("Recommended pipeline: " + " → ".join(getattr(pipeline, "pipeline", [])))
 
 
-try:
-    page.run()
-finally:
-    sidebar()
+sidebar()
+page.run()
+sidebar()

@@ -1,0 +1,72 @@
+"""A real browser (Debian's chromium, driven by Playwright) against the running app: the first page a person
+sees, and a training run started from the Train page and watched until it completes."""
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync"]
+pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="`make test` installs chromium")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def server(tunewise_home):
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.headless",
+         "true", "--browser.gatherUsageStats", "false"], cwd=REPO, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, env={**os.environ, "TUNEWISE_HOME": str(tunewise_home)}, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(120):
+        try:
+            urllib.request.urlopen(f"{url}/_stcore/health", timeout=1)
+            break
+        except OSError:
+            time.sleep(0.5)
+    yield url
+    os.killpg(proc.pid, 9)
+    proc.wait()
+
+
+@pytest.fixture
+def page(server):
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        tab = browser.new_page(viewport={"width": 1400, "height": 1000})
+        tab.set_default_timeout(60_000)
+        tab.goto(server)
+        yield tab
+        browser.close()
+
+
+def test_the_app_opens_on_the_goal_page(page):
+    page.get_by_text("What should the model learn?").wait_for()
+    assert page.get_by_role("link", name="5 · Train").is_visible()
+
+
+def test_a_run_started_in_the_browser_trains_and_its_chart_fills(page, tiny_model):
+    page.get_by_role("link", name="5 · Train").click()
+    page.get_by_text("Start training").wait_for()
+    page.get_by_role("textbox", name="Model").fill(str(tiny_model))
+    page.get_by_role("spinbutton", name="Max steps (-1 = whole epochs)").fill("8")
+    page.get_by_role("spinbutton", name="Batch size per device").fill("2")
+    page.get_by_role("button", name="Start training").click()
+    page.get_by_text("python -m engine.train --config").wait_for(timeout=120_000)
+    page.get_by_text("completed").first.wait_for(timeout=240_000)
+    assert page.get_by_text("step 8 / 8").is_visible()
+    assert page.locator(".js-plotly-plot").count() >= 1, "the loss chart is drawn"

@@ -1,0 +1,97 @@
+"""The frame and the Train / Runs pages in AppTest: every page renders, bad input gets a sentence, a growing run
+directory shows up live."""
+import json
+import time
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from engine import rundir, runs
+
+REPO = Path(__file__).resolve().parent.parent
+PAGES = ["goal", "hardware", "estimate", "data", "train", "runs", "try_export"]
+
+
+def app() -> AppTest:
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
+    at.run()
+    return at
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_renders_without_exception(page):
+    at = app()
+    at.switch_page(f"pages/{page}.py")
+    at.run()
+    assert not at.exception, at.exception
+    assert at.title, f"{page} has a title"
+
+
+def test_the_app_opens_on_the_goal_page_with_the_plan_in_the_sidebar():
+    at = app()
+    assert not at.exception
+    assert "What should the model learn?" in at.title[0].value
+    sidebar = " ".join(m.value for m in at.sidebar.markdown)
+    assert "SmolLM2-135M-Instruct (embedded)" in sidebar and "supervised fine-tuning" in sidebar
+
+
+def submit_train_form(at, **fields):
+    for label, value in fields.items():
+        widget = next(w for w in at.text_input if w.label.startswith(label))
+        widget.input(value)
+    at.button[0].click()  # the form's "Start training"
+    at.run()
+
+
+def test_train_page_refuses_a_missing_model_with_a_sentence_and_keeps_the_plan():
+    at = app()
+    at.switch_page("pages/train.py")
+    at.run()
+    submit_train_form(at, Model="/no/such/model")
+    assert not at.exception
+    assert any("Model directory /no/such/model does not exist" in e.value for e in at.error)
+    assert at.session_state.spec.model_name_or_path == "embedded", "the plan is unchanged"
+    assert runs.list_runs() == [], "nothing was launched"
+
+
+def fake_run(tmp_path, steps) -> int:
+    """A registry entry whose run directory a test grows by hand, as a trainer would."""
+    run_dir = tmp_path / "fake-run"
+    run_dir.mkdir()
+    db = runs.connect()
+    run_id = db.execute("INSERT INTO runs (owner, run_dir, stage, method, state, submitted_at, started_at, pid, "
+                        "supervisor_pid) VALUES ('me', ?, 'sft', 'lora', 'running', ?, ?, ?, ?)",
+                        (str(run_dir), time.time(), time.time(), 0, 0)).lastrowid
+    rundir.write_status(run_dir, "running", step=0, max_steps=steps, started_at=time.time() - 10)
+    return run_id, run_dir
+
+
+def grow(run_dir, upto):
+    for step in range(1, upto + 1):
+        rundir.append_metrics(run_dir, {"step": step, "loss": 2.0 / step, "learning_rate": 1e-4, "epoch": 0.1,
+                                        "time": time.time() - 10 + step})
+    rundir.write_status(run_dir, "running", step=upto)
+
+
+def test_runs_page_follows_a_growing_run_directory(tmp_path, monkeypatch):
+    monkeypatch.setattr(runs, "reconcile", lambda db: None)  # the fake run has no process to check
+    run_id, run_dir = fake_run(tmp_path, steps=10)
+    grow(run_dir, 3)
+    at = app()
+    at.switch_page("pages/runs.py")
+    at.run()
+    assert not at.exception, at.exception
+    assert any(f"Run {run_id}: running" in m.value for m in at.markdown)
+    bar = at.get("progress")[0]
+    assert "step 3 / 10" in bar.proto.text
+    chart = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert chart["data"][0]["x"] == [1, 2, 3]
+
+    (run_dir / "metrics.jsonl").unlink()
+    grow(run_dir, 7)
+    at.run()
+    bar = at.get("progress")[0]
+    assert "step 7 / 10" in bar.proto.text
+    chart = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert chart["data"][0]["x"][-1] == 7
