@@ -12,7 +12,14 @@ spec: RunSpec = st.session_state.spec
 st.caption("Settings come from the earlier steps; change anything here. Start puts the run in the queue, and it "
            "trains in its own process: closing this tab or restarting the app does not stop it.")
 
-with st.form("train"):
+launched = "current_run" in st.session_state
+if launched:  # the run you started comes first; the form folds away below it
+    live_run(st.session_state.current_run)
+    form_area = st.expander("Start another run")
+else:
+    form_area = st.container()
+
+with form_area, st.form("train"):
     left, right = st.columns(2)
     stage = left.selectbox("Stage", STAGES, index=STAGES.index(spec.stage), format_func=lambda s: STAGE_NAMES[s])
     method = right.selectbox("Method", METHODS, index=METHODS.index(spec.method),
@@ -48,10 +55,9 @@ if start:
         st.session_state.owner = owner.strip() or "me"
         st.session_state.current_run = runs.submit(new, st.session_state.owner)
         st.session_state.spec = dataclasses.replace(new, output_dir="", learning_rate=lr)
+        st.rerun()
     except (SpecError, models.ModelError, runs.RunError) as e:
         st.error(str(e))
 
-if "current_run" not in st.session_state:
+if not launched:
     st.info("Nothing launched from this tab yet. Earlier runs, and runs of other people, are on the Runs page.")
-    st.stop()
-live_run(st.session_state.current_run)
