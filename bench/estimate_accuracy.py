@@ -30,15 +30,20 @@ M135, Q05, L1, L3, L8 = ("HuggingFaceTB/SmolLM2-135M-Instruct", "Qwen/Qwen2.5-0.
 # (model, stage, method, seq, batch, gradient checkpointing)
 GRIDS = {
     "final": [
-        (M135, S, L, 512, 8, False), (M135, S, F, 2048, 4, False), (M135, "dpo", L, 1024, 2, True),
-        (M135, S, Q, 1024, 4, True),
+        (M135, S, L, 512, 8, False), (M135, S, F, 2048, 4, False), (M135, S, Q, 1024, 4, True),
+        (M135, S, L, 2048, 2, True),
         (Q05, S, L, 2048, 8, False), (Q05, S, F, 2048, 8, False), (Q05, S, Q, 1024, 2, False),
-        (Q05, "dpo", F, 512, 4, True), (Q05, S, F, 1024, 4, True),
-        (L1, S, L, 1024, 4, True), (L1, "dpo", L, 2048, 2, False), (L1, S, F, 512, 8, True),
-        (L3, S, Q, 2048, 4, True), (L3, S, L, 512, 2, False), (L3, "dpo", Q, 1024, 1, False),
-        (L3, S, F, 1024, 2, True),
-        (L8, S, Q, 512, 1, True), (L8, S, L, 2048, 2, True), (L8, "dpo", L, 1024, 2, True),
-        (L8, S, F, 512, 1, True), (L8, S, Q, 2048, 8, True),
+        (Q05, S, F, 1024, 4, True), (Q05, S, L, 512, 1, True),
+        (L1, S, L, 1024, 4, True), (L1, S, F, 512, 8, True), (L1, S, Q, 2048, 2, False),
+        (L3, S, Q, 2048, 4, True), (L3, S, L, 512, 2, False), (L3, S, F, 1024, 2, True),
+        (L3, S, L, 2048, 8, True),
+        (L8, S, Q, 512, 1, True), (L8, S, L, 2048, 2, True), (L8, S, F, 512, 1, True),
+        (L8, S, Q, 2048, 8, True), (L8, S, L, 1024, 1, False),
+    ],
+    "final_dpo": [
+        (M135, "dpo", L, 1024, 2, True), (Q05, "dpo", F, 512, 4, True), (Q05, "dpo", L, 2048, 2, False),
+        (L1, "dpo", L, 2048, 2, False), (L3, "dpo", Q, 1024, 1, False), (L8, "dpo", L, 1024, 2, True),
+        (L8, "dpo", Q, 2048, 4, True),
     ],
     "calib": [
         (M135, S, L, 1024, 4, False), (M135, S, L, 2048, 8, True), (M135, S, F, 512, 2, False),
@@ -201,13 +206,14 @@ def versions():
     return out
 
 
-def predict(row):
+def predict(row, optimizer="adamw_torch"):
+    """The estimator's peak_gib for a grid row. `mini` rows ran TrainingArguments' default optimizer (fused AdamW);
+    engine.train passes RunSpec's optim (adamw_torch)."""
     try:
         from engine import estimate
         model, stage, method, seq, batch, ckpt = row
-        est = estimate.estimate_run(estimate.EstimateRequest(model=model, stage=stage, method=method, seq=seq,
-                                                             batch=batch, grad_ckpt=ckpt, gpu="h200"))
-        return est.peak_gib
+        return estimate.peak_gib(estimate.EstimateRequest(model=model, stage=stage, method=method, seq=seq,
+                                                          batch=batch, grad_ckpt=ckpt, optimizer=optimizer))
     except Exception as e:  # the estimator may not exist yet when calibrating
         return f"error: {e}"
 
@@ -228,7 +234,11 @@ def run(args):
         if time.time() - start > args.budget_s:
             print("budget spent; skipping", row, flush=True)
             continue
-        model_dir = make_model_dir(row[0], models_root)
+        if args.trainer == "mini":
+            model_dir = make_model_dir(row[0], models_root)
+        else:  # in a child process, so this one never holds a CUDA context that NVML would count
+            subprocess.run([sys.executable, __file__, "make-model", row[0], str(models_root)], check=True)
+            model_dir = models_root / row[0].replace("/", "--")
         data = make_dataset(row[1], row[3], row[4] * (args.steps + 1), work / "data.jsonl")
         baseline = NvmlPeak().used()
         sampler = NvmlPeak()
@@ -255,7 +265,8 @@ def score(args):
     rows = [r for r in rows if not r.get("error")]
     lines, errors = [], []
     for r in rows:
-        pred = predict((r["model"], r["stage"], r["method"], r["seq"], r["batch"], r["grad_ckpt"]))
+        optimizer = "adamw_torch_fused" if r["trainer"] == "mini" else "adamw_torch"
+        pred = predict((r["model"], r["stage"], r["method"], r["seq"], r["batch"], r["grad_ckpt"]), optimizer)
         err = (pred - r["measured_gib"]) / r["measured_gib"]
         errors.append(abs(err))
         lines.append(f"| {r['model'].split('/')[-1]} | {r['stage']} | {r['method']} | {r['seq']} | {r['batch']} | "
@@ -284,5 +295,11 @@ if __name__ == "__main__":
     s = sub.add_parser("score")
     s.add_argument("results")
     s.add_argument("--markdown", default="")
+    m = sub.add_parser("make-model")
+    m.add_argument("name")
+    m.add_argument("root")
     a = parser.parse_args()
-    run(a) if a.cmd == "run" else score(a)
+    if a.cmd == "make-model":
+        make_model_dir(a.name, Path(a.root))
+    else:
+        run(a) if a.cmd == "run" else score(a)

@@ -1,0 +1,276 @@
+"""VRAM, time and cost of a training run before it is launched: pure arithmetic from config.json, no torch.
+
+    python -m engine.estimate --model Qwen/Qwen2.5-0.5B --stage sft --method lora --seq 2048 --batch 8 --gpu h200
+    python -m engine.estimate --model meta-llama/Llama-3.1-8B --method qlora --grad-ckpt --gpu rtx-4090 --json
+
+Defaults are RunSpec's, so the estimate describes the run `python -m engine.train` launches with the same flags.
+Memory: engine/vram.py. Time: model FLOPs per token (PaLM paper, Chowdhery et al. 2022, appendix B: 6N for full
+training; 4N with frozen weights since no weight gradients are computed; +2N for the forward recomputed under
+gradient checkpointing) over the GPU's peak dense bf16 rate times a measured utilisation (assets/mfu.yaml).
+"""
+import argparse
+import json
+import sys
+from dataclasses import asdict, dataclass, field, replace
+from functools import lru_cache
+
+import yaml
+
+from engine import catalog, paths, vram
+from engine.models import ModelError
+from engine.spec import METHODS, STAGES, RunSpec
+
+_DEFAULT = RunSpec()
+
+
+class EstimateError(ValueError):
+    """An input that cannot be estimated; the message says what and what to do."""
+
+
+@dataclass(frozen=True)
+class Gpu:
+    name: str
+    vram_gib: float
+    tflops_bf16: float
+    usd_per_hour: float | None = None
+    count: int = 1
+    mfu_class: str = "other"
+
+
+@dataclass(frozen=True)
+class EstimateRequest:
+    model: str = _DEFAULT.model_name_or_path
+    stage: str = _DEFAULT.stage
+    method: str = _DEFAULT.method
+    seq: int = _DEFAULT.max_length
+    batch: int = _DEFAULT.per_device_train_batch_size
+    grad_ckpt: bool = _DEFAULT.gradient_checkpointing
+    lora_r: int = _DEFAULT.lora_r
+    lora_targets: str = _DEFAULT.lora_target_modules
+    lora_dropout: float = _DEFAULT.lora_dropout
+    optimizer: str = _DEFAULT.optim
+    attn: str = "sdpa"                     # transformers' default; "eager" stores the seq x seq scores
+    gpu: str = "h200"                      # a key of assets/gpus.yaml (engine.hardware presets)
+    examples: int = 1000
+    epochs: float = _DEFAULT.num_train_epochs
+    tokens_per_example: int = 0            # mean tokens of an example; 0 = every example fills seq
+
+    def __post_init__(self):
+        if self.stage not in STAGES:
+            raise EstimateError(f"Unknown stage '{self.stage}'. Choose one of: {', '.join(STAGES)}.")
+        if self.method not in METHODS:
+            raise EstimateError(f"Unknown method '{self.method}'. Choose one of: {', '.join(METHODS)}.")
+        for name, low, high in (("seq", 16, 1 << 20), ("batch", 1, 65536), ("lora_r", 1, 1024),
+                                ("examples", 1, 10**10)):
+            if not low <= getattr(self, name) <= high:
+                raise EstimateError(f"{name} is {getattr(self, name)}; give a whole number from {low} to {high}.")
+        if not 0 < self.epochs <= 1000:
+            raise EstimateError(f"epochs is {self.epochs}; give a number above 0 and at most 1000.")
+        if self.optimizer not in vram.OPTIMIZERS:
+            raise EstimateError(f"Unknown optimizer '{self.optimizer}'. Choose one of: {', '.join(vram.OPTIMIZERS)}.")
+        if self.attn not in ("sdpa", "flash_attention_2", "eager"):
+            raise EstimateError(f"Unknown attention implementation '{self.attn}'; use sdpa, flash_attention_2 or eager.")
+
+
+@dataclass
+class Estimate:
+    model: str
+    gpu: str
+    params: int
+    trainable_params: int
+    peak_gib: float                        # what NVML / nvidia-smi will show in use, CUDA context included
+    capacity_gib: float
+    fits: bool
+    headroom_gib: float                    # capacity - peak; negative = short by that much
+    breakdown_gib: dict = field(default_factory=dict)
+    max_batch: int = 0                     # largest micro-batch that fits with the other settings (0 = none)
+    max_seq: int = 0                       # largest sequence length (multiple of 128) that fits (0 = none)
+    tokens: float = 0.0
+    hours: float = 0.0
+    usd: float | None = None
+    fix: str = ""                          # the cheapest change that makes a run that does not fit, fit
+
+
+def load_gpu(key: str) -> Gpu:
+    """A preset from assets/gpus.yaml (read through engine.hardware), with its utilisation class."""
+    from engine import hardware
+    try:
+        preset = hardware.load_presets()[key]
+    except KeyError:
+        raise EstimateError(f"Unknown GPU preset '{key}'. Choose one of: {', '.join(hardware.load_presets())}.") from None
+    return Gpu(name=preset.name, vram_gib=preset.vram_gib, tflops_bf16=preset.tflops_bf16,
+               usd_per_hour=preset.usd_per_hour, mfu_class=_mfu()["presets"].get(key, "other"))
+
+
+def gpu_from_hardware(hw) -> Gpu:
+    """The page's st.session_state.hardware (engine.hardware.Hardware or alike) as a Gpu."""
+    key = getattr(hw, "preset", "") or ""
+    return Gpu(name=hw.name, vram_gib=float(hw.vram_gib), tflops_bf16=float(getattr(hw, "tflops_bf16", 0) or 0),
+               usd_per_hour=getattr(hw, "usd_per_hour", None), count=int(getattr(hw, "count", 1) or 1),
+               mfu_class=_mfu()["presets"].get(key, "other"))
+
+
+@lru_cache(maxsize=1)
+def _mfu() -> dict:
+    return yaml.safe_load((paths.ASSETS / "mfu.yaml").read_text())
+
+
+@lru_cache(maxsize=64)
+def _shape(model: str) -> vram.Shape:
+    try:
+        return vram.Shape.from_config(catalog.load_config(model))
+    except ModelError as e:
+        raise EstimateError(str(e)) from None
+    except ValueError as e:
+        raise EstimateError(f"{model}: {e}") from None
+
+
+def _plan(req: EstimateRequest) -> vram.MemoryPlan:
+    return vram.MemoryPlan(stage=req.stage, method=req.method, seq=req.seq, batch=req.batch,
+                           grad_ckpt=req.grad_ckpt, lora_r=req.lora_r, lora_targets=req.lora_targets,
+                           lora_dropout=req.lora_dropout, optimizer=req.optimizer, attn=req.attn)
+
+
+def peak_gib(req: EstimateRequest) -> float:
+    return sum(vram.breakdown_bytes(_shape(req.model), _plan(req)).values()) / vram.GIB
+
+
+def hours(req: EstimateRequest, gpu: Gpu) -> tuple[float, float]:
+    """(training tokens, hours) for examples x epochs at the measured utilisation of this GPU class."""
+    shape = _shape(req.model)
+    n = shape.params()
+    per_example = req.tokens_per_example or req.seq
+    tokens = req.examples * req.epochs * per_example * (2 if req.stage in ("dpo", "rm") else 1)
+    # PaLM appendix B: 6N per token, + attention 12 L h s (halved for causal masking: 6 L h s)
+    flops_per_token = (6 if req.method == "full" else 4) * n + 6 * shape.layers * shape.hidden * per_example
+    if req.grad_ckpt:
+        flops_per_token += 2 * n                    # one more forward
+    if req.stage in ("dpo", "rl"):
+        flops_per_token += 2 * n                    # the reference model's forward (adapter disabled, or a copy)
+    if req.stage == "rl":
+        flops_per_token += 4 * n                    # rough: generating the rollouts + scoring them
+    cls = _mfu()["classes"].get(gpu.mfu_class, _mfu()["classes"]["other"])
+    mfu = cls["mfu_max"] * n / (n + float(cls["half_params"]))
+    if req.method == "qlora":
+        mfu *= _mfu()["qlora_factor"]
+    if gpu.tflops_bf16 <= 0:
+        return tokens, float("nan")
+    seconds = tokens * flops_per_token / (gpu.tflops_bf16 * 1e12 * mfu * gpu.count)
+    return tokens, seconds / 3600
+
+
+def largest_fitting(req: EstimateRequest, capacity_gib: float, name: str, high: int, step: int = 1) -> int:
+    """Largest value of `name` (batch or seq) in [step, high] that fits; memory grows with both, so bisect."""
+    if peak_gib(replace(req, **{name: step})) > capacity_gib:
+        return 0
+    lo, hi = 1, high // step
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if peak_gib(replace(req, **{name: mid * step})) <= capacity_gib:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo * step
+
+
+def cheapest_fix(req: EstimateRequest, capacity_gib: float) -> str:
+    """One change that makes the run fit, cheapest first: what costs only time, then memory-saving tricks that
+    keep quality, then the method, and shorter sequences last (they change what the model learns from)."""
+    tries = []
+    if not req.grad_ckpt:
+        tries.append((replace(req, grad_ckpt=True), "turn on gradient checkpointing (about 30% slower)"))
+    for b in (req.batch // 2, req.batch // 4, 1):
+        if 1 <= b < req.batch:
+            tries.append((replace(req, batch=b), f"lower the micro-batch to {b} and raise gradient accumulation "
+                                                 f"x{req.batch // b} to keep the effective batch"))
+    if req.grad_ckpt is False and req.batch > 1:
+        tries.append((replace(req, grad_ckpt=True, batch=1), "turn on gradient checkpointing and use micro-batch "
+                                                             f"1 with gradient accumulation x{req.batch}"))
+    if req.optimizer.startswith("adamw_torch"):
+        tries.append((replace(req, optimizer="paged_adamw_8bit"), "use the 8-bit optimizer paged_adamw_8bit"))
+    for m in ("lora", "qlora"):
+        if METHODS.index(m) > METHODS.index(req.method):
+            tries.append((replace(req, method=m), f"switch to {m.upper() if m == 'qlora' else 'LoRA'}"))
+            tries.append((replace(req, method=m, grad_ckpt=True, batch=1),
+                          f"switch to {m} with gradient checkpointing and micro-batch 1"))
+    for s in (req.seq // 2, req.seq // 4):
+        if s >= 128:
+            tries.append((replace(req, seq=s), f"shorten the maximum length to {s} tokens"))
+    for candidate, sentence in tries:
+        if peak_gib(candidate) <= capacity_gib:
+            return f"{sentence}: {peak_gib(candidate):.1f} GiB"
+    return "no single change fits this model on this GPU: choose a smaller model or a GPU with more memory"
+
+
+def largest_model(req: EstimateRequest, capacity_gib: float, method: str) -> str | None:
+    """The catalog model with the most parameters that trains with `method` and the other settings as asked."""
+    best, best_n = None, -1
+    for entry in catalog.entries():
+        candidate = replace(req, model=entry.name, method=method)
+        n = _shape(entry.name).params()
+        if n > best_n and peak_gib(candidate) <= capacity_gib:
+            best, best_n = entry.name, n
+    return best
+
+
+def estimate_run(req: EstimateRequest, gpu: Gpu | None = None) -> Estimate:
+    gpu = gpu or load_gpu(req.gpu)
+    shape = _shape(req.model)
+    parts = vram.breakdown_bytes(shape, _plan(req))
+    peak = sum(parts.values()) / vram.GIB
+    tokens, hrs = hours(req, gpu)
+    trainable = shape.params() if req.method == "full" else shape.lora_params(req.lora_r, req.lora_targets)
+    est = Estimate(model=req.model, gpu=gpu.name, params=shape.params(), trainable_params=trainable,
+                   peak_gib=round(peak, 3), capacity_gib=gpu.vram_gib, fits=peak <= gpu.vram_gib,
+                   headroom_gib=round(gpu.vram_gib - peak, 3),
+                   breakdown_gib={k: round(v / vram.GIB, 3) for k, v in parts.items() if v},
+                   max_batch=largest_fitting(req, gpu.vram_gib, "batch", 4096),
+                   max_seq=largest_fitting(req, gpu.vram_gib, "seq", 131072, step=128),
+                   tokens=tokens, hours=hrs,
+                   usd=None if gpu.usd_per_hour is None else round(hrs * gpu.usd_per_hour * gpu.count, 2))
+    if not est.fits:
+        est.fix = cheapest_fix(req, gpu.vram_gib)
+    return est
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m engine.estimate", description=__doc__.split("\n")[0])
+    p.add_argument("--model", default=_DEFAULT.model_name_or_path,
+                   help="Hub id from the offline catalog, a local model directory, or 'embedded'")
+    p.add_argument("--stage", default=_DEFAULT.stage, choices=STAGES)
+    p.add_argument("--method", default=_DEFAULT.method, choices=METHODS)
+    p.add_argument("--seq", type=int, default=_DEFAULT.max_length)
+    p.add_argument("--batch", type=int, default=_DEFAULT.per_device_train_batch_size)
+    p.add_argument("--grad-ckpt", action="store_true", default=_DEFAULT.gradient_checkpointing)
+    p.add_argument("--lora-r", type=int, default=_DEFAULT.lora_r)
+    p.add_argument("--optimizer", default=_DEFAULT.optim)
+    p.add_argument("--attn", default="sdpa")
+    p.add_argument("--gpu", default="h200", help="preset key from engine/assets/gpus.yaml")
+    p.add_argument("--examples", type=int, default=1000)
+    p.add_argument("--epochs", type=float, default=_DEFAULT.num_train_epochs)
+    p.add_argument("--json", action="store_true")
+    a = p.parse_args(argv)
+    try:
+        req = EstimateRequest(model=a.model, stage=a.stage, method=a.method, seq=a.seq, batch=a.batch,
+                              grad_ckpt=a.grad_ckpt, lora_r=a.lora_r, optimizer=a.optimizer, attn=a.attn,
+                              gpu=a.gpu, examples=a.examples, epochs=a.epochs)
+        est = estimate_run(req)
+    except EstimateError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if a.json:
+        print(json.dumps(asdict(est), indent=1))
+        return 0
+    print(f"{est.model} on {est.gpu}: {est.peak_gib:.1f} GiB of {est.capacity_gib:.0f} -> "
+          + ("fits" if est.fits else f"does NOT fit (short by {-est.headroom_gib:.1f} GiB)"))
+    for part, gib in est.breakdown_gib.items():
+        print(f"  {part:26s} {gib:8.2f} GiB")
+    print(f"largest micro-batch {est.max_batch}, largest sequence {est.max_seq}; "
+          f"{est.tokens:,.0f} tokens ~ {est.hours:.2f} h" + (f", ${est.usd:.2f}" if est.usd is not None else ""))
+    if est.fix:
+        print(f"to fit: {est.fix}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

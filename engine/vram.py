@@ -1,0 +1,199 @@
+"""GPU memory of one training run, from a model's config.json: pure arithmetic, no torch.
+
+The peak the GPU shows is the larger of two moments of a step (both seen in torch's memory snapshots):
+  A. the start of backward: weights + optimizer state + every saved activation + the LM head's backward buffers;
+  B. the optimizer step:    weights + optimizer state + all gradients + the optimizer's temporaries.
+Between them activations are freed layer by layer while gradients appear, so the sum is linear in between and its
+maximum sits at one of the two ends. On top come the caching allocator's fragmentation and the CUDA context,
+which NVML counts and torch does not. Coefficients marked "fit" were fitted to torch's peak counters over the
+26 calibration runs in bench/results/estimate_calibration.jsonl (H200, torch 2.11, TRL 1.16).
+"""
+from dataclasses import dataclass
+
+GIB = 2**30
+NF4_BYTES = 4.127 / 8   # QLoRA paper (Dettmers et al. 2023, sec. 3): 4-bit NF4 + double-quantised constants,
+                        # 8/64 + 32/(64*256) = 0.127 bits/param, on every linear layer but the LM head
+LSE_BYTES = 4           # flash/efficient SDPA keep one fp32 log-sum-exp per head and token (Dao 2022)
+# The TRL >= 1.15 fused LM head (trl/trainer/utils.py add_fused_lm_head, kernels/chunked_logprob.py) scores the
+# vocabulary in [4096 tokens x 32768 vocab] tiles instead of materialising batch x seq x vocab logits.
+LOGPROB_TILE_BYTES = 32768 * 2  # per token of a tile (bf16), at most 4096 tokens
+CONTEXT_GIB = 1.35      # measured on H200: NVML used - torch.cuda.max_memory_reserved(), 26 runs, spread 0.01 GiB
+                        # (bench/results/estimate_calibration.jsonl); GPU.md saw "about 1.3 GiB"
+# fit: saved activations beyond the tensors counted below (autograd bookkeeping, the layer being back-propagated,
+# RoPE tables), as a fraction of the counted bytes; and the allocator's extra reserve over allocations
+ACT_OVERHEAD = {"full": 0.12, "lora": 0.0, "qlora": 0.0}
+# fit: torch's reserved-over-allocated peak. With full fine-tuning the fused LM head's fp32 weight gradient (V x h x 4
+# bytes) is freed after backward and leaves a hole of about its size; otherwise a small share of the dynamic memory.
+FRAG_FULL_HEAD = 0.75
+FRAG_DYNAMIC = 0.02
+FRAG_BASE_GIB = 0.15
+OPTIMIZERS = {          # bytes of state per trainable parameter, as a multiple of the parameter's own bytes,
+    "adamw_torch": 2.0,         # torch AdamW keeps exp_avg and exp_avg_sq in the parameter's dtype
+    "adamw_torch_fused": 2.0,
+    "adamw_8bit": None,         # bitsandbytes: 1 byte each for m and v (Dettmers et al. 2022, 8-bit optimizers)
+    "paged_adamw_8bit": None,   # the same, in pages the driver can evict to CPU under pressure
+    "sgd": 0.0,
+}
+CKPT_RECOMPUTE = 1.3    # fit: the layer being recomputed keeps its activations and its gradients' transients
+FOREACH_OPTIMIZERS = ("adamw_torch",)  # the multi-tensor path allocates sqrt(exp_avg_sq) for all parameters at once
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What the memory depends on, read from config.json."""
+    model_type: str
+    hidden: int
+    intermediate: int
+    layers: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    vocab: int
+    tied: bool
+    qkv_bias: bool
+
+    @classmethod
+    def from_config(cls, cfg: dict) -> "Shape":
+        cfg = cfg.get("text_config", cfg)  # multimodal configs nest the language model
+        missing = [k for k in ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
+                   if k not in cfg]
+        if missing:
+            raise ValueError(f"config.json lacks {', '.join(missing)}, so this is not a decoder-only language "
+                             "model the estimator understands (llama, mistral, qwen2, gemma, phi3 families).")
+        h, a = int(cfg["hidden_size"]), int(cfg["num_attention_heads"])
+        return cls(model_type=cfg.get("model_type", "llama"), hidden=h,
+                   intermediate=int(cfg.get("intermediate_size") or 4 * h), layers=int(cfg["num_hidden_layers"]),
+                   heads=a, kv_heads=int(cfg.get("num_key_value_heads") or a),
+                   head_dim=int(cfg.get("head_dim") or h // a), vocab=int(cfg["vocab_size"]),
+                   tied=bool(cfg.get("tie_word_embeddings", cfg.get("model_type") in ("gemma", "gemma2"))),
+                   qkv_bias=cfg.get("model_type") == "qwen2" or bool(cfg.get("attention_bias", False)))
+
+    @property
+    def q_width(self) -> int:
+        return self.heads * self.head_dim
+
+    @property
+    def kv_width(self) -> int:
+        return self.kv_heads * self.head_dim
+
+    def linear_params(self) -> int:
+        """Weights of the attention and MLP projections (the ones QLoRA quantises and LoRA adapts)."""
+        h, i = self.hidden, self.intermediate
+        per_layer = h * self.q_width * 2 + h * self.kv_width * 2 + 3 * h * i
+        if self.qkv_bias:
+            per_layer += self.q_width + 2 * self.kv_width
+        return per_layer * self.layers
+
+    def other_params(self) -> int:
+        """Embeddings, the LM head when untied, and the norms: kept in 16 bit by QLoRA."""
+        norms = (2 * self.layers + 1) * self.hidden
+        return self.vocab * self.hidden * (1 if self.tied else 2) + norms
+
+    def params(self) -> int:
+        return self.linear_params() + self.other_params()
+
+    def lora_params(self, r: int, targets: str = "all-linear") -> int:
+        """LoRA adds r x (in + out) per adapted projection (Hu et al. 2021). Phi-3 fuses q/k/v and gate/up into
+        one projection each, so it gets one adapter where llama gets three (or two)."""
+        h, i, q, kv = self.hidden, self.intermediate, self.q_width, self.kv_width
+        mods = {"q_proj": h + q, "k_proj": h + kv, "v_proj": h + kv, "o_proj": q + h,
+                "gate_proj": h + i, "up_proj": h + i, "down_proj": i + h}
+        if self.model_type == "phi3":
+            mods = {"qkv_proj": h + q + 2 * kv, "o_proj": q + h, "gate_up_proj": h + 2 * i, "down_proj": i + h}
+        wanted = list(mods) if targets in ("all-linear", "all_linear") else [t.strip() for t in targets.split(",")]
+        return r * self.layers * sum(mods.get(t, 0) for t in wanted)
+
+    def activation_bytes_per_token_layer(self, method: str, attn: str, seq: int, dropout: bool = True) -> float:
+        """Bytes autograd keeps per token and decoder layer in bf16 (Korthikanti et al. 2022, "Reducing Activation
+        Recomputation in Large Transformer Models", sec. 4.1, redone for a llama block: RMSNorm, RoPE, SwiGLU, no
+        dropout in the block). Full fine-tuning: each RMSNorm keeps its fp32 input and bf16 output (2 x 6h), the
+        attention keeps rotated q, k, v and its output + the o_proj input copy (6 q + 4 kv), the MLP gate, up,
+        SiLU(gate) and their product (8i). With frozen projections (LoRA/QLoRA) autograd skips the inputs of the
+        frozen matmuls and the norm outputs, but each adapter's dropout keeps a mask and a copy of its input
+        (3 bytes x in_features, for q,k,v,gate,up on h, o on q, down on i)."""
+        h, i, q, kv = self.hidden, self.intermediate, self.q_width, self.kv_width
+        if method == "full" or not dropout:
+            # without adapter dropout (TRL's DPO and reward trainers disable dropout) the adapters keep the same
+            # inputs the trained projections would: the same bytes as full fine-tuning
+            per = 12 * h + 8 * i + 6 * q + 4 * kv
+        else:
+            per = 8 * h + 15 * h + 9 * i + 7 * q + 4 * kv
+        per += LSE_BYTES * self.heads
+        if attn == "eager":
+            # eager attention keeps the fp32 softmax and its bf16 copy: 6 bytes x heads x seq per token
+            # (Korthikanti's 5as/h term with fp32 softmax and no attention dropout)
+            per += 6 * self.heads * seq
+        return per * (1 + ACT_OVERHEAD["full" if method == "full" or not dropout else method])
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """Inputs the memory depends on (what engine.train is told, with RunSpec's defaults)."""
+    stage: str = "sft"
+    method: str = "lora"
+    seq: int = 512
+    batch: int = 8
+    grad_ckpt: bool = False
+    lora_r: int = 16
+    lora_targets: str = "all-linear"
+    lora_dropout: float = 0.05
+    optimizer: str = "adamw_torch"
+    attn: str = "sdpa"
+
+
+def breakdown_bytes(shape: Shape, plan: MemoryPlan) -> dict[str, float]:
+    """Peak memory by part, in bytes, at the worse of the two moments (see module docstring)."""
+    P, T = shape.params(), 0
+    if plan.method == "full":
+        weights = P * 2.0                     # bf16 (engine.train loads in bf16 on GPUs that have it)
+        T, t_bytes = P, 2.0                   # every weight trains; grads and AdamW state in bf16
+    elif plan.method == "lora":
+        weights = P * 2.0
+        T, t_bytes = shape.lora_params(plan.lora_r, plan.lora_targets), 4.0  # PEFT upcasts adapters to fp32
+        weights += T * t_bytes                # (peft/tuners/tuners_utils.py cast_adapter_dtype, autocast_adapter_dtype=True)
+    else:  # qlora
+        weights = shape.linear_params() * NF4_BYTES + shape.other_params() * 2.0
+        T, t_bytes = shape.lora_params(plan.lora_r, plan.lora_targets), 2.0  # TRL casts QLoRA adapters to bf16
+        weights += T * t_bytes                # (trl/trainer/sft_trainer.py, following the QLoRA paper)
+    ref_model = weights - T * t_bytes if (plan.stage in ("dpo", "rl") and plan.method == "full") else 0.0
+    if plan.stage == "rl":                    # GRPO-style: a reward model of the same size, frozen, 16 bit
+        ref_model += P * 2.0
+    if plan.stage == "rm":                    # sequence-classification head replaces the LM head: 1 output
+        weights -= (0 if shape.tied else shape.vocab * shape.hidden * 2.0)
+    grads = T * t_bytes
+    state_factor = OPTIMIZERS.get(plan.optimizer, 2.0)
+    optimizer = T * 2.0 if state_factor is None else T * t_bytes * state_factor
+    foreach_tmp = T * t_bytes if plan.optimizer in FOREACH_OPTIMIZERS else 0.0
+
+    # Tokens in one forward: DPO and reward models see chosen and rejected together (TRL concatenates them).
+    seqs = plan.batch * (2 if plan.stage in ("dpo", "rm") else 1)
+    tokens = seqs * plan.seq
+    dropout = plan.lora_dropout > 0 and plan.stage not in ("dpo", "rm")  # TRL: disable_dropout=True there
+    per_layer = shape.activation_bytes_per_token_layer(plan.method, plan.attn, plan.seq, dropout)
+    if plan.grad_ckpt:
+        # Full recomputation (Korthikanti et al. 2022, sec. 5): each layer keeps its bf16 input (2h per token);
+        # backward rebuilds one layer's activations at a time.
+        activations = tokens * (shape.layers * 2 * shape.hidden + CKPT_RECOMPUTE * per_layer)
+    else:
+        activations = tokens * shape.layers * per_layer
+    activations += tokens * shape.hidden * (2 + 6)  # embedding output, final norm (fp32 in + bf16 out)
+    # LM head + loss: the fused log-prob keeps the scored hidden states (bf16) and backward fills an fp32 gradient
+    # for them, plus an fp32 gradient of the head's weight when it trains; tiles of logits, never all of them.
+    head = tokens * shape.hidden * (2 + 4) + min(tokens, 4096) * LOGPROB_TILE_BYTES
+    if plan.method == "full":
+        head += shape.vocab * shape.hidden * 4.0
+    if plan.stage == "rl":  # generation: KV cache of the rollouts, 2 (k, v) x layers x kv width x bf16
+        head += tokens * shape.layers * 2 * shape.kv_width * 2.0
+    moment_a = activations + head
+    moment_b = grads + foreach_tmp
+    parts = {"weights": weights, "reference / reward model": ref_model, "optimizer state": optimizer}
+    if moment_a >= moment_b:
+        parts.update({"activations": activations, "logits and loss": head})
+    else:
+        parts.update({"gradients": grads, "optimizer temporaries": foreach_tmp})
+    reserve = FRAG_BASE_GIB * GIB + FRAG_DYNAMIC * max(moment_a, moment_b)
+    if plan.method == "full":
+        reserve = FRAG_BASE_GIB * GIB + FRAG_FULL_HEAD * shape.vocab * shape.hidden * 4.0
+    parts["allocator reserve"] = reserve
+    parts["CUDA context"] = CONTEXT_GIB * GIB
+    return parts
