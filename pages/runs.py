@@ -4,7 +4,8 @@ import time
 import streamlit as st
 
 from engine import runs
-from ui.monitor import live_run
+from engine import monitor, rundir
+from ui.monitor import compare, live_run
 
 st.title("Runs")
 st.caption("Runs are kept in a registry on this machine. They keep training when you close the browser; come "
@@ -28,6 +29,17 @@ table = [{"id": r["id"], "who": r["owner"] if r["owner"] == me else "someone els
           "submitted": when(r["submitted_at"]), "finished": when(r["finished_at"])} for r in reversed(all_runs)]
 st.dataframe(table, hide_index=True, use_container_width=True)
 
+queued = [r for r in all_runs if r["state"] == "queued"]
+if queued:
+    running = [r for r in all_runs if r["state"] == "running"]
+    etas = [monitor.progress(rundir.read_status(r["run_dir"]), rundir.read_metrics(r["run_dir"])).eta_s
+            for r in running]
+    known = [e for e in etas if e is not None]
+    soonest = f"; the next slot frees in about {monitor.format_seconds(min(known))}" if known else ""
+    mine = [r for r in queued if r["owner"] == me]
+    ahead = f"Your first waiting run is number {mine[0]['position']} in line" if mine else "Runs are waiting"
+    st.info(f"{ahead}: {len(running)} running, {len(queued)} waiting{soonest}.")
+
 ids = [r["id"] for r in reversed(all_runs)]
 default = ids.index(st.session_state.current_run) if st.session_state.get("current_run") in ids else 0
 chosen = st.selectbox("Watch run", ids, index=default, format_func=lambda i: f"run {i}")
@@ -41,3 +53,10 @@ if run["state"] in ("stopped", "failed"):
             st.rerun()
         except runs.RunError as e:
             st.error(str(e))
+
+st.divider()
+st.subheader("Compare runs")
+picked = st.multiselect("Runs to overlay", ids, default=ids[:2] if len(ids) > 1 else ids,
+                        format_func=lambda i: f"run {i}")
+if picked:
+    compare([r for r in all_runs if r["id"] in picked])

@@ -2,7 +2,10 @@
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -91,3 +94,30 @@ def test_cli_submit_list_show(tmp_path, tiny_model):
 def test_cli_errors(args, expected):
     out = run_cli("engine.runs", *args)
     assert out.returncode == 2 and expected in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_run_outlives_the_app_process_that_started_it(tmp_path, tiny_model):
+    cfg = tmp_path / "run.yaml"
+    spec(tiny_model, 6).save(cfg)
+    app = ("import os; from pathlib import Path; from engine import runs; from engine.spec import RunSpec; "
+           f"print(runs.submit(RunSpec.load(Path({str(cfg)!r}))), flush=True); os.kill(os.getpid(), 9)")
+    out = subprocess.run([sys.executable, "-c", app], capture_output=True, text=True, cwd=runs.paths.REPO)
+    assert out.returncode == -9, "the 'app' died abruptly right after submitting"
+    run_id = int(out.stdout.split()[0])
+    run = wait_for(lambda: finished(run_id))
+    assert run["state"] == "completed", run["error"]
+    assert (Path(run["run_dir"]) / "final" / "adapter_config.json").is_file()
+
+
+def test_compare_and_queue_views_on_the_runs_page(tiny_model):
+    from streamlit.testing.v1 import AppTest
+    a = runs.submit(spec(tiny_model, 3))
+    b = runs.submit(spec(tiny_model, 3, lora_r=8))
+    wait_for(lambda: finished(a) and finished(b))
+    at = AppTest.from_file(str(runs.paths.REPO / "app.py"), default_timeout=60)
+    at.run()
+    at.switch_page("pages/runs.py")
+    at.run()
+    assert not at.exception
+    table = at.dataframe[-1].value
+    assert list(table["setting"]) == ["lora_r"] and set(table.iloc[0, 1:]) == {"16", "8"}

@@ -29,6 +29,28 @@ def loss_chart(records: list[dict], title: str = "Loss") -> go.Figure:
     return fig
 
 
+def metric_chart(records: list[dict], key: str, title: str, unit: str, line: float | None = None) -> go.Figure:
+    steps, values = monitor.series(records, key)
+    fig = go.Figure(go.Scatter(x=steps, y=values, mode="lines", name=title))
+    if line is not None:
+        fig.add_hline(y=line, line_dash="dash", annotation_text=f"estimated peak {line:.1f}")
+    fig.update_layout(title=title, xaxis_title="step", yaxis_title=unit, height=260,
+                      margin={"l": 10, "r": 10, "t": 40, "b": 10})
+    return fig
+
+
+def charts(run_id: int, run_dir: str, records: list[dict]) -> None:
+    st.plotly_chart(loss_chart(records), key=f"loss-{run_id}", use_container_width=True)
+    predicted = rundir.read_status(run_dir).get("estimated_peak_gib")
+    panels = [("learning_rate", "Learning rate", "", None), ("grad_norm", "Gradient norm", "", None),
+              ("tokens_per_second", "Speed", "tokens / s", None), ("memory_gib", "Memory", "GiB", predicted)]
+    present = [p for p in panels if monitor.series(records, p[0])[0]]
+    for row in range(0, len(present), 2):
+        for col, (key, title, unit, line) in zip(st.columns(2), present[row: row + 2]):
+            col.plotly_chart(metric_chart(records, key, title, unit, line), key=f"{key}-{run_id}",
+                             use_container_width=True)
+
+
 @st.fragment(run_every=1.0)
 def live_run(run_id: int) -> None:
     try:
@@ -53,8 +75,10 @@ def live_run(run_id: int) -> None:
     st.progress(prog.fraction, text=label)
     if state == "failed":
         st.error(f"The run failed: {status.get('error') or run.get('error') or 'no reason was recorded'}")
+    for alert in monitor.health(reader.records):
+        (st.error if alert.level == "error" else st.warning)(f"**{alert.title}** {alert.advice}")
     if reader.records:
-        st.plotly_chart(loss_chart(reader.records), key=f"loss-{run_id}", use_container_width=True)
+        charts(run_id, run["run_dir"], reader.records)
     elif state in ("queued", "running"):
         st.info("Waiting for the first logged step (loading the model and data takes a few seconds)...")
     command = Path(run["run_dir"]) / "command.txt"
@@ -63,3 +87,25 @@ def live_run(run_id: int) -> None:
         st.code(command.read_text().strip(), language="bash")
     with st.expander("Log (last lines of train.log)"):
         st.code(rundir.log_tail(run["run_dir"], 25) or "(empty)", language="text")
+
+
+def compare(run_rows: list[dict]) -> None:
+    """Overlay the loss curves of several runs and put their settings side by side (only where they differ)."""
+    import yaml
+    fig = go.Figure()
+    configs = {}
+    for run in run_rows:
+        records = rundir.read_metrics(Path(run["run_dir"]))
+        steps, loss = monitor.series(records, "loss")
+        fig.add_scatter(x=steps, y=loss, mode="lines", name=f"run {run['id']} ({run['stage']}/{run['method']})")
+        configs[f"run {run['id']}"] = yaml.safe_load(run.get("config") or "{}") or {}
+    fig.update_layout(title="Training loss", xaxis_title="step", yaxis_title="loss", height=360,
+                      margin={"l": 10, "r": 10, "t": 40, "b": 10})
+    st.plotly_chart(fig, use_container_width=True, key="compare")
+    keys = sorted({k for c in configs.values() for k in c if k not in ("output_dir", "extra")})
+    differ = [k for k in keys if len({str(c.get(k)) for c in configs.values()}) > 1]
+    if differ:
+        st.dataframe([{"setting": k, **{name: str(c.get(k)) for name, c in configs.items()}} for k in differ],
+                     hide_index=True, use_container_width=True)
+    else:
+        st.caption("These runs used the same settings.")

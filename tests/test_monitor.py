@@ -1,0 +1,55 @@
+"""Progress, ETA and the health alerts a person watching a run relies on."""
+import math
+
+from engine import monitor
+
+
+def curve(losses, **extra):
+    return [{"step": i + 1, "loss": v, "time": 100.0 + 2 * i, **{k: f(i) for k, f in extra.items()}}
+            for i, v in enumerate(losses)]
+
+
+def test_progress_and_eta_come_from_logged_steps():
+    records = curve([2.0, 1.8, 1.6, 1.5, 1.4])  # 2 s per step
+    prog = monitor.progress({"state": "running", "step": 5, "max_steps": 20, "started_at": 95.0}, records, now=110.0)
+    assert prog.fraction == 0.25
+    assert prog.seconds_per_step == 2.0
+    assert prog.eta_s == 30.0
+    assert monitor.format_seconds(prog.eta_s) == "30 s"
+    done = monitor.progress({"state": "completed", "step": 20, "max_steps": 20}, records)
+    assert done.eta_s == 0 and done.fraction == 1.0
+
+
+def test_a_healthy_curve_raises_no_alert():
+    assert monitor.health(curve([2.0 / (1 + 0.1 * i) for i in range(40)])) == []
+
+
+def test_nan_loss_is_an_error_with_advice():
+    alerts = monitor.health(curve([2.0, 1.5, float("nan"), 1.0]))
+    assert alerts[0].level == "error" and "step 3" in alerts[0].title and "learning rate" in alerts[0].advice
+
+
+def test_exploding_loss():
+    alerts = monitor.health(curve([2.0, 1.5, 1.2, 1.0, 0.9, 0.8, 3.0, 4.0, 6.0, 9.0, 14.0]))
+    assert any("exploding" in a.title for a in alerts)
+
+
+def test_a_single_spike_is_a_warning():
+    losses = [1.0 + 0.01 * math.sin(i) for i in range(25)] + [5.0]
+    alerts = monitor.health(curve(losses))
+    assert [a.level for a in alerts] == ["warning"] and "spiked at step 26" in alerts[0].title
+
+
+def test_overfitting_when_eval_rises_and_train_falls():
+    records = curve([2.0 - 0.04 * i for i in range(40)])
+    for step, value in [(10, 1.2), (20, 1.3), (30, 1.4), (40, 1.5)]:
+        records.append({"step": step, "eval_loss": value})
+    alerts = monitor.health(records)
+    assert any("overfitting" in a.title for a in alerts)
+
+
+def test_memory_creeping_up():
+    records = curve([1.0] * 40, memory_gib=lambda i: 10.0 + 0.1 * i)
+    assert any("creeping" in a.title for a in monitor.health(records))
+    steady = curve([1.0] * 40, memory_gib=lambda i: 10.0)
+    assert not any("creeping" in a.title for a in monitor.health(steady))
