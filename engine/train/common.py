@@ -41,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
                        choices={"stage": STAGES, "method": METHODS}.get(name))
     p.add_argument("--grad-ckpt", dest="gradient_checkpointing", action="store_true", default=None,
                    help="gradient checkpointing: less activation memory, ~30%% more compute")
+    p.add_argument("--reward-model", dest="reward_model", default=None,
+                   help="rl only: the reward-model run (--stage rm) that scores answers; stored as extra.reward_model")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --output-dir from its last checkpoint")
     return p
@@ -55,7 +57,10 @@ def parse(argv=None) -> tuple[RunSpec, bool]:
         config = str(Path(args.output_dir) / "config.yaml")
     if config:
         values = _spec_values(RunSpec.load(Path(config)))
-    values.update({k: v for k, v in vars(args).items() if v is not None and k not in ("config", "resume")})
+    values.update({k: v for k, v in vars(args).items()
+                   if v is not None and k not in ("config", "resume", "reward_model")})
+    if args.reward_model is not None:
+        values["extra"] = {**values.get("extra", {}), "reward_model": args.reward_model}
     return RunSpec.from_dict(values), args.resume
 
 
@@ -74,18 +79,21 @@ def prepare_run_dir(spec: RunSpec, resume: bool) -> Path:
         raise SpecError(f"{run_dir} already holds a finished run. Choose another --output-dir, or --resume.")
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write-test"
+        probe = run_dir / f".write-test.{os.getpid()}"  # per process: several GPUs probe at once
         probe.write_text("ok")
         probe.unlink()
     except OSError as e:
         raise SpecError(f"Cannot write to the output directory {run_dir} ({e.strerror}). "
                         "Choose a directory you can write to.") from None
     spec.output_dir = str(run_dir)
-    spec.save(run_dir / "config.yaml")
+    if is_main_process():
+        spec.save(run_dir / "config.yaml")
     return run_dir
 
 
 def record_versions(run_dir: Path, device: str) -> None:
+    if not is_main_process():
+        return
     import peft, torch, transformers, trl  # noqa: E401  (already imported by the stage; cheap here)
     info = {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
             "trl": trl.__version__, "peft": peft.__version__, "device": device,
@@ -136,22 +144,8 @@ def lora_config(spec: RunSpec, task_type: str = "CAUSAL_LM"):
 
 def base_model_path(spec: RunSpec, run_dir: Path) -> str:
     """The weights this stage starts from: the chosen model, or an earlier run's final/ (adapters merged in)."""
-    from engine import models
-    if not spec.init_from:
-        return models.resolve(spec.model_name_or_path)
-    final = Path(spec.init_from).expanduser() / "final"
-    if not final.is_dir():
-        raise SpecError(f"--init-from {spec.init_from} is not a finished run: it has no final/ directory. "
-                        "Give the run directory of a completed run.")
-    if not (final / "adapter_config.json").is_file():
-        return str(final)  # a full model
-    merged = run_dir / "init_model"
-    if not (merged / "config.json").is_file():
-        from peft import AutoPeftModelForCausalLM
-        model = AutoPeftModelForCausalLM.from_pretrained(str(final)).merge_and_unload()
-        model.save_pretrained(merged)
-        load_tokenizer(str(final)).save_pretrained(merged)
-    return str(merged)
+    from engine.train.loading import base_model_path as resolve_start
+    return resolve_start(spec, run_dir)
 
 
 def training_args(spec: RunSpec, run_dir: Path, precision: dict, has_eval: bool) -> dict:
@@ -244,7 +238,7 @@ def load_splits(spec: RunSpec) -> tuple[list[dict], list[dict]]:
 
 def train(trainer, run_dir: Path, resume: bool) -> None:
     checkpoint = rundir.last_checkpoint(run_dir) if resume else None
-    if checkpoint is not None:
+    if checkpoint is not None and is_main_process():
         trim_metrics_after(run_dir, int(checkpoint.name.split("-")[-1]))
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
 
@@ -274,16 +268,20 @@ def explain_failure(exc: BaseException) -> str:
 
 
 def finish_ok(trainer, tokenizer, run_dir: Path) -> int:
-    """Save final/ (adapter or full model) unless the run was stopped; write the closing status."""
-    if not is_main_process():
-        return 0
+    """Save final/ (adapter or full model) unless the run was stopped; write the closing status. Every process
+    calls save_model (FSDP gathers the weights from all of them); only rank 0 writes."""
     if StopRequested.requested:
+        if not is_main_process():
+            return 0
         rundir.write_status(run_dir, "stopped", step=trainer.state.global_step, finished_at=time.time())
         return 0
     final = run_dir / "final"
     tmp = run_dir / "final.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
+    if is_main_process():
+        shutil.rmtree(tmp, ignore_errors=True)
     trainer.save_model(str(tmp))
+    if not is_main_process():
+        return 0
     tokenizer.save_pretrained(str(tmp))
     os.replace(tmp, final)  # a half-written final/ never looks finished
     summary = {k: v for k, v in (trainer.state.log_history[-1] if trainer.state.log_history else {}).items()

@@ -1,0 +1,39 @@
+"""Direct preference optimisation (TRL DPOTrainer): shape behaviour from pairs "this answer is better than that
+one", without a separate reward model. Usually follows SFT.
+
+    python -m engine.train --stage dpo --method lora --init-from runs/sft-demo --max-steps 100 --output-dir runs/dpo
+
+The reference model (what the policy must not drift too far from, weighted by beta) is the starting model: with
+LoRA/QLoRA, TRL computes it by switching the adapter off, so no second copy is loaded; with full fine-tuning it loads
+a frozen copy (twice the weight memory). Logged per step: rewards/chosen, rewards/rejected, rewards/margins (how
+much more the policy prefers the chosen answer than the reference does) and rewards/accuracies (share of pairs
+where it prefers the chosen one).
+"""
+from pathlib import Path
+
+from engine.spec import RunSpec
+from engine.train import common
+from engine.train.defaults import trl_config
+
+
+def main(spec: RunSpec, run_dir: Path, resume: bool) -> int:
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM
+    from trl import DPOConfig, DPOTrainer
+
+    device, dtype, precision = common.device_and_dtype()
+    train_rows, eval_rows = common.load_splits(spec)
+    model_path = common.base_model_path(spec, run_dir)
+    tokenizer = common.load_tokenizer(model_path)
+    model = AutoModelForCausalLM.from_pretrained(model_path, **common.model_kwargs(spec, dtype))
+    common.record_versions(run_dir, device)
+
+    shared = common.training_args(spec, run_dir, precision, has_eval=bool(eval_rows))
+    config = trl_config(DPOConfig, "dpo", {**shared, "max_length": spec.max_length}, spec.extra)
+    trainer = DPOTrainer(
+        model=model, ref_model=None, args=config, processing_class=tokenizer, peft_config=common.lora_config(spec),
+        train_dataset=Dataset.from_list(train_rows),
+        eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
+        callbacks=[common.run_dir_callback(run_dir)])
+    common.train(trainer, run_dir, resume)
+    return common.finish_ok(trainer, tokenizer, run_dir)
