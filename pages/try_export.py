@@ -1,4 +1,110 @@
+"""Try & Export: ask the base model and a finished run the same thing, measure both on held-out data, take the
+result away. Every model call is a `python -m engine.*` subprocess; this page only reads what they return."""
+from pathlib import Path
+
 import streamlit as st
 
-st.title("try_export")
-st.info("This step is being built.")
+from engine import evaluate
+from engine.generate import ResultError, finished_run
+from ui import try_export as ui
+
+st.title("Try & Export")
+st.caption("See whether training helped: the same prompt to the model you started from and to your run, numbers on "
+           "examples the run never saw, and a download of the result.")
+
+done = ui.finished_runs()
+picked = st.selectbox("Finished run", [r["run_dir"] for r in done], index=0 if done else None,
+                      format_func=lambda d: next(ui.label(r) for r in done if r["run_dir"] == d),
+                      placeholder="no finished runs yet")
+typed = st.text_input("Or a run directory", placeholder="/path/to/a/run (one with config.yaml and final/)")
+run_dir = typed.strip() or picked
+if not run_dir:
+    st.info("No finished run yet. Train one on the Train page (the Task API example trains in a few minutes on a "
+            "CPU), or type the directory of a run above.")
+    st.page_link("pages/train.py", label="Go to Train", icon="🚀")
+    st.stop()
+try:
+    spec, final = finished_run(run_dir, "try")
+except ResultError as e:
+    st.error(str(e))
+    st.stop()
+adapter = (final / "adapter_config.json").is_file()
+st.caption(f"{spec.stage} · {spec.method} · {'LoRA adapter' if adapter else 'full model'} in `{final}`")
+
+# ---------------------------------------------------------------- Playground
+st.subheader("Playground")
+if spec.stage == "rm":
+    st.info("This run trained a reward model: it scores answers rather than writing them. Evaluate it below.")
+else:
+    prompt = st.text_area("Prompt", "Create a high priority task: Review Q4 budget", height=80)
+    left, right = st.columns([1, 2])
+    decoding = left.radio("Decoding", ["greedy", "sampled"], horizontal=True,
+                          help="greedy: always the most likely next token, the same answer every time; sampled: "
+                               "draws tokens at random, so answers vary (temperature sets how much)")
+    temperature = right.slider("Temperature", 0.1, 1.5, 0.7, 0.1, disabled=decoding == "greedy")
+    args = ["--run", run_dir, "--prompt", prompt, "--both", "--json"]
+    args += ["--sample", "--temperature", temperature] if decoding == "sampled" else []
+    if st.button("Answer with both models", type="primary"):
+        with st.spinner("Loading the models and answering (a few seconds; longer on a busy CPU)..."):
+            st.session_state.try_answers, st.session_state.try_error = ui.call("engine.generate", *args)
+            st.session_state.try_answers_for = run_dir
+    if st.session_state.get("try_answers_for") == run_dir:
+        if st.session_state.get("try_error"):
+            st.error(st.session_state.try_error)
+        elif st.session_state.get("try_answers"):
+            got = st.session_state.try_answers
+            base_col, tuned_col = st.columns(2)
+            base_col.markdown("**Base model** (before training)")
+            base_col.code(got["answers"].get("base", ""), language=None, wrap_lines=True)
+            tuned_col.markdown("**Fine-tuned** (this run)")
+            tuned_col.code(got["answers"].get("tuned", ""), language=None, wrap_lines=True)
+            st.caption(f"{'sampled, temperature ' + str(got['temperature']) if got['sample'] else 'greedy'} · "
+                       f"{got['seconds']} s")
+    st.caption("From a shell: `" + ui.shell("engine.generate", *args) + "`")
+
+# ---------------------------------------------------------------- Evaluate
+st.subheader("Evaluate")
+st.caption("Held-out loss and perplexity; for Task API data also the share of answers that are valid JSON with the "
+           "right keys, priority, status and title. Base model vs this run, on rows the run did not train on.")
+limit = st.number_input("Held-out rows to use", min_value=5, max_value=5000, value=60, step=20,
+                        help="More rows, steadier numbers; each row is answered by both models (~1 s each on a CPU)")
+if st.button("Evaluate"):
+    with st.spinner("Evaluating base and fine-tuned model on held-out rows (a minute or more on a CPU)..."):
+        _, error = ui.call("engine.evaluate", run_dir, "--json", "--limit", int(limit))
+    if error:
+        st.error(error)
+result = evaluate.read(run_dir)
+if result:
+    st.markdown(f"On the {result['held_out']} ({result.get('seconds', '?')} s):")
+    st.dataframe(ui.eval_table(result), hide_index=True, use_container_width=True)
+    chart = ui.eval_chart(result)
+    if chart is not None:
+        st.plotly_chart(chart, use_container_width=True, key="eval-chart")
+    for line in result.get("not_measured", []):
+        st.caption("Not measured: " + line)
+    if result.get("examples"):
+        with st.expander("Example answers"):
+            st.dataframe(result["examples"], hide_index=True, use_container_width=True)
+st.caption("From a shell: `" + ui.shell("engine.evaluate", run_dir, "--limit", int(limit)) + "`")
+
+# ---------------------------------------------------------------- Export
+st.subheader("Export")
+choice = st.radio("What to take away", ["adapter", "merged"], horizontal=True, disabled=not adapter,
+                  format_func={"adapter": "LoRA adapter (small; load it on the base model with PeftModel)",
+                               "merged": "Merged full model (self-contained; AutoModelForCausalLM)"}.get)
+if not adapter:
+    st.caption("This run trained every weight (method full): the export is the full model.")
+out = Path(run_dir) / "exports" / (choice if adapter else "model")
+zip_path = out.with_name(out.name + ".zip")
+export_args = [run_dir, "--out", out, "--zip", "--json"] + (["--merge"] if choice == "merged" else [])
+if not zip_path.is_file() and st.button("Export"):
+    with st.spinner("Writing the export and its zip..."):
+        _, error = ui.call("engine.export", *export_args)
+    if error:
+        st.error(error)
+if zip_path.is_file():
+    size_mib = zip_path.stat().st_size / 2**20
+    st.download_button(f"Download {zip_path.name} ({size_mib:,.1f} MiB)", data=lambda: zip_path.read_bytes(),
+                       file_name=f"{Path(run_dir).name}-{zip_path.name}", mime="application/zip", on_click="ignore")
+    st.caption(f"Also on disk: `{out}`")
+st.caption("From a shell: `" + ui.shell("engine.export", *export_args[:3], *export_args[5:]) + "`")
