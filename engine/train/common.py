@@ -257,14 +257,25 @@ def trim_metrics_after(run_dir: Path, step: int) -> None:
 
 def explain_failure(exc: BaseException) -> str:
     """A sentence for status.json: what happened and the cheapest change that would help."""
+    import re
     text = str(exc)
     if type(exc).__name__ == "OutOfMemoryError" or "out of memory" in text.lower():
-        asked = text.split("Tried to allocate", 1)[-1].split(".", 1)[0].strip() if "Tried to allocate" in text else "?"
-        total = text.split("total capacity of", 1)[-1].split(" of which", 1)[0].strip() if "total capacity of" in text else "?"
-        return (f"Out of GPU memory: the step tried to allocate {asked} more on a GPU with {total} in all. "
-                "Cheapest changes, in order: halve the batch size (raise gradient accumulation to keep the "
-                "effective batch), turn on gradient checkpointing, shorten the maximum length, or switch to QLoRA.")
+        asked = re.search(r"Tried to allocate ([\d.]+ \w+)", text)
+        total = re.search(r"total capacity of ([\d.]+ \w+)", text)
+        return (f"Out of GPU memory: the step tried to allocate {asked[1] if asked else '?'} more on a GPU with "
+                f"{total[1] if total else '?'} in all. " + CHEAPER)
+    if "can't allocate memory" in text:  # the CPU allocator's words
+        asked = re.search(r"allocate (\d+) bytes", text)
+        return (f"Out of memory (RAM): the step asked for {int(asked[1]) / 2**30:.1f} GiB more. " if asked else
+                "Out of memory (RAM). ") + CHEAPER
+    if "bitsandbytes" in text.lower() or type(exc).__module__.startswith("bitsandbytes"):
+        return (f"QLoRA failed in bitsandbytes, which does the 4-bit part ({text.strip()[:300]}). bitsandbytes needs "
+                "a backend for this device (CUDA, or its CPU backend); choose LoRA here, or run QLoRA on a GPU.")
     return f"{type(exc).__name__}: {text}".strip()
+
+
+CHEAPER = ("Cheapest changes, in order: halve the batch size (raise gradient accumulation to keep the effective "
+           "batch), turn on gradient checkpointing, shorten the maximum length, or switch to QLoRA.")
 
 
 def finish_ok(trainer, tokenizer, run_dir: Path) -> int:

@@ -17,13 +17,13 @@ from engine.train.defaults import trl_config
 
 
 def main(spec: RunSpec, run_dir: Path, resume: bool) -> int:
+    train_rows, eval_rows = common.load_splits(spec)  # a bad file or --init-from fails before the slow imports
+    model_path = common.base_model_path(spec, run_dir)
     from datasets import Dataset
     from transformers import AutoModelForCausalLM
     from trl import DPOConfig, DPOTrainer
 
     device, dtype, precision = common.device_and_dtype()
-    train_rows, eval_rows = common.load_splits(spec)
-    model_path = common.base_model_path(spec, run_dir)
     tokenizer = common.load_tokenizer(model_path)
     model = AutoModelForCausalLM.from_pretrained(model_path, **common.model_kwargs(spec, dtype))
     common.record_versions(run_dir, device)

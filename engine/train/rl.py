@@ -32,14 +32,15 @@ def num_generations(spec: RunSpec) -> int:
 
 
 def main(spec: RunSpec, run_dir: Path, resume: bool) -> int:
+    # Wrong input (reward model, data, --init-from) fails here, before the slow imports.
+    reward_path = reward_model_path(spec.extra.get("reward_model", ""), run_dir)
+    train_rows, _ = common.load_splits(spec)
+    model_path = common.base_model_path(spec, run_dir)
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
     from trl import GRPOConfig, GRPOTrainer
 
     device, dtype, precision = common.device_and_dtype()
-    reward_path = reward_model_path(spec.extra.get("reward_model", ""), run_dir)  # fail before the slow parts
-    train_rows, _ = common.load_splits(spec)
-    model_path = common.base_model_path(spec, run_dir)
     tokenizer = common.load_tokenizer(model_path)
     model = AutoModelForCausalLM.from_pretrained(model_path, **common.model_kwargs(spec, dtype))
     reward_model = AutoModelForSequenceClassification.from_pretrained(reward_path, num_labels=1, dtype=dtype)
