@@ -67,7 +67,9 @@ class NvmlPeak(threading.Thread):
         super().__init__(daemon=True)
         import pynvml
         pynvml.nvmlInit()
-        self.nvml, self.handle = pynvml, pynvml.nvmlDeviceGetHandleByIndex(0)
+        # NVML numbers GPUs physically, ignoring CUDA_VISIBLE_DEVICES: sample the one the run was given
+        index = int(os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0])
+        self.nvml, self.handle = pynvml, pynvml.nvmlDeviceGetHandleByIndex(index)
         self.peak, self.stop_flag = 0, threading.Event()
 
     def used(self):
@@ -229,8 +231,13 @@ def run(args):
     meta = {"date": datetime.date.today().isoformat(), "gpu": name if isinstance(name, str) else name.decode(),
             "driver": pynvml.nvmlSystemGetDriverVersion(), "versions": versions(), "trainer": args.trainer}
     train = train_mini if args.trainer == "mini" else train_engine
+    from engine.spec import RunSpec
+    optim = "adamw_torch_fused" if args.trainer == "mini" else RunSpec().optim  # what each trainer runs
     start, results = time.time(), out / f"estimate_{args.grid}.jsonl"
-    for row in GRIDS[args.grid]:
+    rows = GRIDS[args.grid]
+    if args.only:
+        rows = [rows[int(i)] for i in args.only.split(",")]
+    for row in rows:
         if time.time() - start > args.budget_s:
             print("budget spent; skipping", row, flush=True)
             continue
@@ -252,7 +259,8 @@ def run(args):
         peak = sampler.stop()
         record = {**meta, "model": row[0], "stage": row[1], "method": row[2], "seq": row[3], "batch": row[4],
                   "grad_ckpt": row[5], "measured_gib": peak / 2**30, "idle_used_gib": baseline / 2**30,
-                  "wall_s": time.time() - t0, "predicted_gib": predict(row), "error": error, **extra}
+                  "wall_s": time.time() - t0, "optim": optim, "predicted_gib": predict(row, optim), "error": error,
+                  **extra}
         with results.open("a") as f:
             f.write(json.dumps(record) + "\n")
         print(json.dumps({k: record[k] for k in ("model", "stage", "method", "seq", "batch", "grad_ckpt",
@@ -265,7 +273,7 @@ def score(args):
     rows = [r for r in rows if not r.get("error")]
     lines, errors = [], []
     for r in rows:
-        optimizer = "adamw_torch_fused" if r["trainer"] == "mini" else "adamw_torch"
+        optimizer = r.get("optim") or ("adamw_torch_fused" if r["trainer"] == "mini" else "adamw_torch")
         pred = predict((r["model"], r["stage"], r["method"], r["seq"], r["batch"], r["grad_ckpt"]), optimizer)
         err = (pred - r["measured_gib"]) / r["measured_gib"]
         errors.append(abs(err))
@@ -290,6 +298,7 @@ if __name__ == "__main__":
     r.add_argument("--grid", choices=sorted(GRIDS), default="final")
     r.add_argument("--trainer", choices=["engine", "mini"], default="engine")
     r.add_argument("--steps", type=int, default=4)
+    r.add_argument("--only", default="", help="comma-separated row indexes of the grid to run")
     r.add_argument("--budget-s", type=float, default=480, help="start no new configuration after this many seconds")
     r.add_argument("--out", default=os.environ.get("OUT", "/tmp/out"))
     s = sub.add_parser("score")
