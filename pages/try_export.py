@@ -102,6 +102,8 @@ if not zip_path.is_file() and st.button("Export"):
         _, error = ui.call("engine.export", *export_args)
     if error:
         st.error(error)
+    else:
+        st.rerun()  # show the download in place of the button
 if zip_path.is_file():
     size_mib = zip_path.stat().st_size / 2**20
     st.download_button(f"Download {zip_path.name} ({size_mib:,.1f} MiB)", data=lambda: zip_path.read_bytes(),
