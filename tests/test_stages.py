@@ -245,3 +245,15 @@ def test_dpo_with_no_dataset_trains_on_the_bundled_preferences(tmp_path, trainer
     assert yaml.safe_load((run / "config.yaml").read_text())["dataset_name"] == ""
     assert json.loads((run / "status.json").read_text())["state"] == "completed"
     assert "rewards/margins" in read_jsonl(run / "metrics.jsonl")[0]
+
+
+@pytest.mark.parametrize("batch, grad_accum, expected", [(8, 1, 4), (2, 1, 2), (6, 1, 3), (1, 4, 4), (1, 1, None)])
+def test_rl_groups_fit_the_batch_or_the_person_is_told_how(batch, grad_accum, expected):
+    from engine.spec import RunSpec, SpecError
+    from engine.train.rl import num_generations
+    spec = RunSpec(stage="rl", per_device_train_batch_size=batch, gradient_accumulation_steps=grad_accum)
+    if expected is None:
+        with pytest.raises(SpecError, match="Raise --batch"):
+            num_generations(spec)
+    else:
+        assert num_generations(spec) == expected
