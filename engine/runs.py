@@ -86,10 +86,24 @@ def submit(spec: RunSpec, owner: str = "me") -> int:
         db.execute("DELETE FROM runs WHERE id=?", (run_id,))
         raise RunError(f"Cannot write the run directory {run_dir} ({e.strerror}). Choose another output "
                        "directory.") from None
-    rundir.write_status(run_dir, "queued", run_id=run_id)
+    rundir.write_status(run_dir, "queued", run_id=run_id, estimated_peak_gib=_predicted_peak_gib(spec))
     db.execute("UPDATE runs SET run_dir=?, config=? WHERE id=?", (str(run_dir), spec.to_yaml(), run_id))
     _start_supervisor(run_id)
     return run_id
+
+
+def _predicted_peak_gib(spec: RunSpec) -> float | None:
+    """The estimator's peak for this run, drawn as a line on the live memory chart (GPU runs only)."""
+    if not gpu_count():
+        return None
+    from engine.estimate import EstimateError, EstimateRequest, peak_gib
+    try:
+        return peak_gib(EstimateRequest(
+            model=spec.model_name_or_path, stage=spec.stage, method=spec.method, seq=spec.max_length,
+            batch=spec.per_device_train_batch_size, grad_ckpt=spec.gradient_checkpointing, lora_r=spec.lora_r,
+            optimizer=spec.optim))
+    except (EstimateError, ValueError, OSError):
+        return None  # a model the estimator cannot read still trains; the chart just has no line
 
 
 def train_command(run: sqlite3.Row) -> list[str]:
@@ -160,7 +174,9 @@ def record_end(db: sqlite3.Connection, run_id: int, code: int | None) -> None:
     if state not in rundir.FINISHED or (state != "failed" and code not in (0, None)):
         state = "failed"
         how = ("the trainer process disappeared (machine restart, or killed from outside)" if code is None
-               else f"the trainer was killed by signal {-code}" if code < 0 else f"the trainer exited with code {code}")
+               else f"the trainer was killed by signal {-code}"
+               + (" (on Linux usually the system running out of memory, or a kill from outside; try a smaller "
+                  "batch or max length)" if code == -9 else "") if code < 0 else f"the trainer exited with code {code}")
         tail = rundir.log_tail(run["run_dir"], 8)
         error = f"{how}. Last lines of train.log:\n{tail}" if tail else how
         rundir.write_status(run["run_dir"], "failed", error=error, finished_at=time.time())

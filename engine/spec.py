@@ -34,7 +34,7 @@ class SpecError(ValueError):
 @dataclass
 class RunSpec:
     stage: str = "sft"                      # pt | sft | dpo | rm | rl
-    method: str = "lora"                    # full | lora | qlora (4-bit NF4 base + LoRA; needs CUDA bitsandbytes)
+    method: str = "lora"                    # full | lora | qlora (4-bit NF4 base + LoRA, bitsandbytes; CPU works, slower)
     model_name_or_path: str = "embedded"    # "embedded" = SmolLM2-135M-Instruct shipped with the app
     dataset_name: str = ""                  # a data file; empty = the stage's bundled set
     output_dir: str = ""                    # the run directory; empty = a new one under TUNEWISE_HOME/runs

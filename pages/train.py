@@ -39,6 +39,11 @@ with form_area, st.form("train"):
     accum = right.number_input("Gradient accumulation", value=spec.gradient_accumulation_steps, min_value=1)
     lora_r = left.number_input("LoRA rank r", value=spec.lora_r, min_value=1, disabled=method == "full")
     ckpt = right.checkbox("Gradient checkpointing", value=spec.gradient_checkpointing)
+    init_from = left.text_input("Start from an earlier run (optional)", spec.init_from,
+                                help="A finished run's directory: its result is this stage's starting model. "
+                                     "This is how pipelines chain: SFT, then DPO; or SFT, reward model, then RL.")
+    reward = right.text_input("Reward model run (RL only)", spec.extra.get("reward_model", ""),
+                              help="The directory of a finished reward-model (rm) run; RL scores answers with it")
     owner = left.text_input("Your name (shown in the queue)", st.session_state.get("owner", "me"))
     start = st.form_submit_button("Start training", type="primary")
 
@@ -51,7 +56,9 @@ if start:
             "dataset_name": dataset.strip(), "max_steps": int(max_steps), "num_train_epochs": epochs,
             "learning_rate": lr, "max_length": int(seq), "per_device_train_batch_size": int(batch),
             "gradient_accumulation_steps": int(accum), "lora_r": int(lora_r), "gradient_checkpointing": ckpt,
-            "output_dir": ""})
+            "init_from": init_from.strip(), "output_dir": "",
+            "extra": {**spec.extra, "reward_model": reward.strip()} if reward.strip() else
+                     {k: v for k, v in spec.extra.items() if k != "reward_model"}})
         st.session_state.owner = owner.strip() or "me"
         st.session_state.current_run = runs.submit(new, st.session_state.owner)
         st.session_state.spec = dataclasses.replace(new, output_dir="", learning_rate=lr)

@@ -10,7 +10,7 @@ saves it with the adapter). Logged per step: accuracy (share of pairs scored the
 """
 from pathlib import Path
 
-from engine.spec import RunSpec
+from engine.spec import RunSpec, SpecError
 from engine.train import common
 from engine.train.defaults import trl_config
 
@@ -37,6 +37,10 @@ def main(spec: RunSpec, run_dir: Path, resume: bool) -> int:
         train_dataset=Dataset.from_list(train_rows),
         eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
         callbacks=[common.run_dir_callback(run_dir)])
+    if len(trainer.train_dataset) == 0:  # TRL drops pairs longer than max_length rather than cutting them
+        raise SpecError(f"All {len(train_rows)} preference pairs are longer than max_length={spec.max_length} "
+                        "tokens, and the reward trainer skips such pairs, so nothing is left to train on. Raise "
+                        "--seq (max length), or shorten the prompts and answers.")
     if spec.method == "qlora":
         # TRL stores QLoRA's trainable weights in bf16 (QLoRA paper). LoRA layers cast their input themselves; the
         # plain score head does not, and without autocast (CPU) float32 hidden states meet bf16 weights. float32

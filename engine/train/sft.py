@@ -9,6 +9,7 @@ from pathlib import Path
 
 from engine.spec import RunSpec
 from engine.train import common
+from engine.train.defaults import trl_config
 
 
 def main(spec: RunSpec, run_dir: Path, resume: bool) -> int:
@@ -23,8 +24,8 @@ def main(spec: RunSpec, run_dir: Path, resume: bool) -> int:
     model = AutoModelForCausalLM.from_pretrained(model_path, **common.model_kwargs(spec, dtype))
     common.record_versions(run_dir, device)
 
-    config = SFTConfig(**common.training_args(spec, run_dir, precision, has_eval=bool(eval_rows)),
-                       max_length=spec.max_length, **spec.extra)
+    shared = common.training_args(spec, run_dir, precision, has_eval=bool(eval_rows))
+    config = trl_config(SFTConfig, "sft", {**shared, "max_length": spec.max_length}, spec.extra)
     trainer = SFTTrainer(
         model=model, args=config, processing_class=tokenizer, peft_config=common.lora_config(spec),
         train_dataset=Dataset.from_list(train_rows),
