@@ -25,8 +25,8 @@ def wait_for(predicate, timeout=240, every=0.5):
 
 
 def spec(model, steps, **kw):
-    return RunSpec(model_name_or_path=str(model), max_steps=steps, per_device_train_batch_size=2,
-                   save_steps=5, eval_steps=10_000, **kw)
+    return RunSpec(**{"model_name_or_path": str(model), "max_steps": steps, "per_device_train_batch_size": 2,
+                      "save_steps": 5, "eval_steps": 10_000, **kw})
 
 
 def finished(run_id):
@@ -121,3 +121,18 @@ def test_compare_and_queue_views_on_the_runs_page(tiny_model):
     assert not at.exception
     table = at.dataframe[-1].value
     assert list(table["setting"]) == ["lora_r"] and set(table.iloc[0, 1:]) == {"16", "8"}
+
+
+def test_stop_then_resume_continues_the_same_curve(tiny_model):
+    run_id = runs.submit(spec(tiny_model, 100_000, save_steps=3))
+    run = wait_for(lambda: (r := runs.get(run_id))["run_dir"] and rundir.last_checkpoint(r["run_dir"]) and r)
+    runs.stop(run_id)
+    stopped_at = max(m["step"] for m in rundir.read_metrics(run["run_dir"]) if "loss" in m)
+    checkpoint = int(rundir.last_checkpoint(run["run_dir"]).name.split("-")[1])
+    (Path(run["run_dir"]) / "config.yaml").write_text(
+        (Path(run["run_dir"]) / "config.yaml").read_text().replace("max_steps: 100000", f"max_steps: {checkpoint + 4}"))
+    runs.resume(run_id)
+    done = wait_for(lambda: finished(run_id))
+    assert done["state"] == "completed", done["error"]
+    steps = [m["step"] for m in rundir.read_metrics(run["run_dir"]) if "loss" in m]
+    assert steps == list(range(1, checkpoint + 5)), (stopped_at, checkpoint, steps)

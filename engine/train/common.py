@@ -158,6 +158,9 @@ def training_args(spec: RunSpec, run_dir: Path, precision: dict, has_eval: bool)
         gradient_checkpointing=spec.gradient_checkpointing, optim=spec.optim, seed=spec.seed, data_seed=spec.seed,
         logging_steps=spec.logging_steps, save_strategy="steps", save_steps=spec.save_steps, save_total_limit=2,
         eval_strategy="steps" if has_eval else "no", eval_steps=spec.eval_steps,
+        # With held-out data, checkpoint rotation never deletes the one with the lowest held-out loss, so a
+        # stop after overfitting began still has the best model on disk (status.json names it).
+        metric_for_best_model="eval_loss" if has_eval else None, greater_is_better=False if has_eval else None,
         report_to="none", disable_tqdm=False, dataloader_num_workers=0, **precision)
 
 
@@ -284,7 +287,8 @@ def finish_ok(trainer, tokenizer, run_dir: Path) -> int:
     if StopRequested.requested:
         if not is_main_process():
             return 0
-        rundir.write_status(run_dir, "stopped", step=trainer.state.global_step, finished_at=time.time())
+        rundir.write_status(run_dir, "stopped", step=trainer.state.global_step, finished_at=time.time(),
+                            best_checkpoint=trainer.state.best_model_checkpoint)
         return 0
     final = run_dir / "final"
     tmp = run_dir / "final.tmp"
