@@ -10,7 +10,8 @@ What is measured (base = the model the run started from; fine-tuned = the run's 
     dpo            preference accuracy: the model gives the chosen answer a higher log-likelihood than the rejected
                    one; and DPO's implicit reward accuracy, beta*(log p_tuned - log p_base), chosen vs rejected
     rm             preference accuracy from the reward model's scores (a base model has no reward head)
-    rl             mean reward before and after, the Task API checks as the reward (prompts with `expected`)
+    rl             mean reward before and after: the Task API checks, and the run's own reward model (both on
+                   prompts that carry an `expected` answer, as the bundled set does)
 Held-out rows: the stage's bundled test split, or the last 5 % of a user's file (as the trainer holds them out).
 Exit codes: 0 measured; 2 the run cannot be evaluated (running, failed, stopped, no final/); 1 unexpected failure.
 """
@@ -129,14 +130,17 @@ def measure(run_dir: Path, limit: int | None = None) -> dict:
         if spec.stage == "rl":
             add("mean reward (Task API checks)", *(sum(taskapi.reward(a, e) for a, e in zip(answers[w], expected))
                                                    / len(expected) for w in ("base", "tuned")), "reward")
+            if spec.extra.get("reward_model"):
+                rm = _reward_scores(spec, Path(run_dir), prompts, answers)
+                add("mean reward (the run's reward model)", rm["base"], rm["tuned"], "reward")
         result["examples"] = [{"prompt": _text(p), "expected": e, "base": b, "fine_tuned": t} for p, e, b, t in
                               zip(prompts, expected, answers["base"], answers["tuned"])][:EXAMPLES]
     elif spec.stage in ("sft", "rl"):
         result["not_measured"].append("Answer accuracy: the expected answers are not Task API JSON, so only the "
                                       "loss is measured. Compare answers by eye in the Playground.")
     if spec.stage == "rl" and not any(m["kind"] == "reward" for m in result["metrics"]):
-        result["not_measured"].append("Mean reward: the prompts carry no `expected` Task API answer to score "
-                                      "against, and a separate reward model is not loaded here.")
+        result["not_measured"].append("Mean reward: the prompts carry no `expected` Task API answer, so the answers "
+                                      "are not scored here; compare them in the Playground.")
     result["seconds"] = round(time.time() - started, 1)
     return result
 
@@ -181,6 +185,28 @@ def _reward_model(spec, run_dir, final, rows, add, result) -> None:
     add("preference accuracy (reward scores)", None, accuracy, "share")
     result["not_measured"].append("Preference accuracy of the base model: a base model has no reward head, so "
                                   "there is nothing to compare with (chance is 50 %).")
+
+
+def _reward_scores(spec, run_dir: Path, prompts: list, answers: dict) -> dict:
+    """Mean score the RL run's own reward model gives the base's and the fine-tuned model's answers."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from engine.train.loading import reward_model_path
+    merged = run_dir / "reward_model"
+    path = str(merged) if (merged / "config.json").is_file() else reward_model_path(spec.extra["reward_model"], run_dir)
+    tok = AutoTokenizer.from_pretrained(path)
+    tok.pad_token = tok.pad_token or tok.eos_token
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1).eval()
+    model.config.pad_token_id = tok.pad_token_id
+    means = {}
+    for which, texts in answers.items():
+        chats = [tok.apply_chat_template(p + [{"role": "assistant", "content": a}], tokenize=False)
+                 for p, a in zip(prompts, texts)]
+        with torch.inference_mode():
+            scores = [s for i in range(0, len(chats), 8) for s in model(**tok(
+                chats[i:i + 8], return_tensors="pt", padding=True, truncation=True, max_length=1024)).logits[:, 0].tolist()]
+        means[which] = sum(scores) / len(scores)
+    return means
 
 
 def write(run_dir: Path, result: dict) -> Path:
