@@ -17,7 +17,7 @@ import yaml
 
 from engine.hardware import Hardware, HardwareError, custom_gpu, preset_hardware, this_computer
 from engine.paths import ASSETS
-from engine.spec import LEARNING_RATES, RunSpec
+from engine.spec import RunSpec, default_learning_rate
 
 METHOD_NAMES = {"full": "Full fine-tuning", "lora": "LoRA", "qlora": "QLoRA"}
 STAGE_ORDER = ("pt", "sft", "dpo", "rm", "rl")  # a pipeline always runs in this order
@@ -204,7 +204,7 @@ def recommend(goals: list[str], hardware: Hardware | None = None) -> Recommendat
 def apply_to_spec(spec: RunSpec, **changes) -> RunSpec:
     """spec with `changes` (stage, method, num_processes...); a learning rate still at the old stage/method's
     default moves to the new one's, a rate the user chose stays."""
-    if spec.learning_rate == LEARNING_RATES.get((spec.stage, spec.method)):
+    if spec.learning_rate == default_learning_rate(spec.stage, spec.method, spec.model_name_or_path):
         changes.setdefault("learning_rate", 0.0)  # 0 = RunSpec picks the default for the new stage and method
     return replace(spec, **changes)
 

@@ -79,7 +79,7 @@ def test_task_api_assistant_on_a_consumer_gpu_gets_qlora_sft_with_2000_to_5000_e
     at.button[0].click().run()  # "Use this plan"
     assert "Saved: your first run will be **supervised fine-tuning** with **QLoRA**" in texts(at, "success")
     spec = at.session_state.spec
-    assert (spec.stage, spec.method, spec.learning_rate) == ("sft", "qlora", 2e-4)
+    assert (spec.stage, spec.method, spec.learning_rate) == ("sft", "qlora", 1e-3)  # small-model LoRA rate
     assert at.session_state.recommendation.pipeline == ["sft"]
 
 

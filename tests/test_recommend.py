@@ -145,8 +145,8 @@ def test_cli_vram_gib_and_errors_exit_2_with_the_valid_choices():
 
 def test_applying_a_plan_moves_a_default_learning_rate_but_keeps_a_chosen_one():
     from engine.recommend import apply_to_spec
-    from engine.spec import LEARNING_RATES, RunSpec
+    from engine.spec import RunSpec, default_learning_rate
     spec = apply_to_spec(RunSpec(), stage="dpo", method="qlora")
-    assert (spec.stage, spec.method, spec.learning_rate) == ("dpo", "qlora", LEARNING_RATES["dpo", "qlora"])
+    assert (spec.stage, spec.method, spec.learning_rate) == ("dpo", "qlora", default_learning_rate("dpo", "qlora", spec.model_name_or_path))
     mine = apply_to_spec(RunSpec(learning_rate=3e-4), stage="dpo")
     assert mine.learning_rate == 3e-4

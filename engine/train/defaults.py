@@ -1,6 +1,6 @@
 """Stage-specific TRL settings in one place: what Tunewise sets on top of TRL's own defaults, and building a TRL
 config from the shared TrainingArguments, these defaults and the user's `extra` (config.yaml `extra:`, TRL's own
-field names, e.g. `extra: {beta: 0.2}` for DPO). Learning rates live in engine/spec.py LEARNING_RATES.
+field names, e.g. `extra: {beta: 0.2}` for DPO). Learning rates live in engine/spec.py (default_learning_rate).
 
 Light on purpose (no torch): the estimator and the UI may read STAGE_DEFAULTS.
 """
