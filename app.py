@@ -15,15 +15,15 @@ if "spec" not in st.session_state:
 
 pages = {
     "Plan": [
-        st.Page("pages/goal.py", title="1 · Goal", icon="🎯", default=True),
-        st.Page("pages/hardware.py", title="2 · Hardware", icon="🖥️"),
-        st.Page("pages/estimate.py", title="3 · Estimate", icon="📐"),
-        st.Page("pages/data.py", title="4 · Data", icon="📄"),
+        st.Page("app_pages/goal.py", title="1 · Goal", icon="🎯", default=True),
+        st.Page("app_pages/hardware.py", title="2 · Hardware", icon="🖥️"),
+        st.Page("app_pages/estimate.py", title="3 · Estimate", icon="📐"),
+        st.Page("app_pages/data.py", title="4 · Data", icon="📄"),
     ],
     "Train": [
-        st.Page("pages/train.py", title="5 · Train", icon="🚀"),
-        st.Page("pages/runs.py", title="6 · Runs", icon="📈"),
-        st.Page("pages/try_export.py", title="7 · Try & Export", icon="🧪"),
+        st.Page("app_pages/train.py", title="5 · Train", icon="🚀"),
+        st.Page("app_pages/runs.py", title="6 · Runs", icon="📈"),
+        st.Page("app_pages/try_export.py", title="7 · Try & Export", icon="🧪"),
     ],
 }
 page = st.navigation(pages)

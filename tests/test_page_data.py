@@ -14,7 +14,7 @@ def page(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120)
     at.run()
-    at.switch_page("pages/data.py")
+    at.switch_page("app_pages/data.py")
     at.run()
     assert not at.exception
     return at

@@ -9,7 +9,7 @@ APP = Path(__file__).resolve().parent.parent / "app.py"
 def _open():
     at = AppTest.from_file(str(APP), default_timeout=60)
     at.run()
-    at.switch_page("pages/estimate.py")
+    at.switch_page("app_pages/estimate.py")
     at.run()
     assert not at.exception
     return at

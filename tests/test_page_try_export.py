@@ -36,7 +36,7 @@ def finished_run(tmp_path, state="completed", with_eval=True) -> Path:
 def page() -> AppTest:
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
     at.run()
-    at.switch_page("pages/try_export.py")
+    at.switch_page("app_pages/try_export.py")
     at.run()
     assert not at.exception, at.exception
     return at

@@ -22,7 +22,7 @@ def app() -> AppTest:
 @pytest.mark.parametrize("page", PAGES)
 def test_every_page_renders_without_exception(page):
     at = app()
-    at.switch_page(f"pages/{page}.py")
+    at.switch_page(f"app_pages/{page}.py")
     at.run()
     assert not at.exception, at.exception
     assert at.title, f"{page} has a title"
@@ -46,7 +46,7 @@ def submit_train_form(at, **fields):
 
 def test_train_page_refuses_a_missing_model_with_a_sentence_and_keeps_the_plan():
     at = app()
-    at.switch_page("pages/train.py")
+    at.switch_page("app_pages/train.py")
     at.run()
     submit_train_form(at, Model="/no/such/model")
     assert not at.exception
@@ -79,7 +79,7 @@ def test_runs_page_follows_a_growing_run_directory(tmp_path, monkeypatch):
     run_id, run_dir = fake_run(tmp_path, steps=10)
     grow(run_dir, 3)
     at = app()
-    at.switch_page("pages/runs.py")
+    at.switch_page("app_pages/runs.py")
     at.run()
     assert not at.exception, at.exception
     assert any(f"Run {run_id}: running" in m.value for m in at.markdown)

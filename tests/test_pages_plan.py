@@ -114,7 +114,7 @@ def test_goal_page_compares_the_students_dataset_with_the_range(no_gpu, tmp_path
 
 def test_hardware_page_without_a_gpu_plans_for_this_computer_and_offers_presets(no_gpu):
     at = app()
-    at.switch_page("pages/hardware.py").run()
+    at.switch_page("app_pages/hardware.py").run()
     assert not at.exception
     assert "No NVIDIA GPU found" in alerts(at)
     assert at.selectbox[0].value == "here"
@@ -131,7 +131,7 @@ def test_hardware_page_without_a_gpu_plans_for_this_computer_and_offers_presets(
 ])
 def test_hardware_page_recommends_a_method_with_reasons(no_gpu, preset, method, words):
     at = app()
-    at.switch_page("pages/hardware.py").run()
+    at.switch_page("app_pages/hardware.py").run()
     at.selectbox[0].select(preset).run()
     assert f"Recommended method: {method}" in texts(at, "subheader")
     assert words in texts(at, "markdown") + alerts(at)
@@ -143,19 +143,19 @@ def test_hardware_page_recommends_a_method_with_reasons(no_gpu, preset, method, 
 
 def test_hardware_choice_updates_the_goal_plan_and_the_spec(no_gpu):
     at = tick(app(), "capability")
-    at.switch_page("pages/hardware.py").run()
+    at.switch_page("app_pages/hardware.py").run()
     at.selectbox[0].select("t4").run()
     assert at.session_state.recommendation.peft == "qlora"
     assert "no bfloat16" in alerts(at)
     at.button[1].click().run()  # "Use QLoRA on this hardware"
     assert at.session_state.spec.method == "qlora" and "Saved: method **QLoRA**" in texts(at, "success")
-    at.switch_page("pages/hardware.py").run()  # coming back keeps the choice
+    at.switch_page("app_pages/hardware.py").run()  # coming back keeps the choice
     assert at.selectbox[0].value == "t4"
 
 
 def test_several_detected_gpus_are_shown_and_set_the_process_count(two_h200s):
     at = app()
-    at.switch_page("pages/hardware.py").run()
+    at.switch_page("app_pages/hardware.py").run()
     assert "Found 2 NVIDIA GPUs · driver 570.86.15 · CUDA 12.8" in alerts(at)
     gpus = at.dataframe[0].value
     assert list(gpus["GPU"]) == ["NVIDIA H200", "NVIDIA H200"] and gpus["Compute capability"][0] == "9.0"
@@ -167,7 +167,7 @@ def test_several_detected_gpus_are_shown_and_set_the_process_count(two_h200s):
 
 def test_the_lessons_exercise_is_answered_on_the_hardware_page(no_gpu):
     at = app()
-    at.switch_page("pages/hardware.py").run()
+    at.switch_page("app_pages/hardware.py").run()
     exercise = at.dataframe[-1].value.set_index("Machine")
     assert exercise.loc["NVIDIA RTX 4090 24 GB", "QLoRA"] == "~28B"
     assert exercise.loc["NVIDIA A100 80 GB", "QLoRA"] == "~93.3B"

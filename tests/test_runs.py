@@ -116,7 +116,7 @@ def test_compare_and_queue_views_on_the_runs_page(tiny_model):
     wait_for(lambda: finished(a) and finished(b))
     at = AppTest.from_file(str(runs.paths.REPO / "app.py"), default_timeout=60)
     at.run()
-    at.switch_page("pages/runs.py")
+    at.switch_page("app_pages/runs.py")
     at.run()
     assert not at.exception
     table = at.dataframe[-1].value

@@ -101,4 +101,4 @@ with st.expander("DPO or RLHF?"):
 with st.expander("Common misconceptions"):
     for m in LESSON["misconceptions"]:
         st.markdown(f"- *“{m['myth']}”* {m['truth']}")
-st.page_link("pages/hardware.py", label="Next: what will you train on?", icon="🖥️")
+st.page_link("app_pages/hardware.py", label="Next: what will you train on?", icon="🖥️")

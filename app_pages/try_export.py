@@ -21,7 +21,7 @@ run_dir = typed.strip() or picked
 if not run_dir:
     st.info("No finished run yet. Train one on the Train page (the Task API example trains in a few minutes on a "
             "CPU), or type the directory of a run above.")
-    st.page_link("pages/train.py", label="Go to Train", icon="🚀")
+    st.page_link("app_pages/train.py", label="Go to Train", icon="🚀")
     st.stop()
 try:
     spec, final = finished_run(run_dir, "try")

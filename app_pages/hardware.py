@@ -65,7 +65,7 @@ st.table(pd.DataFrame([largest(advice)], index=["Parameters"]))
 st.info("These sizes scale the lesson's table for a 7B model (full 60+ GB, LoRA 16 GB, QLoRA 6 GB). Longer texts "
         "and bigger batches need more. The **Estimate** page refines this with real numbers for your model, "
         "text length and batch size: what actually fits, how long it takes and what it costs.")
-st.page_link("pages/estimate.py", label="Check what actually fits on the Estimate page", icon="📐")
+st.page_link("app_pages/estimate.py", label="Check what actually fits on the Estimate page", icon="📐")
 
 goals = st.session_state.get("goals")
 if goals:  # the Goal page's plan follows the hardware chosen here

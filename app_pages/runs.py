@@ -14,7 +14,7 @@ st.caption("Runs are kept in a registry on this machine. They keep training when
 all_runs = runs.list_runs()
 if not all_runs:
     st.info("No runs yet. Start one on the Train page.")
-    st.page_link("pages/train.py", label="Go to Train", icon="🚀")
+    st.page_link("app_pages/train.py", label="Go to Train", icon="🚀")
     st.stop()
 
 me = st.session_state.get("owner", "me")

@@ -25,7 +25,7 @@ st.write("Memory is what stops most first runs. This estimate is arithmetic on t
 hardware = st.session_state.get("hardware")
 if hardware is None:
     st.info("No hardware chosen yet: choose it on the Hardware page, or pick a GPU to plan for here.")
-    st.page_link("pages/hardware.py", label="Choose hardware on the Hardware page", icon="🖥️")
+    st.page_link("app_pages/hardware.py", label="Choose hardware on the Hardware page", icon="🖥️")
     presets = {k: p for k, p in load_presets().items() if p.kind == "cuda"}
     key = st.selectbox("Plan for", list(presets), format_func=lambda k: presets[k].name,
                        index=list(presets).index("rtx-4090") if "rtx-4090" in presets else 0)
