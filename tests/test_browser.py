@@ -70,3 +70,36 @@ def test_a_run_started_in_the_browser_trains_and_its_chart_fills(page, tiny_mode
     page.get_by_text("completed").first.wait_for(timeout=240_000)
     assert page.get_by_text("step 8 / 8").is_visible()
     assert page.locator(".js-plotly-plot").count() >= 1, "the loss chart is drawn"
+
+
+def test_the_showcase_path_from_goal_to_export(page, embedded_dir):
+    """The lesson's Task API assistant, as a student walks it: goal -> hardware -> estimate -> data -> a short
+    training run of the embedded model -> side-by-side answers, evaluation and an adapter download."""
+    page.get_by_text("New capabilities the model lacks").click()
+    page.get_by_role("button", name="Use this plan").click()
+    page.get_by_role("link", name="2 · Hardware").click()
+    page.get_by_text("CPU", exact=False).first.wait_for()
+    page.get_by_role("link", name="3 · Estimate").click()
+    page.get_by_text("Will it fit").wait_for()
+    page.get_by_role("link", name="4 · Data").click()
+    page.get_by_text("Usable rows").wait_for()
+    assert page.get_by_text("2,400").first.is_visible(), "the bundled Task API set is checked"
+
+    page.get_by_role("link", name="5 · Train").click()
+    page.get_by_role("spinbutton", name="Max steps (-1 = whole epochs)").fill("2")
+    page.get_by_role("spinbutton", name="Batch size per device").fill("2")
+    page.get_by_role("button", name="Start training").click()
+    page.get_by_text("completed").first.wait_for(timeout=600_000)
+
+    page.get_by_role("link", name="7 · Try & Export").click()
+    page.get_by_role("button", name="Answer with both models").click()
+    page.get_by_text("Base model (before training)").wait_for(timeout=300_000)
+    page.get_by_role("spinbutton", name="Held-out rows to use").fill("5")
+    page.get_by_role("button", name="Evaluate").click()
+    page.get_by_text("valid JSON").first.wait_for(timeout=600_000)
+    page.get_by_role("button", name="Export").click()
+    download = page.get_by_role("button", name="Download")
+    download.wait_for(timeout=300_000)
+    with page.expect_download() as info:
+        download.click()
+    assert info.value.suggested_filename.endswith(".zip")
