@@ -41,23 +41,33 @@ def append_metrics(run_dir: Path, record: dict) -> None:
 
 
 class MetricsReader:
-    """Reads only the lines appended to metrics.jsonl since the last call (a live chart polls this)."""
+    """Reads only the lines appended to metrics.jsonl since the last call (a live chart polls this). A file that
+    was replaced (a resumed run trims the lines past its checkpoint) is read again from the start."""
 
     def __init__(self, run_dir: Path):
         self.path = Path(run_dir) / "metrics.jsonl"
         self.offset = 0
+        self.inode = None
         self.records: list[dict] = []
 
     def poll(self) -> list[dict]:
         try:
             with open(self.path, "rb") as f:
+                stat = os.fstat(f.fileno())
+                if stat.st_ino != self.inode or stat.st_size < self.offset:
+                    self.inode, self.offset, self.records = stat.st_ino, 0, []
                 f.seek(self.offset)
                 chunk = f.read().decode(errors="replace")
         except FileNotFoundError:
             return []
         complete = chunk[: chunk.rfind("\n") + 1]  # a line still being written waits for the next poll
         self.offset += len(complete.encode())
-        new = [json.loads(line) for line in complete.splitlines() if line.strip()]
+        new = []
+        for line in complete.splitlines():
+            try:
+                new.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a damaged line costs one point on the chart, not the page
         self.records.extend(new)
         return new
 

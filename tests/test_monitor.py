@@ -53,3 +53,26 @@ def test_memory_creeping_up():
     assert any("creeping" in a.title for a in monitor.health(records))
     steady = curve([1.0] * 40, memory_gib=lambda i: 10.0)
     assert not any("creeping" in a.title for a in monitor.health(steady))
+
+
+def test_metrics_reader_reads_only_new_lines_and_survives_a_rewritten_file(tmp_path):
+    import json
+    import os
+
+    from engine import rundir
+    reader = rundir.MetricsReader(tmp_path)
+    assert reader.poll() == []
+    for step in (1, 2):
+        rundir.append_metrics(tmp_path, {"step": step, "loss": 1.0})
+    with open(tmp_path / "metrics.jsonl", "a") as f:
+        f.write('{"step": 3, "lo')  # a line the trainer is still writing
+    assert [r["step"] for r in reader.poll()] == [1, 2]
+    with open(tmp_path / "metrics.jsonl", "a") as f:
+        f.write('ss": 0.9}\n')
+    assert [r["step"] for r in reader.poll()] == [3]
+    # a resumed run replaces the file with the lines up to its checkpoint
+    tmp = tmp_path / "new"
+    tmp.write_text("".join(json.dumps({"step": s, "loss": 1.0}) + "\n" for s in (1, 2)))
+    os.replace(tmp, tmp_path / "metrics.jsonl")
+    reader.poll()
+    assert [r["step"] for r in reader.records] == [1, 2]

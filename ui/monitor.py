@@ -1,5 +1,5 @@
 """The live view of one run: state, progress bar with ETA, loss chart, log tail, stop. Refreshes itself every
-second with st.fragment(run_every=...), reading only the lines metrics.jsonl gained since the last refresh."""
+two seconds with st.fragment(run_every=...), reading only the lines metrics.jsonl gained since the last refresh."""
 from pathlib import Path
 
 import plotly.graph_objects as go
@@ -39,19 +39,29 @@ def metric_chart(records: list[dict], key: str, title: str, unit: str, line: flo
     return fig
 
 
-def charts(run_id: int, run_dir: str, records: list[dict]) -> None:
-    st.plotly_chart(loss_chart(records), key=f"loss-{run_id}", use_container_width=True)
+def build_charts(run_dir: str, records: list[dict]) -> list[tuple[str, go.Figure]]:
     predicted = rundir.read_status(run_dir).get("estimated_peak_gib")
     panels = [("learning_rate", "Learning rate", "", None), ("grad_norm", "Gradient norm", "", None),
               ("tokens_per_second", "Speed", "tokens / s", None), ("memory_gib", "Memory", "GiB", predicted)]
-    present = [p for p in panels if monitor.series(records, p[0])[0]]
-    for row in range(0, len(present), 2):
-        for col, (key, title, unit, line) in zip(st.columns(2), present[row: row + 2]):
-            col.plotly_chart(metric_chart(records, key, title, unit, line), key=f"{key}-{run_id}",
-                             use_container_width=True)
+    figures = [("loss", loss_chart(records))]
+    return figures + [(key, metric_chart(records, key, title, unit, line)) for key, title, unit, line in panels
+                      if monitor.series(records, key)[0]]
 
 
-@st.fragment(run_every=1.0)
+def charts(run_id: int, run_dir: str, records: list[dict]) -> None:
+    """Figures are rebuilt only when new lines arrived: the refresh every second must stay cheap for the
+    server, which shares its CPU with the trainer on a laptop."""
+    cache = st.session_state.setdefault("_charts", {})
+    if cache.get(run_id, (None,))[0] != len(records):
+        cache[run_id] = (len(records), build_charts(run_dir, records))
+    (_, loss), *small = cache[run_id][1]
+    st.plotly_chart(loss, key=f"loss-{run_id}", use_container_width=True)
+    for row in range(0, len(small), 2):
+        for col, (key, fig) in zip(st.columns(2), small[row: row + 2]):
+            col.plotly_chart(fig, key=f"{key}-{run_id}", use_container_width=True)
+
+
+@st.fragment(run_every=2.0)
 def live_run(run_id: int) -> None:
     try:
         run = runs.get(run_id)
