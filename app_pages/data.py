@@ -48,7 +48,7 @@ def cached_stats(path: str, stage: str, max_length: int, version: tuple, model: 
 
 
 def problems_table(items: list, count: int, kind: str):
-    frame = pd.DataFrame([{"line": i["line"] or "", kind: i["message"]} for i in items])
+    frame = pd.DataFrame([{"line": str(i["line"] or ""), kind: i["message"]} for i in items])  # one type: Arrow
     st.table(frame)  # a table wraps long messages; a dataframe would cut them off
     if count > len(items):
         st.caption(f"… and {count - len(items):,} more {kind}s like these. Fix the first ones; they often repeat.")

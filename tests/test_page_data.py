@@ -42,7 +42,7 @@ def test_broken_path_shows_the_line_and_keeps_the_plan(page, tmp_path):
     type_path(page, bad)
     assert "cannot be used for sft" in page.error[0].value
     table = page.table[0].value
-    assert list(table["line"]) == [2] and "not valid JSON" in table["error"].iloc[0]
+    assert list(table["line"]) == ["2"] and "not valid JSON" in table["error"].iloc[0]
     assert any("Your plan is unchanged" in i.value for i in page.info)
     spec = page.session_state.spec
     assert (spec.method, spec.max_steps, spec.dataset_name) == ("full", 7, "")
@@ -61,3 +61,19 @@ def test_good_file_goes_into_the_plan(page, tmp_path):
     page.button[0].click().run()
     assert page.session_state.spec.dataset_name == str(good)
     assert any("Your plan uses this data" in s.value for s in page.success)
+
+
+from test_data import BROKEN, write  # noqa: E402  (the same broken files the CLI tests use)
+
+
+@pytest.mark.parametrize("name,stage,file,content,words,line", BROKEN, ids=[b[0] for b in BROKEN])
+def test_every_broken_file_gets_its_sentence_on_the_page(page, tmp_path, name, stage, file, content, words, line):
+    from dataclasses import replace
+    page.session_state.spec = replace(page.session_state.spec, stage=stage, max_steps=9)
+    page.run()
+    type_path(page, write(tmp_path, file, content))
+    table = page.table[0].value
+    assert words in table["error"].iloc[0]
+    if line is not None:
+        assert table["line"].iloc[0] == str(line)
+    assert page.session_state.spec.max_steps == 9 and page.session_state.spec.dataset_name == ""
