@@ -45,7 +45,11 @@ default = ids.index(st.session_state.current_run) if st.session_state.get("curre
 chosen = st.selectbox("Watch run", ids, index=default, format_func=lambda i: f"run {i}")
 live_run(chosen)
 
-run = runs.get(chosen)
+try:
+    run = runs.get(chosen)
+except runs.RunError as e:  # removed from the command line meanwhile
+    st.warning(str(e))
+    st.stop()
 if run["state"] in ("stopped", "failed"):
     if st.button("Resume from the last checkpoint", key=f"resume-{chosen}"):
         try:

@@ -32,12 +32,13 @@ with form_area, st.form("train"):
                                help="Choose and check a file on the Data page")
     max_steps = left.number_input("Max steps (-1 = whole epochs)", value=spec.max_steps, step=10, min_value=-1)
     epochs = right.number_input("Epochs", value=float(spec.num_train_epochs), min_value=0.01, step=0.5)
-    lr = left.number_input("Learning rate (0 = default for stage and method)", value=0.0, format="%g",
-                           min_value=0.0, help=f"The default for this plan is {spec.learning_rate:g}")
+    lr = left.number_input("Learning rate (0 = default for stage and method)",
+                           value=st.session_state.get("lr_choice", 0.0), format="%g", min_value=0.0,
+                           help="0 picks the usual rate for the stage and method (engine/spec.py)")
     seq = right.number_input("Max length (tokens)", value=spec.max_length, min_value=16, step=64)
     batch = left.number_input("Batch size per device", value=spec.per_device_train_batch_size, min_value=1)
     accum = right.number_input("Gradient accumulation", value=spec.gradient_accumulation_steps, min_value=1)
-    lora_r = left.number_input("LoRA rank r", value=spec.lora_r, min_value=1, disabled=method == "full")
+    lora_r = left.number_input("LoRA rank r (LoRA and QLoRA)", value=spec.lora_r, min_value=1)
     ckpt = right.checkbox("Gradient checkpointing", value=spec.gradient_checkpointing)
     init_from = left.text_input("Start from an earlier run (optional)", spec.init_from,
                                 help="A finished run's directory: its result is this stage's starting model. "
@@ -60,6 +61,7 @@ if start:
             "extra": {**spec.extra, "reward_model": reward.strip()} if reward.strip() else
                      {k: v for k, v in spec.extra.items() if k != "reward_model"}})
         st.session_state.owner = owner.strip() or "me"
+        st.session_state.lr_choice = lr
         st.session_state.current_run = runs.submit(new, st.session_state.owner)
         st.session_state.spec = dataclasses.replace(new, output_dir="", learning_rate=lr)
         st.rerun()

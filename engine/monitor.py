@@ -17,6 +17,8 @@ class Progress:
 def progress(status: dict, records: list[dict], now: float | None = None) -> Progress:
     now = now or time.time()
     train = [r for r in records if "loss" in r]
+    if status.get("started_at"):  # after a resume, time the steps of this attempt only
+        train = [r for r in train if r.get("time", 0) >= status["started_at"]] or train[-1:]
     step = max([status.get("step") or 0] + [r["step"] for r in train])
     max_steps = status.get("max_steps") or 0
     started = status.get("started_at") or (train[0]["time"] if train else now)

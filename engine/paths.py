@@ -11,11 +11,11 @@ ASSETS = Path(__file__).resolve().parent / "assets"
 
 
 def home() -> Path:
-    return Path(os.environ.get("TUNEWISE_HOME", Path.home() / ".tunewise")).expanduser()
+    return Path(os.environ.get("TUNEWISE_HOME", Path.home() / ".tunewise")).expanduser().resolve()
 
 
 def cache() -> Path:
-    return Path(os.environ.get("TUNEWISE_CACHE", Path.home() / ".cache" / "tunewise")).expanduser()
+    return Path(os.environ.get("TUNEWISE_CACHE", Path.home() / ".cache" / "tunewise")).expanduser().resolve()
 
 
 def runs_dir() -> Path:

@@ -92,5 +92,7 @@ def log_tail(run_dir: Path, lines: int = 20) -> str:
 
 
 def last_checkpoint(run_dir: Path) -> Path | None:
-    ckpts = [p for p in Path(run_dir).glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
+    # only complete checkpoints: transformers writes trainer_state.json last, so a save cut short has none
+    ckpts = [p for p in Path(run_dir).glob("checkpoint-*")
+             if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").is_file()]
     return max(ckpts, key=lambda p: int(p.name.split("-")[-1]), default=None)

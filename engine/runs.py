@@ -70,9 +70,13 @@ def gpu_count() -> int:
 
 def submit(spec: RunSpec, owner: str = "me") -> int:
     """Register a run, write its directory, start its supervisor. Returns the run id."""
+    if spec.num_processes > slot_count():
+        raise RunError(f"This run asks for {spec.num_processes} GPUs but this machine has {slot_count()} slot(s). "
+                       "Lower the number of GPUs (num_processes), or run it on a machine with more GPUs.")
     db = connect()
+    # 'preparing' until the directory and config exist: neither the queue nor reconcile() touches it before
     cur = db.execute("INSERT INTO runs (owner, run_dir, stage, method, state, slots_needed, submitted_at) "
-                     "VALUES (?, '', ?, ?, 'queued', ?, ?)",
+                     "VALUES (?, '', ?, ?, 'preparing', ?, ?)",
                      (owner, spec.stage, spec.method, spec.num_processes, time.time()))
     run_id = cur.lastrowid
     if not spec.output_dir:
@@ -87,7 +91,7 @@ def submit(spec: RunSpec, owner: str = "me") -> int:
         raise RunError(f"Cannot write the run directory {run_dir} ({e.strerror}). Choose another output "
                        "directory.") from None
     rundir.write_status(run_dir, "queued", run_id=run_id, estimated_peak_gib=_predicted_peak_gib(spec))
-    db.execute("UPDATE runs SET run_dir=?, config=? WHERE id=?", (str(run_dir), spec.to_yaml(), run_id))
+    db.execute("UPDATE runs SET run_dir=?, config=?, state='queued' WHERE id=?", (str(run_dir), spec.to_yaml(), run_id))
     _start_supervisor(run_id)
     return run_id
 
@@ -112,10 +116,10 @@ def train_command(run: sqlite3.Row) -> list[str]:
 
 
 def _start_supervisor(run_id: int) -> None:
-    log = open(paths.home() / "supervisor.log", "a")
-    proc = subprocess.Popen([sys.executable, "-m", "engine.runs", "_supervise", str(run_id)],
-                            start_new_session=True, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
-                            cwd=str(paths.REPO))
+    with open(paths.home() / "supervisor.log", "a") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "engine.runs", "_supervise", str(run_id)],
+                                start_new_session=True, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+                                cwd=str(paths.REPO))
     threading.Thread(target=proc.wait, daemon=True).start()  # reap it, so it never lingers as a zombie
     connect().execute("UPDATE runs SET supervisor_pid=? WHERE id=?", (proc.pid, run_id))
 
@@ -124,7 +128,8 @@ def _claim(db: sqlite3.Connection, run_id: int) -> list[int] | None:
     """In one write transaction: if this run is first in line and enough slots are free, take them."""
     db.execute("BEGIN IMMEDIATE")
     try:
-        queued = db.execute("SELECT id, slots_needed FROM runs WHERE state='queued' ORDER BY id").fetchall()
+        queued = db.execute("SELECT id, slots_needed FROM runs WHERE state='queued' "
+                            "ORDER BY submitted_at, id").fetchall()
         if not queued or queued[0]["id"] != run_id:
             return None
         busy = {s for row in db.execute("SELECT slots FROM runs WHERE state='running'")
@@ -179,7 +184,8 @@ def record_end(db: sqlite3.Connection, run_id: int, code: int | None) -> None:
                   "batch or max length)" if code == -9 else "") if code < 0 else f"the trainer exited with code {code}")
         tail = rundir.log_tail(run["run_dir"], 8)
         error = f"{how}. Last lines of train.log:\n{tail}" if tail else how
-        rundir.write_status(run["run_dir"], "failed", error=error, finished_at=time.time())
+        if Path(run["run_dir"]).is_dir():  # a run directory deleted by hand still settles in the registry
+            rundir.write_status(run["run_dir"], "failed", error=error, finished_at=time.time())
     db.execute("UPDATE runs SET state=?, error=?, finished_at=?, final_metrics=? WHERE id=?",
                (state, error, time.time(), json.dumps(status.get("final_metrics") or {}), run_id))
 
@@ -216,7 +222,7 @@ def list_runs() -> list[dict]:
     db = connect()
     reconcile(db)
     rows = [dict(r) for r in db.execute("SELECT * FROM runs ORDER BY id")]
-    queued = [r["id"] for r in rows if r["state"] == "queued"]
+    queued = [r["id"] for r in sorted(rows, key=lambda r: (r["submitted_at"] or 0, r["id"])) if r["state"] == "queued"]
     for r in rows:
         r["position"] = queued.index(r["id"]) + 1 if r["id"] in queued else None
     return rows
@@ -229,28 +235,54 @@ def get(run_id: int) -> dict:
     raise RunError(f"There is no run {run_id}. `python -m engine.runs list` shows the runs there are.")
 
 
+def _descendants(pid: int) -> list[int]:
+    """Every process below pid. Needed because accelerate/torchrun start each GPU's worker in a session of its
+    own, out of reach of a killpg on the trainer's group."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+    found, frontier = [], [pid]
+    while frontier:
+        children = [p for p, parent in parents.items() if parent in frontier]
+        found += children
+        frontier = children
+    return found
+
+
 def stop(run_id: int) -> dict:
-    """Graceful first (SIGTERM: the trainer saves a checkpoint and exits), then the whole process group."""
+    """Graceful first (SIGTERM: the trainer saves a checkpoint and exits), then every process of the run."""
     run = get(run_id)
     db = connect()
     if run["state"] not in ("queued", "running"):
         raise RunError(f"Run {run_id} is {run['state']}, so there is nothing to stop.")
+    tree = [p for p in (run["supervisor_pid"], run["pid"]) if _alive(p)]
+    tree += [p for p in (_descendants(run["supervisor_pid"]) if run["supervisor_pid"] else []) if p not in tree]
     if run["state"] == "running" and _alive(run["pid"]):
-        os.kill(run["pid"], signal.SIGTERM)
+        for pid in tree[1:]:  # the trainer and, on several GPUs, every rank: each saves and exits
+            _signal(pid, signal.SIGTERM)
         deadline = time.time() + STOP_GRACE_S
         while _alive(run["pid"]) and time.time() < deadline:
             time.sleep(0.2)
-    for pid in (run["supervisor_pid"], run["pid"]):
-        if _alive(pid):
-            try:
-                os.killpg(os.getpgid(pid), signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
+    for pid in tree:
+        _signal(pid, signal.SIGKILL)
+    db.execute("UPDATE runs SET state='stopped', finished_at=? WHERE id=? AND state IN ('queued', 'running')",
+               (time.time(), run_id))
     status = rundir.read_status(run["run_dir"])
-    if status.get("state") != "stopped":
+    if status.get("state") not in ("stopped", "completed") and Path(run["run_dir"]).is_dir():
         rundir.write_status(run["run_dir"], "stopped", finished_at=time.time())
-    db.execute("UPDATE runs SET state='stopped', finished_at=? WHERE id=?", (time.time(), run_id))
     return get(run_id)
+
+
+def _signal(pid: int, sig: int) -> None:
+    if _alive(pid):
+        try:
+            os.kill(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
 
 
 def resume(run_id: int) -> dict:
@@ -262,7 +294,7 @@ def resume(run_id: int) -> dict:
     db = connect()
     db.execute("UPDATE runs SET state='queued', resume=1, error=NULL, finished_at=NULL, submitted_at=? WHERE id=?",
                (time.time(), run_id))
-    rundir.write_status(run["run_dir"], "queued", error=None)
+    rundir.write_status(run["run_dir"], "queued", error=None, finished_at=None)
     _start_supervisor(run_id)
     return get(run_id)
 

@@ -78,7 +78,10 @@ def live_run(run_id: int) -> None:
     head.markdown(f"### {STATE_ICONS.get(state, '')} Run {run_id}: {state}{position}")
     if state in ("queued", "running") and button.button("Stop", key=f"stop-{run_id}", type="secondary"):
         with st.spinner("Stopping: saving a checkpoint, then ending the process..."):
-            runs.stop(run_id)
+            try:
+                runs.stop(run_id)
+            except runs.RunError as e:  # it finished between the refresh and the click
+                st.info(str(e))
         st.rerun()
     label = (f"step {prog.step} / {prog.max_steps or '?'} · elapsed {monitor.format_seconds(prog.elapsed_s)}"
              f" · ETA {monitor.format_seconds(prog.eta_s)}")

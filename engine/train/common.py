@@ -189,7 +189,7 @@ def run_dir_callback(run_dir: Path):
             if not state.is_world_process_zero:
                 return
             rundir.write_status(run_dir, "running", step=state.global_step, max_steps=state.max_steps,
-                                started_at=time.time(), pid=os.getpid())
+                                started_at=time.time(), pid=os.getpid(), finished_at=None)
 
         def on_step_end(self, args, state, control, **kw):
             if StopRequested.requested:
@@ -298,6 +298,7 @@ def finish_ok(trainer, tokenizer, run_dir: Path) -> int:
     if not is_main_process():
         return 0
     tokenizer.save_pretrained(str(tmp))
+    shutil.rmtree(final, ignore_errors=True)  # a resumed, extended run replaces its old result
     os.replace(tmp, final)  # a half-written final/ never looks finished
     summary = {k: v for k, v in (trainer.state.log_history[-1] if trainer.state.log_history else {}).items()
                if isinstance(v, (int, float))}
