@@ -66,7 +66,7 @@ def test_a_run_started_in_the_browser_trains_and_its_chart_fills(page, tiny_mode
     page.get_by_role("spinbutton", name="Max steps (-1 = whole epochs)").fill("8")
     page.get_by_role("spinbutton", name="Batch size per device").fill("2")
     page.get_by_role("button", name="Start training").click()
-    page.get_by_text("python -m engine.train --config").wait_for(timeout=120_000)
+    page.get_by_text("python -m engine.train --config").wait_for(timeout=300_000)
     page.get_by_text("completed").first.wait_for(timeout=600_000)
     assert page.get_by_text("step 8 / 8").is_visible()
     assert page.locator(".js-plotly-plot").count() >= 1, "the loss chart is drawn"
