@@ -62,7 +62,7 @@ def test_the_app_opens_on_the_goal_page(page):
 def test_a_run_started_in_the_browser_trains_and_its_chart_fills(page, tiny_model):
     page.get_by_role("link", name="5 · Train").click()
     page.get_by_text("Start training").wait_for()
-    page.get_by_role("textbox", name="Model").fill(str(tiny_model))
+    page.get_by_role("textbox", name="Model", exact=True).fill(str(tiny_model))
     page.get_by_role("spinbutton", name="Max steps (-1 = whole epochs)").fill("8")
     page.get_by_role("spinbutton", name="Batch size per device").fill("2")
     page.get_by_role("button", name="Start training").click()
