@@ -228,8 +228,10 @@ def this_computer() -> Hardware:
         return replace(apple.hardware(), name=f"This Mac (Apple GPU, {ram_gib:g} GiB unified memory)",
                        vram_gib=ram_gib, detected=True)
     cpu = load_presets()["cpu"]
-    return replace(cpu.hardware(), name=f"This computer (CPU only, {ram_gib:g} GiB RAM)", vram_gib=ram_gib,
-                   detected=True)
+    cores = os.cpu_count() or 1
+    # fp32 peak with AVX2 FMA: cores x 2 FMA units x 8 lanes x 2 FLOPs x ~3 GHz = 0.096 TFLOP/s a core
+    return replace(cpu.hardware(), name=f"This computer (CPU only, {cores} cores, {ram_gib:g} GiB RAM)",
+                   vram_gib=ram_gib, tflops_bf16=round(cores * 0.096, 3), detected=True)
 
 
 def _ram_bytes() -> int:

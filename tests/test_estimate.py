@@ -103,3 +103,12 @@ def test_engine_does_not_import_torch():
     code = "import sys, engine.estimate; print('torch' in sys.modules, 'streamlit' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.split()
     assert out == ["False", "False"]
+
+
+def test_cpu_time_follows_the_measured_cpu_rate():
+    """The showcase run (320 Task API examples of ~71 tokens, LoRA, embedded model) took ~315 CPU-seconds on one
+    thread here; a 2-core machine should be told minutes, not hours."""
+    from engine.estimate import Gpu, hours
+    two_cores = Gpu(name="2-core CPU", vram_gib=16, tflops_bf16=2 * 0.096, usd_per_hour=None, mfu_class="cpu")
+    _, h = hours(EstimateRequest(model="embedded", examples=320, tokens_per_example=71), two_cores)
+    assert 1.5 / 60 < h < 6 / 60
