@@ -20,7 +20,8 @@ spec = st.session_state.spec
 
 st.title("📐 Will it fit, how long, what will it cost?")
 st.write("Memory is what stops most first runs. This estimate is arithmetic on the model's config.json, checked "
-         "against real runs on an H200 (median error 2 % over 19 runs, 135M to 8B; see bench/results/estimate_accuracy.md).")
+         "against real runs on an H200 (median error 2 % over 19 runs, 135M to 8B; see "
+         "bench/results/estimate_accuracy.md).")
 
 hardware = st.session_state.get("hardware")
 if hardware is None:
