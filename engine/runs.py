@@ -24,7 +24,8 @@ from pathlib import Path
 from engine import paths, rundir
 from engine.spec import RunSpec, SpecError
 
-STOP_GRACE_S = 7.0  # graceful stop (checkpoint + exit), then the whole process group is killed; < 10 s in all
+STOP_GRACE_S = 6.5  # graceful stop (checkpoint + exit), then every process of the run is killed...
+KILL_WAIT_S = 2.5   # ...and gone within this: < 10 s in all
 POLL_S = 1.0
 
 SCHEMA = """
@@ -269,6 +270,9 @@ def stop(run_id: int) -> dict:
             time.sleep(0.2)
     for pid in tree:
         _signal(pid, signal.SIGKILL)
+    deadline = time.time() + KILL_WAIT_S  # return only once they are gone (a killed process takes a moment)
+    while any(_alive(p) for p in tree) and time.time() < deadline:
+        time.sleep(0.05)
     db.execute("UPDATE runs SET state='stopped', finished_at=? WHERE id=? AND state IN ('queued', 'running')",
                (time.time(), run_id))
     status = rundir.read_status(run["run_dir"])
