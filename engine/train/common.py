@@ -105,8 +105,8 @@ def device_and_dtype():
     """(device, torch dtype for weights, TrainingArguments precision flags). bf16 needs compute capability >= 8."""
     import torch
     if torch.cuda.is_available():
-        if torch.cuda.is_bf16_supported():
-            return "cuda", torch.bfloat16, {"bf16": True, "fp16": False}
+        if torch.cuda.is_bf16_supported():  # Ampere or newer: TF32 for the few fp32 matrix products left
+            return "cuda", torch.bfloat16, {"bf16": True, "fp16": False, "tf32": True}
         return "cuda", torch.float32, {"bf16": False, "fp16": True}  # T4/V100: fp32 master weights, fp16 autocast
     return "cpu", torch.float32, {"bf16": False, "fp16": False, "use_cpu": True}  # bf16 autocast is slow on most CPUs
 

@@ -4,11 +4,13 @@
 
 The loss counts only the completion (the assistant's answer) for prompt/completion and chat data: the model is
 taught to answer, not to repeat the question (TRL's completion_only_loss, on by default for these layouts).
+On a GPU, batches are padding-free (engine/train/fast.py): no compute on pad tokens. `extra: {padding_free: false}`
+turns that off, `true` forces it (the CPU then runs an exact but slower per-example attention).
 """
 from pathlib import Path
 
 from engine.spec import RunSpec
-from engine.train import common
+from engine.train import common, fast
 from engine.train.defaults import trl_config
 
 
@@ -21,13 +23,19 @@ def main(spec: RunSpec, run_dir: Path, resume: bool) -> int:
     train_rows, eval_rows = common.load_splits(spec)
     model_path = common.base_model_path(spec, run_dir)
     tokenizer = common.load_tokenizer(model_path)
-    model = AutoModelForCausalLM.from_pretrained(model_path, **common.model_kwargs(spec, dtype))
+    padding_free = spec.extra.get("padding_free", fast.wanted(device))
+    kwargs = common.model_kwargs(spec, dtype)
+    if padding_free:
+        kwargs["attn_implementation"] = fast.register()
+        print("batches: padding-free (each batch is one row of whole examples; varlen attention)", flush=True)
+    model = AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
     common.record_versions(run_dir, device)
 
     shared = common.training_args(spec, run_dir, precision, has_eval=bool(eval_rows))
     config = trl_config(SFTConfig, "sft", {**shared, "max_length": spec.max_length}, spec.extra)
     trainer = SFTTrainer(
         model=model, args=config, processing_class=tokenizer, peft_config=common.lora_config(spec),
+        data_collator=fast.collator(tokenizer) if padding_free else None,
         train_dataset=Dataset.from_list(train_rows),
         eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
         callbacks=[common.run_dir_callback(run_dir)])

@@ -1,0 +1,344 @@
+"""Tokens per second of `python -m engine.train` (the app's defaults) against a plain TRL script (TRL's defaults),
+same model, stage, method, batch, length and data, one process per run, on the GPU machine.
+
+    # on the GPU machine; one worker per visible GPU, each run alone on its GPU:
+    python bench/throughput.py run --out $OUT [--models 135m,0.5b,1b] [--ways plain,app,app_ckpt] [--budget-s 540]
+    # here, afterwards: the table (speed-up, memory, MFU) from the stored JSON lines
+    python bench/throughput.py score bench/results/throughput.jsonl
+
+Plain (a) is what a person writes from TRL's docs: the model loaded in bf16 (NF4 + double quantisation for QLoRA),
+SFTTrainer / DPOTrainer with TRL's defaults (gradient checkpointing on, padded batches, no packing), the same LoRA
+settings and learning rate as the app, logging every step. App (b) is `engine.train` with nothing but the shared
+flags. app_ckpt is (b) with --grad-ckpt, for the comparison at equal memory.
+
+Data: a chat-like length mix, not fixed-length rows: prompt and answer lengths are log-normal (median 90 and 250
+tokens, long tail), so batches of 8 mix 60-token and 1,000-token examples as real instruction data does. Models are
+random-weight copies of public configs (speed and memory do not depend on the values) with a byte-level tokenizer.
+Tokens per second counts real tokens only (TRL's own `num_tokens`, which excludes padding), median over the logged
+steps after the first two. MFU = real tokens/s x model FLOPs per token (6N full, 4N LoRA/QLoRA, +2N for DPO's
+reference forward, + causal attention 6 L h s for each example's own length s; recomputation not counted) over the
+H200's dense bf16 peak: 989 TFLOP/s datasheet, ~790 measured on large matrix products (both reported).
+"""
+import argparse
+import datetime
+import json
+import math
+import os
+import queue
+import random
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+from bench.estimate_accuracy import versions  # noqa: E402
+
+MODELS = {"135m": "HuggingFaceTB/SmolLM2-135M-Instruct", "0.5b": "Qwen/Qwen2.5-0.5B", "1b": "meta-llama/Llama-3.2-1B",
+          "8b": "meta-llama/Llama-3.1-8B"}
+BATCH = {"135m": 8, "0.5b": 8, "1b": 8, "8b": 4}  # 8B: full DPO holds a second copy of the weights
+PEAK_TFLOPS = {"datasheet": 989.0, "measured": 790.0}
+STEPS = int(os.environ.get("THROUGHPUT_STEPS", "14"))
+WORK, MODELS_ROOT = Path("/tmp/tw_tp"), Path("/tmp/tw_models")
+
+
+def configs(models: list[str]) -> list[dict]:
+    out = []
+    for key in models:
+        for stage in ("sft", "dpo"):
+            for method in ("full", "lora", "qlora"):
+                out.append({"model": key, "stage": stage, "method": method, "seq": 1024, "batch": BATCH[key],
+                            "mix": "chat"})
+    if "1b" in models:  # the issue's MFU case: full SFT at 2048, rows that fill the length
+        out.append({"model": "1b", "stage": "sft", "method": "full", "seq": 2048, "batch": 8, "mix": "full"})
+    return out
+
+
+def lognormal(rnd, median, sigma, low, high):
+    return int(min(high, max(low, median * math.exp(rnd.gauss(0, sigma)))))
+
+
+def make_dataset(cfg: dict, rows: int, path: Path) -> Path:
+    """Byte-level tokenizer: one token per byte, so lengths are set in characters."""
+    rnd = random.Random(0)
+    text = lambda n: "".join(rnd.choice("abcdefghij klmnop qrstuv wxyz") for _ in range(n))  # noqa: E731
+    with path.open("w") as f:
+        for _ in range(rows):
+            if cfg["mix"] == "full":
+                row = {"prompt": text(16), "completion": text(cfg["seq"] * 2)}
+            elif cfg["stage"] == "dpo":
+                row = {"prompt": text(lognormal(rnd, 90, 0.8, 16, 900)),
+                       "chosen": text(lognormal(rnd, 250, 0.8, 8, 1500)),
+                       "rejected": text(lognormal(rnd, 250, 0.8, 8, 1500))}
+            else:
+                row = {"prompt": text(lognormal(rnd, 90, 0.8, 16, 900)),
+                       "completion": text(lognormal(rnd, 250, 0.8, 8, 1500))}
+            f.write(json.dumps(row) + "\n")
+    return path
+
+
+def attention_span(path: Path, cfg: dict) -> float:
+    """sum(s^2)/sum(s) over the examples as trained (truncated to seq): the mean attention length per token."""
+    sq = tot = 0
+    for line in path.read_text().splitlines():
+        row = json.loads(line)
+        parts = [row["prompt"] + " " + row[k] for k in (("chosen", "rejected") if "chosen" in row else ("completion",))]
+        for p in parts:
+            s = min(len(p.encode()) + 2, cfg["seq"])
+            sq, tot = sq + s * s, tot + s
+    return sq / tot
+
+
+def model_flops_per_token(cfg: dict, span: float) -> float:
+    from engine import estimate
+    shape = estimate._shape(MODELS[cfg["model"]])
+    n = shape.params()
+    flops = (6 if cfg["method"] == "full" else 4) * n + 6 * shape.layers * shape.hidden * span
+    if cfg["stage"] == "dpo":
+        flops += 2 * n
+    return flops
+
+
+def plain(args) -> int:
+    """(a): the hand-written TRL script, run as its own process."""
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, TrainerCallback
+    from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
+
+    from engine.spec import default_learning_rate
+    cfg = json.loads(args.cfg)
+    quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                               bnb_4bit_compute_dtype=torch.bfloat16) if cfg["method"] == "qlora" else None
+    model = AutoModelForCausalLM.from_pretrained(args.model_dir, dtype=torch.bfloat16, quantization_config=quant,
+                                                 device_map={"": 0} if torch.cuda.is_available() else None)
+    tok = AutoTokenizer.from_pretrained(args.model_dir)
+    peft = None if cfg["method"] == "full" else LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05,
+                                                           target_modules="all-linear", task_type="CAUSAL_LM")
+    rows = [json.loads(line) for line in Path(args.data).read_text().splitlines()]
+    rows = rows[:-min(200, len(rows) // 20)]  # what engine.train keeps for training from a user's file
+    out = Path(args.out)
+
+    class Log(TrainerCallback):
+        def on_log(self, a, state, control, logs=None, **kw):
+            with (out / "metrics.jsonl").open("a") as f:
+                f.write(json.dumps({"step": state.global_step, "time": time.time(), **(logs or {})}) + "\n")
+
+    Config, Trainer = (DPOConfig, DPOTrainer) if cfg["stage"] == "dpo" else (SFTConfig, SFTTrainer)
+    config = Config(output_dir=str(out), max_steps=STEPS, per_device_train_batch_size=cfg["batch"],
+                    max_length=cfg["seq"], learning_rate=default_learning_rate(cfg["stage"], cfg["method"], "x"),
+                    logging_steps=1, save_strategy="no", report_to="none", disable_tqdm=True, seed=42,
+                    **({} if torch.cuda.is_available() else {"use_cpu": True, "bf16": False}))  # CPU: smoke tests
+    trainer = Trainer(model=model, args=config, train_dataset=Dataset.from_list(rows), processing_class=tok,
+                      peft_config=peft, callbacks=[Log()])
+    trainer.train()
+    return 0
+
+
+def check(args) -> None:
+    """The varlen kernel on this GPU against padded SDPA, per example, in bf16 on a real model shape."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from engine.train import fast
+    print("varlen kernel:", fast._varlen_kernel(), flush=True)
+    for key in args.models.split(","):
+        path = model_dir(key)
+        ref = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16).cuda().eval()
+        lengths = [37, 300, 5, 1000, 120]
+        seqs = [torch.randint(3, 200, (n,), device="cuda") for n in lengths]
+        cu = torch.tensor([0] + list(__import__("itertools").accumulate(lengths)), dtype=torch.int32, device="cuda")
+        pos = torch.cat([torch.arange(n, device="cuda") for n in lengths])[None]
+        with torch.inference_mode():
+            alone = [ref(input_ids=s[None]).logits[0].float() for s in seqs]
+            ref.set_attn_implementation(fast.register())
+            packed = ref(input_ids=torch.cat(seqs)[None], position_ids=pos, cu_seq_lens_q=cu, cu_seq_lens_k=cu,
+                         max_length_q=max(lengths), max_length_k=max(lengths)).logits[0].float()
+        worst = max((packed[int(cu[i]):int(cu[i + 1])] - a).abs().max().item() for i, a in enumerate(alone))
+        scale = max(a.abs().max().item() for a in alone)
+        print(json.dumps({"check": key, "max_abs_diff": worst, "max_abs_logit": scale}), flush=True)
+        del ref
+        torch.cuda.empty_cache()
+
+
+def command(way: str, cfg: dict, model_dir: Path, data: Path, out: Path) -> list[str]:
+    if way == "plain":
+        return [sys.executable, __file__, "plain", "--cfg", json.dumps(cfg), "--model-dir", str(model_dir),
+                "--data", str(data), "--out", str(out)]
+    return [sys.executable, "-m", "engine.train", "--stage", cfg["stage"], "--method", cfg["method"],
+            "--model", str(model_dir), "--dataset", str(data), "--seq", str(cfg["seq"]), "--batch", str(cfg["batch"]),
+            "--max-steps", str(STEPS), "--save-steps", "1000000", "--eval-steps", "1000000",
+            "--output-dir", str(out)] + (["--grad-ckpt"] if way == "app_ckpt" else [])
+
+
+def tokens_per_second(metrics: Path) -> tuple[float | None, list[float]]:
+    logs = [json.loads(line) for line in metrics.read_text().splitlines()] if metrics.exists() else []
+    logs = [r for r in logs if "loss" in r and r.get("num_tokens") is not None]
+    rates = [(b["num_tokens"] - a["num_tokens"]) / (b["time"] - a["time"])
+             for a, b in zip(logs, logs[1:]) if b["step"] > 2 and b["time"] > a["time"]]
+    return (statistics.median(rates) if rates else None), [r["loss"] for r in logs]
+
+
+class Peak(threading.Thread):
+    def __init__(self, index: int):
+        super().__init__(daemon=True)
+        import pynvml
+        pynvml.nvmlInit()
+        self.nvml, self.handle = pynvml, pynvml.nvmlDeviceGetHandleByIndex(index)
+        self.peak, self.done = 0, threading.Event()
+
+    def run(self):
+        while not self.done.is_set():
+            self.peak = max(self.peak, self.nvml.nvmlDeviceGetMemoryInfo(self.handle).used)
+            time.sleep(0.005)
+
+    def stop(self) -> float:
+        self.done.set()
+        self.join()
+        return self.peak / 2**30
+
+
+_model_locks: dict[str, threading.Lock] = {}
+
+
+def model_dir(key: str) -> Path:
+    with _model_locks.setdefault(key, threading.Lock()):
+        target = MODELS_ROOT / MODELS[key].replace("/", "--")
+        if not (target / "config.json").is_file():
+            subprocess.run([sys.executable, str(REPO / "bench/estimate_accuracy.py"), "make-model", MODELS[key],
+                            str(MODELS_ROOT)], check=True, cwd=REPO, env={**os.environ, "CUDA_VISIBLE_DEVICES": "0"})
+        return target
+
+
+def one(way: str, cfg: dict, gpu: int, meta: dict) -> dict:
+    name = f"{cfg['model']}-{cfg['stage']}-{cfg['method']}-{cfg['seq']}-{cfg['mix']}"
+    work = WORK / name / way
+    subprocess.run(["rm", "-rf", str(work)])
+    work.mkdir(parents=True)
+    data = make_dataset(cfg, cfg["batch"] * (STEPS + 2) + 8, WORK / name / "data.jsonl")
+    cmd = command(way, cfg, model_dir(cfg["model"]), data, work / "run")
+    (work / "run").mkdir()
+    peak = Peak(gpu)
+    peak.start()
+    t0 = time.time()
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, "CUDA_VISIBLE_DEVICES": str(gpu)})
+    record = {**meta, **cfg, "way": way, "nvml_peak_gib": peak.stop(), "wall_s": round(time.time() - t0, 1),
+              "error": None if proc.returncode == 0 else proc.stderr[-800:]}
+    tps, losses = tokens_per_second(work / "run" / "metrics.jsonl")
+    span = attention_span(data, cfg)
+    record.update(tokens_per_s=tps, losses=losses, attention_span=round(span, 1),
+                  padding_free="batches: padding-free" in proc.stdout)
+    if tps:
+        flops = tps * model_flops_per_token(cfg, span)
+        record.update({f"mfu_{k}": flops / (v * 1e12) for k, v in PEAK_TFLOPS.items()})
+    return record
+
+
+def run(args) -> None:
+    import pynvml
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    pynvml.nvmlInit()
+    gpus = list(range(pynvml.nvmlDeviceGetCount()))
+    name = pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetHandleByIndex(0))
+    meta = {"date": datetime.date.today().isoformat(), "gpu": name if isinstance(name, str) else name.decode(),
+            "versions": versions()}
+    for key in args.models.split(","):  # before any run, so no measurement shares its GPU with a model being built
+        model_dir(key)
+    jobs: queue.Queue = queue.Queue()
+    ways = args.ways.split(",")
+    for way in ways:  # every plain/app pair first; the equal-memory variant after
+        for cfg in configs(args.models.split(",")):
+            jobs.put((way, cfg))
+    start, lock = time.time(), threading.Lock()
+
+    def worker(gpu: int):
+        while True:
+            try:
+                way, cfg = jobs.get_nowait()
+            except queue.Empty:
+                return
+            if time.time() - start > args.budget_s:
+                print("budget spent, skipped", way, cfg, flush=True)
+                continue
+            record = one(way, cfg, gpu, meta)
+            with lock, (out / "throughput.jsonl").open("a") as f:
+                f.write(json.dumps(record) + "\n")
+            print(json.dumps({k: record.get(k) for k in ("way", "model", "stage", "method", "seq", "tokens_per_s",
+                                                         "nvml_peak_gib", "mfu_measured", "wall_s",
+                                                         "padding_free", "error")}), flush=True)
+
+    threads = [threading.Thread(target=worker, args=(g,)) for g in gpus]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+def score(args) -> None:
+    rows = [json.loads(line) for line in Path(args.results).read_text().splitlines() if line.strip()]
+    by = {}
+    for r in rows:
+        by.setdefault((r["model"], r["stage"], r["method"], r["seq"], r["mix"]), {})[r["way"]] = r
+    lines = ["| model | stage | method | seq, mix | plain tok/s | app tok/s | speed-up | plain GiB | app GiB | "
+             "app+ckpt tok/s, GiB, speed-up | app MFU (989 / 790) | first losses plain / app |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    ups, ups_ckpt = [], []
+    for key, ways in by.items():
+        a, b, c = ways.get("plain"), ways.get("app"), ways.get("app_ckpt")
+        if not (a and b and a.get("tokens_per_s") and b.get("tokens_per_s")):
+            lines.append(f"| {' | '.join(map(str, key[:3]))} | {key[3]}, {key[4]} | failed: "
+                         f"{((a or {}).get('error') or (b or {}).get('error') or '')[-120:]!r} |")
+            continue
+        up = b["tokens_per_s"] / a["tokens_per_s"]
+        ups.append(up)
+        ck = "-"
+        if c and c.get("tokens_per_s"):
+            ups_ckpt.append(c["tokens_per_s"] / a["tokens_per_s"])
+            ck = f"{c['tokens_per_s']:,.0f}, {c['nvml_peak_gib']:.1f}, {ups_ckpt[-1]:.2f}x"
+        loss = f"{a['losses'][0]:.3f} / {b['losses'][0]:.3f}" if a["losses"] and b["losses"] else "-"
+        lines.append(f"| {key[0]} | {key[1]} | {key[2]} | {key[3]}, {key[4]} | {a['tokens_per_s']:,.0f} | "
+                     f"{b['tokens_per_s']:,.0f} | {up:.2f}x | {a['nvml_peak_gib']:.1f} | {b['nvml_peak_gib']:.1f} | "
+                     f"{ck} | {b.get('mfu_datasheet', 0):.1%} / {b.get('mfu_measured', 0):.1%} | {loss} |")
+    meta = rows[0] if rows else {}
+    head = [f"# Throughput: engine.train vs a plain TRL script ({meta.get('date')}, {meta.get('gpu')}, "
+            f"{json.dumps(meta.get('versions'))})", "",
+            f"Speed-up of the app over plain TRL: median {statistics.median(ups):.2f}x, lowest {min(ups):.2f}x over "
+            f"{len(ups)} configurations." if ups else "No complete pair.",
+            f"With --grad-ckpt (equal-memory comparison): median {statistics.median(ups_ckpt):.2f}x, lowest "
+            f"{min(ups_ckpt):.2f}x over {len(ups_ckpt)}." if ups_ckpt else "", ""]
+    text = "\n".join(head + lines) + "\n"
+    print(text)
+    if args.write:
+        Path(args.write).write_text(text)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("--out", required=True)
+    r.add_argument("--models", default="135m,0.5b,1b,8b")
+    r.add_argument("--ways", default="plain,app")
+    r.add_argument("--budget-s", type=float, default=540)
+    s = sub.add_parser("score")
+    s.add_argument("results")
+    s.add_argument("--write", help="also write the table to this markdown file")
+    c = sub.add_parser("check")
+    c.add_argument("--models", default="135m,1b")
+    pl = sub.add_parser("plain")
+    for flag in ("--cfg", "--model-dir", "--data", "--out"):
+        pl.add_argument(flag, required=True)
+    args = p.parse_args()
+    if args.cmd == "plain":
+        sys.exit(plain(args))
+    {"run": run, "score": score, "check": check}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""Padding-free batches for SFT: no compute spent on padding tokens.
+
+A batch of 8 chat examples of 60..900 tokens padded to its longest row spends much of every matrix product on
+pad tokens. TRL's collator can instead concatenate the batch into one row and mark where each example starts
+(`position_ids` restart at 0, plus `cu_seq_lens_q/k`, the cumulative lengths the varlen kernels read). The
+attention must then keep every example to itself. TRL documents this for the flash-attn package only; that package
+is a separate CUDA build. PyTorch (>= 2.9) ships the same FlashAttention kernel as `torch.nn.attention.varlen`, so
+this module registers it with transformers under the name "varlen_sdpa" and uses it on CUDA. On the CPU (tests,
+laptops) the same function loops over the examples with SDPA, which is exact and keeps the path testable.
+
+Everything outside a padding-free training batch (generation, padded evaluation) falls through to transformers'
+own SDPA path, so a model loaded this way behaves like an "sdpa" model. The saved model does not record the name.
+"""
+import inspect
+
+ATTENTION = "varlen_sdpa"
+
+
+def _varlen_kernel():
+    """torch's varlen FlashAttention and how to ask it for a causal mask (its signature changed in 2.10), or None."""
+    try:
+        from torch.nn.attention.varlen import varlen_attn
+    except ImportError:
+        return None
+    params = inspect.signature(varlen_attn).parameters
+    causal = {"is_causal": True} if "is_causal" in params else {"window_size": (-1, 0)}
+    return varlen_attn, causal, "enable_gqa" in params, "scale" in params
+
+
+def attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
+    """transformers attention interface: query/key/value are (batch, heads, tokens, head_dim)."""
+    import torch
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    cu = kwargs.get("cu_seq_lens_q")
+    if cu is None or query.shape[0] != 1:  # not a padding-free batch: the stock SDPA path
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      **kwargs)
+    groups = query.shape[1] // key.shape[1]
+    q, k, v = (t[0].transpose(0, 1) for t in (query, key, value))  # (tokens, heads, head_dim)
+    kernel = _varlen_kernel() if q.is_cuda else None
+    if kernel is not None:
+        varlen_attn, causal, gqa, has_scale = kernel
+        if groups > 1 and not gqa:
+            k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+        extra = {"enable_gqa": True} if groups > 1 and gqa else {}
+        if has_scale:
+            extra["scale"] = scaling
+        elif scaling is not None:  # older torch: fold a non-default scale (e.g. Gemma's) into the query
+            q = q * (scaling * q.shape[-1] ** 0.5)
+        longest = int(kwargs.get("max_length_q") or (cu[1:] - cu[:-1]).max())
+        cu = cu.to(device=q.device, dtype=torch.int32)
+        out = varlen_attn(q, k, v, cu, cu, longest, longest, **causal, **extra)
+    else:  # CPU, or a torch without varlen: one causal SDPA call per example (exact, slower)
+        bounds = cu.tolist()
+        parts = []
+        for start, end in zip(bounds[:-1], bounds[1:]):
+            qs, ks, vs = (t[start:end].transpose(0, 1) for t in (q, k, v))
+            if groups > 1:
+                ks, vs = ks.repeat_interleave(groups, dim=0), vs.repeat_interleave(groups, dim=0)
+            parts.append(torch.nn.functional.scaled_dot_product_attention(
+                qs, ks, vs, is_causal=True, scale=scaling).transpose(0, 1))
+        out = torch.cat(parts)
+    return out.unsqueeze(0), None  # (1, tokens, heads, head_dim), as the interface expects
+
+
+def _mask(*args, **kwargs):
+    """No mask for a padding-free batch (the lengths say it all) or an unpadded one (plain causal); a padded batch
+    (e.g. evaluation without the padding-free collator) gets SDPA's mask."""
+    from transformers.masking_utils import sdpa_mask
+    if kwargs.get("attention_mask") is None:
+        return None
+    return sdpa_mask(*args, **kwargs)
+
+
+def register() -> str:
+    """Make `attn_implementation="varlen_sdpa"` known to transformers; returns the name."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface
+    AttentionInterface.register(ATTENTION, attention)
+    AttentionMaskInterface.register(ATTENTION, _mask)
+    return ATTENTION
+
+
+def wanted(device: str) -> bool:
+    """Padding-free batches where they pay: on CUDA with torch's varlen kernel. On the CPU the per-example loop
+    is exact but saves little on the short rows a CPU trains on, so padded batches stay the default there."""
+    return device == "cuda" and _varlen_kernel() is not None
+
+
+def collator(tokenizer):
+    """TRL's own collator in padding-free mode. Passed explicitly (with SFTConfig.padding_free left False) because
+    TRL refuses padding_free + max_length without packing, although it truncates to max_length while preparing
+    the dataset either way (trl/trainer/sft_trainer.py, _prepare_dataset)."""
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+    return DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id, padding_free=True)
