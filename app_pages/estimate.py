@@ -76,8 +76,13 @@ b.metric("Largest micro-batch", est.max_batch or "none")
 c.metric("Largest sequence", est.max_seq or "none")
 d.metric("Time · cost", f"{est.hours * 60:.0f} min" if est.hours < 1 else f"{est.hours:.1f} h",
          "owned GPU" if est.usd is None else f"${est.usd:,.2f}", delta_color="off")
+with_ckpt = peak_gib(dataclasses.replace(req, grad_ckpt=True))
 if est.fits:
     st.success(f"Fits: {est.peak_gib:.1f} of {gpu.vram_gib:.0f} GiB, {est.headroom_gib:.1f} GiB to spare.")
+elif not ckpt and with_ckpt <= gpu.vram_gib:
+    st.warning(f"Needs {est.peak_gib:.1f} GiB without gradient checkpointing; the GPU has {gpu.vram_gib:.0f} GiB. "
+               f"Training on a GPU turns checkpointing on by itself when a run would not fit otherwise: "
+               f"{with_ckpt:.1f} GiB, about 30 % slower.")
 else:
     st.error(f"Does not fit: needs {est.peak_gib:.1f} GiB, the GPU has {gpu.vram_gib:.0f} GiB "
              f"(short by {-est.headroom_gib:.1f} GiB). Cheapest change: {est.fix}.")

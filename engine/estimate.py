@@ -135,6 +135,23 @@ def peak_gib(req: EstimateRequest) -> float:
     return sum(vram.breakdown_bytes(_shape(req.model), _plan(req)).values()) / vram.GIB
 
 
+def request_for(spec: RunSpec, model: str | None = None) -> EstimateRequest:
+    """The estimate of the run `engine.train` launches for this spec (model: the resolved weights, if known)."""
+    return EstimateRequest(model=model or spec.model_name_or_path, stage=spec.stage, method=spec.method,
+                           seq=spec.max_length, batch=spec.per_device_train_batch_size,
+                           grad_ckpt=spec.gradient_checkpointing, lora_r=spec.lora_r,
+                           lora_targets=spec.lora_target_modules, lora_dropout=spec.lora_dropout, optimizer=spec.optim)
+
+
+def checkpointing_needed(req: EstimateRequest, free_gib: float) -> tuple[bool, float]:
+    """(turn gradient checkpointing on?, peak GiB without it). Checkpointing recomputes the forward pass (~1/3
+    more compute; bench/results/throughput.md: plain TRL, always on, ran 1.15-2.6x slower than without), so
+    engine.train keeps it off whenever the run fits the GPU's free memory without it, with 5 % to spare, and turns
+    it on only when it would not (free_gib: free memory besides this process's CUDA context)."""
+    without = peak_gib(replace(req, grad_ckpt=False))
+    return without - vram.CONTEXT_GIB > 0.95 * free_gib, without
+
+
 def hours(req: EstimateRequest, gpu: Gpu) -> tuple[float, float]:
     """(training tokens, hours) for examples x epochs at the measured utilisation of this GPU class."""
     shape = _shape(req.model)

@@ -112,3 +112,13 @@ def test_cpu_time_follows_the_measured_cpu_rate():
     two_cores = Gpu(name="2-core CPU", vram_gib=16, tflops_bf16=2 * 0.096, usd_per_hour=None, mfu_class="cpu")
     _, h = hours(EstimateRequest(model="embedded", examples=320, tokens_per_example=71), two_cores)
     assert 1.5 / 60 < h < 6 / 60
+
+
+def test_training_turns_checkpointing_on_only_when_the_run_would_not_fit_without_it():
+    from engine.estimate import checkpointing_needed, request_for
+    from engine.spec import RunSpec
+    req = request_for(RunSpec(model_name_or_path="meta-llama/Llama-3.1-8B", method="lora", max_length=1024,
+                              per_device_train_batch_size=4))
+    needed, without = checkpointing_needed(req, free_gib=22.0)  # a 24 GB card: 8B LoRA needs checkpointing
+    assert needed and without > 22.0
+    assert not checkpointing_needed(req, free_gib=138.0)[0]     # an H200: faster without it

@@ -148,6 +148,26 @@ def base_model_path(spec: RunSpec, run_dir: Path) -> str:
     return resolve_start(spec, run_dir)
 
 
+def decide_grad_ckpt(spec: RunSpec, model_path: str, device: str) -> None:
+    """On a GPU, when the person did not ask for gradient checkpointing, turn it on only if the estimator says the
+    run would not fit in this GPU's free memory without it (engine.estimate.checkpointing_needed), and say so."""
+    if spec.gradient_checkpointing or device != "cuda":
+        return
+    import torch
+    from engine import estimate
+    free = torch.cuda.mem_get_info(int(os.environ.get("LOCAL_RANK", "0")))[0] / 2**30
+    try:
+        needed, without = estimate.checkpointing_needed(estimate.request_for(spec, model_path), free)
+    except (estimate.EstimateError, ValueError, OSError):
+        return  # a model the estimator cannot read trains as asked
+    if needed:
+        spec.gradient_checkpointing = True
+        print(f"gradient checkpointing: on (without it this run needs ~{without:.1f} GiB; this GPU has "
+              f"{free:.1f} GiB free)", flush=True)
+        if is_main_process():
+            spec.save(Path(spec.output_dir) / "config.yaml")  # a resume continues with the same setting
+
+
 def training_args(spec: RunSpec, run_dir: Path, precision: dict, has_eval: bool) -> dict:
     """TrainingArguments fields every stage shares; the stage adds its own and builds its TRL config."""
     return dict(

@@ -41,6 +41,7 @@ def main(spec: RunSpec, run_dir: Path, resume: bool) -> int:
     from trl import GRPOConfig, GRPOTrainer
 
     device, dtype, precision = common.device_and_dtype()
+    common.decide_grad_ckpt(spec, model_path, device)
     tokenizer = common.load_tokenizer(model_path)
     model = AutoModelForCausalLM.from_pretrained(model_path, **common.model_kwargs(spec, dtype))
     reward_model = AutoModelForSequenceClassification.from_pretrained(reward_path, num_labels=1, dtype=dtype)

@@ -23,6 +23,7 @@ def main(spec: RunSpec, run_dir: Path, resume: bool) -> int:
     from trl import RewardConfig, RewardTrainer
 
     device, dtype, precision = common.device_and_dtype()
+    common.decide_grad_ckpt(spec, model_path, device)
     tokenizer = common.load_tokenizer(model_path)
     model = AutoModelForSequenceClassification.from_pretrained(
         model_path, num_labels=1, **common.model_kwargs(spec, dtype))

@@ -22,6 +22,7 @@ def main(spec: RunSpec, run_dir: Path, resume: bool) -> int:
     device, dtype, precision = common.device_and_dtype()
     train_rows, eval_rows = common.load_splits(spec)
     model_path = common.base_model_path(spec, run_dir)
+    common.decide_grad_ckpt(spec, model_path, device)
     tokenizer = common.load_tokenizer(model_path)
     padding_free = spec.extra.get("padding_free", fast.wanted(device))
     kwargs = common.model_kwargs(spec, dtype)
