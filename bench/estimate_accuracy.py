@@ -208,14 +208,16 @@ def versions():
     return out
 
 
-def predict(row, optimizer="adamw_torch"):
-    """The estimator's peak_gib for a grid row. `mini` rows ran TrainingArguments' default optimizer (fused AdamW);
-    engine.train passes RunSpec's optim (adamw_torch)."""
+def predict(row, optimizer="adamw_torch", lora_dropout=0.05):
+    """The estimator's peak_gib for a grid row, with the optimizer and LoRA dropout the run used. `mini` rows ran
+    TrainingArguments' default optimizer (fused AdamW); engine.train runs RunSpec's (adamw_torch before the default
+    changed to the fused one; LoRA dropout 0.05 before it changed to 0: rows that do not record it ran 0.05)."""
     try:
         from engine import estimate
         model, stage, method, seq, batch, ckpt = row
         return estimate.peak_gib(estimate.EstimateRequest(model=model, stage=stage, method=method, seq=seq,
-                                                          batch=batch, grad_ckpt=ckpt, optimizer=optimizer))
+                                                          batch=batch, grad_ckpt=ckpt, optimizer=optimizer,
+                                                          lora_dropout=lora_dropout))
     except Exception as e:  # the estimator may not exist yet when calibrating
         return f"error: {e}"
 
@@ -233,6 +235,7 @@ def run(args):
     train = train_mini if args.trainer == "mini" else train_engine
     from engine.spec import RunSpec
     optim = "adamw_torch_fused" if args.trainer == "mini" else RunSpec().optim  # what each trainer runs
+    dropout = 0.05 if args.trainer == "mini" else RunSpec().lora_dropout
     start, results = time.time(), out / f"estimate_{args.grid}.jsonl"
     rows = GRIDS[args.grid]
     if args.only:
@@ -259,7 +262,8 @@ def run(args):
         peak = sampler.stop()
         record = {**meta, "model": row[0], "stage": row[1], "method": row[2], "seq": row[3], "batch": row[4],
                   "grad_ckpt": row[5], "measured_gib": peak / 2**30, "idle_used_gib": baseline / 2**30,
-                  "wall_s": time.time() - t0, "optim": optim, "predicted_gib": predict(row, optim), "error": error,
+                  "wall_s": time.time() - t0, "optim": optim, "lora_dropout": dropout,
+                  "predicted_gib": predict(row, optim, dropout), "error": error,
                   **extra}
         with results.open("a") as f:
             f.write(json.dumps(record) + "\n")
@@ -274,7 +278,8 @@ def score(args):
     lines, errors = [], []
     for r in rows:
         optimizer = r.get("optim") or ("adamw_torch_fused" if r["trainer"] == "mini" else "adamw_torch")
-        pred = predict((r["model"], r["stage"], r["method"], r["seq"], r["batch"], r["grad_ckpt"]), optimizer)
+        pred = predict((r["model"], r["stage"], r["method"], r["seq"], r["batch"], r["grad_ckpt"]), optimizer,
+                       r.get("lora_dropout", 0.05))
         err = (pred - r["measured_gib"]) / r["measured_gib"]
         errors.append(abs(err))
         lines.append(f"| {r['model'].split('/')[-1]} | {r['stage']} | {r['method']} | {r['seq']} | {r['batch']} | "

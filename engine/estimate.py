@@ -168,6 +168,8 @@ def hours(req: EstimateRequest, gpu: Gpu) -> tuple[float, float]:
         flops_per_token += 4 * n                    # rough: generating the rollouts + scoring them
     cls = _mfu()["classes"].get(gpu.mfu_class, _mfu()["classes"]["other"])
     mfu = cls["mfu_max"] * n / (n + float(cls["half_params"]))
+    if req.method != "full":
+        mfu *= cls.get("lora_factor", 1.0)
     if req.method == "qlora":
         mfu *= _mfu()["qlora_factor"]
     if gpu.tflops_bf16 <= 0:

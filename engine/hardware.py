@@ -229,9 +229,21 @@ def this_computer() -> Hardware:
                        vram_gib=ram_gib, detected=True)
     cpu = load_presets()["cpu"]
     cores = os.cpu_count() or 1
-    # fp32 peak with AVX2 FMA: cores x 2 FMA units x 8 lanes x 2 FLOPs x ~3 GHz = 0.096 TFLOP/s a core
     return replace(cpu.hardware(), name=f"This computer (CPU only, {cores} cores, {ram_gib:g} GiB RAM)",
-                   vram_gib=ram_gib, tflops_bf16=round(cores * 0.096, 3), detected=True)
+                   vram_gib=ram_gib, tflops_bf16=round(cores * CPU_TFLOPS_PER_CORE, 3), detected=True)
+
+
+# fp32 peak with AVX2 FMA: 2 FMA units x 8 lanes x 2 FLOPs x ~3 GHz = 0.096 TFLOP/s a core
+CPU_TFLOPS_PER_CORE = 0.096
+
+
+def peak_tflops(device_name: str, memory_gib: float) -> float:
+    """Dense bf16 peak of a CUDA device by its name (the matching preset), or this CPU's fp32 peak for "cpu";
+    0 when unknown."""
+    if device_name == "cpu":
+        return (os.cpu_count() or 1) * CPU_TFLOPS_PER_CORE
+    preset = match_preset(device_name, memory_gib)
+    return preset.tflops_bf16 if preset else 0.0
 
 
 def _ram_bytes() -> int:

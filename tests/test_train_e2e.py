@@ -19,6 +19,8 @@ def test_embedded_model_trains_a_few_steps_and_leaves_a_complete_run_directory(t
     assert [m["step"] for m in steps] == [1, 2, 3]
     assert all({"loss", "learning_rate", "epoch"} <= set(m) for m in steps)
     assert all(m["loss"] > 0 for m in steps)
+    # the Runs page's speed panels: tokens/s and model FLOP utilisation from step 2 on (a CPU runs well below peak)
+    assert all(m["tokens_per_second"] > 0 and 0 < m["mfu_percent"] < 100 for m in steps[1:])
     status = json.loads((run / "status.json").read_text())
     assert status["state"] == "completed" and status["step"] == 3
     assert "run directory" in (run / "train.log").read_text()

@@ -42,7 +42,9 @@ def metric_chart(records: list[dict], key: str, title: str, unit: str, line: flo
 def build_charts(run_dir: str, records: list[dict]) -> list[tuple[str, go.Figure]]:
     predicted = rundir.read_status(run_dir).get("estimated_peak_gib")
     panels = [("learning_rate", "Learning rate", "", None), ("grad_norm", "Gradient norm", "", None),
-              ("tokens_per_second", "Speed", "tokens / s", None), ("memory_gib", "Memory", "GiB", predicted)]
+              ("tokens_per_second", "Speed", "tokens / s", None),
+              ("mfu_percent", "Model FLOP utilisation (6N or 4N per token over the device's peak)", "% of peak", None),
+              ("memory_gib", "Memory", "GiB", predicted)]
     figures = [("loss", loss_chart(records))]
     return figures + [(key, metric_chart(records, key, title, unit, line)) for key, title, unit, line in panels
                       if monitor.series(records, key)[0]]

@@ -108,6 +108,8 @@ def device_and_dtype():
         if torch.cuda.is_bf16_supported():  # Ampere or newer: TF32 for the few fp32 matrix products left
             return "cuda", torch.bfloat16, {"bf16": True, "fp16": False, "tf32": True}
         return "cuda", torch.float32, {"bf16": False, "fp16": True}  # T4/V100: fp32 master weights, fp16 autocast
+    from engine.train import fast
+    fast.score_only_labelled_positions()
     return "cpu", torch.float32, {"bf16": False, "fp16": False, "use_cpu": True}  # bf16 autocast is slow on most CPUs
 
 
@@ -196,8 +198,28 @@ class StopRequested:
         signal.signal(signal.SIGINT, handler)
 
 
-def run_dir_callback(run_dir: Path):
-    """A TrainerCallback that appends every log to metrics.jsonl and keeps status.json's progress current."""
+def mfu_basis(spec: RunSpec, model_path: str) -> tuple[float, float] | None:
+    """(model FLOPs per token, peak FLOP/s of all devices training) for the live MFU figure: 6N per token for full
+    fine-tuning, 4N with frozen weights, +2N for DPO's reference forward (PaLM, Chowdhery et al. 2022, app. B;
+    attention left out, as in the usual 6N figure). None when the model or the device's peak is unknown."""
+    try:
+        import torch
+        from engine import estimate, hardware
+        n = estimate._shape(model_path).params()
+        if torch.cuda.is_available():
+            props = torch.cuda.get_device_properties(0)
+            peak = hardware.peak_tflops(props.name, props.total_memory / 2**30) * spec.num_processes
+        else:
+            peak = hardware.peak_tflops("cpu", 0)
+    except Exception:  # noqa: BLE001  (a model the estimator cannot read trains without the figure)
+        return None
+    per_token = (6 if spec.method == "full" else 4) * n + (2 * n if spec.stage == "dpo" else 0)
+    return (per_token, peak * 1e12) if peak else None
+
+
+def run_dir_callback(run_dir: Path, mfu: tuple[float, float] | None = None):
+    """A TrainerCallback that appends every log to metrics.jsonl and keeps status.json's progress current.
+    mfu: mfu_basis(...), to log model FLOP utilisation next to tokens per second."""
     from transformers import TrainerCallback
 
     class RunDirCallback(TrainerCallback):
@@ -228,6 +250,8 @@ def run_dir_callback(run_dir: Path):
             tokens = record.get("num_tokens")
             if tokens is not None and self.last_log and tokens > self.last_log[1]:
                 record["tokens_per_second"] = (tokens - self.last_log[1]) / (record["time"] - self.last_log[0])
+                if mfu:
+                    record["mfu_percent"] = 100 * record["tokens_per_second"] * mfu[0] / mfu[1]
             if tokens is not None:
                 self.last_log = (record["time"], tokens)
             record["memory_gib"] = _memory_gib()

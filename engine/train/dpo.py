@@ -35,6 +35,6 @@ def main(spec: RunSpec, run_dir: Path, resume: bool) -> int:
         model=model, ref_model=None, args=config, processing_class=tokenizer, peft_config=common.lora_config(spec),
         train_dataset=Dataset.from_list(train_rows),
         eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
-        callbacks=[common.run_dir_callback(run_dir)])
+        callbacks=[common.run_dir_callback(run_dir, common.mfu_basis(spec, model_path))])
     common.train(trainer, run_dir, resume)
     return common.finish_ok(trainer, tokenizer, run_dir)

@@ -1,4 +1,4 @@
-"""Padding-free batches for SFT: no compute spent on padding tokens.
+"""Speed: padding-free batches for SFT (no compute on padding tokens), and TRL's LM head on the CPU.
 
 A batch of 8 chat examples of 60..900 tokens padded to its longest row spends much of every matrix product on
 pad tokens. TRL's collator can instead concatenate the batch into one row and mark where each example starts
@@ -94,3 +94,23 @@ def collator(tokenizer):
     the dataset either way (trl/trainer/sft_trainer.py, _prepare_dataset)."""
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
     return DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id, padding_free=True)
+
+
+def score_only_labelled_positions() -> None:
+    """TRL's fused LM head (SFT, DPO) projects only the positions that have a label on CUDA/XPU, but every position
+    elsewhere, because on Neuron a changing number of positions recompiles the graph (trl/trainer/utils.py,
+    add_fused_lm_head: `compact = _use_triton(device)`). A CPU compiles nothing, so scoring the prompt there is
+    pure waste: on the embedded model with the Task API set (answers ~30 of ~77 tokens) the LM head was 31 % of a
+    CPU step (py-spy). This makes the same choice as on CUDA for the CPU too; the loss is unchanged."""
+    try:
+        from trl.trainer import utils
+    except ImportError:
+        return
+    original = getattr(utils, "_use_triton", None)
+    if original is None or getattr(original, "_tunewise", False):
+        return  # a TRL without this switch, or already patched
+
+    def compact(device):
+        return device.type == "cpu" or original(device)
+    compact._tunewise = True
+    utils._use_triton = compact
