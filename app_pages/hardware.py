@@ -4,6 +4,7 @@ import streamlit as st
 
 from engine.hardware import detect_gpus, load_presets, preset_hardware, this_computer
 from engine.recommend import METHOD_NAMES, advise_method, apply_to_spec, lesson, recommend
+from engine.spec import CPU_RUN
 
 HERE = "here"  # the option "this computer"; the others are preset keys from engine/assets/gpus.yaml
 
@@ -74,9 +75,13 @@ if st.button(f"Use {METHOD_NAMES[advice.peft]} on this hardware", type="primary"
     changes = {"method": advice.peft}
     if hw.detected and hw.kind == "cuda":
         changes["num_processes"] = hw.count  # one training process per GPU
+    if hw.kind == "cpu":
+        changes.update(CPU_RUN)  # a run sized for minutes on a processor
     st.session_state.spec = apply_to_spec(st.session_state.spec, **changes)
     st.success(f"Saved: method **{METHOD_NAMES[advice.peft]}**"
-               + (f" on {hw.count} GPUs" if changes.get("num_processes", 1) > 1 else "") + ".")
+               + (f" on {hw.count} GPUs" if changes.get("num_processes", 1) > 1 else "")
+               + (f", {CPU_RUN['max_steps']} steps with one held-out pass at the end (a few minutes for the embedded "
+                  "model on a laptop; raise it on the Train page)" if hw.kind == "cpu" else "") + ".")
 
 st.divider()
 with st.expander("Full fine-tuning, LoRA or QLoRA?"):

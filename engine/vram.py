@@ -155,7 +155,9 @@ def breakdown_bytes(shape: Shape, plan: MemoryPlan) -> dict[str, float]:
         weights = shape.linear_params() * NF4_BYTES + shape.other_params() * 2.0
         T, t_bytes = shape.lora_params(plan.lora_r, plan.lora_targets), 2.0  # TRL casts QLoRA adapters to bf16
         weights += T * t_bytes                # (trl/trainer/sft_trainer.py, following the QLoRA paper)
-    ref_model = weights - T * t_bytes if (plan.stage in ("dpo", "rl") and plan.method == "full") else 0.0
+    # Full fine-tuning DPO/RL keeps a frozen copy of the starting weights as the reference (TRL loads it in the
+    # policy's dtype); with LoRA/QLoRA the reference is the base with the adapter switched off, so no copy.
+    ref_model = weights if (plan.stage in ("dpo", "rl") and plan.method == "full") else 0.0
     if plan.stage == "rl":                    # GRPO-style: a reward model of the same size, frozen, 16 bit
         ref_model += P * 2.0
     if plan.stage == "rm":                    # sequence-classification head replaces the LM head: 1 output

@@ -55,12 +55,16 @@ def test_matches_h200_measurements():
                      lora_dropout=r.get("lora_dropout", 0.05)) - r["measured_gib"])
              / r["measured_gib"] for r in rows}
     errors = sorted(error.values())
-    assert errors[len(errors) // 2] <= 0.05
-    # The bar is 12 % for every case. One known miss, documented in bench/results/estimate_accuracy.md:
-    # full-fine-tuning DPO (separate reference model) on Qwen2.5-0.5B, 15 % under. Everything else must hold 12 %.
-    known_miss = ("Qwen/Qwen2.5-0.5B", "dpo", "full", 512, 4, True)
-    assert all(e <= 0.12 for k, e in error.items() if k != known_miss)
-    assert error[known_miss] <= 0.16
+    assert errors[len(errors) // 2] <= 0.05  # the bar: median within 5 %, every case within 12 %
+    assert errors[-1] <= 0.12, max(error.items(), key=lambda kv: kv[1])
+
+
+def test_full_dpo_counts_the_reference_copy_of_the_weights():
+    # measured on the H200 (bench/results/estimate_accuracy.jsonl): Qwen2.5-0.5B full DPO 512 x 4 used 6.96 GiB,
+    # 1 GiB more than full SFT of the same shape, the bf16 reference model
+    sft, dpo = (gib(model="Qwen/Qwen2.5-0.5B", stage=s, method="full", seq=512, batch=4, grad_ckpt=True)
+                for s in ("sft", "dpo"))
+    assert dpo - sft > 0.9
 
 
 def test_embedded_model_config_is_known_without_converting():

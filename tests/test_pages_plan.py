@@ -120,9 +120,13 @@ def test_hardware_page_without_a_gpu_plans_for_this_computer_and_offers_presets(
     assert at.selectbox[0].value == "here"
     hw = at.session_state.hardware
     assert (hw.kind, hw.detected, hw.count) == ("cpu", True, 1)
-    assert "QLoRA needs an NVIDIA GPU" in alerts(at)
+    assert "QLoRA is not offered here" in alerts(at)
     assert at.get("page_link")[0].proto.page == "estimate"
     assert "refines this with real numbers" in alerts(at)
+    next(b for b in at.button if "on this hardware" in b.label).click().run()  # the showcase path on a laptop
+    spec = at.session_state.spec
+    assert (spec.method, spec.max_steps, spec.eval_steps, spec.lr_scheduler_type) == ("lora", 100, 100, "constant")
+    assert "100 steps with one held-out pass" in texts(at, "success")
 
 
 @pytest.mark.parametrize("preset, method, words", [

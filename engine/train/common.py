@@ -174,7 +174,8 @@ def training_args(spec: RunSpec, run_dir: Path, precision: dict, has_eval: bool)
     """TrainingArguments fields every stage shares; the stage adds its own and builds its TRL config."""
     return dict(
         output_dir=str(run_dir), max_steps=spec.max_steps, num_train_epochs=spec.num_train_epochs,
-        learning_rate=spec.learning_rate, per_device_train_batch_size=spec.per_device_train_batch_size,
+        learning_rate=spec.learning_rate, lr_scheduler_type=spec.lr_scheduler_type,
+        per_device_train_batch_size=spec.per_device_train_batch_size,
         per_device_eval_batch_size=spec.per_device_train_batch_size,
         gradient_accumulation_steps=spec.gradient_accumulation_steps,
         gradient_checkpointing=spec.gradient_checkpointing, optim=spec.optim, seed=spec.seed, data_seed=spec.seed,
