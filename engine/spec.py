@@ -34,8 +34,9 @@ SMALL_MODEL_LORA_LR = 1e-3
 
 # A run on the CPU (the Hardware page's plan when there is no GPU): the embedded model's LoRA SFT on the bundled Task
 # API set reaches the seed's targets in this many steps of 8, ~4.5 minutes on 2 cores (bench/showcase.py); one
-# held-out pass at the end (a CPU eval pass costs as much as ~10 steps), a checkpoint half-way for resume.
-CPU_RUN = {"max_steps": 100, "eval_steps": 100, "save_steps": 50}
+# held-out pass at the end (a CPU eval pass costs as much as ~10 steps), a checkpoint half-way for resume, and no
+# LoRA dropout (its input copies were 17 % of a CPU step; 100 steps of a fresh adapter do not overfit).
+CPU_RUN = {"max_steps": 100, "eval_steps": 100, "save_steps": 50, "lora_dropout": 0.0}
 
 SCHEDULERS = ("linear", "constant", "constant_with_warmup", "cosine", "cosine_with_restarts", "polynomial",
               "inverse_sqrt", "warmup_stable_decay")
@@ -80,8 +81,8 @@ class RunSpec:
                                             # default for torch >= 2.8); adamw_8bit / paged_adamw_8bit save memory
     lora_r: int = 16                        # higher = more capacity and memory; 8-64 is usual
     lora_alpha: int = 32                    # scale of the adapter's update; 2 x r is the common choice
-    lora_dropout: float = 0.0               # PEFT applies it to a copy of every adapted layer's input: 17 % of a
-                                            # CPU step here (py-spy); Unsloth defaults to 0 for the same reason
+    lora_dropout: float = 0.05              # QLoRA paper's value; the CPU path (CPU_RUN) uses 0: PEFT then skips a
+                                            # copy of every adapted layer's input, 17 % of a CPU step (py-spy)
     lora_target_modules: str = "all-linear"  # every linear layer but the LM head (QLoRA paper: best quality)
     seed: int = 42
     logging_steps: int = 1                  # every step, so the live chart moves; costs nothing measurable

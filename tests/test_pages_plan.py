@@ -125,7 +125,8 @@ def test_hardware_page_without_a_gpu_plans_for_this_computer_and_offers_presets(
     assert "refines this with real numbers" in alerts(at)
     next(b for b in at.button if "on this hardware" in b.label).click().run()  # the showcase path on a laptop
     spec = at.session_state.spec
-    assert (spec.method, spec.max_steps, spec.eval_steps, spec.lr_scheduler_type) == ("lora", 100, 100, "constant")
+    assert (spec.method, spec.max_steps, spec.eval_steps, spec.lr_scheduler_type, spec.lora_dropout) == \
+        ("lora", 100, 100, "constant", 0.0)
     assert "100 steps with one held-out pass" in texts(at, "success")
 
 

@@ -24,7 +24,7 @@ FLAGS = {
     "--batch": "per_device_train_batch_size", "--grad-accum": "gradient_accumulation_steps",
     "--lora-r": "lora_r", "--output-dir": "output_dir", "--init-from": "init_from", "--optim": "optim",
     "--seed": "seed", "--save-steps": "save_steps", "--eval-steps": "eval_steps",
-    "--num-processes": "num_processes",
+    "--num-processes": "num_processes", "--lora-dropout": "lora_dropout",
 }
 
 
