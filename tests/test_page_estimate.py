@@ -40,3 +40,12 @@ def test_button_writes_settings_into_the_spec():
     at.button[0].click().run()
     spec = at.session_state.spec
     assert spec.method == "qlora" and spec.gradient_checkpointing is True
+
+
+def test_a_run_that_fits_only_with_checkpointing_says_training_turns_it_on():
+    at = _open()
+    at.selectbox[0].set_value("rtx-4090").run()  # 24 GB; 8B LoRA at 512 x 8 needs ~36 GiB without checkpointing
+    at.selectbox[1].set_value("meta-llama/Llama-3.1-8B").run()
+    assert not at.exception
+    assert at.warning and "turns checkpointing on by itself" in at.warning[0].value
+    assert not at.error
