@@ -70,7 +70,8 @@ def fake_run(tmp_path, steps) -> int:
 def grow(run_dir, upto):
     for step in range(1, upto + 1):
         rundir.append_metrics(run_dir, {"step": step, "loss": 2.0 / step, "learning_rate": 1e-4, "epoch": 0.1,
-                                        "time": time.time() - 10 + step})
+                                        "time": time.time() - 10 + step, "tokens_per_second": 5000.0,
+                                        "mfu_percent": 41.0})
     rundir.write_status(run_dir, "running", step=upto)
 
 
@@ -87,6 +88,8 @@ def test_runs_page_follows_a_growing_run_directory(tmp_path, monkeypatch):
     assert "step 3 / 10" in bar.proto.text
     chart = json.loads(at.get("plotly_chart")[0].proto.spec)
     assert chart["data"][0]["x"] == [1, 2, 3]
+    titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")[1:]]
+    assert "Speed" in titles and any(t.startswith("Model FLOP utilisation") for t in titles)
 
     (run_dir / "metrics.jsonl").unlink()
     grow(run_dir, 7)
