@@ -292,8 +292,10 @@ def score(args) -> None:
     for key, ways in by.items():
         a, b, c = ways.get("plain"), ways.get("app"), ways.get("app_ckpt")
         if not (a and b and a.get("tokens_per_s") and b.get("tokens_per_s")):
-            lines.append(f"| {' | '.join(map(str, key[:3]))} | {key[3]}, {key[4]} | failed: "
-                         f"{((a or {}).get('error') or (b or {}).get('error') or '')[-120:]!r} |")
+            missing = [w for w, r in (("plain", a), ("app", b)) if not r]
+            why = (f"not measured: no {' / '.join(missing)} run (the GPU session's time ran out)" if missing else
+                   f"failed: {((a or {}).get('error') or (b or {}).get('error') or '')[-120:]!r}")
+            lines.append(f"| {' | '.join(map(str, key[:3]))} | {key[3]}, {key[4]} | {why} |")
             continue
         up = b["tokens_per_s"] / a["tokens_per_s"]
         ups.append(up)
