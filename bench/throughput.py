@@ -302,7 +302,8 @@ def score(args) -> None:
         ck = "-"
         if c and c.get("tokens_per_s"):
             ups_ckpt.append(c["tokens_per_s"] / a["tokens_per_s"])
-            ck = f"{c['tokens_per_s']:,.0f}, {c['nvml_peak_gib']:.1f}, {ups_ckpt[-1]:.2f}x"
+            ck = f"{c['tokens_per_s']:,.0f}, {c['nvml_peak_gib']:.1f}, {ups_ckpt[-1]:.2f}x" + (
+                " (other machine)" if c.get("machine") != a.get("machine") else "")
         loss = f"{a['losses'][0]:.3f} / {b['losses'][0]:.3f}" if a["losses"] and b["losses"] else "-"
         lines.append(f"| {key[0]} | {key[1]} | {key[2]} | {key[3]}, {key[4]} | {a['tokens_per_s']:,.0f} | "
                      f"{b['tokens_per_s']:,.0f} | {up:.2f}x | {a['nvml_peak_gib']:.1f} | {b['nvml_peak_gib']:.1f} | "
@@ -313,7 +314,10 @@ def score(args) -> None:
             f"Speed-up of the app over plain TRL: median {statistics.median(ups):.2f}x, lowest {min(ups):.2f}x over "
             f"{len(ups)} configurations." if ups else "No complete pair.",
             f"With --grad-ckpt (equal-memory comparison): median {statistics.median(ups_ckpt):.2f}x, lowest "
-            f"{min(ups_ckpt):.2f}x over {len(ups_ckpt)}." if ups_ckpt else "", ""]
+            f"{min(ups_ckpt):.2f}x over {len(ups_ckpt)}." if ups_ckpt else "",
+            "Rows whose runs came from different machines (field `machine`) compare hosts as well as trainers: small "
+            "models' steps are bound by the host CPU's kernel launches." if len({r.get("machine") for r in rows}) > 1
+            else "", ""]
     text = "\n".join(head + lines) + "\n"
     print(text)
     if args.write:
