@@ -114,6 +114,9 @@ stats = cached_stats(str(path), spec.stage, spec.max_length, file_version(path),
 if not stats.get("ok"):
     st.warning(f"No token statistics: {stats.get('error')}")
 else:
+    # the Estimate page times the run with these (its tokens per example and example count)
+    st.session_state.data_stats = {"dataset": "" if source == SOURCES[0] else str(path), "rows": stats["rows"],
+                                   "mean_tokens": round(stats["total_tokens_estimate"] / max(stats["rows"], 1))}
     left, right = st.columns([3, 2])
     figure = px.histogram(x=stats["lengths"], nbins=40, labels={"x": "tokens per example"},
                           title=f"Token lengths ({stats['sampled']:,} of {stats['rows']:,} rows)")

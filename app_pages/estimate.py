@@ -55,14 +55,24 @@ lora_r = right.select_slider("LoRA rank r", [4, 8, 16, 32, 64, 128], value=spec.
                              (4, 8, 16, 32, 64, 128) else 16, disabled=method == "full")
 optimizer = left.selectbox("Optimizer", list(OPTIMIZERS), index=list(OPTIMIZERS).index(spec.optim)
                            if spec.optim in OPTIMIZERS else 0)
-examples = left.number_input("Training examples", 1, 10_000_000, 2000, step=500)
+# Defaults from the plan: a run capped at max_steps sees steps x batch x accumulation examples; the Data page
+# leaves the checked file's row count and mean tokens per example.
+data = st.session_state.get("data_stats")
+data = data if data and data["dataset"] == spec.dataset_name else None
+planned = spec.max_steps * spec.per_device_train_batch_size * spec.gradient_accumulation_steps
+examples = left.number_input("Training examples", 1, 10_000_000,
+                             planned if spec.max_steps > 0 else (data["rows"] if data else 2000), step=500,
+                             help="The plan's steps x batch x accumulation when it sets max steps; else the data's "
+                                  "rows (after the Data page), else 2,000.")
 tokens_each = left.number_input("Average tokens per example (0 = every example fills the sequence length)", 0,
-                                1_000_000, 0, help="The Data page shows it (median token length); it sets the time, "
+                                1_000_000, data["mean_tokens"] if data else 0,
+                                help="Filled in from the Data page once your data is checked; it sets the time, "
                                 "not the memory: the longest batch decides the memory.")
 
+epochs = spec.num_train_epochs if spec.max_steps <= 0 else 1.0  # max steps already counted the examples
 try:
     req = EstimateRequest(model=model, stage=stage, method=method, seq=seq, batch=batch, grad_ckpt=ckpt,
-                          lora_r=lora_r, optimizer=optimizer, examples=int(examples), epochs=spec.num_train_epochs,
+                          lora_r=lora_r, optimizer=optimizer, examples=int(examples), epochs=epochs,
                           tokens_per_example=min(int(tokens_each), seq))
     est = estimate_run(req, gpu)
 except EstimateError as e:
@@ -95,7 +105,7 @@ fig.update_layout(barmode="stack", height=380, yaxis_title="GiB", margin=dict(t=
                   yaxis_range=[0, max(est.peak_gib, gpu.vram_gib) * 1.1])
 st.plotly_chart(fig, width="stretch")
 st.caption(f"{est.params / 1e9:.2f} B parameters, {est.trainable_params / 1e6:,.1f} M trained · "
-           f"{est.tokens:,.0f} tokens ({int(examples):,} examples × {spec.num_train_epochs:g} epoch) · time from "
+           f"{est.tokens:,.0f} tokens ({int(examples):,} examples × {epochs:g} epoch) · time from "
            "6N FLOPs per token (4N with LoRA) at a measured share of the GPU's peak.")
 
 st.subheader(f"Largest catalog model on {gpu.name}, with these settings")

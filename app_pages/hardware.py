@@ -10,7 +10,7 @@ HERE = "here"  # the option "this computer"; the others are preset keys from eng
 
 
 def largest(advice) -> dict:
-    return {METHOD_NAMES[m]: (f"~{b:g}B" if b is not None else "not possible here")
+    return {METHOD_NAMES[m]: (f"~{b:g}B" if b is not None else "not offered here")
             for m, b in advice.largest_model_b.items()}
 
 

@@ -71,7 +71,7 @@ class MethodAdvice:
     tier: str                            # consumer | professional | cloud | apple | cpu | unknown
     reasons: list[str]
     caveats: list[str]
-    largest_model_b: dict[str, float | None]  # method -> rough largest model in billions; None = not possible here
+    largest_model_b: dict[str, float | None]  # method -> rough largest model in billions; None = not offered here
 
 
 @dataclass

@@ -49,3 +49,15 @@ def test_a_run_that_fits_only_with_checkpointing_says_training_turns_it_on():
     assert not at.exception
     assert at.warning and "turns checkpointing on by itself" in at.warning[0].value
     assert not at.error
+
+
+def test_a_capped_run_and_checked_data_set_the_time():
+    import dataclasses
+    at = _open()
+    at.session_state.spec = dataclasses.replace(at.session_state.spec, max_steps=100)  # the CPU path's plan
+    at.session_state.data_stats = {"dataset": "", "rows": 2400, "mean_tokens": 77}  # left by the Data page
+    at.run()
+    examples = next(n for n in at.number_input if n.label == "Training examples")
+    tokens = next(n for n in at.number_input if n.label.startswith("Average tokens per example"))
+    assert (examples.value, tokens.value) == (800, 77)
+    assert any("61,600 tokens (800 examples × 1 epoch)" in c.value for c in at.caption)

@@ -176,4 +176,4 @@ def test_the_lessons_exercise_is_answered_on_the_hardware_page(no_gpu):
     exercise = at.dataframe[-1].value.set_index("Machine")
     assert exercise.loc["NVIDIA RTX 4090 24 GB", "QLoRA"] == "~28B"
     assert exercise.loc["NVIDIA A100 80 GB", "QLoRA"] == "~93.3B"
-    assert exercise.loc["Apple M-series Max, 64 GB unified memory (e.g. M3 Max)", "QLoRA"] == "not possible here"
+    assert exercise.loc["Apple M-series Max, 64 GB unified memory (e.g. M3 Max)", "QLoRA"] == "not offered here"
