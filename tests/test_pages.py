@@ -90,6 +90,8 @@ def test_runs_page_follows_a_growing_run_directory(tmp_path, monkeypatch):
     assert chart["data"][0]["x"] == [1, 2, 3]
     titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")[1:]]
     assert "Speed" in titles and any(t.startswith("Model FLOP utilisation") for t in titles)
+    lr = next(json.loads(c.proto.spec) for c in at.get("plotly_chart") if "Learning rate" in c.proto.spec)
+    assert lr["layout"]["yaxis"]["range"] == [0, 2e-4], "a constant rate is drawn at its value, not as 0"
 
     (run_dir / "metrics.jsonl").unlink()
     grow(run_dir, 7)

@@ -36,6 +36,8 @@ def metric_chart(records: list[dict], key: str, title: str, unit: str, line: flo
         fig.add_hline(y=line, line_dash="dash", annotation_text=f"estimated peak {line:.1f}")
     fig.update_layout(title=title, xaxis_title="step", yaxis_title=unit, height=260,
                       margin={"l": 10, "r": 10, "t": 40, "b": 10})
+    if values and min(values) == max(values) and values[0] > 0:  # a constant (e.g. the learning rate): plotly
+        fig.update_yaxes(range=[0, 2 * values[0]])                 # would centre it in [-1, 1] and it reads as 0
     return fig
 
 
@@ -43,7 +45,7 @@ def build_charts(run_dir: str, records: list[dict]) -> list[tuple[str, go.Figure
     predicted = rundir.read_status(run_dir).get("estimated_peak_gib")
     panels = [("learning_rate", "Learning rate", "", None), ("grad_norm", "Gradient norm", "", None),
               ("tokens_per_second", "Speed", "tokens / s", None),
-              ("mfu_percent", "Model FLOP utilisation (6N or 4N per token over the device's peak)", "% of peak", None),
+              ("mfu_percent", "Model FLOP utilisation", "% of the device's peak", None),
               ("memory_gib", "Memory", "GiB", predicted)]
     figures = [("loss", loss_chart(records))]
     return figures + [(key, metric_chart(records, key, title, unit, line)) for key, title, unit, line in panels
