@@ -83,9 +83,13 @@ def register() -> str:
 
 
 def wanted(device: str) -> bool:
-    """Padding-free batches where they pay: on CUDA with torch's varlen kernel. On the CPU the per-example loop
-    is exact but saves little on the short rows a CPU trains on, so padded batches stay the default there."""
-    return device == "cuda" and _varlen_kernel() is not None
+    """Padding-free batches where they pay: on CUDA with torch's varlen kernel, which is FlashAttention and so needs
+    compute capability 8.0 or newer (A100, RTX 30xx and later; not T4/V100). On the CPU the per-example loop is
+    exact but saves little on the short rows a CPU trains on, so padded batches stay the default there."""
+    if device != "cuda" or _varlen_kernel() is None:
+        return False
+    import torch
+    return torch.cuda.get_device_capability()[0] >= 8
 
 
 def collator(tokenizer):
