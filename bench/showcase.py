@@ -31,7 +31,8 @@ from engine.spec import CPU_RUN  # noqa: E402
 #   linear 1e-3, 80                   77.9 %
 #   linear 3e-3, 80                   80.4 %
 #   constant 1e-3, 80                 90.0 %
-#   constant 1e-3, 100                see the latest results file (~2.6 s/step after the CPU changes)
+#   constant 1e-3, 100                96.3 % (96.2 % generated; ~2.5-3 s/step after the CPU changes)
+# (teacher-forced: bench/priority_probe.py RUN_DIR)
 RECIPE = {"--stage": "sft", "--method": "lora", **{"--" + k.replace("_", "-"): str(v) for k, v in CPU_RUN.items()}}
 TARGETS = {"valid JSON": 0.95, "priority right": 0.95, "title exact": 0.90}
 BUDGET_S = 300
