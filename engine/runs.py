@@ -48,7 +48,21 @@ def connect() -> sqlite3.Connection:
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA busy_timeout=30000")
     db.execute(SCHEMA)
+    if "boot_id" not in {c["name"] for c in db.execute("PRAGMA table_info(runs)")}:
+        try:  # registries made before this column existed
+            db.execute("ALTER TABLE runs ADD COLUMN boot_id TEXT")
+        except sqlite3.OperationalError:
+            pass  # another process added it a moment ago
     return db
+
+
+def boot_id() -> str:
+    """This boot of the machine (Linux); "" where unknown. A process ID recorded in another boot names some other
+    process now, so a run's PIDs count only in the boot that recorded them."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
 
 
 def slot_count() -> int:
@@ -122,7 +136,7 @@ def _start_supervisor(run_id: int) -> None:
                                 start_new_session=True, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
                                 cwd=str(paths.REPO))
     threading.Thread(target=proc.wait, daemon=True).start()  # reap it, so it never lingers as a zombie
-    connect().execute("UPDATE runs SET supervisor_pid=? WHERE id=?", (proc.pid, run_id))
+    connect().execute("UPDATE runs SET supervisor_pid=?, boot_id=? WHERE id=?", (proc.pid, boot_id(), run_id))
 
 
 def _claim(db: sqlite3.Connection, run_id: int) -> list[int] | None:
@@ -165,7 +179,7 @@ def supervise(run_id: int) -> None:
     with open(run_dir / "train.log", "a") as log:
         trainer = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                    env=env, cwd=str(paths.REPO))
-        db.execute("UPDATE runs SET pid=? WHERE id=?", (trainer.pid, run_id))
+        db.execute("UPDATE runs SET pid=?, boot_id=? WHERE id=?", (trainer.pid, boot_id(), run_id))
         code = trainer.wait()
     record_end(db, run_id, code)
 
@@ -209,11 +223,13 @@ def _alive(pid: int | None) -> bool:
 
 def reconcile(db: sqlite3.Connection) -> None:
     """After an app or machine restart: settle runs whose supervisor is gone; restart waiting ones."""
+    this_boot = boot_id()
     for run in db.execute("SELECT * FROM runs WHERE state IN ('running', 'queued')").fetchall():
-        if _alive(run["supervisor_pid"]):
+        same_boot = not (run["boot_id"] and this_boot and run["boot_id"] != this_boot)
+        if same_boot and _alive(run["supervisor_pid"]):
             continue
         if run["state"] == "running":
-            if not _alive(run["pid"]):  # an orphaned trainer still running is left to finish
+            if not (same_boot and _alive(run["pid"])):  # an orphaned trainer still running is left to finish
                 record_end(db, run["id"], None)
         else:
             _start_supervisor(run["id"])

@@ -136,3 +136,20 @@ def test_stop_then_resume_continues_the_same_curve(tiny_model):
     assert done["state"] == "completed", done["error"]
     steps = [m["step"] for m in rundir.read_metrics(run["run_dir"]) if "loss" in m]
     assert steps == list(range(1, checkpoint + 5)), (stopped_at, checkpoint, steps)
+
+
+def test_a_run_from_before_a_reboot_is_not_kept_alive_by_a_reused_pid(tmp_path):
+    """After a restart, the recorded PIDs may belong to new, unrelated processes (here: this test's own, which is
+    alive). The run must still be settled as ended, not shown as running forever, and never signalled."""
+    run_dir = tmp_path / "old-run"
+    run_dir.mkdir()
+    db = runs.connect()
+    run_id = db.execute("INSERT INTO runs (owner, run_dir, stage, method, state, submitted_at, started_at, pid, "
+                        "supervisor_pid, boot_id) VALUES ('me', ?, 'sft', 'lora', 'running', ?, ?, ?, ?, 'a-boot-ago')",
+                        (str(run_dir), time.time() - 600, time.time() - 590, os.getpid(), os.getpid())).lastrowid
+    same_boot = db.execute("INSERT INTO runs (owner, run_dir, stage, method, state, submitted_at, started_at, pid, "
+                           "supervisor_pid, boot_id) VALUES ('me', ?, 'sft', 'lora', 'running', ?, ?, ?, ?, ?)",
+                           (str(run_dir), time.time(), time.time(), os.getpid(), os.getpid(), runs.boot_id())).lastrowid
+    states = {r["id"]: r for r in runs.list_runs()}
+    assert states[run_id]["state"] == "failed" and "disappeared" in states[run_id]["error"]
+    assert states[same_boot]["state"] == "running", "a live process recorded in this boot still counts"
