@@ -12,10 +12,12 @@ Everything outside a padding-free training batch (generation, padded evaluation)
 own SDPA path, so a model loaded this way behaves like an "sdpa" model. The saved model does not record the name.
 """
 import inspect
+from functools import lru_cache
 
 ATTENTION = "varlen_sdpa"
 
 
+@lru_cache(maxsize=1)  # looked up by every attention layer of every step: import and inspect once
 def _varlen_kernel():
     """torch's varlen FlashAttention and how to ask it for a causal mask (its signature changed in 2.10), or None."""
     try:
