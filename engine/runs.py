@@ -115,12 +115,9 @@ def _predicted_peak_gib(spec: RunSpec) -> float | None:
     """The estimator's peak for this run, drawn as a line on the live memory chart (GPU runs only)."""
     if not gpu_count():
         return None
-    from engine.estimate import EstimateError, EstimateRequest, peak_gib
+    from engine.estimate import EstimateError, peak_gib, request_for
     try:
-        return peak_gib(EstimateRequest(
-            model=spec.model_name_or_path, stage=spec.stage, method=spec.method, seq=spec.max_length,
-            batch=spec.per_device_train_batch_size, grad_ckpt=spec.gradient_checkpointing, lora_r=spec.lora_r,
-            optimizer=spec.optim))
+        return peak_gib(request_for(spec))
     except (EstimateError, ValueError, OSError):
         return None  # a model the estimator cannot read still trains; the chart just has no line
 
