@@ -94,12 +94,7 @@ def attention_span(path: Path, cfg: dict) -> float:
 
 def model_flops_per_token(cfg: dict, span: float) -> float:
     from engine import estimate
-    shape = estimate._shape(MODELS[cfg["model"]])
-    n = shape.params()
-    flops = (6 if cfg["method"] == "full" else 4) * n + 6 * shape.layers * shape.hidden * span
-    if cfg["stage"] == "dpo":
-        flops += 2 * n
-    return flops
+    return estimate.model_flops_per_token(estimate._shape(MODELS[cfg["model"]]), cfg["stage"], cfg["method"], span)
 
 
 def plain(args) -> int:

@@ -153,18 +153,27 @@ def checkpointing_needed(req: EstimateRequest, free_gib: float) -> tuple[bool, f
     return without - vram.CONTEXT_GIB > 0.90 * free_gib, without
 
 
+def model_flops_per_token(shape: vram.Shape, stage: str, method: str, attention_span: float = 0.0) -> float:
+    """Model FLOPs a training step spends per token (PaLM, Chowdhery et al. 2022, appendix B): 6N for full
+    fine-tuning, 4N with frozen weights (no weight gradients), + causal attention 6 L h s for sequences of
+    attention_span tokens (12 L h s halved by the mask; 0 leaves attention out, as the usual 6N figure does), +2N for
+    the reference model's forward in DPO and RL. Recomputation under checkpointing is not model work: not counted."""
+    n = shape.params()
+    flops = (6 if method == "full" else 4) * n + 6 * shape.layers * shape.hidden * attention_span
+    if stage in ("dpo", "rl"):
+        flops += 2 * n                              # the reference model's forward (adapter disabled, or a copy)
+    return flops
+
+
 def hours(req: EstimateRequest, gpu: Gpu) -> tuple[float, float]:
     """(training tokens, hours) for examples x epochs at the measured utilisation of this GPU class."""
     shape = _shape(req.model)
     n = shape.params()
     per_example = req.tokens_per_example or req.seq
     tokens = req.examples * req.epochs * per_example * (2 if req.stage in ("dpo", "rm") else 1)
-    # PaLM appendix B: 6N per token, + attention 12 L h s (halved for causal masking: 6 L h s)
-    flops_per_token = (6 if req.method == "full" else 4) * n + 6 * shape.layers * shape.hidden * per_example
+    flops_per_token = model_flops_per_token(shape, req.stage, req.method, per_example)
     if req.grad_ckpt:
         flops_per_token += 2 * n                    # one more forward
-    if req.stage in ("dpo", "rl"):
-        flops_per_token += 2 * n                    # the reference model's forward (adapter disabled, or a copy)
     if req.stage == "rl":
         flops_per_token += 4 * n                    # rough: generating the rollouts + scoring them
     cls = _mfu()["classes"].get(gpu.mfu_class, _mfu()["classes"]["other"])

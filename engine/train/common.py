@@ -200,13 +200,13 @@ class StopRequested:
 
 
 def mfu_basis(spec: RunSpec, model_path: str) -> tuple[float, float] | None:
-    """(model FLOPs per token, peak FLOP/s of all devices training) for the live MFU figure: 6N per token for full
-    fine-tuning, 4N with frozen weights, +2N for DPO's reference forward (PaLM, Chowdhery et al. 2022, app. B;
-    attention left out, as in the usual 6N figure). None when the model or the device's peak is unknown."""
+    """(model FLOPs per token, peak FLOP/s of all devices training) for the live MFU figure
+    (engine.estimate.model_flops_per_token, attention left out as in the usual 6N figure). None when the model or
+    the device's peak is unknown."""
     try:
         import torch
         from engine import estimate, hardware
-        n = estimate._shape(model_path).params()
+        per_token = estimate.model_flops_per_token(estimate._shape(model_path), spec.stage, spec.method)
         if torch.cuda.is_available():
             props = torch.cuda.get_device_properties(0)
             peak = hardware.peak_tflops(props.name, props.total_memory / 2**30) * spec.num_processes
@@ -214,7 +214,6 @@ def mfu_basis(spec: RunSpec, model_path: str) -> tuple[float, float] | None:
             peak = hardware.peak_tflops("cpu", 0)
     except Exception:  # noqa: BLE001  (a model the estimator cannot read trains without the figure)
         return None
-    per_token = (6 if spec.method == "full" else 4) * n + (2 * n if spec.stage == "dpo" else 0)
     return (per_token, peak * 1e12) if peak else None
 
 
