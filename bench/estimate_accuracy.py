@@ -61,14 +61,16 @@ GRIDS = {
 
 
 class NvmlPeak(threading.Thread):
-    """Highest `used` memory NVML reports for GPU 0 while running (what nvidia-smi shows and what runs out)."""
+    """Highest `used` memory NVML reports for one GPU while running (what nvidia-smi shows and what runs out):
+    `index`, or the first GPU this process is given."""
 
-    def __init__(self):
+    def __init__(self, index: int | None = None):
         super().__init__(daemon=True)
         import pynvml
         pynvml.nvmlInit()
         # NVML numbers GPUs physically, ignoring CUDA_VISIBLE_DEVICES: sample the one the run was given
-        index = int(os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0])
+        if index is None:
+            index = int(os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0])
         self.nvml, self.handle = pynvml, pynvml.nvmlDeviceGetHandleByIndex(index)
         self.peak, self.stop_flag = 0, threading.Event()
 

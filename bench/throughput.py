@@ -35,7 +35,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from bench.estimate_accuracy import versions  # noqa: E402
+from bench.estimate_accuracy import NvmlPeak, versions  # noqa: E402
 
 MODELS = {"135m": "HuggingFaceTB/SmolLM2-135M-Instruct", "0.5b": "Qwen/Qwen2.5-0.5B", "1b": "meta-llama/Llama-3.2-1B",
           "8b": "meta-llama/Llama-3.1-8B"}
@@ -178,25 +178,6 @@ def tokens_per_second(metrics: Path) -> tuple[float | None, list[float]]:
     return (statistics.median(rates) if rates else None), [r["loss"] for r in logs]
 
 
-class Peak(threading.Thread):
-    def __init__(self, index: int):
-        super().__init__(daemon=True)
-        import pynvml
-        pynvml.nvmlInit()
-        self.nvml, self.handle = pynvml, pynvml.nvmlDeviceGetHandleByIndex(index)
-        self.peak, self.done = 0, threading.Event()
-
-    def run(self):
-        while not self.done.is_set():
-            self.peak = max(self.peak, self.nvml.nvmlDeviceGetMemoryInfo(self.handle).used)
-            time.sleep(0.005)
-
-    def stop(self) -> float:
-        self.done.set()
-        self.join()
-        return self.peak / 2**30
-
-
 _model_locks: dict[str, threading.Lock] = {}
 
 
@@ -217,12 +198,12 @@ def one(way: str, cfg: dict, gpu: int, meta: dict) -> dict:
     data = make_dataset(cfg, cfg["batch"] * (STEPS + 2) + 8, WORK / name / "data.jsonl")
     cmd = command(way, cfg, model_dir(cfg["model"]), data, work / "run")
     (work / "run").mkdir()
-    peak = Peak(gpu)
+    peak = NvmlPeak(gpu)
     peak.start()
     t0 = time.time()
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True,
                           env={**os.environ, "CUDA_VISIBLE_DEVICES": str(gpu)})
-    record = {**meta, **cfg, "way": way, "nvml_peak_gib": peak.stop(), "wall_s": round(time.time() - t0, 1),
+    record = {**meta, **cfg, "way": way, "nvml_peak_gib": peak.stop() / 2**30, "wall_s": round(time.time() - t0, 1),
               "error": None if proc.returncode == 0 else proc.stderr[-800:]}
     tps, losses = tokens_per_second(work / "run" / "metrics.jsonl")
     span = attention_span(data, cfg)
