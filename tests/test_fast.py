@@ -46,3 +46,50 @@ def test_padding_free_training_follows_the_padded_loss_curve(tmp_path, tiny_mode
     assert len(losses["packed"]) == 4
     for a, b in zip(losses["padded"], losses["packed"]):
         assert abs(a - b) < 1e-3 * max(1.0, abs(a)), losses
+
+
+def test_a_packed_preference_call_gives_the_padded_call_s_log_probs_and_gradients(tiny_model):
+    """DPO's batch (chosen and rejected rows padded to the longest) run as one packed row must hand TRL the same
+    per-token log-probabilities, in the same padded layout, and the same gradients."""
+    from trl.trainer.utils import add_fused_lm_head
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    models = []
+    for packed in (False, True):
+        model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32, attn_implementation=fast.register())
+        add_fused_lm_head(model)
+        if packed:
+            fast.pack_padded_calls(model)
+        models.append(model)
+    rows = [tok(t)["input_ids"] for t in ("prompt one answer good", "prompt two is longer, answer fine and long",
+                                          "prompt one answer bad", "p")]
+    width = max(map(len, rows))
+    input_ids = torch.tensor([r + [tok.pad_token_id] * (width - len(r)) for r in rows])
+    attention_mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
+    labels = input_ids.masked_fill(attention_mask == 0, -100)
+    labels[:, :2] = -100  # the "prompt"
+    outs = [m(input_ids=input_ids, attention_mask=attention_mask, labels=labels, fused_lm_head=True) for m in models]
+    padded, packed = outs
+    assert packed.log_probs.shape == padded.log_probs.shape == (4, width - 1)
+    torch.testing.assert_close(packed.log_probs, padded.log_probs, atol=1e-5, rtol=1e-4)
+    assert (packed.log_probs[attention_mask[:, 1:] == 0] == 0).all()  # nothing scored on padding
+    for out in outs:
+        out.log_probs.sum().backward()
+    grads = [m.model.layers[0].mlp.up_proj.weight.grad for m in models]
+    torch.testing.assert_close(grads[1], grads[0], atol=1e-5, rtol=1e-4)
+
+
+def test_padding_free_dpo_follows_the_padded_loss_curve(tmp_path, tiny_model):
+    losses = {}
+    for name, padding_free in (("padded", False), ("packed", True)):
+        config = tmp_path / f"{name}.yaml"
+        config.write_text(yaml.safe_dump({"extra": {"padding_free": padding_free}}))
+        out = tmp_path / name
+        r = run_cli("engine.train", "--config", str(config), "--stage", "dpo", "--method", "full",
+                    "--model", str(tiny_model), "--max-steps", "3", "--batch", "4", "--lr", "1e-3",
+                    "--eval-steps", "1000", "--save-steps", "1000", "--output-dir", str(out))
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert ("batches: padding-free" in r.stdout) == padding_free
+        losses[name] = [(m["loss"], m["rewards/margins"]) for m in read_jsonl(out / "metrics.jsonl") if "loss" in m]
+    assert len(losses["packed"]) == 3
+    for (a, ma), (b, mb) in zip(losses["padded"], losses["packed"]):
+        assert abs(a - b) < 1e-3 and abs(ma - mb) < 1e-3, losses

@@ -8,11 +8,13 @@ LoRA/QLoRA, TRL computes it by switching the adapter off, so no second copy is l
 a frozen copy (twice the weight memory). Logged per step: rewards/chosen, rewards/rejected, rewards/margins (how
 much more the policy prefers the chosen answer than the reference does) and rewards/accuracies (share of pairs
 where it prefers the chosen one).
+On a GPU, the policy's and the reference's forward passes skip the padding (engine/train/fast.py,
+`pack_padded_calls`); `extra: {padding_free: false}` turns that off.
 """
 from pathlib import Path
 
 from engine.spec import RunSpec
-from engine.train import common
+from engine.train import common, fast
 from engine.train.defaults import trl_config
 
 
@@ -26,7 +28,11 @@ def main(spec: RunSpec, run_dir: Path, resume: bool) -> int:
     device, dtype, precision = common.device_and_dtype()
     common.decide_grad_ckpt(spec, model_path, device)
     tokenizer = common.load_tokenizer(model_path)
-    model = AutoModelForCausalLM.from_pretrained(model_path, **common.model_kwargs(spec, dtype))
+    padding_free = spec.extra.get("padding_free", fast.wanted(device))
+    kwargs = common.model_kwargs(spec, dtype)
+    if padding_free:
+        kwargs["attn_implementation"] = fast.register()  # the reference model inherits it (TRL copies the setting)
+    model = AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
     common.record_versions(run_dir, device)
 
     shared = common.training_args(spec, run_dir, precision, has_eval=bool(eval_rows))
@@ -36,5 +42,12 @@ def main(spec: RunSpec, run_dir: Path, resume: bool) -> int:
         train_dataset=Dataset.from_list(train_rows),
         eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
         callbacks=[common.run_dir_callback(run_dir, common.mfu_basis(spec, model_path))])
+    if padding_free:
+        from peft import PeftModel
+        policy = trainer.model.get_base_model() if isinstance(trainer.model, PeftModel) else trainer.model
+        for patched in (policy, trainer.ref_model):  # the objects TRL gave its fused LM head
+            if patched is not None:
+                fast.pack_padded_calls(patched)
+        print("batches: padding-free (chosen and rejected answers packed into one row; varlen attention)", flush=True)
     common.train(trainer, run_dir, resume)
     return common.finish_ok(trainer, tokenizer, run_dir)

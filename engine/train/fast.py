@@ -1,4 +1,4 @@
-"""Speed: padding-free batches for SFT (no compute on padding tokens), and TRL's LM head on the CPU.
+"""Speed: padding-free batches for SFT and DPO (no compute on padding tokens), and TRL's LM head on the CPU.
 
 A batch of 8 chat examples of 60..900 tokens padded to its longest row spends much of every matrix product on
 pad tokens. TRL's collator can instead concatenate the batch into one row and mark where each example starts
@@ -7,6 +7,10 @@ attention must then keep every example to itself. TRL documents this for the fla
 is a separate CUDA build. PyTorch (>= 2.9) ships the same FlashAttention kernel as `torch.nn.attention.varlen`, so
 this module registers it with transformers under the name "varlen_sdpa" and uses it on CUDA. On the CPU (tests,
 laptops) the same function loops over the examples with SDPA, which is exact and keeps the path testable.
+
+DPO: TRL 1.16 switched its own padding-free mode off ("temporarily unavailable after a refactor"). Its collator pads
+chosen and rejected answers of the whole batch to the longest of them, 2 x batch rows; `pack_padded_calls` runs
+each such call as one packed row and hands back the per-token results in the padded layout TRL expects.
 
 Everything outside a padding-free training batch (generation, padded evaluation) falls through to transformers'
 own SDPA path, so a model loaded this way behaves like an "sdpa" model. The saved model does not record the name.
@@ -100,6 +104,59 @@ def collator(tokenizer):
     the dataset either way (trl/trainer/sft_trainer.py, _prepare_dataset)."""
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
     return DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id, padding_free=True)
+
+
+PER_TOKEN = ("log_probs", "entropy", "log_sum_sq_probs", "mean_logits", "is_top1")  # TRL's FusedCausalLMOutput
+
+
+def pack_padded_calls(model) -> None:
+    """Wrap `model.forward` (TRL's fused LM head, `add_fused_lm_head`) so that a call on a right-padded batch, as
+    DPOTrainer makes for the policy and the reference, runs as one row of only the real tokens with the sequence
+    bounds the varlen attention reads. TRL gets back its usual (rows, length - 1) per-token fields, zero where there
+    is no label, so its loss code is untouched. Only for a model loaded with attn_implementation=ATTENTION: plain SDPA
+    would let the packed sequences attend to each other."""
+    inner = model.forward
+    if getattr(inner, "_tunewise_packed", False):
+        return
+
+    def forward(*args, fused_lm_head=False, input_ids=None, attention_mask=None, labels=None, **kwargs):
+        if not fused_lm_head or args or input_ids is None or attention_mask is None or labels is None:
+            return inner(*args, fused_lm_head=fused_lm_head, input_ids=input_ids, attention_mask=attention_mask,
+                         labels=labels, **kwargs)
+        packed, unpack = _pack(input_ids, attention_mask, labels)
+        out = inner(fused_lm_head=True, **packed, **kwargs)
+        for name in PER_TOKEN:
+            if getattr(out, name, None) is not None:
+                out[name] = unpack(out[name])
+        return out
+
+    forward._tunewise_packed = True
+    model.forward = forward
+
+
+def _pack(input_ids, attention_mask, labels):
+    """One row of the real tokens of a padded batch (each row's tokens contiguous, as TRL's collators pad), and the
+    function that puts a packed per-token result (1, tokens - 1) back into the padded (rows, length - 1) layout."""
+    import torch
+    mask = attention_mask.bool()
+    lengths = mask.sum(1)
+    position = mask.long().cumsum(1) - 1
+    cu = torch.zeros(len(lengths) + 1, dtype=torch.int32, device=input_ids.device)
+    cu[1:] = lengths.cumsum(0)
+    longest = int(lengths.max())  # one host sync per call, not one per layer
+    # A row's first token is never a target (nothing precedes it); in the packed row it would be scored as the
+    # continuation of the previous example, so it gets no label.
+    packed = {"input_ids": input_ids[mask][None], "position_ids": position[mask][None],
+              "labels": labels.masked_fill(position == 0, -100)[mask][None],
+              "cu_seq_lens_q": cu, "cu_seq_lens_k": cu, "max_length_q": longest, "max_length_k": longest}
+    source = (mask.flatten().long().cumsum(0) - 1).view_as(mask)[:, :-1]  # packed index of each real token
+    scored = mask[:, 1:]  # padded position c holds the score of token c + 1: real where that token is
+
+    def unpack(values):
+        full = values.new_zeros(scored.shape)
+        full[scored] = values[0, source[scored]]
+        return full
+    return packed, unpack
 
 
 def score_only_labelled_positions() -> None:
