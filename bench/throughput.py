@@ -43,6 +43,7 @@ BATCH = {"135m": 8, "0.5b": 8, "1b": 8, "8b": 4}  # 8B: full DPO holds a second 
 PEAK_TFLOPS = {"datasheet": 989.0, "measured": 790.0}
 STEPS = int(os.environ.get("THROUGHPUT_STEPS", "14"))
 WORK, MODELS_ROOT = Path("/tmp/tw_tp"), Path("/tmp/tw_models")
+PROFILE = False  # run --profile: each run under bench/profile_run.py; its kernel table goes to OUT/profiles/
 
 
 def configs(models: list[str]) -> list[dict]:
@@ -156,18 +157,42 @@ def check(args) -> None:
         worst = max((packed[int(cu[i]):int(cu[i + 1])] - a).abs().max().item() for i, a in enumerate(alone))
         scale = max(a.abs().max().item() for a in alone)
         print(json.dumps({"check": key, "max_abs_diff": worst, "max_abs_logit": scale}), flush=True)
+        # DPO: a right-padded batch through TRL's fused LM head, padded vs packed (fast.pack_padded_calls)
+        from trl.trainer.utils import add_fused_lm_head
+        add_fused_lm_head(ref)
+        width = max(lengths)
+        ids = torch.stack([torch.nn.functional.pad(s, (0, width - len(s))) for s in seqs])
+        mask = torch.stack([torch.arange(width, device="cuda") < n for n in lengths]).long()
+        labels = ids.masked_fill(mask == 0, -100)
+        labels[:, :3] = -100
+        with torch.inference_mode():
+            padded = ref(input_ids=ids, attention_mask=mask, labels=labels, fused_lm_head=True).log_probs.float()
+            fast.pack_padded_calls(ref)
+            packed = ref(input_ids=ids, attention_mask=mask, labels=labels, fused_lm_head=True).log_probs.float()
+        print(json.dumps({"check": key + " dpo packed log-probs", "max_abs_diff": (packed - padded).abs().max().item(),
+                          "max_abs_logp": padded.abs().max().item(),
+                          "sum_diff": (packed.sum(1) - padded.sum(1)).abs().max().item()}), flush=True)
         del ref
         torch.cuda.empty_cache()
 
 
 def command(way: str, cfg: dict, model_dir: Path, data: Path, out: Path) -> list[str]:
+    """One run's command line. Ways: plain (a), app (b), app_ckpt (b with --grad-ckpt); a "_padded" suffix turns the
+    app's padding-free batches off (`extra: {padding_free: false}`), to tell that gain from the others."""
+    profile = [str(REPO / "bench/profile_run.py"), "--label", way] if PROFILE else []
     if way == "plain":
-        return [sys.executable, __file__, "plain", "--cfg", json.dumps(cfg), "--model-dir", str(model_dir),
-                "--data", str(data), "--out", str(out)]
-    return [sys.executable, "-m", "engine.train", "--stage", cfg["stage"], "--method", cfg["method"],
+        return [sys.executable, *(profile or [__file__, "plain"]), "--cfg", json.dumps(cfg), "--model-dir",
+                str(model_dir), "--data", str(data), "--out", str(out)] + (["--plain"] if profile else [])
+    extra = []
+    if way.endswith("_padded"):
+        config = out.parent / "padded.yaml"
+        config.write_text("extra:\n  padding_free: false\n")
+        extra = ["--config", str(config)]
+    return [sys.executable, *(profile + ["--"] if profile else ["-m", "engine.train"]), *extra,
+            "--stage", cfg["stage"], "--method", cfg["method"],
             "--model", str(model_dir), "--dataset", str(data), "--seq", str(cfg["seq"]), "--batch", str(cfg["batch"]),
             "--max-steps", str(STEPS), "--save-steps", "1000000", "--eval-steps", "1000000",
-            "--output-dir", str(out)] + (["--grad-ckpt"] if way == "app_ckpt" else [])
+            "--output-dir", str(out)] + (["--grad-ckpt"] if way.startswith("app_ckpt") else [])
 
 
 def tokens_per_second(metrics: Path) -> tuple[float | None, list[float]]:
@@ -203,7 +228,11 @@ def one(way: str, cfg: dict, gpu: int, meta: dict) -> dict:
     t0 = time.time()
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True,
                           env={**os.environ, "CUDA_VISIBLE_DEVICES": str(gpu)})
-    record = {**meta, **cfg, "way": way, "nvml_peak_gib": peak.stop() / 2**30, "wall_s": round(time.time() - t0, 1),
+    if PROFILE:
+        profiles = Path(meta["out"]) / "profiles"
+        profiles.mkdir(exist_ok=True)
+        (profiles / f"{name}-{way}.txt").write_text(proc.stdout[proc.stdout.find('{"profile"'):] + proc.stderr[-1500:])
+    record = {**{k: v for k, v in meta.items() if k != "out"}, **cfg, "way": way, "nvml_peak_gib": peak.stop() / 2**30, "wall_s": round(time.time() - t0, 1),
               "error": None if proc.returncode == 0 else proc.stderr[-800:]}
     tps, losses = tokens_per_second(work / "run" / "metrics.jsonl")
     span = attention_span(data, cfg)
@@ -223,14 +252,17 @@ def run(args) -> None:
     gpus = list(range(pynvml.nvmlDeviceGetCount()))
     name = pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetHandleByIndex(0))
     meta = {"date": datetime.date.today().isoformat(), "gpu": name if isinstance(name, str) else name.decode(),
-            "versions": versions()}
+            "versions": versions(), "out": str(out)}
+    global PROFILE
+    PROFILE = args.profile
     for key in args.models.split(","):  # before any run, so no measurement shares its GPU with a model being built
         model_dir(key)
     jobs: queue.Queue = queue.Queue()
     ways = args.ways.split(",")
     for way in ways:  # every plain/app pair first; the equal-memory variant after
         for cfg in configs(args.models.split(",")):
-            jobs.put((way, cfg))
+            if not args.only or f"{cfg['model']}:{cfg['stage']}:{cfg['method']}" in args.only.split(","):
+                jobs.put((way, cfg))
     start, lock = time.time(), threading.Lock()
 
     def worker(gpu: int):
@@ -308,6 +340,8 @@ def main() -> None:
     r.add_argument("--models", default="135m,0.5b,1b,8b")
     r.add_argument("--ways", default="plain,app")
     r.add_argument("--budget-s", type=float, default=540)
+    r.add_argument("--only", help="these configurations only, e.g. 1b:sft:qlora,1b:dpo:lora")
+    r.add_argument("--profile", action="store_true", help="profile steps 6-9 of each run (bench/profile_run.py)")
     s = sub.add_parser("score")
     s.add_argument("results")
     s.add_argument("--write", help="also write the table to this markdown file")
