@@ -181,8 +181,8 @@ def command(way: str, cfg: dict, model_dir: Path, data: Path, out: Path) -> list
     app's padding-free batches off (`extra: {padding_free: false}`), to tell that gain from the others."""
     profile = [str(REPO / "bench/profile_run.py"), "--label", way] if PROFILE else []
     if way == "plain":
-        return [sys.executable, *(profile or [__file__, "plain"]), "--cfg", json.dumps(cfg), "--model-dir",
-                str(model_dir), "--data", str(data), "--out", str(out)] + (["--plain"] if profile else [])
+        return [sys.executable, *(profile or [__file__, "plain"]), "--plain" if profile else "--cfg", json.dumps(cfg),
+                "--model-dir", str(model_dir), "--data", str(data), "--out", str(out)]
     extra = []
     if way.endswith("_padded"):
         config = out.parent / "padded.yaml"
@@ -229,9 +229,8 @@ def one(way: str, cfg: dict, gpu: int, meta: dict) -> dict:
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True,
                           env={**os.environ, "CUDA_VISIBLE_DEVICES": str(gpu)})
     if PROFILE:
-        profiles = Path(meta["out"]) / "profiles"
-        profiles.mkdir(exist_ok=True)
-        (profiles / f"{name}-{way}.txt").write_text(proc.stdout[proc.stdout.find('{"profile"'):] + proc.stderr[-1500:])
+        with (Path(meta["out"]) / "profiles.txt").open("a") as f:  # one file: few files come back from the machine
+            f.write(f"\n=== {name} {way}\n" + proc.stdout[proc.stdout.find('{"profile"'):] + proc.stderr[-800:])
     record = {**{k: v for k, v in meta.items() if k != "out"}, **cfg, "way": way, "nvml_peak_gib": peak.stop() / 2**30, "wall_s": round(time.time() - t0, 1),
               "error": None if proc.returncode == 0 else proc.stderr[-800:]}
     tps, losses = tokens_per_second(work / "run" / "metrics.jsonl")

@@ -93,3 +93,21 @@ def test_padding_free_dpo_follows_the_padded_loss_curve(tmp_path, tiny_model):
     assert len(losses["packed"]) == 3
     for (a, ma), (b, mb) in zip(losses["padded"], losses["packed"]):
         assert abs(a - b) < 1e-3 and abs(ma - mb) < 1e-3, losses
+
+
+def test_lora_layers_skip_the_fp32_round_trip_and_compute_the_same(tiny_model):
+    """Under bf16 autocast the adapter's products run in bf16 whether or not PEFT first copies the input to fp32:
+    switching the copy off must not change the output, and the adapter weights AdamW updates stay fp32."""
+    from peft import LoraConfig, get_peft_model
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.bfloat16)
+    model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", lora_dropout=0.0,
+                                             init_lora_weights=False))  # non-zero B: the adapter contributes
+    ids = torch.tensor([[5, 17, 92, 3, 44, 8]])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        before = model(input_ids=ids).logits
+        switched = fast.lora_inputs_in_compute_dtype(model)
+        after = model(input_ids=ids).logits
+    assert switched == 2 * 7  # 2 blocks x q, k, v, o, gate, up, down
+    torch.testing.assert_close(after, before)
+    assert all(p.dtype == torch.float32 for n, p in model.named_parameters() if "lora_" in n)

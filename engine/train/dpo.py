@@ -49,5 +49,7 @@ def main(spec: RunSpec, run_dir: Path, resume: bool) -> int:
             if patched is not None:
                 fast.pack_padded_calls(patched)
         print("batches: padding-free (chosen and rejected answers packed into one row; varlen attention)", flush=True)
+    if spec.uses_peft and precision.get("bf16"):
+        fast.lora_inputs_in_compute_dtype(trainer.model)
     common.train(trainer, run_dir, resume)
     return common.finish_ok(trainer, tokenizer, run_dir)
