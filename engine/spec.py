@@ -35,7 +35,8 @@ SMALL_MODEL_LORA_LR = 1e-3
 # A run on the CPU (the Hardware page's plan when there is no GPU): the embedded model's LoRA SFT on the bundled Task
 # API set reaches the seed's targets in this many steps of 8, ~4.5 minutes on 2 cores (bench/showcase.py); one
 # held-out pass at the end (a CPU eval pass costs as much as ~10 steps), a checkpoint half-way for resume, and no
-# LoRA dropout (its input copies were 17 % of a CPU step; 100 steps of a fresh adapter do not overfit).
+# LoRA dropout (RunSpec's default; its input copies were 17 % of a CPU step; 100 steps of a fresh adapter do not
+# overfit), kept here so a plan that set one gets the CPU path's setting back.
 CPU_RUN = {"max_steps": 100, "eval_steps": 100, "save_steps": 50, "lora_dropout": 0.0}
 
 SCHEDULERS = ("linear", "constant", "constant_with_warmup", "cosine", "cosine_with_restarts", "polynomial",
@@ -83,8 +84,9 @@ class RunSpec:
                                             # default for torch >= 2.8); adamw_8bit / paged_adamw_8bit save memory
     lora_r: int = 16                        # higher = more capacity and memory; 8-64 is usual
     lora_alpha: int = 32                    # scale of the adapter's update; 2 x r is the common choice
-    lora_dropout: float = 0.05              # QLoRA paper's value; the CPU path (CPU_RUN) uses 0: PEFT then skips a
-                                            # copy of every adapted layer's input, 17 % of a CPU step (py-spy)
+    lora_dropout: float = 0.0               # PEFT's default. 0.05 (QLoRA paper, TRL's docs) adds a dropout of
+                                            # every adapted layer's input: 17 % of a CPU step (py-spy), ~5 % of a
+                                            # GPU step's kernel time (bench/profile_run.py), and its memory
     lora_target_modules: str = "all-linear"  # every linear layer but the LM head (QLoRA paper: best quality)
     seed: int = 42
     logging_steps: int = 1                  # every step, so the live chart moves; costs nothing measurable

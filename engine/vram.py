@@ -136,7 +136,7 @@ class MemoryPlan:
     grad_ckpt: bool = False
     lora_r: int = 16
     lora_targets: str = "all-linear"
-    lora_dropout: float = 0.05
+    lora_dropout: float = 0.0
     optimizer: str = "adamw_torch"
     attn: str = "sdpa"
 
