@@ -9,14 +9,32 @@ from engine.train import fast
 from tests.conftest import read_jsonl, run_cli
 
 
+def sharp(model):
+    """The tiny model's weights (std 0.02) make attention nearly uniform and its output tiny: logits would barely
+    move if an example saw its neighbours' tokens. Larger weights (same seed: the same in every copy) make where
+    each token attends show in the logits, so these tests fail on any leak across examples."""
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.3)
+    return model
+
+
 def test_packed_batch_gives_each_example_its_own_logits(tiny_model):
     tok = AutoTokenizer.from_pretrained(tiny_model)
-    padded_model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
-    packed_model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32,
-                                                        attn_implementation=fast.register())
+    padded_model = sharp(AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32))
+    packed_model = sharp(AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32,
+                                                              attn_implementation=fast.register()))
     texts = ["short one", "a much longer example that has many more tokens than the first one does",
              "middle sized example text"]
     examples = [{"input_ids": tok(t)["input_ids"], "labels": tok(t)["input_ids"]} for t in texts]
+    check_packed_logits(tok, packed_model, padded_model, examples)
+    # rows of one length (data that fills max_length) take the batched-SDPA path: same logits
+    same_length = [{"input_ids": e["input_ids"][:2], "labels": e["input_ids"][:2]} for e in examples]
+    check_packed_logits(tok, packed_model, padded_model, same_length)
+
+
+def check_packed_logits(tok, packed_model, padded_model, examples):
     batch = fast.collator(tok)(examples)
     assert batch["input_ids"].shape[0] == 1 and "attention_mask" not in batch  # one row, no padding at all
     packed = packed_model(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
@@ -55,7 +73,8 @@ def test_a_packed_preference_call_gives_the_padded_call_s_log_probs_and_gradient
     tok = AutoTokenizer.from_pretrained(tiny_model)
     models = []
     for packed in (False, True):
-        model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32, attn_implementation=fast.register())
+        model = sharp(AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32,
+                                                           attn_implementation=fast.register()))
         add_fused_lm_head(model)
         if packed:
             fast.pack_padded_calls(model)
@@ -67,7 +86,9 @@ def test_a_packed_preference_call_gives_the_padded_call_s_log_probs_and_gradient
     attention_mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
     labels = input_ids.masked_fill(attention_mask == 0, -100)
     labels[:, :2] = -100  # the "prompt"
-    outs = [m(input_ids=input_ids, attention_mask=attention_mask, labels=labels, fused_lm_head=True) for m in models]
+    batch = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+    outs = [models[0](**batch, fused_lm_head=True),
+            models[1](**batch, **fast.packing_plan(attention_mask), fused_lm_head=True)]
     padded, packed = outs
     assert packed.log_probs.shape == padded.log_probs.shape == (4, width - 1)
     torch.testing.assert_close(packed.log_probs, padded.log_probs, atol=1e-5, rtol=1e-4)

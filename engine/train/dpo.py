@@ -48,6 +48,7 @@ def main(spec: RunSpec, run_dir: Path, resume: bool) -> int:
         for patched in (policy, trainer.ref_model):  # the objects TRL gave its fused LM head
             if patched is not None:
                 fast.pack_padded_calls(patched)
+        trainer.data_collator = fast.PackingPlan(trainer.data_collator)
         print("batches: padding-free (chosen and rejected answers packed into one row; varlen attention)", flush=True)
     if spec.uses_peft and precision.get("bf16"):
         fast.lora_inputs_in_compute_dtype(trainer.model)
