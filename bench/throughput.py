@@ -81,16 +81,20 @@ def make_dataset(cfg: dict, rows: int, path: Path) -> Path:
     return path
 
 
-def attention_span(path: Path, cfg: dict) -> float:
-    """sum(s^2)/sum(s) over the examples as trained (truncated to seq): the mean attention length per token."""
-    sq = tot = 0
+def lengths(path: Path, cfg: dict) -> list[int]:
+    """Tokens of each sequence as trained (prompt + answer, truncated to seq; DPO: chosen and rejected)."""
+    out = []
     for line in path.read_text().splitlines():
         row = json.loads(line)
-        parts = [row["prompt"] + " " + row[k] for k in (("chosen", "rejected") if "chosen" in row else ("completion",))]
-        for p in parts:
-            s = min(len(p.encode()) + 2, cfg["seq"])
-            sq, tot = sq + s * s, tot + s
-    return sq / tot
+        for k in (("chosen", "rejected") if "chosen" in row else ("completion",)):
+            out.append(min(len((row["prompt"] + " " + row[k]).encode()) + 2, cfg["seq"]))
+    return out
+
+
+def attention_span(path: Path, cfg: dict) -> float:
+    """sum(s^2)/sum(s) over the examples as trained (truncated to seq): the mean attention length per token."""
+    seqs = lengths(path, cfg)
+    return sum(s * s for s in seqs) / sum(seqs)
 
 
 def model_flops_per_token(cfg: dict, span: float) -> float:
@@ -260,11 +264,14 @@ def one(way: str, cfg: dict, gpu: int, meta: dict) -> dict:
     if PROFILE:
         with (Path(meta["out"]) / "profiles.txt").open("a") as f:  # one file: few files come back from the machine
             f.write(f"\n=== {name} {way}\n" + proc.stdout[proc.stdout.find('{"profile"'):] + proc.stderr[-800:])
-    record = {**{k: v for k, v in meta.items() if k != "out"}, **cfg, "way": way, "nvml_peak_gib": peak.stop() / 2**30, "wall_s": round(time.time() - t0, 1),
+    record = {**{k: v for k, v in meta.items() if k != "out"}, **cfg, "way": way,
+              "nvml_peak_gib": peak.stop() / 2**30, "wall_s": round(time.time() - t0, 1),
               "error": None if proc.returncode == 0 else proc.stderr[-800:]}
     tps, losses = tokens_per_second(work / "run" / "metrics.jsonl")
     span = attention_span(data, cfg)
+    seqs = lengths(data, cfg)
     record.update(tokens_per_s=tps, losses=losses, attention_span=round(span, 1),
+                  mean_tokens=round(sum(seqs) / len(seqs), 1),
                   padding_free="batches: padding-free" in proc.stdout)
     if tps:
         flops = tps * model_flops_per_token(cfg, span)
@@ -352,8 +359,8 @@ def score(args) -> None:
             f"At equal or lower peak memory (both with gradient checkpointing): median {statistics.median(ups):.2f}x, "
             f"lowest {min(ups):.2f}x over {len(ups)} configurations; the app's NVML peak was within 0.05 GiB of "
             f"plain TRL's or lower in {lower_memory} of them." if ups else "No complete pair.",
-            f"The app's defaults (checkpointing only when needed: more memory): {', '.join(f'{u:.2f}x' for u in ups_default)} "
-            f"where measured." if ups_default else "",
+            "The app's defaults (checkpointing only when needed: more memory): "
+            f"{', '.join(f'{u:.2f}x' for u in ups_default)} where measured." if ups_default else "",
             "Each pair ran at the same time on the two GPUs of one machine (field `machine`); steps of models under 1B "
             "are bound by the host CPU queueing kernels, and the same run varies by up to ~25 % between machines.", ""]
     text = "\n".join(head + lines) + "\n"

@@ -6,10 +6,12 @@
 Defaults are RunSpec's, so the estimate describes the run `python -m engine.train` launches with the same flags.
 Memory: engine/vram.py. Time: model FLOPs per token (PaLM paper, Chowdhery et al. 2022, appendix B: 6N for full
 training; 4N with frozen weights since no weight gradients are computed; +2N for the forward recomputed under
-gradient checkpointing) over the GPU's peak dense bf16 rate times a measured utilisation (assets/mfu.yaml).
+gradient checkpointing) over the GPU's peak dense bf16 rate times a measured utilisation, combined with the time the
+host takes to queue a step's kernels, which dominates small models (assets/mfu.yaml, fitted to H200 runs).
 """
 import argparse
 import json
+import math
 import sys
 from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
@@ -166,25 +168,27 @@ def model_flops_per_token(shape: vram.Shape, stage: str, method: str, attention_
 
 
 def hours(req: EstimateRequest, gpu: Gpu) -> tuple[float, float]:
-    """(training tokens, hours) for examples x epochs at the measured utilisation of this GPU class."""
+    """(training tokens, hours) for examples x epochs: steps x the step time of assets/mfu.yaml's model for this
+    GPU class (the GPU's share and the host's share of a step, measured)."""
     shape = _shape(req.model)
     n = shape.params()
     per_example = req.tokens_per_example or req.seq
-    tokens = req.examples * req.epochs * per_example * (2 if req.stage in ("dpo", "rm") else 1)
+    rows = 2 if req.stage in ("dpo", "rm") else 1  # chosen and rejected
+    tokens = req.examples * req.epochs * per_example * rows
     flops_per_token = model_flops_per_token(shape, req.stage, req.method, per_example)
     if req.grad_ckpt:
         flops_per_token += 2 * n                    # one more forward
     if req.stage == "rl":
         flops_per_token += 4 * n                    # rough: generating the rollouts + scoring them
-    cls = _mfu()["classes"].get(gpu.mfu_class, _mfu()["classes"]["other"])
-    mfu = cls["mfu_max"] * n / (n + float(cls["half_params"]))
-    if req.method != "full":
-        mfu *= cls.get("lora_factor", 1.0)
-    if req.method == "qlora":
-        mfu *= _mfu()["qlora_factor"]
     if gpu.tflops_bf16 <= 0:
         return tokens, float("nan")
-    seconds = tokens * flops_per_token / (gpu.tflops_bf16 * 1e12 * mfu * gpu.count)
+    cls = _mfu()["classes"].get(gpu.mfu_class, _mfu()["classes"]["other"])
+    step_tokens = req.batch * per_example * rows
+    mfu = cls["mfu"] * (cls.get("dpo_factor", 1.0) if req.stage == "dpo" else 1.0)
+    gpu_s = step_tokens * flops_per_token / (gpu.tflops_bf16 * 1e12 * mfu)
+    host_s = cls.get("host_ms_per_layer", {}).get(req.method, 0.0) / 1000 * shape.layers
+    host_s *= (1.3 if req.grad_ckpt else 1.0) * (1.3 if req.stage == "dpo" else 1.0)
+    seconds = tokens / step_tokens * math.hypot(gpu_s, host_s) / gpu.count
     return tokens, seconds / 3600
 
 

@@ -1,5 +1,6 @@
 """The estimator's arithmetic, as a user would notice it (engine/estimate.py, engine/vram.py)."""
 import json
+import math
 import subprocess
 import sys
 
@@ -108,6 +109,29 @@ def test_engine_does_not_import_torch():
     code = "import sys, engine.estimate; print('torch' in sys.modules, 'streamlit' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.split()
     assert out == ["False", "False"]
+
+
+def test_time_matches_the_h200_throughput_runs():
+    """Tokens per second the Estimate page's time implies, against engine.train on the H200 (135M-8B, full / LoRA /
+    QLoRA, SFT and DPO, with and without checkpointing, bench/results/throughput.jsonl): the step-time model of
+    assets/mfu.yaml must keep every run within 0.7-1.35x and the typical one within ~15 %."""
+    from bench.throughput import MODELS
+    from engine.estimate import hours, load_gpu
+    runs = {}
+    for r in map(json.loads, open("bench/results/throughput.jsonl")):
+        if r["way"] != "plain" and r["tokens_per_s"]:
+            runs[(r["model"], r["stage"], r["method"], r["seq"], r["mix"], r["way"])] = r  # the last run counts
+    h200 = load_gpu("h200")
+    ratios = {}
+    for key, r in runs.items():
+        req = EstimateRequest(model=MODELS[r["model"]], stage=r["stage"], method=r["method"], seq=r["seq"],
+                              batch=r["batch"], grad_ckpt=r["way"] == "app_ckpt",
+                              tokens_per_example=int(r["mean_tokens"]))
+        tokens, h = hours(req, h200)
+        ratios[key] = tokens / (h * 3600) / r["tokens_per_s"]
+    assert len(ratios) >= 25
+    assert all(0.7 <= x <= 1.35 for x in ratios.values()), ratios
+    assert math.sqrt(sum(math.log(x) ** 2 for x in ratios.values()) / len(ratios)) < 0.15
 
 
 def test_cpu_time_follows_the_measured_cpu_rate():
