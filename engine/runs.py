@@ -7,8 +7,8 @@
 Each submitted run gets a detached supervisor process (its own session, so it outlives the app) that waits for
 its turn in SQLite, starts `python -m engine.train --config RUN/config.yaml` as its child, waits, and records
 how it ended. Turns are strict submission order; a run needs `num_processes` GPU slots, one job per GPU
-(TUNEWISE_SLOTS overrides the count; a machine without a GPU has one CPU slot). The run directory stays the
-source of metrics; the database is the index.
+(TUNEWISE_SLOTS overrides the count; CUDA_VISIBLE_DEVICES around the app limits the GPUs; a machine without a GPU has
+one CPU slot). The run directory stays the source of metrics; the database is the index.
 """
 import argparse
 import json
@@ -68,7 +68,23 @@ def boot_id() -> str:
 def slot_count() -> int:
     if os.environ.get("TUNEWISE_SLOTS"):
         return max(1, int(os.environ["TUNEWISE_SLOTS"]))
-    return max(1, gpu_count())
+    return max(1, len(visible_gpus()))
+
+
+def visible_gpus() -> list[str]:
+    """The GPUs runs may use, as CUDA_VISIBLE_DEVICES names them: the ones CUDA_VISIBLE_DEVICES lists around the
+    app (a shared server that gives the app GPUs 2 and 3: `CUDA_VISIBLE_DEVICES=2,3 make run`), else every GPU
+    NVML sees. A run's slots index this list. CUDA stops reading the variable at an invalid entry such as -1."""
+    count = gpu_count()
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is None or not count:
+        return [str(i) for i in range(count)]
+    names = []
+    for name in (n.strip() for n in listed.split(",")):
+        if not name or name.startswith("-"):
+            break
+        names.append(name)
+    return names
 
 
 def gpu_count() -> int:
@@ -81,6 +97,13 @@ def gpu_count() -> int:
             pynvml.nvmlShutdown()
     except Exception:  # noqa: BLE001  no NVIDIA driver: the CPU is one slot
         return 0
+
+
+def devices_for(slots: list[int]) -> str:
+    """CUDA_VISIBLE_DEVICES for a run holding these slots. TUNEWISE_SLOTS above the GPU count shares the GPUs: slot
+    k runs on GPU k modulo their number."""
+    gpus = visible_gpus()
+    return ",".join(gpus[s % len(gpus)] for s in slots)
 
 
 def submit(spec: RunSpec, owner: str = "me") -> int:
@@ -169,8 +192,8 @@ def supervise(run_id: int) -> None:
     run = db.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
     run_dir = Path(run["run_dir"])
     env = dict(os.environ, TUNEWISE_LOG_REDIRECTED="1", PYTHONUNBUFFERED="1")
-    if gpu_count():
-        env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, slots))
+    if visible_gpus():
+        env["CUDA_VISIBLE_DEVICES"] = devices_for(slots)
     cmd = train_command(run)
     (run_dir / "command.txt").write_text(" ".join(cmd) + "\n")
     with open(run_dir / "train.log", "a") as log:

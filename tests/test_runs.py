@@ -153,3 +153,22 @@ def test_a_run_from_before_a_reboot_is_not_kept_alive_by_a_reused_pid(tmp_path):
     states = {r["id"]: r for r in runs.list_runs()}
     assert states[run_id]["state"] == "failed" and "disappeared" in states[run_id]["error"]
     assert states[same_boot]["state"] == "running", "a live process recorded in this boot still counts"
+
+
+@pytest.mark.parametrize("around_app, slots, expected", [
+    (None, [1], "1"),            # every GPU NVML sees: slot k is GPU k
+    ("2,3", [0], "2"),           # a server that gives the app GPUs 2 and 3: the first run lands on GPU 2, not 0
+    ("2,3", [0, 1], "2,3"),
+    ("GPU-abc,GPU-def", [1], "GPU-def"),
+    ("3,-1,2", [0], "3"),        # CUDA ignores everything from an invalid entry on
+])
+def test_runs_use_only_the_gpus_the_app_was_given(monkeypatch, around_app, slots, expected):
+    """The slot -> GPU mapping the supervisor puts in a trainer's CUDA_VISIBLE_DEVICES (NVML stubbed to 4 GPUs: this
+    machine has none)."""
+    monkeypatch.setattr(runs, "gpu_count", lambda: 4)
+    if around_app is None:
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    else:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", around_app)
+    assert runs.devices_for(slots) == expected
+    assert runs.slot_count() == len(runs.visible_gpus())
