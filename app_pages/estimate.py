@@ -106,7 +106,8 @@ fig.update_layout(barmode="stack", height=380, yaxis_title="GiB", margin=dict(t=
 st.plotly_chart(fig, width="stretch")
 st.caption(f"{est.params / 1e9:.2f} B parameters, {est.trainable_params / 1e6:,.1f} M trained · "
            f"{est.tokens:,.0f} tokens ({int(examples):,} examples × {epochs:g} epoch) · time from "
-           "6N FLOPs per token (4N with LoRA) at a measured share of the GPU's peak.")
+           "6N FLOPs per token (4N with LoRA) at a measured share of the GPU's peak, and the time the computer "
+           "takes to send each step's work to the GPU, which is what bounds small models (fitted to runs on an H200).")
 
 st.subheader(f"Largest catalog model on {gpu.name}, with these settings")
 st.dataframe(pd.DataFrame([{"Method": m, "Largest model": largest_model(req, gpu.vram_gib, m) or "none fits"}
