@@ -172,7 +172,9 @@ def check(args) -> None:
         with torch.inference_mode():
             padded = ref(input_ids=ids, attention_mask=mask, labels=labels, fused_lm_head=True).log_probs.float()
             fast.pack_padded_calls(ref)
-            packed = ref(input_ids=ids, attention_mask=mask, labels=labels, fused_lm_head=True).log_probs.float()
+            plan = {k: v.cuda() if hasattr(v, "cuda") else v for k, v in fast.packing_plan(mask.cpu()).items()}
+            packed = ref(input_ids=ids, attention_mask=mask, labels=labels, fused_lm_head=True, **plan)
+            packed = packed.log_probs.float()
         print(json.dumps({"check": key + " dpo packed log-probs", "max_abs_diff": (packed - padded).abs().max().item(),
                           "max_abs_logp": padded.abs().max().item(),
                           "sum_diff": (packed.sum(1) - padded.sum(1)).abs().max().item()}), flush=True)

@@ -84,7 +84,7 @@ def visible_gpus() -> list[str]:
         if not name or name.startswith("-"):
             break
         names.append(name)
-    return names
+    return names[:count]
 
 
 def gpu_count() -> int:
@@ -108,6 +108,10 @@ def devices_for(slots: list[int]) -> str:
 
 def submit(spec: RunSpec, owner: str = "me") -> int:
     """Register a run, write its directory, start its supervisor. Returns the run id."""
+    gpus = len(visible_gpus())
+    if gpus and spec.num_processes > gpus:
+        raise RunError(f"This run asks for {spec.num_processes} GPUs but the app was given {gpus}. Lower the number "
+                       "of GPUs (num_processes), or start the app with more GPUs visible.")
     if spec.num_processes > slot_count():
         raise RunError(f"This run asks for {spec.num_processes} GPUs but this machine has {slot_count()} slot(s). "
                        "Lower the number of GPUs (num_processes), or run it on a machine with more GPUs.")
@@ -159,8 +163,10 @@ def _start_supervisor(run_id: int) -> None:
     connect().execute("UPDATE runs SET supervisor_pid=?, boot_id=? WHERE id=?", (proc.pid, boot_id(), run_id))
 
 
-def _claim(db: sqlite3.Connection, run_id: int) -> list[int] | None:
-    """In one write transaction: if this run is first in line and enough slots are free, take them."""
+def _claim(db: sqlite3.Connection, run_id: int, gpus: int = 1) -> list[int] | None:
+    """In one write transaction: if this run is first in line and enough slots are free, take them. With more
+    slots than GPUs (slot k runs on GPU k mod gpus), a run's slots must be on different GPUs: CUDA sees no GPU at
+    all when CUDA_VISIBLE_DEVICES names one twice."""
     db.execute("BEGIN IMMEDIATE")
     try:
         queued = db.execute("SELECT id, slots_needed FROM runs WHERE state='queued' "
@@ -169,10 +175,13 @@ def _claim(db: sqlite3.Connection, run_id: int) -> list[int] | None:
             return None
         busy = {s for row in db.execute("SELECT slots FROM runs WHERE state='running'")
                 for s in json.loads(row["slots"] or "[]")}
-        free = [s for s in range(slot_count()) if s not in busy]
-        if len(free) < queued[0]["slots_needed"]:
+        taken = []
+        for s in range(slot_count()):
+            if s not in busy and all(s % gpus != t % gpus for t in taken):
+                taken.append(s)
+        taken = taken[: queued[0]["slots_needed"]]
+        if len(taken) < queued[0]["slots_needed"]:
             return None
-        taken = free[: queued[0]["slots_needed"]]
         db.execute("UPDATE runs SET state='running', slots=?, started_at=? WHERE id=?",
                    (json.dumps(taken), time.time(), run_id))
         return taken
@@ -183,7 +192,8 @@ def _claim(db: sqlite3.Connection, run_id: int) -> list[int] | None:
 def supervise(run_id: int) -> None:
     db = connect()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # a stop while queued ends the wait quietly
-    while (slots := _claim(db, run_id)) is None:
+    gpus = max(1, len(visible_gpus()))
+    while (slots := _claim(db, run_id, gpus)) is None:
         row = db.execute("SELECT state FROM runs WHERE id=?", (run_id,)).fetchone()
         if row is None or row["state"] != "queued":
             return  # stopped or removed while waiting

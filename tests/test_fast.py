@@ -132,3 +132,16 @@ def test_lora_layers_skip_the_fp32_round_trip_and_compute_the_same(tiny_model):
     assert switched == 2 * 7  # 2 blocks x q, k, v, o, gate, up, down
     torch.testing.assert_close(after, before)
     assert all(p.dtype == torch.float32 for n, p in model.named_parameters() if "lora_" in n)
+
+
+def test_models_whose_attention_does_more_keep_padded_batches(tmp_path, tiny_model):
+    """Gemma-2 (no SDPA in transformers, softcapped scores) and a sliding window shorter than the rows would be
+    computed wrongly, or not load, with plain causal varlen attention."""
+    from transformers import Gemma2Config, MistralConfig
+    assert fast.unsupported(str(tiny_model), 1024) == ""
+    Gemma2Config(num_hidden_layers=2, hidden_size=32, intermediate_size=64, num_attention_heads=4,
+                 num_key_value_heads=2, head_dim=8).save_pretrained(tmp_path / "gemma2")
+    assert "Gemma2ForCausalLM" in fast.unsupported(str(tmp_path / "gemma2"), 1024)
+    MistralConfig(sliding_window=512).save_pretrained(tmp_path / "window")
+    assert "512-token window" in fast.unsupported(str(tmp_path / "window"), 1024)
+    assert fast.unsupported(str(tmp_path / "window"), 512) == ""

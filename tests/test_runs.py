@@ -172,3 +172,21 @@ def test_runs_use_only_the_gpus_the_app_was_given(monkeypatch, around_app, slots
         monkeypatch.setenv("CUDA_VISIBLE_DEVICES", around_app)
     assert runs.devices_for(slots) == expected
     assert runs.slot_count() == len(runs.visible_gpus())
+
+
+def test_a_multi_gpu_run_never_gets_two_slots_on_one_gpu(monkeypatch):
+    """Four slots on two GPUs (a workshop sharing each GPU between two students): with slot 1 busy, a 2-GPU run
+    must take slots 0 and 3 (GPUs 0 and 1), not 0 and 2, which CUDA_VISIBLE_DEVICES=0,0 would turn into no GPU."""
+    monkeypatch.setenv("TUNEWISE_SLOTS", "4")
+    monkeypatch.setattr(runs, "gpu_count", lambda: 2)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    db = runs.connect()
+    busy = db.execute("INSERT INTO runs (owner, run_dir, stage, method, state, slots_needed, slots, submitted_at) "
+                      "VALUES ('a', 'a', 'sft', 'lora', 'running', 1, '[1]', 1)").lastrowid
+    queued = db.execute("INSERT INTO runs (owner, run_dir, stage, method, state, slots_needed, submitted_at) "
+                        "VALUES ('b', 'b', 'sft', 'lora', 'queued', 2, 2)").lastrowid
+    slots = runs._claim(db, queued, gpus=2)
+    assert slots == [0, 3] and runs.devices_for(slots) == "0,1"
+    db.execute("DELETE FROM runs WHERE id IN (?, ?)", (busy, queued))
+    with pytest.raises(runs.RunError, match="the app was given 2"):
+        runs.submit(RunSpec(num_processes=3))

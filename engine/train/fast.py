@@ -107,6 +107,27 @@ def wanted(device: str) -> bool:
     return torch.cuda.get_device_capability()[0] >= 8
 
 
+def unsupported(model_path: str, max_length: int) -> str:
+    """Why this model cannot take padding-free batches ("" if it can): the varlen kernel and the per-example loop
+    are plain causal attention, so a model whose attention does more (logit softcapping, a sliding window shorter
+    than the rows) or that transformers cannot run through SDPA at all (Gemma-2) keeps padded batches."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+    config = AutoConfig.from_pretrained(model_path)
+    text = config.get_text_config()
+    try:
+        cls = AutoModelForCausalLM._model_mapping[type(config)]
+    except KeyError:
+        cls = None
+    if cls is not None and not getattr(cls, "_supports_sdpa", False):
+        return f"{cls.__name__} has no SDPA attention in transformers"
+    if getattr(text, "attn_logit_softcapping", None):
+        return "the model caps its attention scores (softcapping), which the varlen kernel does not"
+    window = getattr(text, "sliding_window", None)
+    if window and getattr(text, "use_sliding_window", True) is not False and window < max_length:
+        return f"the model attends within a {window}-token window, shorter than the {max_length}-token rows"
+    return ""
+
+
 def collator(tokenizer):
     """TRL's own collator in padding-free mode. Passed explicitly (with SFTConfig.padding_free left False) because
     TRL refuses padding_free + max_length without packing, although it truncates to max_length while preparing
