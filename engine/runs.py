@@ -99,10 +99,10 @@ def gpu_count() -> int:
         return 0
 
 
-def devices_for(slots: list[int]) -> str:
-    """CUDA_VISIBLE_DEVICES for a run holding these slots. TUNEWISE_SLOTS above the GPU count shares the GPUs: slot
-    k runs on GPU k modulo their number."""
-    gpus = visible_gpus()
+def devices_for(slots: list[int], gpus: list[str] | None = None) -> str:
+    """CUDA_VISIBLE_DEVICES for a run holding these slots (gpus: visible_gpus(), if already read). TUNEWISE_SLOTS
+    above the GPU count shares the GPUs: slot k runs on GPU k modulo their number."""
+    gpus = visible_gpus() if gpus is None else gpus
     return ",".join(gpus[s % len(gpus)] for s in slots)
 
 
@@ -192,8 +192,8 @@ def _claim(db: sqlite3.Connection, run_id: int, gpus: int = 1) -> list[int] | No
 def supervise(run_id: int) -> None:
     db = connect()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # a stop while queued ends the wait quietly
-    gpus = max(1, len(visible_gpus()))
-    while (slots := _claim(db, run_id, gpus)) is None:
+    gpus = visible_gpus()  # NVML once for this run
+    while (slots := _claim(db, run_id, max(1, len(gpus)))) is None:
         row = db.execute("SELECT state FROM runs WHERE id=?", (run_id,)).fetchone()
         if row is None or row["state"] != "queued":
             return  # stopped or removed while waiting
@@ -202,8 +202,8 @@ def supervise(run_id: int) -> None:
     run = db.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
     run_dir = Path(run["run_dir"])
     env = dict(os.environ, TUNEWISE_LOG_REDIRECTED="1", PYTHONUNBUFFERED="1")
-    if visible_gpus():
-        env["CUDA_VISIBLE_DEVICES"] = devices_for(slots)
+    if gpus:
+        env["CUDA_VISIBLE_DEVICES"] = devices_for(slots, gpus)
     cmd = train_command(run)
     (run_dir / "command.txt").write_text(" ".join(cmd) + "\n")
     with open(run_dir / "train.log", "a") as log:

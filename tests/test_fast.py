@@ -48,21 +48,27 @@ def check_packed_logits(tok, packed_model, padded_model, examples):
         start += n
 
 
-def test_padding_free_training_follows_the_padded_loss_curve(tmp_path, tiny_model):
-    """Same data, seed and math: only where the pad tokens go differs, so the losses must agree step by step."""
-    losses = {}
+def padded_and_packed_runs(tmp_path, tiny_model, stage, steps, fields):
+    """The same short full fine-tuning run with padded and with padding-free batches: {name: [fields per step]}."""
+    logged = {}
     for name, padding_free in (("padded", False), ("packed", True)):
         config = tmp_path / f"{name}.yaml"
         config.write_text(yaml.safe_dump({"extra": {"padding_free": padding_free}}))
         out = tmp_path / name
-        r = run_cli("engine.train", "--config", str(config), "--stage", "sft", "--method", "full",
-                    "--model", str(tiny_model), "--max-steps", "4", "--batch", "4", "--lr", "1e-3",
+        r = run_cli("engine.train", "--config", str(config), "--stage", stage, "--method", "full",
+                    "--model", str(tiny_model), "--max-steps", str(steps), "--batch", "4", "--lr", "1e-3",
                     "--eval-steps", "1000", "--save-steps", "1000", "--output-dir", str(out))
         assert r.returncode == 0, r.stderr[-2000:]
         assert ("batches: padding-free" in r.stdout) == padding_free
-        losses[name] = [m["loss"] for m in read_jsonl(out / "metrics.jsonl") if "loss" in m]
-    assert len(losses["packed"]) == 4
-    for a, b in zip(losses["padded"], losses["packed"]):
+        logged[name] = [tuple(m[f] for f in fields) for m in read_jsonl(out / "metrics.jsonl") if "loss" in m]
+    assert len(logged["packed"]) == steps
+    return logged
+
+
+def test_padding_free_training_follows_the_padded_loss_curve(tmp_path, tiny_model):
+    """Same data, seed and math: only where the pad tokens go differs, so the losses must agree step by step."""
+    losses = padded_and_packed_runs(tmp_path, tiny_model, "sft", 4, ("loss",))
+    for (a,), (b,) in zip(losses["padded"], losses["packed"]):
         assert abs(a - b) < 1e-3 * max(1.0, abs(a)), losses
 
 
@@ -100,18 +106,7 @@ def test_a_packed_preference_call_gives_the_padded_call_s_log_probs_and_gradient
 
 
 def test_padding_free_dpo_follows_the_padded_loss_curve(tmp_path, tiny_model):
-    losses = {}
-    for name, padding_free in (("padded", False), ("packed", True)):
-        config = tmp_path / f"{name}.yaml"
-        config.write_text(yaml.safe_dump({"extra": {"padding_free": padding_free}}))
-        out = tmp_path / name
-        r = run_cli("engine.train", "--config", str(config), "--stage", "dpo", "--method", "full",
-                    "--model", str(tiny_model), "--max-steps", "3", "--batch", "4", "--lr", "1e-3",
-                    "--eval-steps", "1000", "--save-steps", "1000", "--output-dir", str(out))
-        assert r.returncode == 0, r.stderr[-2000:]
-        assert ("batches: padding-free" in r.stdout) == padding_free
-        losses[name] = [(m["loss"], m["rewards/margins"]) for m in read_jsonl(out / "metrics.jsonl") if "loss" in m]
-    assert len(losses["packed"]) == 3
+    losses = padded_and_packed_runs(tmp_path, tiny_model, "dpo", 3, ("loss", "rewards/margins"))
     for (a, ma), (b, mb) in zip(losses["padded"], losses["packed"]):
         assert abs(a - b) < 1e-3 and abs(ma - mb) < 1e-3, losses
 

@@ -28,11 +28,7 @@ def main(spec: RunSpec, run_dir: Path, resume: bool) -> int:
     device, dtype, precision = common.device_and_dtype()
     common.decide_grad_ckpt(spec, model_path, device)
     tokenizer = common.load_tokenizer(model_path)
-    padding_free = spec.extra.get("padding_free", fast.wanted(device))
-    why_not = fast.unsupported(model_path, spec.max_length) if padding_free else ""
-    if why_not:
-        print(f"batches: padded, as {why_not}", flush=True)
-        padding_free = False
+    padding_free = fast.choose(spec, device, model_path)
     kwargs = common.model_kwargs(spec, dtype)
     if padding_free:
         kwargs["attn_implementation"] = fast.register()  # the reference model inherits it (TRL copies the setting)

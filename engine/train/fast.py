@@ -63,7 +63,7 @@ def attention(module, query, key, value, attention_mask, dropout=0.0, scaling=No
             extra["scale"] = scaling
         elif scaling is not None:  # older torch: fold a non-default scale (e.g. Gemma's) into the query
             q = q * (scaling * q.shape[-1] ** 0.5)
-        longest = int(kwargs.get("max_length_q") or (cu[1:] - cu[:-1]).max())
+        longest = int(longest or (cu[1:] - cu[:-1]).max())
         cu = cu.to(device=q.device, dtype=torch.int32)
         out = varlen_attn(q, k, v, cu, cu, longest, longest, **causal, **extra)
     else:  # CPU, or a torch without varlen: one causal SDPA call per example (exact, slower)
@@ -126,6 +126,16 @@ def unsupported(model_path: str, max_length: int) -> str:
     if window and getattr(text, "use_sliding_window", True) is not False and window < max_length:
         return f"the model attends within a {window}-token window, shorter than the {max_length}-token rows"
     return ""
+
+
+def choose(spec, device: str, model_path: str) -> bool:
+    """Padding-free batches for this run: `extra: {padding_free: ...}` if set, else where they pay (wanted), and
+    never for a model whose attention they cannot compute (unsupported; the log says why)."""
+    padding_free = spec.extra.get("padding_free", wanted(device))
+    why_not = unsupported(model_path, spec.max_length) if padding_free else ""
+    if why_not:
+        print(f"batches: padded, as {why_not}", flush=True)
+    return padding_free and not why_not
 
 
 def collator(tokenizer):
