@@ -1,4 +1,5 @@
-# Two commands: `make run` (the app on http://localhost:8501) and `make test` (the whole suite).
+# Two commands: `make run` (the app on http://localhost:8501) and `make test` (the whole suite); `make workshop`
+# serves a class (README).
 # Both create .venv when it is missing and install what they need; nothing else is required.
 VENV  ?= .venv
 PY    := $(VENV)/bin/python
@@ -8,7 +9,7 @@ PORT  ?= 8501
 # build of the same version carries CUDA. Override with `make run TORCH=torch==X`.
 TORCH ?= torch==2.13.0
 
-.PHONY: run test install browser
+.PHONY: run workshop test install browser
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -20,8 +21,14 @@ $(STAMP): pyproject.toml Makefile
 
 install: $(STAMP)
 
+# Personal mode: this computer only (127.0.0.1), no login.
 run: install
-	$(PY) -m streamlit run app.py --server.port $(PORT) --server.headless true --browser.gatherUsageStats false
+	$(PY) -m engine.serve --port $(PORT)
+
+# Workshop mode: every network interface, behind a login. Once before: .venv/bin/python -m engine.users setup
+# --instructor NAME (README, "Running a workshop").
+workshop: install
+	$(PY) -m engine.serve --workshop --port $(PORT)
 
 # Debian's chromium for the real-browser test (Playwright drives it via executable_path).
 browser:

@@ -1,15 +1,21 @@
-"""The frame: registers the pages and holds the sidebar every page shares.
+"""The frame: the login (workshop mode), the pages, and the sidebar every page shares.
 
-    make run        # or: .venv/bin/streamlit run app.py
+    make run        # personal mode: this computer only (127.0.0.1), no login
+    make workshop   # workshop mode: every network interface, behind a login (python -m engine.users setup first)
 """
 import streamlit as st
 
+from engine import users
 from engine.spec import STAGE_NAMES, RunSpec
+from ui import session
 
 st.set_page_config(page_title="Tunewise: fine-tune a language model", page_icon="🎛️", layout="wide")
 
+# Who acts: in workshop mode the logged-in account (the login form otherwise), else the machine's one person.
+user = session.require_login() if users.mode() == "workshop" else users.OWNER
 # The plan every page reads and refines: Goal sets the stage, Hardware/Estimate the method and sizes, Data the
-# dataset, Train launches it. One typed RunSpec, not a dict of strings.
+# dataset, Train launches it. One typed RunSpec, kept server-side per user so a reload finds it again.
+session.restore_plan(user)
 if "spec" not in st.session_state:
     st.session_state.spec = RunSpec()
 
@@ -26,9 +32,9 @@ pages = {
         st.Page("app_pages/try_export.py", title="7 · Try & Export", icon="🧪"),
     ],
 }
+if users.mode() == "workshop" and user.sees_all:
+    pages["Class"] = [st.Page("app_pages/instructor.py", title="Class", icon="🧑‍🏫")]
 page = st.navigation(pages)
-
-
 
 _slot = st.sidebar.empty()
 
@@ -37,6 +43,8 @@ def sidebar() -> None:
     """Drawn before the page (kept if the page stops early) and again after it, so it shows what the page
     just decided rather than the state of the previous rerun."""
     with _slot.container():
+        if users.mode() == "workshop":
+            st.markdown(f"Logged in as **{user.name}** ({user.role})")
         spec = st.session_state.spec
         st.markdown("**Your plan so far**")
         hardware = st.session_state.get("hardware")
@@ -54,5 +62,10 @@ def sidebar() -> None:
 
 
 sidebar()
-page.run()
+if users.mode() == "workshop":
+    session.logout_button()
+try:
+    page.run()
+finally:  # also when the page ended early with st.stop() or st.rerun(): the plan is kept server-side
+    session.save_plan(user)
 sidebar()

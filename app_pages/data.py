@@ -13,11 +13,12 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from engine import paths
-from engine.data import BUNDLED_ABOUT, bundled, check, guidance, save_upload
+from engine import access, paths
+from engine.data import BUNDLED_ABOUT, DataError, bundled, check, guidance, save_upload
 from engine.datafile import max_upload_mb
 from engine.datastats import mask_html
 from engine.spec import STAGE_NAMES, RunSpec
+from ui.session import actor
 
 SOURCES = ("Bundled example set", "Upload a file", "A file on this machine")
 
@@ -36,9 +37,9 @@ def cached_check(path: str, stage: str, version: tuple) -> dict:
 
 
 @st.cache_data(show_spinner="Tokenizing a sample (a few seconds)…", max_entries=32)
-def cached_stats(path: str, stage: str, max_length: int, version: tuple, model: str) -> dict:
+def cached_stats(path: str, stage: str, max_length: int, version: tuple, model: str, acting: str = "") -> dict:
     cmd = [sys.executable, "-m", "engine.data", "stats", path, "--stage", stage, "--max-length", str(max_length),
-           "--json", "--examples", "3", "--model", model]
+           "--json", "--examples", "3", "--model", model] + (["--as", acting] if acting else [])
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=paths.REPO)
         return json.loads(done.stdout)
@@ -57,6 +58,7 @@ def problems_table(items: list, count: int, kind: str):
 if "spec" not in st.session_state:  # a deep link on a fresh server can run this page before app.py (see note)
     st.session_state.spec = RunSpec()
 spec = st.session_state.spec
+user = actor()
 st.title("4 · Data")
 st.markdown(f"Data for **{STAGE_NAMES[spec.stage]}** (the stage chosen on the Goal page). Every problem is caught "
             "here, before a GPU minute is spent.")
@@ -70,11 +72,21 @@ elif source == SOURCES[1]:
     upload = st.file_uploader(f"JSONL, JSON, CSV or Parquet, up to {max_upload_mb():,.0f} MB",
                               type=["jsonl", "json", "csv", "tsv", "parquet", "txt"], key="data_upload")
     if upload is not None:
-        path = save_upload(upload.name, upload.getvalue())
+        try:
+            path = save_upload(upload.name, upload.getvalue(), "" if user.role == "owner" else user.name)
+        except DataError as e:
+            st.error(str(e))
 else:
-    typed = st.text_input("Path of a data file", key="data_path", placeholder="/home/me/tasks.jsonl")
+    typed = st.text_input("Path of a data file", key="data_path",
+                          placeholder="/home/me/tasks.jsonl" if user.role == "owner" else "shared/data/tasks.jsonl")
+    if user.role != "owner":
+        st.caption(f"Files in your own folder or the class's shared folder ({paths.shared_dir()}); others' files "
+                   "cannot be opened.")
     if typed.strip():
-        path = Path(typed.strip()).expanduser()
+        try:
+            path = access.confine(typed, user, "data file")
+        except access.AccessError as e:
+            st.error(str(e))
 
 if path is None:
     st.info("Choose the bundled set, upload a file, or type a path. Your plan is unchanged until you press "
@@ -110,7 +122,8 @@ st.subheader("What the model sees")
 # The plan's own tokenizer when the model is a local directory; otherwise the embedded SmolLM2's.
 own = Path(spec.model_name_or_path).expanduser()
 model = str(own) if (own / "tokenizer.json").is_file() else "embedded"
-stats = cached_stats(str(path), spec.stage, spec.max_length, file_version(path), model)
+stats = cached_stats(str(path), spec.stage, spec.max_length, file_version(path), model,
+                     "" if user.role == "owner" else user.name)
 if not stats.get("ok"):
     st.warning(f"No token statistics: {stats.get('error')}")
 else:

@@ -5,6 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from engine import data as datasets
+from engine import plans, users
 from engine.hardware import this_computer
 from engine.recommend import METHOD_NAMES, apply_to_spec, compare_dataset, lesson, recommend
 from engine.spec import STAGE_NAMES
@@ -29,6 +30,12 @@ with st.expander("The three kinds of training, and what each costs"):
     st.caption("Almost every project lives in the last two rows: you start from a model someone already "
                "pretrained, then add skills and shape behaviour.")
 
+if users.mode() == "workshop" and (class_plan := plans.class_plan()):
+    if st.button("Start from the class plan", help="The plan your instructor published: goals, hardware, model "
+                 "and data. It replaces your current plan; your runs are kept."):
+        from ui.session import apply_plan
+        apply_plan(class_plan)
+        st.rerun()
 if "goals" not in st.session_state:
     st.session_state.goals = []
 left, right = st.columns(2)

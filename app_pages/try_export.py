@@ -4,15 +4,18 @@ from pathlib import Path
 
 import streamlit as st
 
-from engine import evaluate
+from engine import access, evaluate
 from engine.generate import ResultError, finished_run
 from ui import try_export as ui
+from ui.session import actor
+
+user = actor()
 
 st.title("Try & Export")
 st.caption("See whether training helped: the same prompt to the model you started from and to your run, numbers on "
            "examples the run never saw, and a download of the result.")
 
-done = ui.finished_runs()
+done = ui.finished_runs(user)
 picked = st.selectbox("Finished run", [r["run_dir"] for r in done], index=0 if done else None,
                       format_func=lambda d: next(ui.label(r) for r in done if r["run_dir"] == d),
                       placeholder="no finished runs yet")
@@ -24,8 +27,9 @@ if not run_dir:
     st.page_link("app_pages/train.py", label="Go to Train", icon="🚀")
     st.stop()
 try:
+    run_dir = str(access.check_run_dir(run_dir, user))  # a typed path must be one of this person's runs
     spec, final = finished_run(run_dir, "try")
-except ResultError as e:
+except (ResultError, access.AccessError) as e:
     st.error(str(e))
     st.stop()
 adapter = (final / "adapter_config.json").is_file()
@@ -46,7 +50,7 @@ else:
     args += ["--sample", "--temperature", temperature] if decoding == "sampled" else []
     if st.button("Answer with both models", type="primary"):
         with st.spinner("Loading the models and answering (a few seconds; longer on a busy CPU)..."):
-            st.session_state.try_answers, st.session_state.try_error = ui.call("engine.generate", *args)
+            st.session_state.try_answers, st.session_state.try_error = ui.call("engine.generate", *args, user=user)
             st.session_state.try_answers_for = run_dir
     if st.session_state.get("try_answers_for") == run_dir:
         if st.session_state.get("try_error"):
@@ -70,7 +74,7 @@ limit = st.number_input("Held-out rows to use", min_value=5, max_value=5000, val
                         help="More rows, steadier numbers; each row is answered by both models (~1 s each on a CPU)")
 if st.button("Evaluate"):
     with st.spinner("Evaluating base and fine-tuned model on held-out rows (a minute or more on a CPU)..."):
-        _, error = ui.call("engine.evaluate", run_dir, "--json", "--limit", int(limit))
+        _, error = ui.call("engine.evaluate", run_dir, "--json", "--limit", int(limit), user=user)
     if error:
         st.error(error)
 result = evaluate.read(run_dir)
@@ -99,7 +103,7 @@ zip_path = out.with_name(out.name + ".zip")
 export_args = [run_dir, "--out", out, "--zip", "--json"] + (["--merge"] if choice == "merged" else [])
 if not zip_path.is_file() and st.button("Export"):
     with st.spinner("Writing the export and its zip..."):
-        _, error = ui.call("engine.export", *export_args)
+        _, error = ui.call("engine.export", *export_args, user=user)
     if error:
         st.error(error)
     else:

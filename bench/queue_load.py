@@ -37,10 +37,11 @@ def submit(args):
     index, model, barrier = args
     from engine import runs
     from engine.spec import RunSpec
+    from engine.users import User
     barrier.wait()
     started = time.time()
     run_id = runs.submit(RunSpec(model_name_or_path=model, max_steps=3, per_device_train_batch_size=2,
-                                 eval_steps=1000), owner=f"student{index:02d}")
+                                 eval_steps=1000), User(f"student{index:02d}", "owner"))
     return run_id, time.time() - started
 
 
@@ -54,6 +55,7 @@ def main():
     model = home / "tiny"
     make_tiny_model(model)
     from engine import runs
+    from engine.users import OWNER
     runs.connect()
     manager = multiprocessing.Manager()
     barrier = manager.Barrier(a.sessions)
@@ -63,7 +65,7 @@ def main():
     ids = sorted(r[0] for r in results)
     max_running, order = 0, []
     while True:
-        listed = runs.list_runs()
+        listed = runs.list_runs(OWNER)
         running = [r for r in listed if r["state"] == "running"]
         max_running = max(max_running, len(running))
         for r in running:
@@ -72,7 +74,7 @@ def main():
         if all(r["state"] in ("completed", "failed", "stopped") for r in listed) and len(listed) == a.sessions:
             break
         time.sleep(0.2)
-    listed = runs.list_runs()
+    listed = runs.list_runs(OWNER)
     by_start = [r["id"] for r in sorted(listed, key=lambda r: r["started_at"])]
     result = {
         "date": time.strftime("%Y-%m-%d"), "sessions": a.sessions, "slots": a.slots,

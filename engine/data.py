@@ -44,12 +44,20 @@ def bundled(stage: str, split: str = "train") -> Path:
     return DATASETS / BUNDLED[stage] / f"{split}.jsonl"
 
 
-def save_upload(name: str, data: bytes) -> Path:
-    """Keep an uploaded file under TUNEWISE_HOME/uploads; the content hash in the name keeps versions apart."""
+def save_upload(name: str, data: bytes, owner: str = "") -> Path:
+    """Keep an uploaded file under TUNEWISE_HOME/uploads (a workshop user's: users/NAME/uploads); the content hash
+    in the name keeps versions apart. Only the name's last part is kept, so a name with folders in it cannot
+    place the file anywhere else."""
     import hashlib
     import re
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(name).name).strip("._") or "upload.jsonl"
-    target = paths.home() / "uploads" / f"{hashlib.sha256(data).hexdigest()[:10]}_{safe}"
+
+    from engine.datafile import max_upload_mb
+    if len(data) > max_upload_mb() * 2**20:
+        raise DataError(f"{Path(name).name} is {len(data) / 2**20:,.1f} MB, over this server's upload limit of "
+                        f"{max_upload_mb():,.0f} MB. Upload a smaller file (a sample of the rows is enough to check).")
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(name.replace("\\", "/")).name).strip("._")[-120:] or "upload.jsonl"
+    folder = (paths.user_area(owner) if owner else paths.home()) / "uploads"
+    target = folder / f"{hashlib.sha256(data).hexdigest()[:10]}_{safe}"
     target.parent.mkdir(parents=True, exist_ok=True)
     if not target.is_file():
         target.write_bytes(data)
@@ -193,7 +201,17 @@ def main(argv=None) -> int:
             p.add_argument("--max-length", type=int, default=512, help="tokens per example before truncation")
             p.add_argument("--examples", type=int, default=3, help="rendered examples to return")
             p.add_argument("--model", default="embedded", help="model directory whose tokenizer to use")
+        p.add_argument("--as", dest="acting", metavar="NAME", help="act as this workshop account (its paths only)")
     args = parser.parse_args(argv)
+    from engine import access, users
+    try:
+        actor = users.acting(args.acting)
+        args.file = access.confine(args.file, actor, "data file")
+        if args.command == "stats":
+            args.model = access.check_model(args.model, actor)
+    except (access.AccessError, users.AuthError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if not args.file.is_file():
         print(f"error: {args.file} does not exist or is not a file.", file=sys.stderr)
         return 2

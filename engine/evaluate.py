@@ -24,7 +24,7 @@ import time
 import traceback
 from pathlib import Path
 
-from engine import data, taskapi
+from engine import access, data, taskapi, users
 from engine.generate import ResultError, finished_run
 
 EXAMPLES = 5  # answers kept in eval.json for the page to show
@@ -235,9 +235,18 @@ def main(argv=None) -> int:
     p.add_argument("run_dir", type=Path)
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N held-out rows (faster)")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--as", dest="acting", metavar="NAME", help="act as this workshop account (its paths only)")
     a = p.parse_args(argv)
     if a.limit is not None and a.limit < 1:
         p.error("--limit must be at least 1")
+    try:
+        actor = users.acting(a.acting)
+        a.run_dir = access.check_run_dir(a.run_dir, actor)
+        if actor.role != "owner":  # it writes eval.json into the run: a shared folder's run is not theirs to change
+            access.confine(a.run_dir, actor, "run directory (the evaluation is written into it)", writable=True)
+    except (access.AccessError, users.AuthError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     try:
         result = measure(a.run_dir, a.limit)
         write(a.run_dir, result)

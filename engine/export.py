@@ -18,6 +18,7 @@ import time
 import zipfile
 from pathlib import Path
 
+from engine import access, users
 from engine.generate import ResultError, base_path, finished_run
 
 SKIPPED = {"training_args.bin"}  # a pickle of the trainer's settings: not needed to load, and unsafe to unpickle
@@ -142,10 +143,14 @@ def main(argv=None) -> int:
     p.add_argument("--merge", action="store_true", help="fold the LoRA adapter into the base: one full model")
     p.add_argument("--zip", action="store_true", help="also write OUT.zip, for a download")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--as", dest="acting", metavar="NAME", help="act as this workshop account (its paths only)")
     a = p.parse_args(argv)
     try:
+        actor = users.acting(a.acting)
+        a.run_dir = access.check_run_dir(a.run_dir, actor)
+        a.out = access.confine(a.out, actor, "export folder", writable=True)
         result = export(a.run_dir, a.out, a.merge, a.zip)
-    except (ResultError, ExportError) as e:
+    except (ResultError, ExportError, access.AccessError, users.AuthError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except Exception as e:  # noqa: BLE001  partial output is already removed; say what happened

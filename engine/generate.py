@@ -17,7 +17,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from engine import models, rundir
+from engine import access, models, rundir, users
 from engine.spec import RunSpec, SpecError
 
 MAX_NEW_TOKENS = 96  # a Task API answer is ~30 tokens; room for a sentence or two from a chattier model
@@ -177,6 +177,7 @@ def main(argv=None) -> int:
     p.add_argument("--temperature", type=float, default=0.7)
     p.add_argument("--max-new-tokens", type=int, default=MAX_NEW_TOKENS)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--as", dest="acting", metavar="NAME", help="act as this workshop account (its paths only)")
     a = p.parse_args(argv)
     if not a.run and not a.model:
         p.error("give --run RUN_DIR or --model DIR")
@@ -185,13 +186,16 @@ def main(argv=None) -> int:
     if not a.prompt.strip():
         return _fail("The prompt is empty; type a request for the model.")
     try:
+        actor = users.acting(a.acting)
+        a.run = a.run and str(access.check_run_dir(a.run, actor))
+        a.model = a.model and access.check_model(a.model, actor)
         if a.run:
             finished_run(a.run, "try")  # a sentence before the slow imports
         started = time.time()
         loaded = Loaded(a.run, a.model, need_base=a.base or a.both or not a.run, need_tuned=not a.base)
         wanted = ["base"] if a.base or not a.run else ["base", "tuned"] if a.both else ["tuned"]
         answers = {w: loaded.generate([a.prompt], w, a.sample, a.temperature, a.max_new_tokens)[0] for w in wanted}
-    except (ResultError, models.ModelError) as e:
+    except (ResultError, models.ModelError, access.AccessError, users.AuthError) as e:
         return _fail(str(e))
     result = {"prompt": a.prompt, "answers": answers, "sample": a.sample,
               "temperature": a.temperature if a.sample else None, "seconds": round(time.time() - started, 2)}

@@ -1,6 +1,6 @@
 """Where the app keeps its things. One env var moves all of it (tests point it at a temp dir).
 
-TUNEWISE_HOME   runs, the run registry, uploads        (default ~/.tunewise)
+TUNEWISE_HOME   runs, the run registry, uploads, workshop users/ and shared/  (default ~/.tunewise)
 TUNEWISE_CACHE  converted models; shared, safe to delete (default ~/.cache/tunewise)
 """
 import os
@@ -20,3 +20,13 @@ def cache() -> Path:
 
 def runs_dir() -> Path:
     return home() / "runs"
+
+
+def user_area(name: str) -> Path:
+    """A workshop user's own folder: their runs, uploads and exports (names are checked by engine.users)."""
+    return home() / "users" / name
+
+
+def shared_dir() -> Path:
+    """Folders the instructor publishes to the whole class: shared/models, shared/data (read by everyone)."""
+    return home() / "shared"

@@ -44,10 +44,11 @@ LlamaForCausalLM(cfg).save_pretrained({str(out)!r}); tok.save_pretrained({str(ou
     return out
 
 
-def run_cli(*args, env=None, timeout=600):
+def run_cli(*args, env=None, timeout=600, input_text=None):
     """Run `python -m ...` the way a person would in a shell; return the CompletedProcess."""
     return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, cwd=REPO,
-                          env={**os.environ, **(env or {})}, timeout=timeout)
+                          env={**os.environ, **(env or {})}, timeout=timeout, input=input_text,
+                          stdin=None if input_text is not None else subprocess.DEVNULL)
 
 
 def read_jsonl(path):

@@ -50,7 +50,7 @@ def button(at, label):
 def fake_engine(monkeypatch):
     calls = []
 
-    def call(module, *args):
+    def call(module, *args, user=None):
         calls.append((module, [str(a) for a in args]))
         if module == "engine.generate":
             return {"answers": {"base": "A task is a thing to do.", "tuned": '{"title": "Review Q4 budget"}'},

@@ -8,6 +8,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from engine import rundir, runs
+from engine.runs import queue
+from engine.users import OWNER, User
 
 REPO = Path(__file__).resolve().parent.parent
 PAGES = ["goal", "hardware", "estimate", "data", "train", "runs", "try_export"]
@@ -52,7 +54,7 @@ def test_train_page_refuses_a_missing_model_with_a_sentence_and_keeps_the_plan()
     assert not at.exception
     assert any("Model directory /no/such/model does not exist" in e.value for e in at.error)
     assert at.session_state.spec.model_name_or_path == "embedded", "the plan is unchanged"
-    assert runs.list_runs() == [], "nothing was launched"
+    assert runs.list_runs(OWNER) == [], "nothing was launched"
 
 
 def fake_run(tmp_path, steps) -> int:

@@ -1,11 +1,13 @@
 """The live view of one run: state, progress bar with ETA, loss chart, log tail, stop. Refreshes itself every
 two seconds with st.fragment(run_every=...), reading only the lines metrics.jsonl gained since the last refresh."""
+import time
 from pathlib import Path
 
 import plotly.graph_objects as go
 import streamlit as st
 
 from engine import monitor, rundir, runs
+from ui.session import actor
 
 STATE_ICONS = {"queued": "⏳", "running": "🏃", "completed": "✅", "failed": "❌", "stopped": "⏹️"}
 
@@ -68,7 +70,7 @@ def charts(run_id: int, run_dir: str, records: list[dict]) -> None:
 @st.fragment(run_every=2.0)
 def live_run(run_id: int) -> None:
     try:
-        run = runs.get(run_id)
+        run = runs.get(run_id, actor())
     except runs.RunError as e:
         st.warning(str(e))
         return
@@ -79,11 +81,13 @@ def live_run(run_id: int) -> None:
     prog = monitor.progress(status, reader.records)
     head, button = st.columns([4, 1])
     position = f", position {run['position']} in the queue" if run["position"] else ""
+    if run["position"] and run.get("expected_start"):
+        position += f", expected to start in about {monitor.format_seconds(max(0, run['expected_start'] - time.time()))}"
     head.markdown(f"### {STATE_ICONS.get(state, '')} Run {run_id}: {state}{position}")
     if state in ("queued", "running") and button.button("Stop", key=f"stop-{run_id}", type="secondary"):
         with st.spinner("Stopping: saving a checkpoint, then ending the process..."):
             try:
-                runs.stop(run_id)
+                runs.stop(run_id, actor())
             except runs.RunError as e:  # it finished between the refresh and the click
                 st.info(str(e))
         st.rerun()

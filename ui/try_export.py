@@ -14,9 +14,9 @@ from engine.evaluate import format_value
 LIMITS_S = {"engine.generate": 300, "engine.evaluate": 3600, "engine.export": 1800}
 
 
-def finished_runs() -> list[dict]:
-    """Completed runs of the registry that have a result in final/ (newest first)."""
-    done = [r for r in runs.list_runs() if r["state"] == "completed" and (Path(r["run_dir"]) / "final").is_dir()]
+def finished_runs(user) -> list[dict]:
+    """The user's completed runs that have a result in final/ (newest first)."""
+    done = [r for r in runs.list_runs(user) if r["state"] == "completed" and (Path(r["run_dir"]) / "final").is_dir()]
     return list(reversed(done))
 
 
@@ -30,9 +30,11 @@ def shell(module: str, *args) -> str:
     return " ".join(["python -m", module, *quoted])
 
 
-def call(module: str, *args) -> tuple[dict | None, str]:
-    """Run `python -m module args...`; (parsed JSON output, "") or (None, a sentence for the page)."""
-    cmd = [sys.executable, "-m", module, *map(str, args)]
+def call(module: str, *args, user=None) -> tuple[dict | None, str]:
+    """Run `python -m module args... [--as USER]`; (parsed JSON output, "") or (None, a sentence for the page). In
+    workshop mode the subprocess acts as the logged-in user, so it checks the same paths the page did."""
+    acting = ["--as", user.name] if user is not None and user.role != "owner" else []
+    cmd = [sys.executable, "-m", module, *map(str, args), *acting]
     env = dict(os.environ, TOKENIZERS_PARALLELISM="false")
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=LIMITS_S[module], cwd=str(paths.REPO),

@@ -1,0 +1,207 @@
+"""The runs: registry, fair queue and executor. Runs survive closed browsers and restarted apps.
+
+    python -m engine.runs submit runs/demo.yaml [--as NAME] [--json]   # prints the new run's id
+    python -m engine.runs list [--as NAME] [--json]
+    python -m engine.runs show ID | stop ID | resume ID | remove ID [--as NAME] [--json]
+
+Every call takes the acting user (engine.users.User): a student sees and acts on their own runs only, an
+instructor (and the one person of personal mode) on all. `--as NAME` acts as that account; without it the CLI is
+the machine's administrator. Each submitted run gets a detached supervisor process (engine/runs/local.py) that
+waits for its turn in the fair-share queue (engine/runs/queue.py), starts `python -m engine.train --config
+RUN/config.yaml` as its child, and records how it ended. A run needs `num_processes` GPU slots, one job per GPU
+(TUNEWISE_SLOTS overrides the count; CUDA_VISIBLE_DEVICES around the app limits the GPUs; a machine without a GPU
+has one CPU slot). The run directory stays the source of metrics; the database is the index.
+"""
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import yaml
+
+from engine import access, paths, rundir
+from engine.runs import local, queue
+from engine.runs.local import train_command
+from engine.runs.queue import devices_for, gpu_count, slot_count, visible_gpus
+from engine.runs.registry import RunError, alive, boot_id, connect, record_end
+from engine.spec import RunSpec
+
+if TYPE_CHECKING:
+    from engine.users import User
+
+__all__ = ["RunError", "submit", "list_runs", "get", "stop", "resume", "remove", "connect", "slot_count",
+           "visible_gpus", "gpu_count", "devices_for", "train_command", "record_end", "boot_id", "alive"]
+
+
+def runs_dir_for(actor: User) -> Path:
+    return paths.user_area(actor.name) / "runs" if actor.role != "owner" else paths.runs_dir()
+
+
+def submit(spec: RunSpec, actor: User) -> int:
+    """Check the run against the actor's paths and quotas, register it, write its directory, start its supervisor.
+    Returns the run id."""
+    gpus = len(visible_gpus())
+    if gpus and spec.num_processes > gpus:
+        raise RunError(f"This run asks for {spec.num_processes} GPUs but the app was given {gpus}. Lower the number "
+                       "of GPUs (num_processes), or start the app with more GPUs visible.")
+    if spec.num_processes > slot_count():
+        raise RunError(f"This run asks for {spec.num_processes} GPUs but this machine has {slot_count()} slot(s). "
+                       "Lower the number of GPUs (num_processes), or run it on a machine with more GPUs.")
+    try:
+        access.check_spec(spec, actor)
+    except access.AccessError as e:
+        raise RunError(str(e)) from None
+    db = connect()
+    db.execute("BEGIN IMMEDIATE")  # the waiting-runs quota is counted and the row added in one transaction
+    try:
+        quota = queue.admit(spec, actor.name, db)
+        # 'preparing' until the directory and config exist: neither the queue nor reconcile() touches it before
+        cur = db.execute("INSERT INTO runs (owner, run_dir, stage, method, state, slots_needed, submitted_at, "
+                         "time_limit_s) VALUES (?, '', ?, ?, 'preparing', ?, ?, ?)",
+                         (actor.name, spec.stage, spec.method, spec.num_processes, time.time(),
+                          quota.max_minutes * 60 if quota.max_minutes else None))
+    finally:
+        db.execute("COMMIT")
+    run_id = cur.lastrowid
+    if not spec.output_dir:
+        spec.output_dir = str(runs_dir_for(actor) / f"{run_id:04d}-{spec.stage}-{spec.method}")
+    run_dir = Path(spec.output_dir).expanduser().resolve()
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        spec.output_dir = str(run_dir)
+        spec.save(run_dir / "config.yaml")
+    except OSError as e:
+        db.execute("DELETE FROM runs WHERE id=?", (run_id,))
+        raise RunError(f"Cannot write the run directory {run_dir} ({e.strerror}). Choose another output "
+                       "directory.") from None
+    rundir.write_status(run_dir, "queued", run_id=run_id, estimated_peak_gib=_predicted_peak_gib(spec))
+    db.execute("UPDATE runs SET run_dir=?, config=?, state='queued', estimated_s=? WHERE id=?",
+               (str(run_dir), spec.to_yaml(), _expected_seconds(spec), run_id))
+    local.start_supervisor(run_id)
+    return run_id
+
+
+def _predicted_peak_gib(spec: RunSpec) -> float | None:
+    """The estimator's peak for this run, drawn as a line on the live memory chart (GPU runs only)."""
+    if not gpu_count():
+        return None
+    from engine.estimate import EstimateError, peak_gib, request_for
+    try:
+        return peak_gib(request_for(spec))
+    except (EstimateError, ValueError, OSError):
+        return None  # a model the estimator cannot read still trains; the chart just has no line
+
+
+def _expected_seconds(spec: RunSpec) -> float | None:
+    """The estimator's run time on this machine, for the queue's expected start times (None when unknown)."""
+    from dataclasses import replace
+
+    from engine.estimate import EstimateError, estimate_run, gpu_from_hardware, request_for
+    from engine.hardware import this_computer
+    try:
+        if spec.max_steps > 0:
+            examples = spec.max_steps * spec.per_device_train_batch_size * spec.gradient_accumulation_steps
+            epochs = 1.0
+        else:
+            from engine import data
+            path = spec.dataset_name or data.bundled(spec.stage)
+            examples, epochs = max(1, data.check(path, spec.stage).rows), spec.num_train_epochs
+        req = replace(request_for(spec), examples=examples, epochs=epochs)
+        return estimate_run(req, gpu_from_hardware(this_computer())).hours * 3600 + 20  # + loading the model
+    except (EstimateError, ValueError, OSError, KeyError):
+        return None
+
+
+def reconcile(db) -> None:
+    """After an app or machine restart: settle runs whose supervisor is gone; restart waiting ones."""
+    this_boot = boot_id()
+    for run in db.execute("SELECT * FROM runs WHERE state IN ('running', 'queued')").fetchall():
+        same_boot = not (run["boot_id"] and this_boot and run["boot_id"] != this_boot)
+        if same_boot and alive(run["supervisor_pid"]):
+            continue
+        if run["state"] == "running":
+            if not (same_boot and alive(run["pid"])):  # an orphaned trainer still running is left to finish
+                record_end(db, run["id"], None)
+        else:
+            local.start_supervisor(run["id"])
+
+
+def list_runs(actor: User) -> list[dict]:
+    """The runs the actor may see (their own; all for an instructor), each with its place in the fair queue
+    (position among all waiting runs) and expected start time."""
+    db = connect()
+    reconcile(db)
+    rows = [dict(r) for r in db.execute("SELECT * FROM runs WHERE state != 'preparing' ORDER BY id")]
+    waiting = [r["id"] for r in queue.line(db)]
+    starts = queue.expected_starts(db, _remaining(rows)) if waiting else {}
+    for r in rows:
+        r["position"] = waiting.index(r["id"]) + 1 if r["id"] in waiting else None
+        r["expected_start"] = starts.get(r["id"])
+    return [r for r in rows if actor.sees_all or r["owner"] == actor.name]
+
+
+def _remaining(rows: list[dict]) -> dict[int, float | None]:
+    from engine import monitor
+    left = {}
+    for r in rows:
+        if r["state"] == "running":
+            left[r["id"]] = monitor.progress(rundir.read_status(r["run_dir"]), rundir.read_metrics(r["run_dir"])).eta_s
+    return left
+
+
+def get(run_id: int, actor: User) -> dict:
+    for r in list_runs(actor):
+        if r["id"] == run_id:
+            return r
+    raise RunError(f"There is no run {run_id} of yours. `python -m engine.runs list` (or the Runs page) shows the "
+                   "runs you can see." if not actor.sees_all else
+                   f"There is no run {run_id}. `python -m engine.runs list` shows the runs there are.")
+
+
+def owner_of_dir(run_dir: Path) -> str | None:
+    row = connect().execute("SELECT owner FROM runs WHERE run_dir=?", (str(Path(run_dir).resolve()),)).fetchone()
+    return row["owner"] if row else None
+
+
+def stop(run_id: int, actor: User) -> dict:
+    """Graceful first (SIGTERM: the trainer saves a checkpoint and exits), then every process of the run."""
+    run = get(run_id, actor)
+    if run["state"] not in ("queued", "running"):
+        raise RunError(f"Run {run_id} is {run['state']}, so there is nothing to stop.")
+    local.stop(run)
+    connect().execute("UPDATE runs SET state='stopped', finished_at=? WHERE id=? AND state IN ('queued', 'running')",
+                      (time.time(), run_id))
+    status = rundir.read_status(run["run_dir"])
+    if status.get("state") not in ("stopped", "completed") and Path(run["run_dir"]).is_dir():
+        rundir.write_status(run["run_dir"], "stopped", finished_at=time.time())
+    return get(run_id, actor)
+
+
+def resume(run_id: int, actor: User) -> dict:
+    run = get(run_id, actor)
+    if run["state"] not in ("stopped", "failed"):
+        raise RunError(f"Run {run_id} is {run['state']}; only a stopped or failed run can be resumed.")
+    if rundir.last_checkpoint(run["run_dir"]) is None:
+        raise RunError(f"Run {run_id} has no checkpoint to resume from; start it again instead.")
+    db = connect()
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        queue.admit(RunSpec.from_dict(yaml.safe_load(run["config"]) or {}), run["owner"], db)
+        db.execute("UPDATE runs SET state='queued', resume=1, error=NULL, finished_at=NULL, submitted_at=? "
+                   "WHERE id=?", (time.time(), run_id))
+    finally:
+        db.execute("COMMIT")
+    rundir.write_status(run["run_dir"], "queued", error=None, finished_at=None)
+    local.start_supervisor(run_id)
+    return get(run_id, actor)
+
+
+def remove(run_id: int, actor: User) -> None:
+    run = get(run_id, actor)
+    if run["state"] in ("queued", "running"):
+        raise RunError(f"Run {run_id} is {run['state']}; stop it before removing it.")
+    if Path(run["run_dir"]).resolve().is_relative_to(paths.home()) or actor.role == "owner":
+        shutil.rmtree(run["run_dir"], ignore_errors=True)  # never delete outside the app's folders for a workshop
+    connect().execute("DELETE FROM runs WHERE id=?", (run_id,))

@@ -1,0 +1,124 @@
+"""The local executor: a detached supervisor process per run that waits for its turn, starts the trainer here as
+its child, enforces the instructor's time limit, and records how the run ended.
+
+The supervisor runs in its own session, so it outlives the app; `stop` ends the whole process tree (accelerate
+starts each GPU's worker in a session of its own, out of reach of a killpg)."""
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from engine import paths
+from engine.runs import queue
+from engine.runs.registry import alive, boot_id, connect, record_end
+
+STOP_GRACE_S = 6.5  # graceful stop (checkpoint + exit), then every process of the run is killed...
+KILL_WAIT_S = 2.5   # ...and gone within this: < 10 s in all
+POLL_S = 1.0
+
+
+def train_command(run: sqlite3.Row) -> list[str]:
+    cmd = [sys.executable, "-m", "engine.train", "--config", str(Path(run["run_dir"]) / "config.yaml")]
+    return cmd + ["--resume"] if run["resume"] else cmd
+
+
+def start_supervisor(run_id: int) -> None:
+    with open(paths.home() / "supervisor.log", "a") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "engine.runs", "_supervise", str(run_id)],
+                                start_new_session=True, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+                                cwd=str(paths.REPO))
+    threading.Thread(target=proc.wait, daemon=True).start()  # reap it, so it never lingers as a zombie
+    connect().execute("UPDATE runs SET supervisor_pid=?, boot_id=? WHERE id=?", (proc.pid, boot_id(), run_id))
+
+
+def supervise(run_id: int) -> None:
+    db = connect()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # a stop while queued ends the wait quietly
+    gpus = queue.visible_gpus()  # NVML once for this run
+    while (slots := queue.claim(db, run_id, max(1, len(gpus)))) is None:
+        row = db.execute("SELECT state FROM runs WHERE id=?", (run_id,)).fetchone()
+        if row is None or row["state"] != "queued":
+            return  # stopped or removed while waiting
+        time.sleep(POLL_S)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    run = db.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
+    run_dir = Path(run["run_dir"])
+    env = dict(os.environ, TUNEWISE_LOG_REDIRECTED="1", PYTHONUNBUFFERED="1")
+    if gpus:
+        env["CUDA_VISIBLE_DEVICES"] = queue.devices_for(slots, gpus)
+    cmd = train_command(run)
+    (run_dir / "command.txt").write_text(" ".join(cmd) + "\n")
+    limit_s = run["time_limit_s"]
+    with open(run_dir / "train.log", "a") as log:
+        trainer = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                   env=env, cwd=str(paths.REPO))
+        db.execute("UPDATE runs SET pid=?, boot_id=? WHERE id=?", (trainer.pid, boot_id(), run_id))
+        try:
+            code = trainer.wait(timeout=limit_s)
+        except subprocess.TimeoutExpired:  # the instructor's limit: save a checkpoint and end, like a stop
+            end_tree(trainer.pid, descendants(trainer.pid))
+            code = trainer.wait()
+            minutes = f"{limit_s / 60:g}"
+            record_end(db, run_id, code, reason=f"Stopped after {minutes} minutes, the longest run your instructor "
+                       "allows. Its last checkpoint is kept: resume it to continue (another turn in the queue), or "
+                       "start a shorter run (fewer steps).")
+            return
+    record_end(db, run_id, code)
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below pid."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+    found, frontier = [], [pid]
+    while frontier:
+        children = [p for p, parent in parents.items() if parent in frontier]
+        found += children
+        frontier = children
+    return found
+
+
+def end_tree(trainer_pid: int | None, others: list[int], graceful: bool = True) -> None:
+    """SIGTERM the trainer and its ranks (each saves a checkpoint and exits), wait STOP_GRACE_S, then SIGKILL every
+    process given and wait until they are gone (KILL_WAIT_S at most)."""
+    tree = ([trainer_pid] if trainer_pid and alive(trainer_pid) else []) + [p for p in others if p != trainer_pid]
+    if graceful and trainer_pid and alive(trainer_pid):
+        for pid in tree:
+            _signal(pid, signal.SIGTERM)
+        deadline = time.time() + STOP_GRACE_S
+        while alive(trainer_pid) and time.time() < deadline:
+            time.sleep(0.2)
+    for pid in tree:
+        _signal(pid, signal.SIGKILL)
+    deadline = time.time() + KILL_WAIT_S  # return only once they are gone (a killed process takes a moment)
+    while any(alive(p) for p in tree) and time.time() < deadline:
+        time.sleep(0.05)
+
+
+def stop(run: dict) -> None:
+    """End every process of a queued or running run: its supervisor (killed, so it records nothing), the trainer
+    and all below it."""
+    supervisor, trainer = run["supervisor_pid"], run["pid"]
+    below = descendants(supervisor) if supervisor and alive(supervisor) else []
+    if run["state"] == "running" and alive(trainer):
+        below += [p for p in descendants(trainer) if p not in below]
+        _signal(supervisor, signal.SIGSTOP)  # it must not record the trainer's exit as its own ending meanwhile
+        end_tree(trainer, [p for p in below if p != trainer])
+    end_tree(None, [supervisor, *below] if supervisor else below, graceful=False)
+
+
+def _signal(pid: int | None, sig: int) -> None:
+    if pid and alive(pid):
+        try:
+            os.kill(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass

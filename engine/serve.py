@@ -1,0 +1,60 @@
+"""Start the app in personal or workshop mode, with the server settings each needs.
+
+    python -m engine.serve [--port 8501]                 # personal (make run): 127.0.0.1 only, no login
+    python -m engine.serve --workshop [--port 8501]      # workshop (make workshop): all interfaces, login
+    TUNEWISE_MODE=workshop python -m engine.serve        # the same
+
+Workshop mode refuses to start until `python -m engine.users setup --instructor NAME` has made the server's secret
+and first instructor. Both modes keep Streamlit's XSRF protection on and hide the "Deploy" button; the upload
+limit is TUNEWISE_MAX_UPLOAD_MB (default engine/datafile.py's), passed to Streamlit as server.maxUploadSize.
+"""
+import argparse
+import os
+import sys
+
+from engine import paths
+
+
+def command(workshop: bool, port: int, address: str | None = None) -> list[str]:
+    from engine.datafile import max_upload_mb
+    return [sys.executable, "-m", "streamlit", "run", str(paths.REPO / "app.py"),
+            "--server.port", str(port), "--server.address", address or ("0.0.0.0" if workshop else "127.0.0.1"),
+            "--server.headless", "true", "--server.enableXsrfProtection", "true",
+            "--server.maxUploadSize", str(max(1, int(max_upload_mb()))), "--client.toolbarMode", "minimal",
+            "--server.fileWatcherType", "none",
+            "--browser.gatherUsageStats", "false"] + (_workshop_flags() if workshop else [])
+
+
+def _workshop_flags() -> list[str]:
+    """No tracebacks on students' pages; HTTPS when the admin gives a certificate (TUNEWISE_SSL_CERT and
+    TUNEWISE_SSL_KEY: passwords and the login cookie then never cross the room's network in clear)."""
+    flags = ["--client.showErrorDetails", "none"]
+    cert, key = os.environ.get("TUNEWISE_SSL_CERT"), os.environ.get("TUNEWISE_SSL_KEY")
+    if cert and key:
+        flags += ["--server.sslCertFile", cert, "--server.sslKeyFile", key]
+    return flags
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m engine.serve", description=__doc__.split("\n\n")[0])
+    p.add_argument("--workshop", action="store_true", help="all interfaces, behind a login")
+    p.add_argument("--port", type=int, default=int(os.environ.get("PORT", 8501)))
+    p.add_argument("--address", help="listen on this address instead (e.g. one network card's)")
+    a = p.parse_args(argv)
+    workshop = a.workshop or os.environ.get("TUNEWISE_MODE", "").strip().lower() == "workshop"
+    env = dict(os.environ, TUNEWISE_MODE="workshop" if workshop else "personal")
+    if workshop:
+        os.environ["TUNEWISE_MODE"] = "workshop"
+        from engine import users
+        problem = users.setup_problem()
+        if problem:
+            print(f"error: {problem}", file=sys.stderr)
+            return 2
+        print(f"Workshop mode: students open http://<this server's address>:{a.port} and log in.", flush=True)
+    cmd = command(workshop, a.port, a.address)
+    os.chdir(paths.REPO)
+    os.execvpe(cmd[0], cmd, env)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

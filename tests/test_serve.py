@@ -1,0 +1,126 @@
+"""The two modes as a server admin starts them: personal listens on 127.0.0.1 only, workshop on every interface and
+only once it is set up; the login page in AppTest."""
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from conftest import run_cli
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def listening_addresses(port: int) -> set[str]:
+    """Local addresses of the TCP sockets listening on this port, read from the kernel (/proc/net/tcp, tcp6)."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            local, state = line.split()[1], line.split()[3]
+            address, hex_port = local.split(":")
+            if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                found.add(address)
+    return found
+
+
+def serve(*args, env=None):
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "engine.serve", "--port", str(port), *args], cwd=REPO,
+                            env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True, text=True)
+    return port, proc
+
+
+def wait_listening(port, proc, timeout=60):
+    end = time.time() + timeout
+    while time.time() < end and proc.poll() is None:
+        if listening_addresses(port):
+            return listening_addresses(port)
+        time.sleep(0.3)
+    raise AssertionError(f"not listening: {proc.poll()} {proc.stderr.read() if proc.poll() is not None else ''}")
+
+
+def test_personal_mode_listens_on_127_0_0_1_only():
+    port, proc = serve(env={"TUNEWISE_MODE": ""})
+    try:
+        assert wait_listening(port, proc) == {"0100007F"}, "127.0.0.1, and no other address"
+    finally:
+        os.killpg(proc.pid, 9)
+        proc.wait()
+
+
+def test_workshop_mode_refuses_to_start_until_set_up_then_listens_everywhere(tunewise_home):
+    port, proc = serve("--workshop")
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2 and "Workshop mode is not set up" in err and "engine.users setup" in err
+    assert not listening_addresses(port)
+    done = run_cli("engine.users", "setup", "--instructor", "teach", "--password-stdin", input_text="teach-pass-1\n")
+    assert done.returncode == 0, done.stderr
+    port, proc = serve("--workshop")
+    try:
+        addresses = wait_listening(port, proc)
+        assert addresses & {"00000000", "00000000000000000000000000000000"}, addresses
+    finally:
+        os.killpg(proc.pid, 9)
+        proc.wait()
+
+
+@pytest.fixture
+def workshop_app(monkeypatch, tunewise_home):
+    from engine import users
+    monkeypatch.setenv("TUNEWISE_MODE", "workshop")
+    users.setup("teach", "teach-pass-1")
+    users.add("ana", password="ana-pass-12")
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
+    at.run()
+    return at
+
+
+def log_in(at, name, password):
+    inputs = {w.label: w for w in at.text_input}
+    inputs["Name"].input(name)
+    inputs["Password"].input(password)
+    next(b for b in at.button if b.label == "Log in").click()
+    at.run()
+
+
+def test_workshop_pages_stay_behind_the_login(workshop_app):
+    at = workshop_app
+    assert not at.exception
+    assert at.title[0].value == "🎛️ Tunewise workshop"
+    assert not any("What should the model learn" in t.value for t in at.title), "no page before the login"
+    log_in(at, "ana", "wrong-password")
+    assert any("do not match an account" in e.value for e in at.error)
+    log_in(at, "ana", "ana-pass-12")
+    assert not at.exception
+    assert "What should the model learn?" in at.title[0].value
+    assert any("Logged in as **ana** (student)" in m.value for m in at.sidebar.markdown)
+
+
+def test_a_one_time_password_must_be_replaced_first(workshop_app):
+    from engine import users
+    _, one_time = users.add("ben")
+    at = workshop_app
+    log_in(at, "ben", one_time)
+    assert at.title[0].value == "Welcome, ben"
+    inputs = {w.label: w for w in at.text_input}
+    inputs["One-time password"].input(one_time)
+    inputs["New password"].input("bens-own-pw")
+    inputs["New password again"].input("bens-own-pw")
+    next(b for b in at.button if b.label == "Save my password").click()
+    at.run()
+    assert "What should the model learn?" in at.title[0].value
