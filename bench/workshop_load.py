@@ -68,7 +68,7 @@ def page_loads(url: str, names: list[str], rounds: int) -> list[float]:
                 times.append(time.time() - t0)
                 t0 = time.time()
                 tab.get_by_role("link", name="6 · Runs").click()
-                tab.get_by_role("heading", name="Runs").wait_for()
+                tab.get_by_role("heading", name="Runs", exact=True).wait_for()
                 times.append(time.time() - t0)
         browser.close()
     return times
