@@ -59,6 +59,7 @@ if "spec" not in st.session_state:  # a deep link on a fresh server can run this
     st.session_state.spec = RunSpec()
 spec = st.session_state.spec
 user = actor()
+acting = "" if user.role == "owner" else user.name  # whose folder uploads go to; --as for the subprocess
 st.title("4 · Data")
 st.markdown(f"Data for **{STAGE_NAMES[spec.stage]}** (the stage chosen on the Goal page). Every problem is caught "
             "here, before a GPU minute is spent.")
@@ -73,7 +74,7 @@ elif source == SOURCES[1]:
                               type=["jsonl", "json", "csv", "tsv", "parquet", "txt"], key="data_upload")
     if upload is not None:
         try:
-            path = save_upload(upload.name, upload.getvalue(), "" if user.role == "owner" else user.name)
+            path = save_upload(upload.name, upload.getvalue(), acting)
         except DataError as e:
             st.error(str(e))
 else:
@@ -122,8 +123,7 @@ st.subheader("What the model sees")
 # The plan's own tokenizer when the model is a local directory; otherwise the embedded SmolLM2's.
 own = Path(spec.model_name_or_path).expanduser()
 model = str(own) if (own / "tokenizer.json").is_file() else "embedded"
-stats = cached_stats(str(path), spec.stage, spec.max_length, file_version(path), model,
-                     "" if user.role == "owner" else user.name)
+stats = cached_stats(str(path), spec.stage, spec.max_length, file_version(path), model, acting)
 if not stats.get("ok"):
     st.warning(f"No token statistics: {stats.get('error')}")
 else:

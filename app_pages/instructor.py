@@ -64,9 +64,10 @@ class_runs()
 
 st.subheader("Roster")
 roster = users.list_users()
+owners = [r["owner"] for r in runs.list_runs(user)]  # once, not once per student
 st.dataframe([{"name": u["name"], "role": u["role"],
                "password": "one-time (not changed yet)" if u["must_change"] else "chosen",
-               "runs": sum(r["owner"] == u["name"] for r in runs.list_runs(user))} for u in roster],
+               "runs": owners.count(u["name"])} for u in roster],
              hide_index=True, use_container_width=True)
 with st.form("add_students", clear_on_submit=True):
     names = st.text_area("Add students: one name a line", placeholder="ana\nben\nchloe")

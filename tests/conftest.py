@@ -2,8 +2,11 @@
 model stays in the shared cache, since converting it is the same work every time."""
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -53,3 +56,32 @@ def run_cli(*args, env=None, timeout=600, input_text=None):
 
 def read_jsonl(path):
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+# Debian's chromium (`make browser`), as the browser tests start it: no sandbox as root, no calls home.
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_app(*serve_args, env=None) -> tuple[str, subprocess.Popen]:
+    """The app as `make run` / `make workshop` start it (python -m engine.serve), on a free port, once it answers
+    its health check. Returns (url, process); stop it with os.killpg(proc.pid, 9)."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "engine.serve", "--port", str(port), *serve_args], cwd=REPO,
+                            env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(120):
+        try:
+            urllib.request.urlopen(f"{url}/_stcore/health", timeout=1)
+            break
+        except OSError:
+            time.sleep(0.5)
+    return url, proc

@@ -1,42 +1,17 @@
 """A real browser (Debian's chromium, driven by Playwright) against the running app: the first page a person
 sees, and a training run started from the Train page and watched until it completes."""
 import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync"]
+from conftest import CHROMIUM, CHROMIUM_ARGS, start_app
+
 pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="`make test` installs chromium")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
 def server(tunewise_home):
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.headless",
-         "true", "--browser.gatherUsageStats", "false"], cwd=REPO, stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL, env={**os.environ, "TUNEWISE_HOME": str(tunewise_home)}, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(120):
-        try:
-            urllib.request.urlopen(f"{url}/_stcore/health", timeout=1)
-            break
-        except OSError:
-            time.sleep(0.5)
+    url, proc = start_app(env={"TUNEWISE_HOME": str(tunewise_home)})
     yield url
     os.killpg(proc.pid, 9)
     proc.wait()
@@ -46,7 +21,7 @@ def server(tunewise_home):
 def page(server):
     from playwright.sync_api import sync_playwright
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         tab = browser.new_page(viewport={"width": 1400, "height": 1000})
         tab.set_default_timeout(60_000)
         tab.goto(server)

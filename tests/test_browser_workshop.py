@@ -5,21 +5,12 @@ and stops A's run; a reload keeps B logged in with the plan B built."""
 import hashlib
 import re
 import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from conftest import CHROMIUM, CHROMIUM_ARGS, run_cli, start_app
 
-REPO = Path(__file__).resolve().parent.parent
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync"]
 pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="`make test` installs chromium")
 SHOTS = Path(os.environ.get("TUNEWISE_SHOTS", "/tmp"))  # TUNEWISE_SHOTS=docs refreshes the README's pictures
 PASSWORDS = {"teach": "teach-pass-1", "ana": "ana-pass-12", "ben": "ben-pass-12"}
@@ -36,18 +27,7 @@ def workshop_server(tunewise_home, tiny_model):
                        input_text=PASSWORDS[name] + "\n").returncode == 0
     shared = tunewise_home / "shared" / "models" / "tiny"
     shared.symlink_to(tiny_model, target_is_directory=True)  # the instructor publishes a model to the class
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "engine.serve", "--workshop", "--port", str(port)], cwd=REPO,
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(120):
-        try:
-            urllib.request.urlopen(f"{url}/_stcore/health", timeout=1)
-            break
-        except OSError:
-            time.sleep(0.5)
+    url, proc = start_app("--workshop", env=env)
     yield {"url": url, "env": env, "home": tunewise_home, "model": str(shared)}
     os.killpg(proc.pid, 9)
     proc.wait()
@@ -84,7 +64,7 @@ def test_two_students_and_an_instructor(workshop_server):
     from playwright.sync_api import sync_playwright
     url, env, home = workshop_server["url"], workshop_server["env"], workshop_server["home"]
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         ana = log_in(browser, url, "ana")
         go(ana, "4 · Data")
         ana.get_by_text("Upload a file").click()

@@ -8,8 +8,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from engine import rundir, runs
-from engine.runs import queue
-from engine.users import OWNER, User
+from engine.users import OWNER
 
 REPO = Path(__file__).resolve().parent.parent
 PAGES = ["goal", "hardware", "estimate", "data", "train", "runs", "try_export"]

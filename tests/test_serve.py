@@ -1,7 +1,6 @@
 """The two modes as a server admin starts them: personal listens on 127.0.0.1 only, workshop on every interface and
 only once it is set up; the login page in AppTest."""
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -10,15 +9,9 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from conftest import run_cli
+from conftest import free_port, run_cli
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def listening_addresses(port: int) -> set[str]:

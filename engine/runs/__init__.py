@@ -134,8 +134,9 @@ def list_runs(actor: User) -> list[dict]:
     db = connect()
     reconcile(db)
     rows = [dict(r) for r in db.execute("SELECT * FROM runs WHERE state != 'preparing' ORDER BY id")]
-    waiting = [r["id"] for r in queue.line(db)]
-    starts = queue.expected_starts(db, _remaining(rows)) if waiting else {}
+    line = queue.line(db)
+    waiting = [r["id"] for r in line]
+    starts = queue.expected_starts(db, _remaining(rows), line) if waiting else {}
     for r in rows:
         r["position"] = waiting.index(r["id"]) + 1 if r["id"] in waiting else None
         r["expected_start"] = starts.get(r["id"])
@@ -158,11 +159,6 @@ def get(run_id: int, actor: User) -> dict:
     raise RunError(f"There is no run {run_id} of yours. `python -m engine.runs list` (or the Runs page) shows the "
                    "runs you can see." if not actor.sees_all else
                    f"There is no run {run_id}. `python -m engine.runs list` shows the runs there are.")
-
-
-def owner_of_dir(run_dir: Path) -> str | None:
-    row = connect().execute("SELECT owner FROM runs WHERE run_dir=?", (str(Path(run_dir).resolve()),)).fetchone()
-    return row["owner"] if row else None
 
 
 def stop(run_id: int, actor: User) -> dict:

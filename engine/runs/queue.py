@@ -187,10 +187,12 @@ def claim(db: sqlite3.Connection, run_id: int, gpus: int = 1) -> list[int] | Non
         db.execute("COMMIT")
 
 
-def expected_starts(db: sqlite3.Connection, remaining_s: dict[int, float | None]) -> dict[int, float | None]:
+def expected_starts(db: sqlite3.Connection, remaining_s: dict[int, float | None],
+                    waiting: list[sqlite3.Row] | None = None) -> dict[int, float | None]:
     """When each waiting run should start (epoch seconds), by playing the fair order forward: running runs free
     their slots after remaining_s (the live ETA, else the estimate), waiting ones hold them for the estimator's run
-    time (estimated_s, kept at submit). None where a run ahead has no known duration."""
+    time (estimated_s, kept at submit). None where a run ahead has no known duration. waiting: line(db), if the
+    caller already has it."""
     now = time.time()
     free_at = [now] * slot_count()
     for r in db.execute("SELECT id, slots, started_at, estimated_s FROM runs WHERE state='running'"):
@@ -201,7 +203,7 @@ def expected_starts(db: sqlite3.Connection, remaining_s: dict[int, float | None]
             if s < len(free_at):
                 free_at[s] = None if left is None else now + left
     starts = {}
-    for r in line(db):
+    for r in line(db) if waiting is None else waiting:
         need = min(r["slots_needed"], len(free_at))
         order = sorted(range(len(free_at)), key=lambda s: (free_at[s] is None, free_at[s] or 0))[:need]
         times = [free_at[s] for s in order]
