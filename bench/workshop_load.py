@@ -44,9 +44,9 @@ def student(args):
     return index, ids, time.time() - started
 
 
-def page_loads(url: str, names: list[str], rounds: int) -> list[float]:
+def page_loads(url: str, names: list[str], rounds: int) -> dict[str, list[float]]:
     from playwright.sync_api import sync_playwright
-    times = []
+    times = {"reload": [], "runs_page": []}
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium",
                                     args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
@@ -65,11 +65,11 @@ def page_loads(url: str, names: list[str], rounds: int) -> list[float]:
                 t0 = time.time()
                 tab.goto(url)  # a reload: the cookie logs the student in again
                 tab.get_by_text("What should the model learn?").wait_for()
-                times.append(time.time() - t0)
+                times["reload"].append(time.time() - t0)
                 t0 = time.time()
                 tab.get_by_role("link", name="6 · Runs").click()
                 tab.get_by_role("heading", name="Runs", exact=True).wait_for()
-                times.append(time.time() - t0)
+                times["runs_page"].append(time.time() - t0)
         browser.close()
     return times
 
@@ -114,7 +114,8 @@ def main():
     def training():
         return sum(r["state"] == "running" for r in runs.list_runs(teach))
     training_before = training()
-    loads = page_loads(url, [f"student{i:02d}" for i in range(a.browsers)], a.rounds)
+    by_kind = page_loads(url, [f"student{i:02d}" for i in range(a.browsers)], a.rounds)
+    loads = by_kind["reload"] + by_kind["runs_page"]
     training_after, waiting_after = training(), sum(r["state"] == "queued" for r in runs.list_runs(teach))
     while any(r["state"] in ("queued", "running") for r in runs.list_runs(teach)):
         time.sleep(2)
@@ -142,6 +143,8 @@ def main():
         "fair_order": not second_before_first and (not seconds or last_first <= seconds[0]),
         "page_loads": len(loads), "page_load_p50_s": round(statistics.median(loads), 2),
         "page_load_p95_s": round(loads[int(0.95 * (len(loads) - 1))], 2), "page_load_max_s": round(loads[-1], 2),
+        **{f"{kind}_p95_s": round(sorted(t)[int(0.95 * (len(t) - 1))], 2) for kind, t in by_kind.items()},
+        "browser_contexts_on_the_same_machine": a.browsers,
         "runs_training_when_loads_began": training_before, "runs_training_when_loads_ended": training_after,
         "runs_waiting_when_loads_ended": waiting_after,
     }
