@@ -54,6 +54,16 @@ def run_cli(*args, env=None, timeout=600, input_text=None):
                           stdin=None if input_text is not None else subprocess.DEVNULL)
 
 
+def wait_for(predicate, timeout=240, every=0.5):
+    """predicate()'s first truthy value, polled every `every` s; AssertionError after `timeout` s."""
+    end = time.time() + timeout
+    while time.time() < end:
+        if value := predicate():
+            return value
+        time.sleep(every)
+    raise AssertionError("timed out waiting")
+
+
 def read_jsonl(path):
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 

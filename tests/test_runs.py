@@ -13,17 +13,7 @@ from engine import rundir, runs
 from engine.runs import queue
 from engine.users import OWNER, User
 from engine.spec import RunSpec
-from conftest import run_cli
-
-
-def wait_for(predicate, timeout=240, every=0.5):
-    end = time.time() + timeout
-    while time.time() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError("timed out waiting")
+from conftest import run_cli, wait_for
 
 
 def spec(model, steps, **kw):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from conftest import run_cli, wait_for
 from engine import access, paths, plans, rundir, runs, users
 from engine.data import DataError, save_upload
 from engine.runs import queue
@@ -25,15 +25,6 @@ def workshop(monkeypatch, tunewise_home):
     for name in ("ana", "ben"):
         users.add(name, password=PASSWORDS[name])
     return {name: users.find(name) for name in PASSWORDS}
-
-
-def wait_for(predicate, timeout=240, every=0.3):
-    end = time.time() + timeout
-    while time.time() < end:
-        if value := predicate():
-            return value
-        time.sleep(every)
-    raise AssertionError("timed out waiting")
 
 
 def tiny_spec(model, steps, **kw):
