@@ -76,8 +76,8 @@ def check_model(model: str, actor: User, what: str = "model") -> str:
 
 # TRL settings a workshop student may pass in `extra:` (the rest - output_dir, max_steps, hub uploads, deepspeed
 # or template paths, save limits - would get round the checks below or the instructor's quotas).
-STUDENT_EXTRA = {"reward_model", "padding_free", "beta", "loss_type", "label_smoothing", "num_generations",
-                 "max_completion_length", "max_prompt_length", "temperature", "completion_only_loss",
+STUDENT_EXTRA = {"reward_model", "reward_checks", "padding_free", "beta", "loss_type", "label_smoothing",
+                 "num_generations", "max_completion_length", "max_prompt_length", "temperature", "completion_only_loss",
                  "assistant_only_loss", "packing", "center_rewards_coefficient", "weight_decay", "warmup_ratio",
                  "max_grad_norm", "neftune_noise_alpha"}
 
@@ -99,6 +99,8 @@ def check_spec(spec: RunSpec, actor: User) -> None:
         spec.init_from = str(confine(spec.init_from, actor, "earlier run to start from"))
     if spec.extra.get("reward_model"):
         spec.extra["reward_model"] = str(confine(spec.extra["reward_model"], actor, "reward model run"))
+    if spec.extra.get("reward_checks"):
+        spec.extra["reward_checks"] = check_checks(spec.extra["reward_checks"], actor)
     if spec.output_dir:
         out = confine(spec.output_dir, actor, "output directory", writable=True)
         runs_dir = paths.user_area(actor.name) / "runs"
@@ -106,6 +108,14 @@ def check_spec(spec: RunSpec, actor: User) -> None:
             raise AccessError(f"The output directory must be a new folder inside {runs_dir}; leave it empty and "
                               "the app makes one.")
         spec.output_dir = str(out)
+
+
+def check_checks(source: str, actor: User) -> str:
+    """A check file (engine/checks.py): a preset by name, or a file inside the actor's area."""
+    from engine.checks import PRESETS
+    if source in PRESETS or actor.role == "owner":
+        return source
+    return str(confine(source, actor, "check file"))
 
 
 def check_run_dir(run_dir: str | Path, actor: User) -> Path:

@@ -5,12 +5,13 @@
 
 What is measured (base = the model the run started from; fine-tuned = the run's final/):
     pt, sft, dpo   held-out loss and perplexity of the reference text (sft: the answer only, as the trainer counts it)
-    Task API data  share of greedy answers that are valid JSON, have exactly title/priority/status, and get the
-                   priority, the status and the title right (sft and rl; the seed's showcase)
+    checks         share of greedy answers passing each check (engine/checks.py): --checks FILE, else the run's RL
+                   reward checks, else for Task API data the task_api preset (valid JSON, exactly title/priority/
+                   status, priority, status and title right: the seed's showcase)
     dpo            preference accuracy: the model gives the chosen answer a higher log-likelihood than the rejected
                    one; and DPO's implicit reward accuracy, beta*(log p_tuned - log p_base), chosen vs rejected
     rm             preference accuracy from the reward model's scores (a base model has no reward head)
-    rl             mean reward before and after: the Task API checks, and the run's own reward model (both on
+    rl             mean reward before and after: the checks, and the run's own reward model (both on
                    prompts that carry an `expected` answer, as the bundled set does)
 Held-out rows: the stage's bundled test split, or the last 5 % of a user's file (as the trainer holds them out).
 Exit codes: 0 measured; 2 the run cannot be evaluated (running, failed, stopped, no final/); 1 unexpected failure.
@@ -25,6 +26,7 @@ import traceback
 from pathlib import Path
 
 from engine import access, data, taskapi, users
+from engine import checks as checks_module
 from engine.generate import ResultError, finished_run
 
 EXAMPLES = 5  # answers kept in eval.json for the page to show
@@ -93,7 +95,7 @@ def _loss(pairs) -> float:
     return -sum(s for s, _ in pairs) / max(1, sum(n for _, n in pairs))
 
 
-def measure(run_dir: Path, limit: int | None = None) -> dict:
+def measure(run_dir: Path, limit: int | None = None, checks_file: str | None = None) -> dict:
     spec, final = finished_run(run_dir, "evaluate")
     started = time.time()
     rows, about = held_out(spec, limit)
@@ -120,29 +122,44 @@ def measure(run_dir: Path, limit: int | None = None) -> dict:
     if spec.stage == "dpo":
         _preferences(loaded, rows, add)
     expected = [_text(r.get("completion") or r.get("expected") or r.get("chosen") or "") for r in rows]
-    if spec.stage in ("sft", "rl", "dpo") and expected and all(taskapi.is_task_answer(e) for e in expected):
+    checks = answer_checks(spec, expected, checks_file)
+    if checks is not None:
         prompts = [r["prompt"] if "prompt" in r else r["messages"][:-1] for r in rows]
         new = max(len(loaded.tokenizer(e)["input_ids"]) for e in expected) + 8  # room for the answer, no more
+        new = max(new, 32) if not all(taskapi.is_task_answer(e) for e in expected) else new
         answers = {w: loaded.generate(prompts, w, max_new_tokens=new) for w in ("base", "tuned")}
-        base, tuned = (taskapi.summarize(answers[w], expected) for w in ("base", "tuned"))
-        for name, label in taskapi.CHECKS.items():
-            add(label, base[name], tuned[name], "share")
+        base, tuned = (checks.summarize(answers[w], expected) for w in ("base", "tuned"))
+        for check in checks.checks:
+            add(check.name, base[check.name], tuned[check.name], "share")
+        result["checks"] = checks.source
         if spec.stage == "rl":
-            add("mean reward (Task API checks)", *(sum(taskapi.reward(a, e) for a, e in zip(answers[w], expected))
-                                                   / len(expected) for w in ("base", "tuned")), "reward")
+            add("mean reward (the checks)", *(sum(checks.reward(a, e) for a, e in zip(answers[w], expected))
+                                              / len(expected) for w in ("base", "tuned")), "reward")
             if spec.extra.get("reward_model"):
                 rm = _reward_scores(spec, Path(run_dir), prompts, answers)
                 add("mean reward (the run's reward model)", rm["base"], rm["tuned"], "reward")
         result["examples"] = [{"prompt": _text(p), "expected": e, "base": b, "fine_tuned": t} for p, e, b, t in
                               zip(prompts, expected, answers["base"], answers["tuned"])][:EXAMPLES]
     elif spec.stage in ("sft", "rl"):
-        result["not_measured"].append("Answer accuracy: the expected answers are not Task API JSON, so only the "
-                                      "loss is measured. Compare answers by eye in the Playground.")
+        result["not_measured"].append("Answer accuracy: no checks are given for this data (its answers are not Task "
+                                      "API JSON), so only the loss is measured. Pass --checks FILE (engine/checks.py) "
+                                      "or compare answers by eye in the Playground.")
     if spec.stage == "rl" and not any(m["kind"] == "reward" for m in result["metrics"]):
         result["not_measured"].append("Mean reward: the prompts carry no `expected` Task API answer, so the answers "
                                       "are not scored here; compare them in the Playground.")
     result["seconds"] = round(time.time() - started, 1)
     return result
+
+
+def answer_checks(spec, expected: list[str], source: str | None = None):
+    """The checks answers are scored with: --checks, else the run's RL reward checks, else the Task API preset when
+    the expected answers have its shape; None when there is nothing to check against."""
+    source = source or spec.extra.get("reward_checks")
+    if source:
+        return checks_module.load(source)
+    if spec.stage in ("sft", "rl", "dpo") and expected and all(taskapi.is_task_answer(e) for e in expected):
+        return taskapi.checks()
+    return None
 
 
 def _preferences(loaded, rows, add) -> None:
@@ -234,6 +251,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m engine.evaluate", description=__doc__.split("\n\n")[0])
     p.add_argument("run_dir", type=Path)
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N held-out rows (faster)")
+    p.add_argument("--checks", metavar="FILE", help="score the answers with these checks (a YAML check file or a "
+                   "preset: task_api; engine/checks.py); default: the run's reward checks, or task_api for its data")
     p.add_argument("--json", action="store_true")
     p.add_argument("--as", dest="acting", metavar="NAME", help="act as this workshop account (its paths only)")
     a = p.parse_args(argv)
@@ -242,13 +261,16 @@ def main(argv=None) -> int:
     try:
         actor = users.acting(a.acting)
         a.run_dir = access.check_run_dir(a.run_dir, actor)
+        if a.checks:
+            a.checks = access.check_checks(a.checks, actor)
+            checks_module.load(a.checks)
         if actor.role != "owner":  # it writes eval.json into the run: a shared folder's run is not theirs to change
             access.confine(a.run_dir, actor, "run directory (the evaluation is written into it)", writable=True)
-    except (access.AccessError, users.AuthError) as e:
+    except (access.AccessError, users.AuthError, checks_module.CheckError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     try:
-        result = measure(a.run_dir, a.limit)
+        result = measure(a.run_dir, a.limit, a.checks)
         write(a.run_dir, result)
     except ResultError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -32,18 +32,6 @@ def unfinished(tmp_path, state, **status):
     return run
 
 
-def test_task_api_scoring_counts_each_check():
-    want = '{"title": "Review Q4 budget", "priority": "high", "status": "pending"}'
-    assert all(taskapi.score(want, want).values())
-    assert taskapi.score("Sure! Here it is: " + want, want)["valid_json"] is False
-    wrong = taskapi.score('{"title": "review Q4 budget", "priority": "low", "status": "pending"}', want)
-    assert wrong == {"valid_json": True, "has_keys": True, "priority_ok": False, "status_ok": True,
-                     "title_exact": False}
-    assert taskapi.score('{"name": "Review Q4 budget", "priority": "high", "status": "pending"}', want)[
-        "has_keys"] is False
-    assert taskapi.summarize([want, "no"], [want, want])["valid_json"] == 0.5
-
-
 def test_generate_answers_with_the_base_and_the_fine_tuned_model(tiny_run):
     result = run_cli("engine.generate", "--run", str(tiny_run), "--prompt", "Create a task: water the plants",
                      "--both", "--sample", "--temperature", "1.0", "--json", "--max-new-tokens", "4")

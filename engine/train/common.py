@@ -43,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="gradient checkpointing: less activation memory, ~30%% more compute")
     p.add_argument("--reward-model", dest="reward_model", default=None,
                    help="rl only: the reward-model run (--stage rm) that scores answers; stored as extra.reward_model")
+    p.add_argument("--reward", dest="reward_checks", default=None, metavar="CHECKS",
+                   help="rl only: reward answers by checks (a YAML check file, or the preset task_api; "
+                        "engine/checks.py) instead of a reward model; stored as extra.reward_checks")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --output-dir from its last checkpoint")
     return p
@@ -58,9 +61,10 @@ def parse(argv=None) -> tuple[RunSpec, bool]:
     if config:
         values = _spec_values(RunSpec.load(Path(config)))
     values.update({k: v for k, v in vars(args).items()
-                   if v is not None and k not in ("config", "resume", "reward_model")})
-    if args.reward_model is not None:
-        values["extra"] = {**values.get("extra", {}), "reward_model": args.reward_model}
+                   if v is not None and k not in ("config", "resume", "reward_model", "reward_checks")})
+    for key in ("reward_model", "reward_checks"):
+        if getattr(args, key) is not None:
+            values["extra"] = {**values.get("extra", {}), key: getattr(args, key)}
     return RunSpec.from_dict(values), args.resume
 
 

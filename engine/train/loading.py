@@ -70,7 +70,9 @@ def reward_model_path(value: str, run_dir: Path) -> str:
     """A directory GRPO can load with AutoModelForSequenceClassification(num_labels=1): an rm run (its final/, a
     LoRA adapter merged into RUN/reward_model/ first) or a sequence-classification model directory."""
     if not value:
-        raise SpecError("RL needs a reward model to score the answers it generates, and none was given. " + RM_HINT)
+        raise SpecError("RL needs a reward model to score the answers it generates, or checks that can be verified, "
+                        "and neither was given. For checks: `--reward task_api` or `--reward checks.yaml` "
+                        "(engine/checks.py). For a reward model: " + RM_HINT)
     path = Path(value).expanduser()
     if not path.exists():
         raise SpecError(f"The reward model {value} does not exist. Give the run directory of a finished "
