@@ -9,15 +9,55 @@ def curve(losses, **extra):
             for i, v in enumerate(losses)]
 
 
-def test_progress_and_eta_come_from_logged_steps():
-    records = curve([2.0, 1.8, 1.6, 1.5, 1.4])  # 2 s per step
-    prog = monitor.progress({"state": "running", "step": 5, "max_steps": 20, "started_at": 95.0}, records, now=110.0)
-    assert prog.fraction == 0.25
+def test_progress_and_eta_come_from_the_measured_step_time():
+    records = curve([2.0, 1.8, 1.6, 1.5, 1.4])  # 2 s per step, the last one logged at t = 108
+    prog = monitor.progress({"state": "running", "step": 5, "max_steps": 20, "started_at": 95.0}, records, now=108.0)
+    assert prog.fraction == 0.25 and prog.training
     assert prog.seconds_per_step == 2.0
     assert prog.eta_s == 30.0
-    assert monitor.format_seconds(prog.eta_s) == "30 s"
+    assert monitor.eta_text(prog) == monitor.eta_text(prog, "running") == "30 s"
+    later = monitor.progress({"state": "running", "step": 5, "max_steps": 20, "started_at": 95.0}, records, now=109.5)
+    assert later.eta_s == 28.5  # counts down between logged steps...
+    stalled = monitor.progress({"state": "running", "step": 5, "max_steps": 20, "started_at": 95.0}, records, now=200)
+    assert stalled.eta_s == 28.0  # ...but never past the next step's due time (an eval pass, a checkpoint)
+
+
+def test_warm_up_and_an_eval_pass_do_not_set_the_pace():
+    times = [130.0, 160.0, 163.0, 166.0, 169.0, 190.0, 193.0, 196.0]  # loading, then 3 s steps; an eval at 6
+    records = [{"step": i + 1, "loss": 1.0, "time": t} for i, t in enumerate(times)]
+    prog = monitor.progress({"state": "running", "step": 8, "max_steps": 100, "started_at": 100.0}, records, now=196)
+    assert prog.seconds_per_step == 3.0 and prog.eta_s == 3.0 * 92
+
+
+def test_no_rate_until_a_few_steps_ran():
+    records = curve([2.0, 1.9])
+    prog = monitor.progress({"state": "running", "step": 2, "max_steps": 20, "started_at": 95.0}, records, now=103)
+    assert prog.eta_s is None and monitor.eta_text(prog) == "estimating..."
+
+
+def test_after_a_resume_only_this_attempts_steps_time_the_run():
+    old = curve([2.0, 1.8, 1.6, 1.5, 1.4, 1.3])  # steps 1-6 at t = 100..110
+    resumed_at = 100.0 + 3600  # an hour later
+    new = [{"step": 6 + i, "loss": 1.2, "time": resumed_at + 20 + 2 * i} for i in range(1, 3)]
+    status = {"state": "running", "step": 8, "max_steps": 20, "started_at": resumed_at}
+    prog = monitor.progress(status, old + new, now=resumed_at + 24)
+    assert prog.eta_s is None and monitor.eta_text(prog) == "estimating..."  # never "1 h 00 min" from the gap
+    assert prog.elapsed_s == 24
+    more = new + [{"step": 9 + i, "loss": 1.2, "time": resumed_at + 26 + 2 * i} for i in range(2)]
+    prog = monitor.progress({**status, "step": 10}, old + more, now=resumed_at + 28)
+    assert prog.seconds_per_step == 2.0 and prog.eta_s == 20.0
+
+
+def test_a_run_that_is_not_training_has_no_eta():
+    records = curve([2.0, 1.8, 1.6, 1.5, 1.4])
+    for state in ("queued", "stopped", "failed", "completed"):
+        prog = monitor.progress({"state": state, "step": 5, "max_steps": 20, "started_at": 95.0,
+                                 "finished_at": 120.0}, records, now=130.0)
+        assert prog.eta_s is None and not prog.training
+        assert monitor.eta_text(prog) == monitor.eta_text(prog, state) == "-"
+        assert prog.elapsed_s == 25.0  # up to the end, not up to now
     done = monitor.progress({"state": "completed", "step": 20, "max_steps": 20}, records)
-    assert done.eta_s == 0 and done.fraction == 1.0
+    assert done.fraction == 1.0
 
 
 def test_a_healthy_curve_raises_no_alert():
