@@ -4,6 +4,7 @@ import streamlit as st
 
 from engine.hardware import detect_gpus, load_presets, preset_hardware, this_computer
 from engine.recommend import METHOD_NAMES, advise_method, apply_to_spec, lesson, recommend
+from engine.runs import executors
 from engine.spec import CPU_RUN
 
 HERE = "here"  # the option "this computer"; the others are preset keys from engine/assets/gpus.yaml
@@ -18,6 +19,13 @@ st.title("🖥️ What will you train on?")
 st.write("Memory decides which models and methods fit. We look for NVIDIA GPUs on this computer; you can also "
          "plan for another machine, e.g. one you would rent.")
 
+if executors.current() == executors.RAY:  # TUNEWISE_CLUSTER: runs train on the machines of a Ray cluster
+    cluster = executors.describe()  # the dashboard's HTTP API: no ray import in this process
+    st.subheader(f"Runs train on the Ray cluster at {cluster['address']}")
+    if cluster["problem"]:
+        st.warning(cluster["problem"])
+    st.dataframe(pd.DataFrame(cluster["nodes"], columns=["node", "head", "gpus", "cpus"]), hide_index=True,
+                 width="stretch")
 if st.button("Detect again", help="Re-read the GPUs, e.g. after another program freed memory."):
     detect_gpus(refresh=True)
 found = detect_gpus()

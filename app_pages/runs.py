@@ -5,6 +5,7 @@ import time
 import streamlit as st
 
 from engine import monitor, runs, users
+from engine.runs import executors
 from ui.monitor import compare, live_run
 from ui.session import actor
 
@@ -16,6 +17,8 @@ st.caption("Runs keep training when you close the browser; come back any time. O
               if workshop else "the others wait in submission order."))
 
 all_runs = runs.list_runs(user)
+if cluster_note := executors.note():  # TUNEWISE_CLUSTER names a Ray cluster that cannot take runs now
+    st.warning(cluster_note)
 if not all_runs:
     st.info("No runs yet. Start one on the Train page.")
     st.page_link("app_pages/train.py", label="Go to Train", icon="🚀")
@@ -36,7 +39,8 @@ def starts_in(run):
 
 table = [{"id": r["id"], **({"who": r["owner"]} if user.sees_all else {}), "state": r["state"],
           "queue position": r["position"] or "", "starts": starts_in(r), "stage": r["stage"], "method": r["method"],
-          "submitted": when(r["submitted_at"]), "finished": when(r["finished_at"])} for r in reversed(all_runs)]
+          "submitted": when(r["submitted_at"]), "finished": when(r["finished_at"]), "where": r["where"]}
+         for r in reversed(all_runs)]
 st.dataframe(table, hide_index=True, use_container_width=True)
 
 mine = [r for r in all_runs if r["position"] and r["owner"] == user.name]

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import yaml
 
 from engine import access, paths, rundir
-from engine.runs import local, queue
+from engine.runs import executors, local, queue, ray
 from engine.runs.local import train_command
 from engine.runs.queue import devices_for, gpu_count, slot_count, visible_gpus
 from engine.runs.registry import RunError, alive, boot_id, connect, record_end
@@ -42,17 +42,16 @@ def runs_dir_for(actor: User) -> Path:
 def submit(spec: RunSpec, actor: User) -> int:
     """Check the run against the actor's paths and quotas, register it, write its directory, start its supervisor.
     Returns the run id."""
-    gpus = len(visible_gpus())
-    if gpus and spec.num_processes > gpus:
-        raise RunError(f"This run asks for {spec.num_processes} GPUs but the app was given {gpus}. Lower the number "
-                       "of GPUs (num_processes), or start the app with more GPUs visible.")
-    if spec.num_processes > slot_count():
-        raise RunError(f"This run asks for {spec.num_processes} GPUs but this machine has {slot_count()} slot(s). "
-                       "Lower the number of GPUs (num_processes), or run it on a machine with more GPUs.")
     try:
         access.check_spec(spec, actor)
     except access.AccessError as e:
         raise RunError(str(e)) from None
+    executor = executors.current()
+    try:  # too many GPUs, a run directory the cluster cannot see: refused here, with a sentence
+        executors.of(executor).check(spec, Path(spec.output_dir).expanduser().resolve().parent if spec.output_dir
+                                     else runs_dir_for(actor))
+    except ray.Unreachable:
+        pass  # the run waits in line until the cluster answers; it is checked again before it is handed over
     db = connect()
     db.execute("BEGIN IMMEDIATE")  # the waiting-runs quota is counted and the row added in one transaction
     try:
@@ -77,8 +76,8 @@ def submit(spec: RunSpec, actor: User) -> int:
         raise RunError(f"Cannot write the run directory {run_dir} ({e.strerror}). Choose another output "
                        "directory.") from None
     rundir.write_status(run_dir, "queued", run_id=run_id, estimated_peak_gib=_predicted_peak_gib(spec))
-    db.execute("UPDATE runs SET run_dir=?, config=?, state='queued', estimated_s=? WHERE id=?",
-               (str(run_dir), spec.to_yaml(), _expected_seconds(spec), run_id))
+    db.execute("UPDATE runs SET run_dir=?, config=?, state='queued', estimated_s=?, executor=? WHERE id=?",
+               (str(run_dir), spec.to_yaml(), _expected_seconds(spec), executor, run_id))
     local.start_supervisor(run_id)
     return run_id
 
@@ -121,11 +120,7 @@ def reconcile(db) -> None:
         same_boot = not (run["boot_id"] and this_boot and run["boot_id"] != this_boot)
         if same_boot and alive(run["supervisor_pid"]):
             continue
-        if run["state"] == "running":
-            if not (same_boot and alive(run["pid"])):  # an orphaned trainer still running is left to finish
-                record_end(db, run["id"], None)
-        else:
-            local.start_supervisor(run["id"])
+        executors.of(run).settle(db, run)  # ended meanwhile, still running (a Ray job), or back in line
 
 
 def list_runs(actor: User) -> list[dict]:
@@ -140,6 +135,7 @@ def list_runs(actor: User) -> list[dict]:
     for r in rows:
         r["position"] = waiting.index(r["id"]) + 1 if r["id"] in waiting else None
         r["expected_start"] = starts.get(r["id"])
+        r["where"] = executors.of(r).where(r)
     return [r for r in rows if actor.sees_all or r["owner"] == actor.name]
 
 
@@ -166,7 +162,7 @@ def stop(run_id: int, actor: User) -> dict:
     run = get(run_id, actor)
     if run["state"] not in ("queued", "running"):
         raise RunError(f"Run {run_id} is {run['state']}, so there is nothing to stop.")
-    local.stop(run)
+    executors.of(run).stop(run)
     connect().execute("UPDATE runs SET state='stopped', finished_at=? WHERE id=? AND state IN ('queued', 'running')",
                       (time.time(), run_id))
     status = rundir.read_status(run["run_dir"])
@@ -185,8 +181,8 @@ def resume(run_id: int, actor: User) -> dict:
     db.execute("BEGIN IMMEDIATE")
     try:
         queue.admit(RunSpec.from_dict(yaml.safe_load(run["config"]) or {}), run["owner"], db)
-        db.execute("UPDATE runs SET state='queued', resume=1, error=NULL, finished_at=NULL, submitted_at=? "
-                   "WHERE id=?", (time.time(), run_id))
+        db.execute("UPDATE runs SET state='queued', resume=1, error=NULL, finished_at=NULL, submitted_at=?, "
+                   "executor=?, job_id=NULL, node=NULL WHERE id=?", (time.time(), executors.current(), run_id))
     finally:
         db.execute("COMMIT")
     rundir.write_status(run["run_dir"], "queued", error=None, finished_at=None)

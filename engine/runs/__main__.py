@@ -1,17 +1,19 @@
-"""Command line of the runs registry: `python -m engine.runs submit|list|show|stop|resume|remove [--as NAME]`."""
+"""Command line of the runs registry: `python -m engine.runs submit|list|show|stop|resume|remove [--as NAME]`;
+`python -m engine.runs cluster [--json]` describes the executor new runs go to (TUNEWISE_CLUSTER: a Ray cluster)."""
 import argparse
 import json
 import sys
 from pathlib import Path
 
 from engine import runs, users
-from engine.runs import local
+from engine.runs import executors, local
 from engine.spec import RunSpec, SpecError
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m engine.runs", description=runs.__doc__.split("\n\n")[0])
-    p.add_argument("command", choices=["submit", "list", "show", "stop", "resume", "remove", "_supervise"])
+    p.add_argument("command", choices=["submit", "list", "show", "stop", "resume", "remove", "cluster",
+                                               "_supervise"])
     p.add_argument("target", nargs="?", help="CONFIG for submit, run ID otherwise")
     p.add_argument("--as", dest="acting", metavar="NAME",
                    help="act as this account (workshop mode); without it, as the machine's administrator")
@@ -21,6 +23,8 @@ def main(argv=None) -> int:
         if a.command == "_supervise":
             local.supervise(int(a.target))
             return 0
+        if a.command == "cluster":
+            return _print(executors.describe(), a.json)
         actor = users.find(a.acting) if a.acting else users.OWNER
         if a.command == "list":
             return _print(runs.list_runs(actor), a.json)

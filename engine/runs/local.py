@@ -14,7 +14,7 @@ from pathlib import Path
 
 from engine import paths
 from engine.runs import queue
-from engine.runs.registry import alive, boot_id, connect, record_end
+from engine.runs.registry import RunError, alive, boot_id, connect, record_end
 
 STOP_GRACE_S = 6.5  # graceful stop (checkpoint + exit), then every process of the run is killed...
 KILL_WAIT_S = 2.5   # ...and gone within this: < 10 s in all
@@ -36,17 +36,31 @@ def start_supervisor(run_id: int) -> None:
 
 
 def supervise(run_id: int) -> None:
+    """The run's supervisor: wait for its turn in our queue, then hand it to its executor (here, or a Ray job)."""
+    from engine.runs import executors
     db = connect()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # a stop while queued ends the wait quietly
-    gpus = queue.visible_gpus()  # NVML once for this run
-    while (slots := queue.claim(db, run_id, max(1, len(gpus)))) is None:
+    run = db.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
+    if run is not None and run["state"] == "running" and run["job_id"]:
+        return executors.of(run).watch(db, run)  # after an app restart: follow the cluster's job again
+    remote = run is not None and run["executor"] not in (None, executors.LOCAL)
+    gpus = [] if remote else queue.visible_gpus()  # NVML once for this run
+    spread = queue.slot_count() if remote else max(1, len(gpus))  # a cluster's slots are not this machine's GPUs
+    while (slots := queue.claim(db, run_id, max(1, spread))) is None:
         row = db.execute("SELECT state FROM runs WHERE id=?", (run_id,)).fetchone()
         if row is None or row["state"] != "queued":
             return  # stopped or removed while waiting
         time.sleep(POLL_S)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     run = db.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
-    run_dir = Path(run["run_dir"])
+    if remote:
+        return executors.of(run).execute(db, run)
+    execute(db, run, slots, gpus)
+
+
+def execute(db: sqlite3.Connection, run: sqlite3.Row, slots: list[int], gpus: list[str]) -> None:
+    """Start the trainer as this supervisor's child on the GPUs of its slots, wait, record how it ended."""
+    run_id, run_dir = run["id"], Path(run["run_dir"])
     env = dict(os.environ, TUNEWISE_LOG_REDIRECTED="1", PYTHONUNBUFFERED="1")
     if gpus:
         env["CUDA_VISIBLE_DEVICES"] = queue.devices_for(slots, gpus)
@@ -61,13 +75,39 @@ def supervise(run_id: int) -> None:
             code = trainer.wait(timeout=limit_s)
         except subprocess.TimeoutExpired:  # the instructor's limit: save a checkpoint and end, like a stop
             end_tree(trainer.pid, descendants(trainer.pid))
-            code = trainer.wait()
-            minutes = f"{limit_s / 60:g}"
-            record_end(db, run_id, code, reason=f"Stopped after {minutes} minutes, the longest run your instructor "
-                       "allows. Its last checkpoint is kept: resume it to continue (another turn in the queue), or "
-                       "start a shorter run (fewer steps).")
+            record_end(db, run_id, trainer.wait(), reason=time_limit_reason(limit_s))
             return
     record_end(db, run_id, code)
+
+
+def time_limit_reason(limit_s: float) -> str:
+    return (f"Stopped after {limit_s / 60:g} minutes, the longest run your instructor allows. Its last checkpoint "
+            "is kept: resume it to continue (another turn in the queue), or start a shorter run (fewer steps).")
+
+
+def check(spec, run_dir: Path) -> None:
+    """Refuse at submit a run this machine cannot hold, with a sentence."""
+    gpus = len(queue.visible_gpus())
+    if gpus and spec.num_processes > gpus:
+        raise RunError(f"This run asks for {spec.num_processes} GPUs but the app was given {gpus}. Lower the number "
+                       "of GPUs (num_processes), or start the app with more GPUs visible.")
+    if spec.num_processes > queue.slot_count():
+        raise RunError(f"This run asks for {spec.num_processes} GPUs but this machine has {queue.slot_count()} "
+                       "slot(s). Lower the number of GPUs (num_processes), or run it on a machine with more GPUs.")
+
+
+def settle(db: sqlite3.Connection, run: sqlite3.Row) -> None:
+    """reconcile(), for a run whose supervisor is gone: a trainer gone too has ended; a waiting run waits again."""
+    same_boot = not (run["boot_id"] and boot_id() and run["boot_id"] != boot_id())
+    if run["state"] == "running":
+        if not (same_boot and alive(run["pid"])):  # an orphaned trainer still running is left to finish
+            record_end(db, run["id"], None)
+    else:
+        start_supervisor(run["id"])
+
+
+def where(run) -> str:
+    return "this machine"
 
 
 def descendants(pid: int) -> list[int]:

@@ -32,6 +32,11 @@ class Quota:
 
 
 def slot_count() -> int:
+    """Runs that may train at once: this machine's GPUs (one CPU slot without any), or the Ray cluster's slots
+    when TUNEWISE_CLUSTER is set (engine/runs/ray.py; 0 while it cannot be reached, so runs wait)."""
+    from engine.runs import ray
+    if ray.address():
+        return ray.slot_count()
     if os.environ.get("TUNEWISE_SLOTS"):
         return max(1, int(os.environ["TUNEWISE_SLOTS"]))
     return max(1, len(visible_gpus()))
@@ -207,7 +212,7 @@ def expected_starts(db: sqlite3.Connection, remaining_s: dict[int, float | None]
         need = min(r["slots_needed"], len(free_at))
         order = sorted(range(len(free_at)), key=lambda s: (free_at[s] is None, free_at[s] or 0))[:need]
         times = [free_at[s] for s in order]
-        start = None if any(t is None for t in times) else max(times)
+        start = None if not times or any(t is None for t in times) else max(times)
         starts[r["id"]] = start
         for s in order:
             free_at[s] = None if start is None or not r["estimated_s"] else start + r["estimated_s"]

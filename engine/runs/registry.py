@@ -26,7 +26,8 @@ CREATE TABLE IF NOT EXISTS plans (user TEXT PRIMARY KEY, plan TEXT NOT NULL, upd
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 # Columns added after the first registries were made: (name, SQL type).
-LATER_COLUMNS = (("boot_id", "TEXT"), ("estimated_s", "REAL"), ("time_limit_s", "REAL"))
+LATER_COLUMNS = (("boot_id", "TEXT"), ("estimated_s", "REAL"), ("time_limit_s", "REAL"),
+                 ("executor", "TEXT"), ("job_id", "TEXT"), ("node", "TEXT"))  # where it ran: engine/runs/executors.py
 
 
 class RunError(ValueError):
@@ -85,9 +86,10 @@ def alive(pid: int | None) -> bool:
             return False
 
 
-def record_end(db: sqlite3.Connection, run_id: int, code: int | None, reason: str = "") -> None:
+def record_end(db: sqlite3.Connection, run_id: int, code: int | None, reason: str = "", how: str = "") -> None:
     """Settle a run's final state from its status.json and exit code (None: the process vanished). A reason
-    (the instructor's time limit) makes a run that the supervisor ended 'stopped' with that sentence."""
+    (the instructor's time limit) makes a run that the supervisor ended 'stopped' with that sentence; how says why
+    a run that did not finish failed, where the executor knows better than an exit code (a cluster's node died)."""
     run = db.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
     if run is None or run["state"] not in ("running", "queued"):
         return
@@ -99,7 +101,7 @@ def record_end(db: sqlite3.Connection, run_id: int, code: int | None, reason: st
             rundir.write_status(run["run_dir"], "stopped", error=reason, finished_at=time.time())
     elif state not in rundir.FINISHED or (state != "failed" and code not in (0, None)):
         state = "failed"
-        how = ("the trainer process disappeared (machine restart, or killed from outside)" if code is None
+        how = how or ("the trainer process disappeared (machine restart, or killed from outside)" if code is None
                else f"the trainer was killed by signal {-code}"
                + (" (on Linux usually the system running out of memory, or a kill from outside; try a smaller "
                   "batch or max length)" if code == -9 else "") if code < 0 else f"the trainer exited with code {code}")
