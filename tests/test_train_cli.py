@@ -55,3 +55,19 @@ def test_bad_config_field_is_named(tmp_path):
     cfg.write_text("stage: sft\nlearning_rat: 0.1\n")
     result = run_cli("engine.train", "--config", str(cfg))
     assert result.returncode == 2 and "Unknown setting(s) learning_rat" in result.stderr
+
+
+def test_without_a_gpu_the_cli_defaults_to_the_apps_cpu_plan_and_says_so(tmp_path, capsys, monkeypatch):
+    from engine.spec import CPU_RUN
+    from engine.train import common
+    monkeypatch.setattr(common, "_has_gpu", lambda: False)
+    spec, _ = common.parse(["--output-dir", str(tmp_path / "run")])
+    assert (spec.max_steps, spec.eval_steps, spec.save_steps) == (100, 100, 50) == tuple(
+        CPU_RUN[k] for k in ("max_steps", "eval_steps", "save_steps"))
+    assert capsys.readouterr().out.startswith("No GPU on this computer: training with the app's CPU plan (100 steps")
+    for chosen in (["--max-steps", "7"], ["--epochs", "2"]):  # a length the person gave wins, silently
+        spec, _ = common.parse(["--output-dir", str(tmp_path / "run"), *chosen])
+        assert (spec.max_steps, spec.num_train_epochs) == ((7, 1.0) if chosen[0] == "--max-steps" else (-1, 2.0))
+        assert capsys.readouterr().out == ""
+    monkeypatch.setattr(common, "_has_gpu", lambda: True)
+    assert common.parse(["--output-dir", str(tmp_path / "run")])[0].max_steps == -1

@@ -15,7 +15,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from engine import paths, rundir
-from engine.spec import METHODS, STAGES, RunSpec, SpecError
+from engine.spec import CPU_RUN, METHODS, STAGES, RunSpec, SpecError
 
 # flag -> RunSpec field. Flags override the config file; the YAML keeps TRL's field names.
 FLAGS = {
@@ -65,7 +65,19 @@ def parse(argv=None) -> tuple[RunSpec, bool]:
     for key in ("reward_model", "reward_checks"):
         if getattr(args, key) is not None:
             values["extra"] = {**values.get("extra", {}), key: getattr(args, key)}
+    if not args.resume and not {"max_steps", "num_train_epochs"} & set(values) and not _has_gpu():
+        # The app's plan for a computer without a GPU (the Hardware page's), unless the person chose a length
+        values = {**CPU_RUN, **values}
+        print(f"No GPU on this computer: training with the app's CPU plan ({CPU_RUN['max_steps']} steps, one "
+              "held-out pass at the end; a few minutes for the embedded model). Give --max-steps or --epochs to "
+              "choose the length yourself.", flush=True)
     return RunSpec.from_dict(values), args.resume
+
+
+def _has_gpu() -> bool:
+    """An NVIDIA GPU seen through NVML, without importing torch (the flags are read before the slow imports)."""
+    from engine.runs.queue import gpu_count
+    return gpu_count() > 0
 
 
 def _spec_values(spec: RunSpec) -> dict:
