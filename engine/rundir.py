@@ -13,7 +13,7 @@ import os
 import time
 from pathlib import Path
 
-STATES = ("queued", "running", "completed", "failed", "stopped")
+STATES = ("waiting", "queued", "running", "completed", "failed", "stopped")  # waiting: a pipeline's later stage
 FINISHED = ("completed", "failed", "stopped")
 
 

@@ -1,6 +1,7 @@
 """The runs: registry, fair queue and executor. Runs survive closed browsers and restarted apps.
 
     python -m engine.runs submit runs/demo.yaml [--as NAME] [--json]   # prints the new run's id
+    python -m engine.runs submit sft.yaml dpo.yaml --chain             # a pipeline: each stage starts from the last
     python -m engine.runs list [--as NAME] [--json]
     python -m engine.runs show ID | stop ID | resume ID | remove ID [--as NAME] [--json]
 
@@ -10,7 +11,8 @@ the machine's administrator. Each submitted run gets a detached supervisor proce
 waits for its turn in the fair-share queue (engine/runs/queue.py), starts `python -m engine.train --config
 RUN/config.yaml` as its child, and records how it ended. A run needs `num_processes` GPU slots, one job per GPU
 (TUNEWISE_SLOTS overrides the count; CUDA_VISIBLE_DEVICES around the app limits the GPUs; a machine without a GPU
-has one CPU slot). The run directory stays the source of metrics; the database is the index.
+has one CPU slot). The run directory stays the source of metrics; the database is the index. A pipeline's later
+stages are runs in state 'waiting' until the stage before them completes (engine/runs/pipeline.py).
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from typing import TYPE_CHECKING
 import yaml
 
 from engine import access, paths, rundir
-from engine.runs import executors, local, queue, ray
+from engine.runs import executors, local, pipeline, queue, ray
 from engine.runs.local import train_command
 from engine.runs.queue import devices_for, gpu_count, slot_count, visible_gpus
 from engine.runs.registry import RunError, alive, boot_id, connect, record_end
@@ -31,17 +33,17 @@ from engine.spec import RunSpec
 if TYPE_CHECKING:
     from engine.users import User
 
-__all__ = ["RunError", "submit", "list_runs", "get", "stop", "resume", "remove", "connect", "slot_count",
-           "visible_gpus", "gpu_count", "devices_for", "train_command", "record_end", "boot_id", "alive"]
+__all__ = ["RunError", "submit", "submit_chain", "list_runs", "get", "stop", "resume", "remove", "connect",
+           "slot_count", "visible_gpus", "gpu_count", "devices_for", "train_command", "record_end", "boot_id", "alive"]
 
 
 def runs_dir_for(actor: User) -> Path:
     return paths.user_area(actor.name) / "runs" if actor.role != "owner" else paths.runs_dir()
 
 
-def submit(spec: RunSpec, actor: User) -> int:
+def submit(spec: RunSpec, actor: User, after: int | None = None, pipeline_id: int | None = None) -> int:
     """Check the run against the actor's paths and quotas, register it, write its directory, start its supervisor.
-    Returns the run id."""
+    Returns the run id. after: a pipeline's stage waits for that run (engine/runs/pipeline.py) instead of queueing."""
     try:
         access.check_spec(spec, actor)
     except access.AccessError as e:
@@ -75,11 +77,32 @@ def submit(spec: RunSpec, actor: User) -> int:
         db.execute("DELETE FROM runs WHERE id=?", (run_id,))
         raise RunError(f"Cannot write the run directory {run_dir} ({e.strerror}). Choose another output "
                        "directory.") from None
-    rundir.write_status(run_dir, "queued", run_id=run_id, estimated_peak_gib=_predicted_peak_gib(spec))
-    db.execute("UPDATE runs SET run_dir=?, config=?, state='queued', estimated_s=?, executor=? WHERE id=?",
-               (str(run_dir), spec.to_yaml(), _expected_seconds(spec), executor, run_id))
-    local.start_supervisor(run_id)
+    state = "waiting" if after else "queued"
+    rundir.write_status(run_dir, state, run_id=run_id, estimated_peak_gib=_predicted_peak_gib(spec))
+    db.execute("UPDATE runs SET run_dir=?, config=?, state=?, estimated_s=?, executor=?, pipeline=?, after_run=? "
+               "WHERE id=?", (str(run_dir), spec.to_yaml(), state, _expected_seconds(spec), executor,
+                              pipeline_id, after, run_id))
+    if not after:
+        local.start_supervisor(run_id)
     return run_id
+
+
+def submit_chain(specs: list[RunSpec], actor: User) -> list[int]:
+    """The stages of one plan, registered together: the first queued, each later one waiting for the one before
+    and starting from its result (engine/runs/pipeline.py). Nothing is registered if a stage is refused."""
+    pipeline.check(specs)
+    for spec in specs:  # every stage's paths and quotas, before the first is registered
+        try:
+            access.check_spec(spec, actor)
+        except access.AccessError as e:
+            raise RunError(str(e)) from None
+        queue.admit(spec, actor.name, connect(), count_waiting=False)
+    first = submit(specs[0], actor)
+    connect().execute("UPDATE runs SET pipeline=? WHERE id=?", (first, first))
+    ids = [first]
+    for spec in specs[1:]:
+        ids.append(submit(spec, actor, after=ids[-1], pipeline_id=first))
+    return ids
 
 
 def _predicted_peak_gib(spec: RunSpec) -> float | None:
@@ -121,6 +144,10 @@ def reconcile(db) -> None:
         if same_boot and alive(run["supervisor_pid"]):
             continue
         executors.of(run).settle(db, run)  # ended meanwhile, still running (a Ray job), or back in line
+    for run in db.execute("SELECT w.after_run FROM runs w JOIN runs r ON r.id = w.after_run WHERE "
+                          "w.state='waiting' AND r.state='completed'").fetchall():  # ended while no one released it
+        for next_id in pipeline.release(db, run["after_run"]):
+            local.start_supervisor(next_id)
 
 
 def list_runs(actor: User) -> list[dict]:
@@ -136,6 +163,9 @@ def list_runs(actor: User) -> list[dict]:
         r["position"] = waiting.index(r["id"]) + 1 if r["id"] in waiting else None
         r["expected_start"] = starts.get(r["id"])
         r["where"] = executors.of(r).where(r)
+    by_id = {r["id"]: r for r in rows}
+    for r in rows:
+        r["held"] = pipeline.held(r, by_id)
     return [r for r in rows if actor.sees_all or r["owner"] == actor.name]
 
 
@@ -160,11 +190,12 @@ def get(run_id: int, actor: User) -> dict:
 def stop(run_id: int, actor: User) -> dict:
     """Graceful first (SIGTERM: the trainer saves a checkpoint and exits), then every process of the run."""
     run = get(run_id, actor)
-    if run["state"] not in ("queued", "running"):
+    if run["state"] not in ("queued", "running", "waiting"):
         raise RunError(f"Run {run_id} is {run['state']}, so there is nothing to stop.")
-    executors.of(run).stop(run)
-    connect().execute("UPDATE runs SET state='stopped', finished_at=? WHERE id=? AND state IN ('queued', 'running')",
-                      (time.time(), run_id))
+    if run["state"] != "waiting":  # a pipeline's waiting stage has no process yet
+        executors.of(run).stop(run)
+    connect().execute("UPDATE runs SET state='stopped', finished_at=? WHERE id=? AND state IN ('queued', 'running', "
+                      "'waiting')", (time.time(), run_id))
     status = rundir.read_status(run["run_dir"])
     if status.get("state") not in ("stopped", "completed") and Path(run["run_dir"]).is_dir():
         rundir.write_status(run["run_dir"], "stopped", finished_at=time.time())
@@ -175,9 +206,22 @@ def resume(run_id: int, actor: User) -> dict:
     run = get(run_id, actor)
     if run["state"] not in ("stopped", "failed"):
         raise RunError(f"Run {run_id} is {run['state']}; only a stopped or failed run can be resumed.")
+    db = connect()
+    if run["pipeline"] and not run["started_at"]:  # a pipeline's stage stopped before it began: back in its place
+        before = db.execute("SELECT state FROM runs WHERE id=?", (run["after_run"],)).fetchone()
+        ready = before is None or before["state"] == "completed"
+        db.execute("UPDATE runs SET state=?, error=NULL, finished_at=NULL, submitted_at=? WHERE id=?",
+                   ("waiting" if run["after_run"] else "queued", time.time(), run_id))
+        rundir.write_status(run["run_dir"], "waiting" if run["after_run"] else "queued", error=None,
+                            finished_at=None)
+        if not run["after_run"]:
+            local.start_supervisor(run_id)
+        elif ready:
+            for next_id in pipeline.release(db, run["after_run"]):
+                local.start_supervisor(next_id)
+        return get(run_id, actor)
     if rundir.last_checkpoint(run["run_dir"]) is None:
         raise RunError(f"Run {run_id} has no checkpoint to resume from; start it again instead.")
-    db = connect()
     db.execute("BEGIN IMMEDIATE")
     try:
         queue.admit(RunSpec.from_dict(yaml.safe_load(run["config"]) or {}), run["owner"], db)
@@ -192,8 +236,12 @@ def resume(run_id: int, actor: User) -> dict:
 
 def remove(run_id: int, actor: User) -> None:
     run = get(run_id, actor)
-    if run["state"] in ("queued", "running"):
+    if run["state"] in ("queued", "running", "waiting"):
         raise RunError(f"Run {run_id} is {run['state']}; stop it before removing it.")
+    later = connect().execute("SELECT id FROM runs WHERE after_run=? AND state='waiting'", (run_id,)).fetchone()
+    if later:
+        raise RunError(f"Run {later['id']}, the next stage of this pipeline, waits for run {run_id} and would start "
+                       f"from its result. Stop run {later['id']} first, then remove both.")
     if Path(run["run_dir"]).resolve().is_relative_to(paths.home()) or actor.role == "owner":
         shutil.rmtree(run["run_dir"], ignore_errors=True)  # never delete outside the app's folders for a workshop
     connect().execute("DELETE FROM runs WHERE id=?", (run_id,))

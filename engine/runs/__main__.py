@@ -15,6 +15,9 @@ def main(argv=None) -> int:
     p.add_argument("command", choices=["submit", "list", "show", "stop", "resume", "remove", "cluster",
                                                "_supervise"])
     p.add_argument("target", nargs="?", help="CONFIG for submit, run ID otherwise")
+    p.add_argument("more", nargs="*", metavar="CONFIG", help="submit --chain: the later stages' configs, in order")
+    p.add_argument("--chain", action="store_true", help="submit: the configs are the stages of one pipeline, each "
+                   "starting from the one before (leave init_from out of them)")
     p.add_argument("--as", dest="acting", metavar="NAME",
                    help="act as this account (workshop mode); without it, as the machine's administrator")
     p.add_argument("--json", action="store_true")
@@ -30,6 +33,13 @@ def main(argv=None) -> int:
             return _print(runs.list_runs(actor), a.json)
         if not a.target:
             raise runs.RunError(f"`{a.command}` needs {'a config file' if a.command == 'submit' else 'a run id'}.")
+        if a.more and not (a.command == "submit" and a.chain):
+            raise runs.RunError("Several configs make one pipeline only with --chain (each stage starts from the one "
+                                "before); without it, submit them one at a time." if a.command == "submit" else
+                                f"`{a.command}` takes one run id.")
+        if a.command == "submit" and a.chain:
+            ids = runs.submit_chain([RunSpec.load(Path(c)) for c in [a.target, *a.more]], actor)
+            return _print({"ids": ids}, a.json) if a.json else print(" ".join(map(str, ids))) or 0
         if a.command == "submit":
             run_id = runs.submit(RunSpec.load(Path(a.target)), actor)
             return _print({"id": run_id}, a.json) if a.json else print(run_id) or 0

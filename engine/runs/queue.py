@@ -117,8 +117,10 @@ def class_quota() -> Quota:
     return Quota(**{k: row[k] for k in asdict(Quota())}) if row else Quota()
 
 
-def admit(spec, owner: str, db: sqlite3.Connection) -> Quota:
-    """Refuse a new run that breaks the owner's quotas, with a sentence; returns the quota that applies."""
+def admit(spec, owner: str, db: sqlite3.Connection, count_waiting: bool = True) -> Quota:
+    """Refuse a new run that breaks the owner's quotas, with a sentence; returns the quota that applies.
+    count_waiting=False checks the per-run limits only (a pipeline's later stages: the pipeline is one waiting
+    run)."""
     quota = quota_for(owner, db)
     if quota.max_gpus and spec.num_processes > quota.max_gpus:
         raise RunError(f"Your instructor allows {quota.max_gpus} GPU(s) per run and this run asks for "
@@ -126,7 +128,7 @@ def admit(spec, owner: str, db: sqlite3.Connection) -> Quota:
     if quota.max_steps and not 0 < spec.max_steps <= quota.max_steps:
         raise RunError(f"Your instructor allows at most {quota.max_steps} steps per run; set Max steps between 1 "
                        f"and {quota.max_steps} (whole epochs are not allowed under this limit).")
-    if quota.max_waiting:
+    if quota.max_waiting and count_waiting:
         waiting = db.execute("SELECT COUNT(*) FROM runs WHERE owner=? AND state IN ('queued', 'preparing')",
                              (owner,)).fetchone()[0]
         if waiting >= quota.max_waiting:

@@ -27,7 +27,8 @@ CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 # Columns added after the first registries were made: (name, SQL type).
 LATER_COLUMNS = (("boot_id", "TEXT"), ("estimated_s", "REAL"), ("time_limit_s", "REAL"),
-                 ("executor", "TEXT"), ("job_id", "TEXT"), ("node", "TEXT"))  # where it ran: engine/runs/executors.py
+                 ("executor", "TEXT"), ("job_id", "TEXT"), ("node", "TEXT"),  # where it ran: engine/runs/executors.py
+                 ("pipeline", "INTEGER"), ("after_run", "INTEGER"))  # stages of one plan: engine/runs/pipeline.py
 
 
 class RunError(ValueError):
@@ -111,3 +112,7 @@ def record_end(db: sqlite3.Connection, run_id: int, code: int | None, reason: st
             rundir.write_status(run["run_dir"], "failed", error=error, finished_at=time.time())
     db.execute("UPDATE runs SET state=?, error=?, finished_at=?, final_metrics=? WHERE id=?",
                (state, error, time.time(), json.dumps(status.get("final_metrics") or {}), run_id))
+    if state == "completed" and run["pipeline"]:  # the next stage of its pipeline starts from this result
+        from engine.runs import local, pipeline
+        for next_id in pipeline.release(db, run_id):
+            local.start_supervisor(next_id)
