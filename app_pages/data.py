@@ -1,13 +1,9 @@
 """Step 4: choose the data, check it for the plan's stage, and see what the model will train on.
 
 Validation runs here (pure Python, fast); token statistics need a tokenizer, so they run in a subprocess
-(`python -m engine.data stats`) and are cached by file, modification time and settings.
+(ui/datastats.py, shared with the Estimate page) and are cached by file, modification time and settings.
 """
 import dataclasses
-import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pandas as pd
 import plotly.express as px
@@ -18,34 +14,15 @@ from engine.data import BUNDLED_ABOUT, DataError, bundled, check, guidance, save
 from engine.datafile import max_upload_mb
 from engine.datastats import mask_html
 from engine.spec import STAGE_NAMES, RunSpec
+from ui.datastats import cached_stats, file_version, tokenizer_of
 from ui.session import actor
 
 SOURCES = ("Bundled example set", "Upload a file", "A file on this machine")
 
 
-def file_version(path: Path) -> tuple:
-    """What the caches key on: a file edited in place gets checked again."""
-    try:
-        return path.stat().st_mtime_ns, path.stat().st_size
-    except OSError:
-        return 0, 0
-
-
 @st.cache_data(show_spinner="Checking the file…", max_entries=32)
 def cached_check(path: str, stage: str, version: tuple) -> dict:
     return check(path, stage).to_dict()
-
-
-@st.cache_data(show_spinner="Tokenizing a sample (a few seconds)…", max_entries=32)
-def cached_stats(path: str, stage: str, max_length: int, version: tuple, model: str, acting: str = "") -> dict:
-    cmd = [sys.executable, "-m", "engine.data", "stats", path, "--stage", stage, "--max-length", str(max_length),
-           "--json", "--examples", "3", "--model", model] + (["--as", acting] if acting else [])
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=paths.REPO)
-        return json.loads(done.stdout)
-    except (subprocess.TimeoutExpired, json.JSONDecodeError) as e:
-        return {"ok": False, "error": f"token statistics failed ({type(e).__name__}); "
-                                      f"run `{' '.join(cmd)}` to see why."}
 
 
 def problems_table(items: list, count: int, kind: str):
@@ -106,7 +83,7 @@ cols[1].metric("Layout", report["format"] or "not recognised")
 cols[2].metric("File type", report["file_format"] or "?")
 cols[3].metric("Problems", f"{report['error_count']:,}")
 if report["error_count"]:
-    st.error(f"**{path.name}** cannot be used for {spec.stage} yet: {report['error_count']:,} problem(s). "
+    st.error(f"**{path.name}** cannot be used for {STAGE_NAMES[spec.stage]} yet: {report['error_count']:,} problem(s). "
              "Line numbers are lines of the file.")
     problems_table(report["errors"], report["error_count"], "error")
 if report["warning_count"]:
@@ -120,30 +97,25 @@ note = guidance(spec.stage, report["rows"])
 (st.success if note["level"] == "ok" else st.warning)(note["message"])
 
 st.subheader("What the model sees")
-# The plan's own tokenizer when the model is a local directory; otherwise the embedded SmolLM2's.
-own = Path(spec.model_name_or_path).expanduser()
-model = str(own) if (own / "tokenizer.json").is_file() else "embedded"
-stats = cached_stats(str(path), spec.stage, spec.max_length, file_version(path), model, acting)
+stats = cached_stats(str(path), spec.stage, spec.max_length, file_version(path), tokenizer_of(spec), acting)
 if not stats.get("ok"):
     st.warning(f"No token statistics: {stats.get('error')}")
 else:
-    # the Estimate page times the run with these (its tokens per example and example count)
-    st.session_state.data_stats = {"dataset": "" if source == SOURCES[0] else str(path), "rows": stats["rows"],
-                                   "mean_tokens": round(stats["total_tokens_estimate"] / max(stats["rows"], 1))}
     left, right = st.columns([3, 2])
     figure = px.histogram(x=stats["lengths"], nbins=40, labels={"x": "tokens per example"},
                           title=f"Token lengths ({stats['sampled']:,} of {stats['rows']:,} rows)")
     figure.add_vline(x=spec.max_length, line_dash="dash", line_color="red",
-                     annotation_text=f"max_length {spec.max_length}")
+                     annotation_text=f"maximum length {spec.max_length}")
     figure.update_layout(yaxis_title="examples", height=320, margin={"t": 40, "b": 10})
     left.plotly_chart(figure, width="stretch")
-    right.metric("Truncated at max_length", f"{stats['truncated_share']:.1%}",
-                 help="Share of examples longer than max_length; their ends are cut off in training.")
+    right.metric("Cut off at the maximum length", f"{stats['truncated_share']:.1%}",
+                 help=f"Share of examples longer than the maximum length ({spec.max_length} tokens); their ends "
+                      "are cut off in training.")
     right.metric("Median / 95th percentile / longest", f"{stats['p50']} / {stats['p95']} / {stats['max']}")
     right.metric("Tokens in the file (estimate)", f"{stats['total_tokens_estimate']:,}")
     if stats["truncated_share"] > 0.05:
-        right.warning(f"Raise max_length on the Estimate page above {stats['p95']} to keep 95% whole, or shorten "
-                      "the examples.")
+        right.warning(f"Raise the sequence length on the Estimate page above {stats['p95']} to keep 95% whole, or "
+                      "shorten the examples.")
     st.markdown(f"**Loss mask.** {stats['mask_rule']} Green tokens count toward the loss, grey ones are context.")
     for number, example in enumerate(stats["examples"], start=1):
         with st.expander(f"Example {number} as the model sees it (chat template applied)", expanded=number == 1):

@@ -1,18 +1,25 @@
-"""Step 3 · Estimate: GPU memory, time and cost of the planned run, before it is launched (engine/estimate.py)."""
+"""Step 3 · Estimate: memory, time and cost of the planned run, before it is launched (engine/estimate.py)."""
 import dataclasses
+import math
 
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
 from engine import catalog
-from engine.estimate import EstimateError, EstimateRequest, estimate_run, gpu_from_hardware, largest_model, peak_gib
+from engine.estimate import (EstimateError, EstimateRequest, estimate_run, gpu_from_hardware, largest_model,
+                             mean_tokens, peak_gib)
 from engine.hardware import load_presets
+from engine.recommend import METHOD_NAMES, advise_method, apply_to_spec
 from engine.spec import METHODS, STAGE_NAMES, RunSpec
 from engine.vram import OPTIMIZERS
+from ui.datastats import plan_stats
+from ui.session import actor
 
 LESSON_7B = {"full": "60+ GB", "lora": "16 GB", "qlora": "6 GB"}  # the lesson's PEFT comparison table
 SEVEN_B = "mistralai/Mistral-7B-v0.3"
+EMBEDDED_LABEL = "SmolLM2-135M-Instruct (bundled with the app)"
+CPU_PARTS = {"CUDA context": "PyTorch and Python themselves", "allocator reserve": "memory allocator's reserve"}
 
 if "spec" not in st.session_state:  # a deep link can run this page before app.py sets it
     st.session_state.spec = RunSpec()
@@ -32,42 +39,53 @@ if hardware is None:
                        index=list(presets).index("rtx-4090") if "rtx-4090" in presets else 0)
     hardware = presets[key].hardware()
 gpu = gpu_from_hardware(hardware)
-st.caption(f"Hardware: **{gpu.count} × {gpu.name}**, {gpu.vram_gib:.0f} GiB each"
-           + ("" if getattr(hardware, "kind", "cuda") == "cuda" else " (not an NVIDIA GPU: figures are for CUDA)"))
+on_gpu = getattr(hardware, "kind", "cuda") == "cuda"
+memory_word = "GPU memory" if on_gpu else "RAM" if hardware.kind == "cpu" else "unified memory"
+if on_gpu:
+    st.caption(f"Hardware: **{gpu.count} × {gpu.name}**, {gpu.vram_gib:.0f} GiB each")
+else:
+    st.caption(f"Hardware: **{gpu.name}**. Memory is worked out as for an NVIDIA GPU: here it is a rough guide, "
+               "on the high side.")
 
+advice = advise_method(hardware)  # what the Hardware page offers; QLoRA is not offered without an NVIDIA GPU
+offered = [m for m in METHODS if advice.largest_model_b.get(m, 0) is not None or advice.tier == "unknown"]
 models = catalog.names()
 own = spec.model_name_or_path
 options = ["embedded"] + models + ([own] if own not in models and own != "embedded" else [])
 left, right = st.columns(2)
 model = left.selectbox("Model", options, index=options.index(own) if own in options else 0,
-                       format_func=lambda m: "SmolLM2-135M-Instruct (embedded)" if m == "embedded" else m)
+                       format_func=lambda m: EMBEDDED_LABEL if m == "embedded" else m)
 stage = left.selectbox("Stage", list(STAGE_NAMES), index=list(STAGE_NAMES).index(spec.stage),
                        format_func=STAGE_NAMES.get)
-method = left.radio("Method", METHODS, index=METHODS.index(spec.method), horizontal=True,
-                    format_func={"full": "Full", "lora": "LoRA", "qlora": "QLoRA"}.get)
+method = left.radio("Method", offered, index=offered.index(spec.method if spec.method in offered else advice.peft),
+                    horizontal=True, format_func=METHOD_NAMES.get)
+if len(offered) < len(METHODS):
+    left.caption(next((c for c in advice.caveats if c.startswith("QLoRA")), "QLoRA is not offered here."))
 seq_choices = [128, 256, 512, 1024, 2048, 4096, 8192, 16384]
 seq = right.select_slider("Sequence length (tokens)", seq_choices + ([spec.max_length] if spec.max_length not in
                           seq_choices else []), value=spec.max_length)
-batch = right.slider("Micro-batch (examples per GPU per step)", 1, 64, min(spec.per_device_train_batch_size, 64))
+batch = right.slider("Micro-batch (examples per GPU per step)" if on_gpu else "Batch (examples per step)", 1, 64,
+                     min(spec.per_device_train_batch_size, 64))
 ckpt = right.checkbox("Gradient checkpointing", spec.gradient_checkpointing,
                       help="Keeps one tensor per layer and recomputes the rest: far less memory, ~30 % slower.")
 lora_r = right.select_slider("LoRA rank r", [4, 8, 16, 32, 64, 128], value=spec.lora_r if spec.lora_r in
                              (4, 8, 16, 32, 64, 128) else 16, disabled=method == "full")
 optimizer = left.selectbox("Optimizer", list(OPTIMIZERS), index=list(OPTIMIZERS).index(spec.optim)
                            if spec.optim in OPTIMIZERS else 0)
-# Defaults from the plan: a run capped at max_steps sees steps x batch x accumulation examples; the Data page
-# leaves the checked file's row count and mean tokens per example.
-data = st.session_state.get("data_stats")
-data = data if data and data["dataset"] == spec.dataset_name else None
-planned = spec.max_steps * spec.per_device_train_batch_size * spec.gradient_accumulation_steps
-examples = left.number_input("Training examples", 1, 10_000_000,
-                             planned if spec.max_steps > 0 else (data["rows"] if data else 2000), step=500,
-                             help="The plan's steps x batch x accumulation when it sets max steps; else the data's "
-                                  "rows (after the Data page), else 2,000.")
-tokens_each = left.number_input("Average tokens per example (0 = every example fills the sequence length)", 0,
-                                1_000_000, data["mean_tokens"] if data else 0,
-                                help="Filled in from the Data page once your data is checked; it sets the time, "
-                                "not the memory: the longest batch decides the memory.")
+# The plan's data (the stage's bundled set unless the Data page chose a file): its rows and its tokens per example,
+# cut at the sequence length. A run capped at max_steps sees steps x batch x accumulation examples.
+user = actor()
+stats = plan_stats(spec, stage, "" if user.role == "owner" else user.name)
+accum = spec.gradient_accumulation_steps
+planned = spec.max_steps * spec.per_device_train_batch_size * accum if spec.max_steps > 0 else None
+default_examples = planned or (stats["rows"] if stats else 2000)
+examples = left.number_input("Training examples", 1, 10_000_000, default_examples, step=500,
+                             help="The plan's steps x batch x accumulation when it sets max steps; else the rows of "
+                                  "its data. Saved as the plan's number of steps if you change it.")
+tokens_each = left.number_input("Average tokens per example (from your data; 0 = every example fills the sequence "
+                                "length)", 0, 1_000_000, mean_tokens(stats["lengths"], seq) if stats else 0,
+                                help="Measured on the plan's data: a what-if here, not a setting of the plan. It sets "
+                                "the time, not the memory: the longest batch decides the memory.")
 
 epochs = spec.num_train_epochs if spec.max_steps <= 0 else 1.0  # max steps already counted the examples
 try:
@@ -80,51 +98,66 @@ except EstimateError as e:
     st.stop()
 
 a, b, c, d = st.columns(4)
-a.metric("Peak GPU memory", f"{est.peak_gib:.1f} GiB", f"{est.headroom_gib:+.1f} GiB headroom",
-         delta_color="normal" if est.fits else "inverse")
-b.metric("Largest micro-batch", est.max_batch or "none")
+a.metric(f"Peak {memory_word}" if on_gpu else f"Peak memory ({memory_word})", f"{est.peak_gib:.1f} GiB",
+         f"{est.headroom_gib:+.1f} GiB headroom", delta_color="normal" if est.fits else "inverse")
+b.metric("Largest micro-batch" if on_gpu else "Largest batch", est.max_batch or "none")
 c.metric("Largest sequence", est.max_seq or "none")
 d.metric("Time · cost", f"{est.hours * 60:.0f} min" if est.hours < 1 else f"{est.hours:.1f} h",
-         "owned GPU" if est.usd is None else f"${est.usd:,.2f}", delta_color="off")
+         ("owned GPU" if on_gpu else "your computer") if est.usd is None else f"${est.usd:,.2f}", delta_color="off")
 with_ckpt = peak_gib(dataclasses.replace(req, grad_ckpt=True))
+has = f"the GPU has {gpu.vram_gib:.0f} GiB" if on_gpu else f"this computer has {gpu.vram_gib:.0f} GiB of {memory_word}"
 if est.fits:
     st.success(f"Fits: {est.peak_gib:.1f} of {gpu.vram_gib:.0f} GiB, {est.headroom_gib:.1f} GiB to spare.")
-elif not ckpt and with_ckpt <= gpu.vram_gib:
-    st.warning(f"Needs {est.peak_gib:.1f} GiB without gradient checkpointing; the GPU has {gpu.vram_gib:.0f} GiB. "
-               f"Training on a GPU turns checkpointing on by itself when a run would not fit otherwise: "
-               f"{with_ckpt:.1f} GiB, about 30 % slower.")
+elif not ckpt and with_ckpt <= gpu.vram_gib and on_gpu:
+    st.warning(f"Needs {est.peak_gib:.1f} GiB without gradient checkpointing; {has}. Training on a GPU turns "
+               f"checkpointing on by itself when a run would not fit otherwise: {with_ckpt:.1f} GiB, about 30 % "
+               "slower.")
 else:
-    st.error(f"Does not fit: needs {est.peak_gib:.1f} GiB, the GPU has {gpu.vram_gib:.0f} GiB "
-             f"(short by {-est.headroom_gib:.1f} GiB). Cheapest change: {est.fix}.")
+    st.error(f"Does not fit: needs {est.peak_gib:.1f} GiB, {has} (short by {-est.headroom_gib:.1f} GiB). "
+             f"Cheapest change: {est.fix}.")
 
 fig = go.Figure()
 for part, gib in est.breakdown_gib.items():
+    part = part if on_gpu else CPU_PARTS.get(part, part)
     fig.add_bar(x=["this run"], y=[gib], name=part, hovertemplate=f"{part}: %{{y:.2f}} GiB<extra></extra>")
-fig.add_hline(y=gpu.vram_gib, line_dash="dash", line_color="red", annotation_text=f"{gpu.name}: {gpu.vram_gib:.0f} GiB")
+fig.add_hline(y=gpu.vram_gib, line_dash="dash", line_color="red",
+              annotation_text=f"{gpu.name if on_gpu else memory_word}: {gpu.vram_gib:.0f} GiB")
 fig.update_layout(barmode="stack", height=380, yaxis_title="GiB", margin=dict(t=30, b=10),
                   yaxis_range=[0, max(est.peak_gib, gpu.vram_gib) * 1.1])
 st.plotly_chart(fig, width="stretch")
+timing = ("at a measured share of the GPU's peak, and the time the computer takes to send each step's work to the "
+          "GPU, which is what bounds small models (fitted to runs on an H200)" if on_gpu else
+          "at the share of this processor's peak measured on the showcase run (2 cores)")
 st.caption(f"{est.params / 1e9:.2f} B parameters, {est.trainable_params / 1e6:,.1f} M trained · "
            f"{est.tokens:,.0f} tokens ({int(examples):,} examples × {epochs:g} epoch) · time from "
-           "6N FLOPs per token (4N with LoRA) at a measured share of the GPU's peak, and the time the computer "
-           "takes to send each step's work to the GPU, which is what bounds small models (fitted to runs on an H200).")
+           f"6N FLOPs per token (4N with LoRA) {timing}.")
 
-st.subheader(f"Largest catalog model on {gpu.name}, with these settings")
-st.dataframe(pd.DataFrame([{"Method": m, "Largest model": largest_model(req, gpu.vram_gib, m) or "none fits"}
-                           for m in METHODS]), hide_index=True, width="stretch")
+st.subheader(f"Largest catalog model on {gpu.name if on_gpu else 'this computer'}, with these settings")
+rows = [{"Method": METHOD_NAMES[m], f"Fits in {memory_word}": largest_model(req, gpu.vram_gib, m) or "none fits"}
+        | ({} if on_gpu else {f"Trains these {int(examples):,} examples within an hour":
+                              largest_model(req, gpu.vram_gib, m, gpu, max_hours=1.0) or "none"})
+        for m in offered]
+st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
 
 st.subheader("Checking us against the lesson (7B model)")
 minimal = dataclasses.replace(req, model=SEVEN_B, seq=512, batch=1, grad_ckpt=True)
 st.dataframe(pd.DataFrame([{
-    "Method": m, "Lesson": LESSON_7B[m],
+    "Method": METHOD_NAMES[m], "Lesson": LESSON_7B[m],
     "Ours, 512 tokens × 1, checkpointing": f"{peak_gib(dataclasses.replace(minimal, method=m)):.1f} GiB",
     "Ours, your settings": f"{peak_gib(dataclasses.replace(req, model=SEVEN_B, method=m)):.1f} GiB"}
     for m in METHODS]), hide_index=True, width="stretch")
-st.caption(f"{SEVEN_B}. The lesson's numbers assume short sequences and a small batch; activations grow with "
-           "both, so check the right-hand column.")
+st.caption(f"{SEVEN_B}, on an NVIDIA GPU. The lesson's numbers assume short sequences and a small batch; "
+           "activations grow with both, so check the right-hand column.")
 
 if st.button("Use these settings for training", type="primary"):
-    st.session_state.spec = dataclasses.replace(
-        spec, model_name_or_path=model, method=method, max_length=seq, per_device_train_batch_size=batch,
-        gradient_checkpointing=ckpt, lora_r=lora_r, optim=optimizer)
-    st.success("Saved to your plan: the Train page will use them.")
+    changes = dict(stage=stage, model_name_or_path=model, method=method, max_length=seq,
+                   per_device_train_batch_size=batch, gradient_checkpointing=ckpt, lora_r=lora_r, optim=optimizer)
+    if int(examples) != default_examples or batch != spec.per_device_train_batch_size and planned:
+        changes["max_steps"] = math.ceil(int(examples) * epochs / (batch * accum))  # the examples timed above
+    st.session_state.spec = apply_to_spec(spec, **changes)
+    saved = st.session_state.spec
+    st.success(f"Saved to your plan: {STAGE_NAMES[saved.stage]}, {METHOD_NAMES[saved.method]}, "
+               f"{EMBEDDED_LABEL if saved.model_name_or_path == 'embedded' else saved.model_name_or_path}, "
+               f"{saved.max_length} tokens, batch {saved.per_device_train_batch_size}, "
+               + (f"{saved.max_steps} steps" if saved.max_steps > 0 else f"{saved.num_train_epochs:g} epoch(s)")
+               + ". The Train page will use them; the tokens per example come from the data.")

@@ -2,6 +2,7 @@
 import pandas as pd
 import streamlit as st
 
+from engine.estimate import SHOWCASE_RUN, gpu_from_hardware, largest_model
 from engine.hardware import detect_gpus, load_presets, preset_hardware, this_computer
 from engine.recommend import METHOD_NAMES, advise_method, apply_to_spec, lesson, recommend
 from engine.runs import executors
@@ -13,6 +14,14 @@ HERE = "here"  # the option "this computer"; the others are preset keys from eng
 def largest(advice) -> dict:
     return {METHOD_NAMES[m]: (f"~{b:g}B" if b is not None else "not offered here")
             for m, b in advice.largest_model_b.items()}
+
+
+def largest_in_an_hour(hw) -> dict:
+    """On a processor memory is not the limit, time is: the largest catalog model whose showcase-sized run (100
+    steps of 8 short examples) takes at most an hour here."""
+    gpu = gpu_from_hardware(hw)
+    return {METHOD_NAMES[m]: largest_model(SHOWCASE_RUN, hw.vram_gib, m, gpu, max_hours=1.0) or "none"
+            if b is not None else "not offered here" for m, b in advise_method(hw).largest_model_b.items()}
 
 
 st.title("🖥️ What will you train on?")
@@ -36,10 +45,13 @@ if found.gpus:
         "#": g.index, "GPU": g.name, "Memory (GiB)": g.total_gib, "Free (GiB)": g.free_gib, "Used (GiB)": g.used_gib,
         "Compute capability": f"{g.compute_capability[0]}.{g.compute_capability[1]}",
         "bf16": "yes" if g.bf16 else "no (needs 8.0+)"} for g in found.gpus]), hide_index=True, width="stretch")
-else:
-    st.info(f"{found.note} Choose the machine you want to plan for below.")
-
 here = this_computer()
+if not found.gpus:
+    runs_on = {"cpu": "Training runs on the processor (CPU).", "mps": "Training runs on this Mac's GPU."}
+    st.info(f"{found.note} {runs_on.get(here.kind, '')} You can also plan for another machine below.")
+    if found.detail:
+        with st.expander("Details"):
+            st.write(found.detail)
 presets = load_presets()
 labels = {HERE: here.name if here.kind != "cuda" else f"This computer: {here.count} × {here.name}"}
 labels |= {key: p.name for key, p in presets.items() if not (here.kind == "cpu" and key == "cpu")}
@@ -70,7 +82,13 @@ st.markdown("\n".join(f"- {r}" for r in advice.reasons))
 for caveat in advice.caveats:
     st.warning(caveat)
 st.markdown("**Largest model that fits, roughly**")
-st.table(pd.DataFrame([largest(advice)], index=["Parameters"]))
+if hw.kind == "cpu":
+    st.table(pd.DataFrame([largest(advice), largest_in_an_hour(hw)],
+                          index=["Fits in memory", "Trains 100 steps within an hour"]))
+    st.caption("On a processor, memory would hold large models, but each step would take far too long to be "
+               "useful: the second row is what trains the showcase-sized run (100 steps) in an hour or less.")
+else:
+    st.table(pd.DataFrame([largest(advice)], index=["Parameters"]))
 st.info("These sizes scale the lesson's table for a 7B model (full 60+ GB, LoRA 16 GB, QLoRA 6 GB). Longer texts "
         "and bigger batches need more. The **Estimate** page refines this with real numbers for your model, "
         "text length and batch size: what actually fits, how long it takes and what it costs.")

@@ -235,15 +235,28 @@ def cheapest_fix(req: EstimateRequest, capacity_gib: float) -> str:
     return "no single change fits this model on this GPU: choose a smaller model or a GPU with more memory"
 
 
-def largest_model(req: EstimateRequest, capacity_gib: float, method: str) -> str | None:
-    """The catalog model with the most parameters that trains with `method` and the other settings as asked."""
+def largest_model(req: EstimateRequest, capacity_gib: float, method: str, gpu: Gpu | None = None,
+                  max_hours: float | None = None) -> str | None:
+    """The catalog model with the most parameters that trains with `method` and the other settings as asked; with
+    max_hours, also within that time on `gpu` (on a processor, memory allows models far too slow to train)."""
     best, best_n = None, -1
     for entry in catalog.entries():
         candidate = replace(req, model=entry.name, method=method)
         n = _shape(entry.name).params()
-        if n > best_n and peak_gib(candidate) <= capacity_gib:
+        if n > best_n and peak_gib(candidate) <= capacity_gib and (
+                max_hours is None or hours(candidate, gpu)[1] <= max_hours):
             best, best_n = entry.name, n
     return best
+
+
+# The showcase run (bench/showcase.py, the CPU path's plan engine.spec.CPU_RUN): LoRA SFT, 100 steps of 8 bundled
+# Task API examples of ~77 tokens each (assets/mfu.yaml, class cpu).
+SHOWCASE_RUN = EstimateRequest(examples=800, tokens_per_example=77)
+
+
+def mean_tokens(lengths: list[int], seq: int) -> int:
+    """Mean tokens per example once examples longer than seq are cut to seq (what a step computes on)."""
+    return round(sum(min(n, seq) for n in lengths) / len(lengths)) if lengths else 0
 
 
 def estimate_run(req: EstimateRequest, gpu: Gpu | None = None) -> Estimate:

@@ -130,7 +130,8 @@ class Detection:
     gpus: tuple[GpuInfo, ...] = ()
     driver_version: str = ""
     cuda_version: str = ""           # the newest CUDA the driver supports, e.g. "12.4"
-    note: str = ""                   # why no GPU was found, in words; "" when GPUs were found
+    note: str = ""                   # why no GPU was found, in plain words; "" when GPUs were found
+    detail: str = ""                 # the library's own message behind the note, for a "Details" section
 
     @property
     def count(self) -> int:
@@ -162,13 +163,15 @@ def _read_nvml() -> Detection:
     try:
         import pynvml
     except ImportError:
-        return Detection(note="The NVML library (nvidia-ml-py) is not installed, so GPUs cannot be detected. "
-                              "Install it with `pip install nvidia-ml-py`, or pick a preset.")
+        return Detection(note="GPUs cannot be detected: a library the app needs for it is missing.",
+                         detail="The NVML library (nvidia-ml-py) is not installed. Install it with "
+                                "`pip install nvidia-ml-py`, or pick a preset.")
     try:
         pynvml.nvmlInit()
     except pynvml.NVMLError as e:
-        return Detection(note=f"No NVIDIA GPU found: the NVIDIA driver is not available ({e}). That is normal on "
-                              "a laptop, a Mac or a server without a GPU.")
+        return Detection(note="No NVIDIA GPU was found on this computer.",
+                         detail=f"The NVIDIA driver is not available ({e}). That is normal on a laptop, a Mac or a "
+                                "server without a GPU.")
     try:
         gpus = []
         for i in range(pynvml.nvmlDeviceGetCount()):
@@ -183,8 +186,8 @@ def _read_nvml() -> Detection:
         return Detection(gpus=tuple(gpus), driver_version=driver, cuda_version=f"{cuda // 1000}.{cuda % 1000 // 10}",
                          note="" if gpus else "The NVIDIA driver is installed but reports no GPU.")
     except pynvml.NVMLError as e:
-        return Detection(note=f"The NVIDIA driver answered with an error ({e}). Try `nvidia-smi` in a terminal; "
-                              "until it works, pick a preset.")
+        return Detection(note="The NVIDIA driver did not answer properly, so no GPU can be used right now.",
+                         detail=f"NVML error: {e}. Try `nvidia-smi` in a terminal; until it works, pick a preset.")
     finally:
         try:
             pynvml.nvmlShutdown()
@@ -282,7 +285,7 @@ def main(argv=None) -> int:
         print(json.dumps({**detection.to_dict(), "hardware": plan.to_dict()}, indent=2))
         return 0
     if not detection.gpus:
-        print(detection.note)
+        print(detection.note, detection.detail)
     else:
         print(f"{detection.count} NVIDIA GPU(s), driver {detection.driver_version}, CUDA {detection.cuda_version}")
         for g in detection.gpus:

@@ -74,7 +74,8 @@ def test_a_t4_has_no_bf16(fake_nvml):
 def test_no_nvidia_driver_is_a_normal_case_not_an_error(fake_nvml):
     fake_nvml.init_error = pynvml.NVML_ERROR_LIBRARY_NOT_FOUND
     found = detect_gpus()
-    assert found.count == 0 and "No NVIDIA GPU" in found.note
+    assert found.count == 0 and found.note == "No NVIDIA GPU was found on this computer."
+    assert "driver is not available" in found.detail  # the library's words go to a Details section
     assert detected_hardware(found) is None
     assert this_computer().kind in ("cpu", "mps") and this_computer().detected
 
@@ -82,7 +83,7 @@ def test_no_nvidia_driver_is_a_normal_case_not_an_error(fake_nvml):
 def test_a_driver_error_while_reading_is_reported_in_words(fake_nvml):
     fake_nvml.count_error = pynvml.NVML_ERROR_UNKNOWN
     found = detect_gpus()
-    assert found.count == 0 and "nvidia-smi" in found.note
+    assert found.count == 0 and "driver did not answer" in found.note and "nvidia-smi" in found.detail
     assert fake_nvml.shutdowns == 1
 
 
@@ -152,3 +153,39 @@ def test_cli_prints_json_on_a_machine_without_a_gpu_as_well():
     assert found["count"] == len(found["gpus"])
     assert found["hardware"]["kind"] in ("cuda", "mps", "cpu")
     assert found["count"] > 0 or found["note"]
+
+
+def _hardware_page():
+    from streamlit.testing.v1 import AppTest
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120)
+    at.run()
+    at.switch_page("app_pages/hardware.py").run()
+    assert not at.exception
+    return at
+
+
+def test_the_page_on_a_computer_without_a_gpu_says_so_plainly(fake_nvml, monkeypatch):
+    monkeypatch.setattr(hardware.platform, "system", lambda: "Linux")  # a laptop without a GPU, even on a Mac
+    fake_nvml.init_error = pynvml.NVML_ERROR_LIBRARY_NOT_FOUND
+    at = _hardware_page()
+    box = at.info[0].value
+    assert box.startswith("No NVIDIA GPU was found on this computer. Training runs on the processor (CPU).")
+    assert "NVML" not in box and "Library" not in box  # the library's words wait in Details
+    details = next(e for e in at.expander if e.label == "Details")
+    assert "NVML Shared Library Not Found" in details.markdown[0].value
+    table = at.table[0].value
+    assert list(table.index) == ["Fits in memory", "Trains 100 steps within an hour"]
+    # memory would hold a ~10B model with LoRA; time allows about a 1.5B one on these cores
+    from engine import catalog
+    assert table.loc["Fits in memory", "LoRA"].startswith("~")
+    assert table.loc["Trains 100 steps within an hour", "LoRA"] in catalog.names()  # a model, by name
+    assert table.loc["Trains 100 steps within an hour", "QLoRA"] == "not offered here"
+    assert any("far too long to be useful" in c.value for c in at.caption)
+
+
+def test_the_page_with_a_gpu_lists_it_and_sizes_by_memory(fake_nvml):
+    fake_nvml.gpus = [("NVIDIA GeForce RTX 4090", 24564, 0, (8, 9))]
+    at = _hardware_page()
+    assert "Found 1 NVIDIA GPU" in at.success[0].value
+    assert not any(e.label == "Details" for e in at.expander)
+    assert list(at.table[0].value.index) == ["Parameters"]

@@ -29,7 +29,7 @@ def type_path(at, path):
 def test_bundled_set_is_checked_and_tokenized(page):
     metrics = {m.label: m.value for m in page.metric}
     assert metrics["Usable rows"] == "2,400" and metrics["Layout"] == "input/output (seed)"
-    assert "Truncated at max_length" in metrics
+    assert "Cut off at the maximum length" in metrics
     assert any("within the lesson's guidance" in s.value for s in page.success)
     assert any("<span" in m.value for m in page.markdown)  # the loss-mask view
 
@@ -40,7 +40,7 @@ def test_broken_path_shows_the_line_and_keeps_the_plan(page, tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"input": "a", "output": "b"}) + "\n" + '{"input": "c", "output": ' + "\n")
     type_path(page, bad)
-    assert "cannot be used for sft" in page.error[0].value
+    assert "cannot be used for supervised fine-tuning yet" in page.error[0].value  # as people say it, not "sft"
     table = page.table[0].value
     assert list(table["line"]) == ["2"] and "not valid JSON" in table["error"].iloc[0]
     assert any("Your plan is unchanged" in i.value for i in page.info)
@@ -77,3 +77,4 @@ def test_every_broken_file_gets_its_sentence_on_the_page(page, tmp_path, name, s
     if line is not None:
         assert table["line"].iloc[0] == str(line)
     assert page.session_state.spec.max_steps == 9 and page.session_state.spec.dataset_name == ""
+

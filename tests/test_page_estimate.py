@@ -1,18 +1,47 @@
-"""AppTest of the Estimate page: it renders, reacts, and writes the plan."""
+"""AppTest of the Estimate page: it renders, reacts, writes the plan, times the run from the plan's data, and
+speaks of RAM, not GPU memory, on a computer without a GPU."""
+import dataclasses
 from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
+from engine import plans, users
+from engine.hardware import preset_hardware
+from engine.spec import CPU_RUN
+
 APP = Path(__file__).resolve().parent.parent / "app.py"
 
 
-def _open():
-    at = AppTest.from_file(str(APP), default_timeout=60)
+def _open(**state):
+    at = AppTest.from_file(str(APP), default_timeout=120)
     at.run()
+    for key, value in state.items():
+        at.session_state[key] = value
     at.switch_page("app_pages/estimate.py")
     at.run()
     assert not at.exception
     return at
+
+
+def _widget(elements, label):
+    return next(e for e in elements if e.label.startswith(label))
+
+
+def _words(at) -> str:
+    """Everything a person reads on the page (not the sidebar)."""
+    parts = [e.value for kind in ("markdown", "caption", "info", "success", "warning", "error", "subheader")
+             for e in at.main.get(kind)]
+    parts += [f"{m.label} {m.value}" for m in at.main.metric]
+    parts += [" ".join(map(str, df.value.columns)) + " " + df.value.to_string() for df in at.main.dataframe]
+    parts += [w.label + " " + " ".join(map(str, getattr(w, "options", []))) for kind in ("radio", "selectbox")
+              for w in at.main.get(kind)]
+    parts += [chart.proto.spec for chart in at.main.get("plotly_chart")]
+    return " ".join(parts)
+
+
+def _cpu_plan(at):
+    at.session_state.spec = dataclasses.replace(at.session_state.spec, **CPU_RUN)  # the Hardware page's CPU plan
+    at.session_state.hardware = preset_hardware("cpu")
 
 
 def test_page_renders_estimate_without_hardware():
@@ -51,13 +80,71 @@ def test_a_run_that_fits_only_with_checkpointing_says_training_turns_it_on():
     assert not at.error
 
 
-def test_a_capped_run_and_checked_data_set_the_time():
-    import dataclasses
-    at = _open()
-    at.session_state.spec = dataclasses.replace(at.session_state.spec, max_steps=100)  # the CPU path's plan
-    at.session_state.data_stats = {"dataset": "", "rows": 2400, "mean_tokens": 77}  # left by the Data page
+def test_the_bundled_sets_token_statistics_time_the_run_before_the_data_page_is_visited():
+    from engine.data import bundled
+    from engine.datastats import token_stats
+    from engine.estimate import mean_tokens
+    at = AppTest.from_file(str(APP), default_timeout=120)
     at.run()
-    examples = next(n for n in at.number_input if n.label == "Training examples")
-    tokens = next(n for n in at.number_input if n.label.startswith("Average tokens per example"))
-    assert (examples.value, tokens.value) == (800, 77)
-    assert any("61,600 tokens (800 examples × 1 epoch)" in c.value for c in at.caption)
+    _cpu_plan(at)
+    at.switch_page("app_pages/estimate.py").run()  # straight here: the Data page was never opened
+    assert not at.exception
+    expected = mean_tokens(token_stats(bundled("sft"), "sft")["lengths"], 512)
+    assert 50 < expected < 120  # short Task API requests, far below the 512 a guess would assume
+    assert _widget(at.number_input, "Training examples").value == 800  # 100 steps x 8
+    assert _widget(at.number_input, "Average tokens per example").value == expected
+    before = _widget(at.metric, "Time").value
+    assert before.endswith("min") and int(before.split()[0]) < 15  # minutes, not the 35 min of a 512-token guess
+    at.switch_page("app_pages/data.py").run()
+    assert not at.exception
+    at.switch_page("app_pages/estimate.py").run()
+    assert _widget(at.metric, "Time").value == before  # the Data page's visit changes nothing
+
+
+def test_choosing_dpo_and_saving_puts_every_field_shown_into_the_plan():
+    at = _open()
+    _widget(at.selectbox, "Stage").set_value("dpo").run()
+    _widget(at.select_slider, "LoRA rank").set_value(32).run()
+    _widget(at.radio, "Method").set_value("full").run()
+    _widget(at.select_slider, "Sequence length").set_value(1024).run()
+    _widget(at.slider, "Micro-batch").set_value(4).run()
+    _widget(at.selectbox, "Optimizer").set_value("adamw_8bit").run()
+    _widget(at.number_input, "Training examples").set_value(400).run()
+    _widget(at.button, "Use these settings").click().run()
+    assert not at.exception
+    spec = at.session_state.spec
+    assert (spec.stage, spec.method, spec.max_length, spec.per_device_train_batch_size, spec.optim, spec.lora_r) == \
+        ("dpo", "full", 1024, 4, "adamw_8bit", 32)
+    assert spec.max_steps == 100  # the 400 examples timed above, 4 a step
+    assert spec.learning_rate == 5e-7  # the DPO default for full fine-tuning, not SFT's
+    saved = next(s.value for s in at.success if "Saved to your plan" in s.value)
+    assert "DPO (preferences)" in saved and "Full fine-tuning" in saved and "100 steps" in saved
+    assert "DPO (preferences)" in " ".join(m.value for m in at.sidebar.markdown)
+    assert plans.load(users.OWNER.name)["spec"]["stage"] == "dpo"  # kept server-side too
+
+
+def test_a_computer_without_a_gpu_gets_cpu_words():
+    at = AppTest.from_file(str(APP), default_timeout=120)
+    at.run()
+    _cpu_plan(at)
+    at.switch_page("app_pages/estimate.py").run()
+    assert not at.exception
+    words = _words(at)
+    assert "Peak memory (RAM)" in words
+    for gpu_word in ("Peak GPU memory", "CUDA context", "owned GPU", "per GPU"):
+        assert gpu_word not in words
+    assert "PyTorch and Python themselves" in words  # the part a CUDA context is on a GPU
+    assert _widget(at.radio, "Method").options == ["Full fine-tuning", "LoRA"]  # no QLoRA, as the Hardware page said
+    assert "QLoRA is not offered here" in words
+    assert "SmolLM2-135M-Instruct (bundled with the app)" in words and "supervised fine-tuning" in words
+    largest = at.main.dataframe[0].value
+    assert list(largest.columns)[1:] == ["Fits in RAM", "Trains these 800 examples within an hour"]  # time, not only memory, caps it on a CPU
+
+
+def test_a_plan_for_qlora_shows_the_recommended_lora_on_a_cpu():
+    at = AppTest.from_file(str(APP), default_timeout=120)
+    at.run()
+    _cpu_plan(at)
+    at.session_state.spec = dataclasses.replace(at.session_state.spec, method="qlora")
+    at.switch_page("app_pages/estimate.py").run()
+    assert not at.exception and _widget(at.radio, "Method").value == "lora"
