@@ -57,10 +57,11 @@ st.session_state.recommendation = rec
 st.subheader("Your plan")
 st.markdown("#### " + " → ".join(stage_name(s) for s in rec.pipeline))
 a, b, c = st.columns(3)
-a.metric("Training steps", len(rec.pipeline))
+a.metric("Stages", len(rec.pipeline), help="Trainings one after the other, each starting from the result of the "
+         "one before. (Not to be confused with optimizer steps, the Train page's steps.)")
 b.metric("Method", METHOD_NAMES[rec.peft], help="How much of the model is trained: all of it (full), a small "
          "adapter (LoRA) or an adapter on a 4-bit base (QLoRA).")
-c.metric(f"Data for the first step ({rec.data.stage.upper()})", f"{rec.data.min_examples:,}–{rec.data.max_examples:,}")
+c.metric(f"Examples for the first stage ({stage_name(rec.data.stage)})", f"{rec.data.min_examples:,}–{rec.data.max_examples:,}")
 planned_for = hardware.name + (f" × {hardware.count}" if hardware.count > 1 else "")
 st.caption(f"Method chosen for **{planned_for}**" + ("." if "hardware" in st.session_state else
            ", as no hardware is chosen yet. Planning for other hardware? Choose it on the Hardware page."))
@@ -96,8 +97,42 @@ if n_examples:
 if st.button("Use this plan", type="primary"):
     st.session_state.spec = apply_to_spec(spec, stage=rec.pipeline[0], method=rec.peft)
     st.success(f"Saved: your first run will be **{STAGE_NAMES[rec.pipeline[0]]}** with "
-               f"**{METHOD_NAMES[rec.peft]}**." + (" When it is done, the next step starts from its result."
+               f"**{METHOD_NAMES[rec.peft]}**." + (" When it is done, the next stage starts from its result."
                                                     if len(rec.pipeline) > 1 else ""))
+
+if len(rec.pipeline) > 1:
+    st.subheader("Run the whole pipeline")
+    st.write("Queue every stage now: " + " → ".join(f"**{stage_name(s)}**" for s in rec.pipeline) + ". Each "
+             "stage starts by itself when the one before completes, from its result"
+             + (", and RL is scored by the reward model the pipeline trains" if "rl" in rec.pipeline else "")
+             + ". If a stage fails or is stopped, the rest wait until you resume it on the Runs page.")
+    chosen_data = {spec.stage: spec.dataset_name} if spec.dataset_name else {}
+    st.caption("Data: " + "; ".join(f"{stage_name(s)}: "
+                                    + (Path(chosen_data[s]).name if s in chosen_data else "the bundled example set")
+                                    for s in rec.pipeline) + ". Choose your own files on the Data page.")
+    planned = spec.max_steps if spec.max_steps > 0 else 0
+    steps = st.number_input("Optimizer steps per stage (0 = one whole pass over each stage's data)", 0, 1_000_000,
+                            planned, step=10, help="Your plan's setting (the Hardware page sets 100 on a computer "
+                            "without a GPU). Each step trains on one batch of examples.")
+    if st.button("Run this pipeline", type="primary", key="run_pipeline"):
+        import dataclasses
+
+        from engine import runs
+        from ui.session import actor
+        stages = [dataclasses.replace(spec, stage=s, method=rec.peft, init_from="", output_dir="",
+                                      dataset_name=chosen_data.get(s, ""), max_steps=int(steps) or -1,
+                                      extra={k: v for k, v in spec.extra.items()
+                                             if k not in ("reward_model", "reward_checks")})
+                  for s in rec.pipeline]
+        try:
+            ids = runs.submit_chain(stages, actor())
+        except runs.RunError as e:
+            st.error(str(e))
+        else:
+            st.session_state.current_run = ids[0]
+            st.success(f"Queued as runs {', '.join(map(str, ids))}. The first starts when a slot is free; watch "
+                       "them on the Runs page.")
+            st.page_link("app_pages/runs.py", label="Watch the pipeline on the Runs page", icon="📈")
 
 st.divider()
 with st.expander("Which method for which use case"):

@@ -5,8 +5,9 @@ import time
 import streamlit as st
 
 from engine import monitor, runs, users
-from engine.runs import executors
-from ui.monitor import compare, live_run
+from engine.recommend import METHOD_NAMES
+from engine.runs import executors, pipeline
+from ui.monitor import STAGE_SHORT, STATE_ICONS, compare, live_run
 from ui.session import actor
 
 user = actor()
@@ -37,11 +38,38 @@ def starts_in(run):
     return f"in about {monitor.format_seconds(max(0.0, run['expected_start'] - time.time()))}"
 
 
-table = [{"id": r["id"], **({"who": r["owner"]} if user.sees_all else {}), "state": r["state"],
-          "queue position": r["position"] or "", "starts": starts_in(r), "stage": r["stage"], "method": r["method"],
-          "submitted": when(r["submitted_at"]), "finished": when(r["finished_at"]), "where": r["where"]}
-         for r in reversed(all_runs)]
-st.dataframe(table, hide_index=True, use_container_width=True)
+def what(r) -> str:
+    return f"{STAGE_SHORT[r['stage']]} · {METHOD_NAMES.get(r['method'], r['method'])}"
+
+
+def pipeline_state(stages: list[dict]) -> str:
+    """One pipeline's state in a few words: the stage that holds it, the one training, or where it ended."""
+    for i, r in enumerate(stages, 1):
+        if r["state"] in ("failed", "stopped") and i < len(stages) and stages[i]["state"] == "waiting":
+            return f"held: stage {i} {r['state']}"
+        if r["state"] in ("running", "queued"):
+            return f"stage {i} of {len(stages)} {r['state']}"
+    last = stages[-1]["state"]
+    return "completed" if all(r["state"] == "completed" for r in stages) else last
+
+
+table, seen = [], set()
+for r in reversed(all_runs):
+    stages = pipeline.stages_of(r, all_runs)
+    if stages[0]["id"] in seen:
+        continue
+    seen.add(stages[0]["id"])
+    icons = " → ".join(f"{STATE_ICONS.get(x['state'], '')} {STAGE_SHORT[x['stage']]}" for x in stages)
+    table.append({"run": " → ".join(str(x["id"]) for x in stages), **({"who": r["owner"]} if user.sees_all else {}),
+                  "state": pipeline_state(stages) if len(stages) > 1 else r["state"],
+                  "what": icons if len(stages) > 1 else what(r),
+                  "queue position": next((x["position"] for x in stages if x["position"]), ""),
+                  "starts": next((starts_in(x) for x in stages if x["position"]), ""),
+                  "submitted": when(stages[0]["submitted_at"]), "finished": when(stages[-1]["finished_at"]),
+                  "where": r["where"]})
+st.dataframe(table, hide_index=True, use_container_width=True,
+             column_config={"run": st.column_config.TextColumn("run", help="A pipeline's stages are one row: "
+                                                                "3 → 4 means run 4 starts from run 3's result")})
 
 mine = [r for r in all_runs if r["position"] and r["owner"] == user.name]
 if mine:
@@ -49,9 +77,18 @@ if mine:
     st.info(f"Your first waiting run (run {first['id']}) is number {first['position']} in line; it should start "
             f"{starts_in(first)}.")
 
+
+def label(run_id: int) -> str:
+    r = by_id[run_id]
+    stages = pipeline.stages_of(r, all_runs)
+    where = f", stage {stages.index(r) + 1} of {len(stages)}" if len(stages) > 1 else ""
+    return f"run {run_id} · {what(r)}{where} · {r['state']}"
+
+
+by_id = {r["id"]: r for r in all_runs}
 ids = [r["id"] for r in reversed(all_runs)]
 default = ids.index(st.session_state.current_run) if st.session_state.get("current_run") in ids else 0
-chosen = st.selectbox("Watch run", ids, index=default, format_func=lambda i: f"run {i}")
+chosen = st.selectbox("Watch run", ids, index=default, format_func=label)
 live_run(chosen)
 
 try:
@@ -67,17 +104,29 @@ if run["state"] in ("stopped", "failed", "completed"):
             st.rerun()
         except runs.RunError as e:
             st.error(str(e))
-    if remove_col.button("Remove this run", key=f"remove-{chosen}", help="Deletes its folder: checkpoints, result "
-                         "and logs. There is no undo."):
-        try:
-            runs.remove(chosen, user)
+    confirming = st.session_state.get("confirm_remove") == chosen
+    if not confirming and remove_col.button("Remove this run…", key=f"remove-{chosen}",
+                                            help="Asks first: deletes its folder (checkpoints, result and logs)."):
+        st.session_state.confirm_remove = chosen
+        st.rerun()
+    if confirming:
+        st.warning(f"Remove run {chosen} ({what(run)})? Its folder is deleted: checkpoints, the trained result and "
+                   "the logs. There is no undo; export the result first if you want to keep it.")
+        yes, no = st.columns(2)
+        if yes.button(f"Yes, remove run {chosen}", key=f"remove-yes-{chosen}", type="primary"):
+            st.session_state.pop("confirm_remove", None)
+            try:
+                runs.remove(chosen, user)
+                st.rerun()
+            except runs.RunError as e:
+                st.error(str(e))
+        if no.button("Cancel", key=f"remove-no-{chosen}"):
+            st.session_state.pop("confirm_remove", None)
             st.rerun()
-        except runs.RunError as e:
-            st.error(str(e))
 
 st.divider()
 st.subheader("Compare runs")
 picked = st.multiselect("Runs to overlay", ids, default=ids[:2] if len(ids) > 1 else ids,
-                        format_func=lambda i: f"run {i}")
+                        format_func=label)
 if picked:
     compare([r for r in all_runs if r["id"] in picked])

@@ -12,7 +12,7 @@ import yaml
 STAGES = ("pt", "sft", "dpo", "rm", "rl")
 METHODS = ("full", "lora", "qlora")
 STAGE_NAMES = {"pt": "continued pretraining", "sft": "supervised fine-tuning", "dpo": "DPO (preferences)",
-               "rm": "reward model", "rl": "RL against a reward model (GRPO)"}
+               "rm": "reward model", "rl": "RL (GRPO)"}
 
 # Learning rates by stage and method. Full fine-tuning moves every weight, so it takes small steps; LoRA adapters
 # start at zero and need ~10x larger ones (the QLoRA paper used 2e-4; TRL's SFT LoRA examples likewise).
@@ -38,6 +38,9 @@ SMALL_MODEL_LORA_LR = 1e-3
 # LoRA dropout (RunSpec's default; its input copies were 17 % of a CPU step; 100 steps of a fresh adapter do not
 # overfit), kept here so a plan that set one gets the CPU path's setting back.
 CPU_RUN = {"max_steps": 100, "eval_steps": 100, "save_steps": 50, "lora_dropout": 0.0}
+
+# Experiment trackers, by transformers' report_to names (engine/tracking.py says where each one writes)
+REPORT_TO = ("none", "tensorboard", "mlflow", "wandb")
 
 SCHEDULERS = ("linear", "constant", "constant_with_warmup", "cosine", "cosine_with_restarts", "polynomial",
               "inverse_sqrt", "warmup_stable_decay")
@@ -93,6 +96,7 @@ class RunSpec:
     save_steps: int = 50                    # checkpoints, so a stopped run can resume
     eval_steps: int = 50                    # held-out loss every N steps (and at the end); a CPU eval pass is slow
     num_processes: int = 1                  # > 1: started through `accelerate launch` (DDP), one per GPU
+    report_to: str = "none"                 # also log to tensorboard | mlflow | wandb (offline); off by default
     extra: dict = field(default_factory=dict)  # stage-specific TRL fields (e.g. beta for DPO), passed through
 
     def __post_init__(self):
@@ -119,6 +123,8 @@ class RunSpec:
                             "(0 picks the default for the stage and method).")
         if not 0 <= self.lora_dropout < 1:
             raise SpecError(f"lora_dropout is {self.lora_dropout}; give a value in [0, 1).")
+        if self.report_to not in REPORT_TO:
+            raise SpecError(f"Unknown experiment tracker '{self.report_to}'. Choose one of: {', '.join(REPORT_TO)}.")
         if self.lr_scheduler_type and self.lr_scheduler_type not in SCHEDULERS:
             raise SpecError(f"Unknown learning-rate schedule '{self.lr_scheduler_type}'. Choose one of: "
                             f"{', '.join(SCHEDULERS)} (or leave it empty for the default).")

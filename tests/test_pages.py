@@ -77,13 +77,17 @@ def grow(run_dir, upto):
 
 
 def test_runs_page_follows_a_growing_run_directory(tmp_path, monkeypatch):
+    import ui.monitor
     monkeypatch.setattr(runs, "reconcile", lambda db: None)  # the fake run has no process to check
+    monkeypatch.setattr(ui.monitor, "CHART_EVERY_S", 0.0)  # redraw on every new line (8 s while training)
     run_id, run_dir = fake_run(tmp_path, steps=10)
     grow(run_dir, 3)
     at = app()
     at.switch_page("app_pages/runs.py")
     at.run()
     assert not at.exception, at.exception
+    assert len(at.get("plotly_chart")) == 2, "the loss chart (and the comparison); the others on request"
+    at.toggle(key=f"more-{run_id}").set_value(True).run()
     assert any(f"Run {run_id}: running" in m.value for m in at.markdown)
     bar = at.get("progress")[0]
     assert "step 3 / 10" in bar.proto.text

@@ -67,7 +67,7 @@ def test_goal_page_asks_for_a_goal_first(no_gpu):
     assert not at.exception
     assert "Tick at least one goal" in alerts(at)
     assert "recommendation" not in at.session_state
-    assert len(at.checkbox) == 8
+    assert len(at.checkbox) == 9
 
 
 def test_task_api_assistant_on_a_consumer_gpu_gets_qlora_sft_with_2000_to_5000_examples(no_gpu):
@@ -75,7 +75,7 @@ def test_task_api_assistant_on_a_consumer_gpu_gets_qlora_sft_with_2000_to_5000_e
     assert not at.exception
     assert "#### Supervised fine-tuning" in texts(at, "markdown")
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics["Method"] == "QLoRA" and metrics["Data for the first step (SFT)"] == "2,000–5,000"
+    assert metrics["Method"] == "QLoRA" and metrics["Examples for the first stage (Supervised fine-tuning)"] == "2,000–5,000"
     at.button[0].click().run()  # "Use this plan"
     assert "Saved: your first run will be **supervised fine-tuning** with **QLoRA**" in texts(at, "success")
     spec = at.session_state.spec
@@ -88,7 +88,7 @@ def test_customer_support_chatbot_gets_sft_then_dpo_with_rag_and_an_rlhf_plan_b(
     assert "#### Supervised fine-tuning → DPO (preferences)" in texts(at, "markdown")
     shown = alerts(at)
     assert "Consider RAG" in shown
-    assert "Plan B: Supervised fine-tuning → Reward model → RL against a reward model" in shown
+    assert "Plan B: Supervised fine-tuning → Reward model → RL (GRPO)" in shown
     assert "forgetting" in shown and "70B" in shown
     table = next(t.value for t in at.table if "Or / also" in t.value.columns)
     per_goal = {need: (row["Method"], row["Or / also"]) for need, row in table.iterrows()}
@@ -116,7 +116,7 @@ def test_hardware_page_without_a_gpu_plans_for_this_computer_and_offers_presets(
     at = app()
     at.switch_page("app_pages/hardware.py").run()
     assert not at.exception
-    assert "No NVIDIA GPU found" in alerts(at)
+    assert "No NVIDIA GPU was found" in alerts(at)
     assert at.selectbox[0].value == "here"
     hw = at.session_state.hardware
     assert (hw.kind, hw.detected, hw.count) == ("cpu", True, 1)

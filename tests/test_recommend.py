@@ -105,7 +105,7 @@ def test_dataset_size_is_compared_with_the_stage_range():
 
 
 def test_unknown_or_missing_goal_is_a_sentence_listing_the_valid_ones():
-    with pytest.raises(RecommendError, match="Valid goals: capability, quality"):
+    with pytest.raises(RecommendError, match="Valid goals: capability, format, quality"):
         recommend(["facts"])
     with pytest.raises(RecommendError, match="at least one"):
         recommend([])
@@ -116,7 +116,7 @@ def test_lesson_tables_are_complete():
     assert set(data["stages"]) == set(STAGES)
     for key in ("spectrum", "rlhf_vs_dpo", "peft", "matrix", "misconceptions"):
         assert data[key], key
-    assert goal_keys() == ["capability", "quality", "style", "style-refine", "safety", "knowledge", "refinement",
+    assert goal_keys() == ["capability", "format", "quality", "style", "style-refine", "safety", "knowledge", "refinement",
                            "new-language"]
 
 
@@ -150,3 +150,9 @@ def test_applying_a_plan_moves_a_default_learning_rate_but_keeps_a_chosen_one():
     assert (spec.stage, spec.method, spec.learning_rate) == ("dpo", "qlora", default_learning_rate("dpo", "qlora", spec.model_name_or_path))
     mine = apply_to_spec(RunSpec(learning_rate=3e-4), stage="dpo")
     assert mine.learning_rate == 3e-4
+
+
+def test_a_consistent_output_format_is_its_own_goal_and_means_sft():
+    rec = recommend(["format"])
+    assert rec.pipeline == ["sft"]
+    assert "format" in lesson()["goals"]["format"]["why"] and "JSON" in lesson()["goals"]["format"]["label"]

@@ -9,7 +9,10 @@ import streamlit as st
 from engine import monitor, rundir, runs
 from ui.session import actor
 
-STATE_ICONS = {"queued": "⏳", "running": "🏃", "completed": "✅", "failed": "❌", "stopped": "⏹️"}
+STATE_ICONS = {"waiting": "🔗", "queued": "⏳", "running": "🏃", "completed": "✅", "failed": "❌", "stopped": "⏹️"}
+STAGE_SHORT = {"pt": "Pretraining", "sft": "SFT", "dpo": "DPO", "rm": "Reward model", "rl": "RL"}
+CHART_EVERY_S = 8.0  # while a run trains, its charts are redrawn at most this often: each redraw costs the browser
+#                      and the server CPU that a laptop's trainer needs (issue 22: the watching page took ~37 %)
 
 
 def _reader(run_dir: str) -> rundir.MetricsReader:
@@ -54,14 +57,18 @@ def build_charts(run_dir: str, records: list[dict]) -> list[tuple[str, go.Figure
                       if monitor.series(records, key)[0]]
 
 
-def charts(run_id: int, run_dir: str, records: list[dict]) -> None:
-    """Figures are rebuilt only when new lines arrived: the refresh every second must stay cheap for the
-    server, which shares its CPU with the trainer on a laptop."""
+def charts(run_id: int, run_dir: str, records: list[dict], training: bool) -> None:
+    """Figures are rebuilt only when new lines arrived, and while training at most every CHART_EVERY_S: the
+    refresh must stay cheap for the server and the browser, which share the CPU with the trainer on a laptop.
+    The loss chart always shows; the others on request."""
     cache = st.session_state.setdefault("_charts", {})
-    if cache.get(run_id, (None,))[0] != len(records):
-        cache[run_id] = (len(records), build_charts(run_dir, records))
-    (_, loss), *small = cache[run_id][1]
+    count, built_at, _ = cache.get(run_id, (None, 0.0, None))
+    if count != len(records) and (not training or time.time() - built_at >= CHART_EVERY_S or count is None):
+        cache[run_id] = (len(records), time.time(), build_charts(run_dir, records))
+    (_, loss), *small = cache[run_id][2]
     st.plotly_chart(loss, key=f"loss-{run_id}", use_container_width=True)
+    if not small or not st.toggle("More charts (learning rate, speed, memory...)", key=f"more-{run_id}"):
+        return
     for row in range(0, len(small), 2):
         for col, (key, fig) in zip(st.columns(2), small[row: row + 2]):
             col.plotly_chart(fig, key=f"{key}-{run_id}", use_container_width=True)
@@ -69,11 +76,17 @@ def charts(run_id: int, run_dir: str, records: list[dict]) -> None:
 
 @st.fragment(run_every=2.0)
 def live_run(run_id: int) -> None:
-    try:
-        run = runs.get(run_id, actor())
-    except runs.RunError as e:
-        st.warning(str(e))
+    listed = runs.list_runs(actor())
+    run = next((r for r in listed if r["id"] == run_id), None)
+    if run is None:
+        st.warning(f"There is no run {run_id} of yours any more (it was removed). Pick another one.")
         return
+    # One source of truth: when any run's state changed since the page was drawn, the whole page is drawn again,
+    # so the runs table above never says "running" next to a panel that says "failed".
+    states = tuple((r["id"], r["state"]) for r in listed)
+    if st.session_state.setdefault("_drawn_states", states) != states:
+        st.session_state["_drawn_states"] = states
+        st.rerun(scope="app")
     status = rundir.read_status(run["run_dir"])
     reader = _reader(run["run_dir"])
     reader.poll()
@@ -84,7 +97,7 @@ def live_run(run_id: int) -> None:
     if run["position"] and run.get("expected_start"):
         position += f", expected to start in about {monitor.format_seconds(max(0, run['expected_start'] - time.time()))}"
     head.markdown(f"### {STATE_ICONS.get(state, '')} Run {run_id}: {state}{position}")
-    if state in ("queued", "running") and button.button("Stop", key=f"stop-{run_id}", type="secondary"):
+    if state in ("queued", "running", "waiting") and button.button("Stop", key=f"stop-{run_id}", type="secondary"):
         with st.spinner("Stopping: saving a checkpoint, then ending the process..."):
             try:
                 runs.stop(run_id, actor())
@@ -92,14 +105,16 @@ def live_run(run_id: int) -> None:
                 st.info(str(e))
         st.rerun()
     label = (f"step {prog.step} / {prog.max_steps or '?'} · elapsed {monitor.format_seconds(prog.elapsed_s)}"
-             f" · ETA {monitor.format_seconds(prog.eta_s)}")
+             f" · time left {monitor.eta_text(prog, state)}")
     st.progress(prog.fraction, text=label)
     if state == "failed":
         st.error(f"The run failed: {status.get('error') or run.get('error') or 'no reason was recorded'}")
+    if run.get("held"):
+        (st.warning if run["held"].startswith("Held") else st.info)(run["held"])
     for alert in monitor.health(reader.records):
         (st.error if alert.level == "error" else st.warning)(f"**{alert.title}** {alert.advice}")
     if reader.records:
-        charts(run_id, run["run_dir"], reader.records)
+        charts(run_id, run["run_dir"], reader.records, training=state == "running")
     elif state in ("queued", "running"):
         st.info("Waiting for the first logged step (loading the model and data takes a few seconds)...")
     command = Path(run["run_dir"]) / "command.txt"
