@@ -14,8 +14,8 @@ import time
 from dataclasses import fields
 from pathlib import Path
 
-from engine import paths, rundir
-from engine.spec import CPU_RUN, METHODS, STAGES, RunSpec, SpecError
+from engine import paths, rundir, tracking
+from engine.spec import CPU_RUN, METHODS, REPORT_TO, STAGES, RunSpec, SpecError
 
 # flag -> RunSpec field. Flags override the config file; the YAML keeps TRL's field names.
 FLAGS = {
@@ -24,7 +24,7 @@ FLAGS = {
     "--batch": "per_device_train_batch_size", "--grad-accum": "gradient_accumulation_steps",
     "--lora-r": "lora_r", "--output-dir": "output_dir", "--init-from": "init_from", "--optim": "optim",
     "--seed": "seed", "--save-steps": "save_steps", "--eval-steps": "eval_steps",
-    "--num-processes": "num_processes", "--lora-dropout": "lora_dropout",
+    "--num-processes": "num_processes", "--lora-dropout": "lora_dropout", "--report-to": "report_to",
 }
 
 
@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     for flag, name in FLAGS.items():
         kind = types[name] if types[name] in (int, float) else str
         p.add_argument(flag, dest=name, type=kind, default=None,
-                       choices={"stage": STAGES, "method": METHODS}.get(name))
+                       choices={"stage": STAGES, "method": METHODS, "report_to": REPORT_TO}.get(name))
     p.add_argument("--grad-ckpt", dest="gradient_checkpointing", action="store_true", default=None,
                    help="gradient checkpointing: less activation memory, ~30%% more compute")
     p.add_argument("--reward-model", dest="reward_model", default=None,
@@ -200,7 +200,9 @@ def training_args(spec: RunSpec, run_dir: Path, precision: dict, has_eval: bool)
         # With held-out data, checkpoint rotation never deletes the one with the lowest held-out loss, so a
         # stop after overfitting began still has the best model on disk (status.json names it).
         metric_for_best_model="eval_loss" if has_eval else None, greater_is_better=False if has_eval else None,
-        report_to="none", disable_tqdm=False, dataloader_num_workers=0, **precision)
+        # Off unless asked; a tracker that cannot work is turned off with a sentence, never fails the run.
+        report_to=tracking.setup(spec.report_to, run_dir, is_main_process()), run_name=Path(run_dir).name,
+        disable_tqdm=False, dataloader_num_workers=0, **precision)
 
 
 class StopRequested:
