@@ -4,7 +4,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from engine import access, evaluate
+from engine import access, evaluate, gguf_file, modelfile
 from engine.generate import ResultError, finished_run
 from ui import try_export as ui
 from ui.session import actor
@@ -93,24 +93,58 @@ st.caption("From a shell: `" + ui.shell("engine.evaluate", run_dir, "--limit", i
 
 # ---------------------------------------------------------------- Export
 st.subheader("Export")
-choice = st.radio("What to take away", ["adapter", "merged"], horizontal=True, disabled=not adapter,
-                  format_func={"adapter": "LoRA adapter (small; load it on the base model with PeftModel)",
-                               "merged": "Merged full model (self-contained; AutoModelForCausalLM)"}.get)
+kinds = {"adapter": "LoRA adapter (small; load it on the base model with PeftModel)",
+         "merged": "Merged full model (self-contained; AutoModelForCausalLM)",
+         "gguf": "GGUF file (llama.cpp, Ollama, LM Studio; one quantized file and an Ollama Modelfile)"}
+choice = st.radio("What to take away", list(kinds) if adapter else ["merged", "gguf"], horizontal=True,
+                  format_func=kinds.get)
 if not adapter:
-    st.caption("This run trained every weight (method full): the export is the full model.")
-out = Path(run_dir) / "exports" / (choice if adapter else "model")
-zip_path = out.with_name(out.name + ".zip")
-export_args = [run_dir, "--out", out, "--zip", "--json"] + (["--merge"] if choice == "merged" else [])
-if not zip_path.is_file() and st.button("Export"):
-    with st.spinner("Writing the export and its zip..."):
+    st.caption("This run trained every weight (method full): the merged export is the full model as trained.")
+if choice == "gguf":
+    quants = gguf_file.quant_choices()
+    quant = st.selectbox("GGUF weights", quants, index=quants.index("q8_0"), format_func=ui.QUANT_LABELS.get,
+                         help="Q4_K_M appears when llama.cpp's llama-quantize is on this machine's PATH")
+    out = Path(run_dir) / "exports" / f"gguf-{quant}"
+    export_args = [run_dir, "--out", out, "--gguf", "--quant", quant, "--json"]
+    ready = out.is_dir()
+else:
+    out = Path(run_dir) / "exports" / (choice if adapter else "model")
+    zip_path = out.with_name(out.name + ".zip")
+    export_args = [run_dir, "--out", out, "--zip", "--json"] + (["--merge"] if choice == "merged" else [])
+    ready = zip_path.is_file()
+if not ready and st.button("Export"):
+    with st.spinner("Writing the export (a GGUF takes a minute or two on a CPU)..."):
         _, error = ui.call("engine.export", *export_args, user=user)
     if error:
         st.error(error)
     else:
         st.rerun()  # show the download in place of the button
-if zip_path.is_file():
+if ready and choice != "gguf":
     size_mib = zip_path.stat().st_size / 2**20
     st.download_button(f"Download {zip_path.name} ({size_mib:,.1f} MiB)", data=lambda: zip_path.read_bytes(),
                        file_name=f"{Path(run_dir).name}-{zip_path.name}", mime="application/zip", on_click="ignore")
     st.caption(f"Also on disk: `{out}`")
-st.caption("From a shell: `" + ui.shell("engine.export", *export_args[:3], *export_args[5:]) + "`")
+elif ready:
+    gguf, name = ui.gguf_in(out), modelfile.ollama_name(Path(run_dir).name)
+    left, right = st.columns(2)
+    left.download_button(f"Download {gguf.name} ({gguf.stat().st_size / 2**20:,.1f} MiB)", on_click="ignore",
+                         data=lambda: gguf.read_bytes(), file_name=gguf.name, mime="application/octet-stream")
+    right.download_button("Download Modelfile (Ollama)", data=(out / "Modelfile").read_text(), file_name="Modelfile",
+                          mime="text/plain", on_click="ignore")
+    st.markdown(f"Ollama, in the folder of both files: `{modelfile.create_command(name)}`, then `ollama run {name}`")
+    st.caption(f"Also on disk: `{out}` (with HOW_TO_LOAD.md)")
+    if ui.ollama_here() and st.button(f"Create `{name}` in the Ollama on this computer"):
+        with st.spinner("ollama create..."):
+            said = ui.ollama_create(out, name)
+        (st.success if said.startswith("Created") else st.error)(said)
+    asked = st.text_input("Answer a prompt with the exported file", "Create a high priority task: Review Q4 budget")
+    if st.button("Answer with the GGUF file"):
+        with st.spinner("Loading the GGUF through transformers and answering (a minute on a CPU)..."):
+            got, error = ui.call("engine.gguf_file", gguf, "--prompt", asked, "--json", user=user)
+        if error:
+            st.error(error)
+        else:
+            st.code(got["answers"]["gguf"], language=None, wrap_lines=True)
+            st.caption(f"greedy · {got['seconds']} s · from `{gguf.name}`")
+st.caption("From a shell: `" + ui.shell("engine.export", *[a for a in export_args if a not in ("--zip", "--json")])
+           + "`")

@@ -270,3 +270,42 @@ def test_a_disk_that_fills_while_writing_the_gguf_leaves_nothing_behind(embedded
     with pytest.raises(export.ExportError, match="filled up.*Nothing was left behind"):
         export.export(embedded_run, out, make_zip=True, gguf="q8_0")
     assert os.listdir(out.parent) == [], "no partial directory, file or zip remains"
+
+
+def test_the_try_page_exports_a_gguf_offers_both_files_and_answers_with_it(tmp_path, monkeypatch):
+    import ui.try_export
+    from engine import runs
+    from test_page_try_export import button, finished_run, page
+    calls = []
+
+    def call(module, *args, user=None):
+        calls.append((module, [str(a) for a in args]))
+        if module == "engine.export":
+            out = args[args.index("--out") + 1]
+            out.mkdir(parents=True)
+            (out / "0001-sft-lora-q8_0.gguf").write_bytes(b"GGUF" + b"\0" * 60)
+            (out / "Modelfile").write_text("FROM ./0001-sft-lora-q8_0.gguf\n")
+            return {"out": str(out)}, ""
+        return {"answers": {"gguf": '{"title": "Review Q4 budget"}'}, "seconds": 41.0}, ""
+
+    monkeypatch.setattr(ui.try_export, "call", call)
+    monkeypatch.setattr(runs, "reconcile", lambda db: None)
+    run_dir = finished_run(tmp_path)
+    at = page()
+    at.radio[1].set_value("gguf")
+    at.run()
+    assert at.selectbox[1].value == "q8_0" and "f16" in at.selectbox[1].options[0].lower()
+    button(at, "Export").click()
+    at.run()
+    assert not at.exception, at.exception
+    module, args = calls[-1]
+    assert module == "engine.export" and args[-4:] == ["--gguf", "--quant", "q8_0", "--json"]
+    assert args[args.index("--out") + 1] == str(run_dir / "exports" / "gguf-q8_0")
+    labels = [b.proto.label for b in at.get("download_button")]
+    assert labels[0].startswith("Download 0001-sft-lora-q8_0.gguf") and labels[1] == "Download Modelfile (Ollama)"
+    assert any("ollama create 0001-sft-lora -f Modelfile" in m.value for m in at.markdown)
+    button(at, "Answer with the GGUF file").click()
+    at.run()
+    module, args = calls[-1]
+    assert module == "engine.gguf_file" and args[0].endswith("0001-sft-lora-q8_0.gguf")
+    assert '{"title": "Review Q4 budget"}' in [c.value for c in at.code]

@@ -2,16 +2,22 @@
 No torch here: generation, evaluation and export run in `python -m engine.*` processes."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import plotly.graph_objects as go
 
-from engine import paths, runs
+from engine import modelfile, paths, runs
 from engine.evaluate import format_value
 
-LIMITS_S = {"engine.generate": 300, "engine.evaluate": 3600, "engine.export": 1800}
+LIMITS_S = {"engine.generate": 300, "engine.evaluate": 3600, "engine.export": 1800, "engine.gguf_file": 600}
+# Sizes for SmolLM2-135M (engine/gguf_file.py; 2 bytes a weight for F16/BF16, 34 bytes per 32 weights for Q8_0)
+QUANT_LABELS = {"f16": "F16 (exact to ~0.03 in the logits; 258 MB for 135M)",
+                "bf16": "BF16 (as trained on most GPUs; same size as F16)",
+                "q8_0": "Q8_0 (half the size, answers nearly always the same; 138 MB for 135M)",
+                "q4_k_m": "Q4_K_M (a quarter of F16, through llama.cpp's llama-quantize)"}
 
 
 def finished_runs(user) -> list[dict]:
@@ -50,6 +56,27 @@ def call(module: str, *args, user=None) -> tuple[dict | None, str]:
         return json.loads(proc.stdout.strip().splitlines()[-1]), ""
     except (json.JSONDecodeError, IndexError):
         return None, f"`{module}` printed no result. Run it from a shell to see why: {shell(module, *args)}"
+
+
+def gguf_in(folder: Path) -> Path:
+    return sorted(Path(folder).glob("*.gguf"))[0]
+
+
+def ollama_here() -> bool:
+    """An `ollama` command on PATH and its server answering on this computer."""
+    return shutil.which("ollama") is not None and modelfile.ollama_running()
+
+
+def ollama_create(folder: Path, name: str) -> str:
+    """Run `ollama create NAME -f Modelfile` in the export folder; a sentence for the page."""
+    try:
+        done = subprocess.run(["ollama", "create", name, "-f", "Modelfile"], cwd=str(folder), capture_output=True,
+                              text=True, timeout=LIMITS_S["engine.export"], stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"ollama create did not finish ({e}). Run it from a shell in {folder}: {modelfile.create_command(name)}"
+    if done.returncode != 0:
+        return f"ollama create failed: {(done.stderr or done.stdout).strip()[-300:]}"
+    return f"Created {name} in Ollama: `ollama run {name}`"
 
 
 def eval_table(result: dict) -> list[dict]:
