@@ -38,7 +38,7 @@ def test_a_run_started_in_the_browser_trains_and_its_chart_fills(page, tiny_mode
     page.get_by_role("link", name="5 · Train").click()
     page.get_by_text("Start training").wait_for()
     page.get_by_role("textbox", name="Model", exact=True).fill(str(tiny_model))
-    page.get_by_role("spinbutton", name="Max steps (-1 = whole epochs)").fill("8")
+    page.get_by_role("spinbutton", name="Max steps (optimizer steps; -1 = use Epochs)").fill("8")
     page.get_by_role("spinbutton", name="Batch size per device").fill("2")
     page.get_by_role("button", name="Start training").click()
     page.get_by_text("python -m engine.train --config").wait_for(timeout=300_000)
@@ -61,7 +61,7 @@ def test_the_showcase_path_from_goal_to_export(page, embedded_dir):
     assert page.get_by_text("2,400").first.is_visible(), "the bundled Task API set is checked"
 
     page.get_by_role("link", name="5 · Train").click()
-    page.get_by_role("spinbutton", name="Max steps (-1 = whole epochs)").fill("2")
+    page.get_by_role("spinbutton", name="Max steps (optimizer steps; -1 = use Epochs)").fill("2")
     page.get_by_role("spinbutton", name="Batch size per device").fill("2")
     page.get_by_role("button", name="Start training").click()
     page.get_by_text("completed").first.wait_for(timeout=600_000)

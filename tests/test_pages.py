@@ -9,6 +9,7 @@ from streamlit.testing.v1 import AppTest
 
 from engine import rundir, runs
 from engine.users import OWNER
+from engine.spec import RunSpec
 
 REPO = Path(__file__).resolve().parent.parent
 PAGES = ["goal", "hardware", "estimate", "data", "train", "runs", "try_export"]
@@ -105,3 +106,21 @@ def test_runs_page_follows_a_growing_run_directory(tmp_path, monkeypatch):
     assert "step 7 / 10" in bar.proto.text
     chart = json.loads(at.get("plotly_chart")[0].proto.spec)
     assert chart["data"][0]["x"][-1] == 7
+
+
+def test_train_page_picks_data_and_rewards_and_checks_the_data_at_start():
+    from engine import data
+    at = app()
+    at.session_state.spec = RunSpec(dataset_name=str(data.bundled("dpo")))  # chosen on the Data page for DPO
+    at.switch_page("app_pages/train.py")
+    at.run()
+    labels = {w.label for w in at.text_input}
+    assert "Dataset file" not in labels and "Data" in {w.label for w in at.selectbox}, "data is picked, not typed"
+    reward = next(w for w in at.selectbox if w.label == "Reward (RL only)")
+    assert any(o.startswith("Checks: Task API") for o in reward.options)
+    method = next(w for w in at.selectbox if w.label == "Method")
+    assert "LoRA" in method.options and "lora" not in method.options, "names as people say them"
+    at.button[0].click()
+    at.run()
+    assert any("train.jsonl cannot be used for supervised fine-tuning" in e.value for e in at.error)
+    assert runs.list_runs(OWNER) == [], "nothing was launched"
