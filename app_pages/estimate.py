@@ -41,14 +41,11 @@ if hardware is None:
 gpu = gpu_from_hardware(hardware)
 on_gpu = getattr(hardware, "kind", "cuda") == "cuda"
 memory_word = "GPU memory" if on_gpu else "RAM" if hardware.kind == "cpu" else "unified memory"
-if on_gpu:
-    st.caption(f"Hardware: **{gpu.count} × {gpu.name}**, {gpu.vram_gib:.0f} GiB each")
-else:
-    st.caption(f"Hardware: **{gpu.name}**. Memory is worked out as for an NVIDIA GPU: here it is a rough guide, "
-               "on the high side.")
+st.caption(f"Hardware: **{gpu.count} × {gpu.name}**, {gpu.vram_gib:.0f} GiB each" if on_gpu else f"Hardware: "
+           f"**{gpu.name}**. Memory is worked out as for an NVIDIA GPU: here it is a rough guide, on the high side.")
 
 advice = advise_method(hardware)  # what the Hardware page offers; QLoRA is not offered without an NVIDIA GPU
-offered = [m for m in METHODS if advice.largest_model_b.get(m, 0) is not None or advice.tier == "unknown"]
+offered = [m for m in METHODS if advice.largest_model_b[m] is not None]
 models = catalog.names()
 own = spec.model_name_or_path
 options = ["embedded"] + models + ([own] if own not in models and own != "embedded" else [])
@@ -71,7 +68,8 @@ ckpt = right.checkbox("Gradient checkpointing", spec.gradient_checkpointing,
 lora_r = right.select_slider("LoRA rank r", [4, 8, 16, 32, 64, 128], value=spec.lora_r if spec.lora_r in
                              (4, 8, 16, 32, 64, 128) else 16, disabled=method == "full")
 optimizer = left.selectbox("Optimizer", list(OPTIMIZERS), index=list(OPTIMIZERS).index(spec.optim)
-                           if spec.optim in OPTIMIZERS else 0)
+                           if spec.optim in OPTIMIZERS else 0, help="How the weights are updated. AdamW (the "
+                           "default) suits almost every run; the 8-bit ones save GPU memory.")
 # The plan's data (the stage's bundled set unless the Data page chose a file): its rows and its tokens per example,
 # cut at the sequence length. A run capped at max_steps sees steps x batch x accumulation examples.
 user = actor()

@@ -250,8 +250,8 @@ def largest_model(req: EstimateRequest, capacity_gib: float, method: str, gpu: G
 
 
 # The showcase run (bench/showcase.py, the CPU path's plan engine.spec.CPU_RUN): LoRA SFT, 100 steps of 8 bundled
-# Task API examples of ~77 tokens each (assets/mfu.yaml, class cpu).
-SHOWCASE_RUN = EstimateRequest(examples=800, tokens_per_example=77)
+# Task API examples of 71 tokens on average (engine.datastats on the bundled set, as the Estimate page measures it).
+SHOWCASE_RUN = EstimateRequest(examples=800, tokens_per_example=71)
 
 
 def mean_tokens(lengths: list[int], seq: int) -> int:

@@ -108,16 +108,18 @@ def _nan_alert(steps: list[int], loss: list[float]) -> Alert | None:
 
 
 def _explosion_alert(loss: list[float]) -> Alert | None:
-    """The median of the last WINDOW steps is over 3x the best earlier window's median AND has climbed back by
-    more than half the starting loss: a rise a beginner can trust, not the wobble of a loss near zero."""
-    if len(loss) < 2 * WINDOW:
+    """The median of the last k steps is over 3x the best earlier window's median AND has climbed back by more
+    than half the starting loss: a rise a beginner can trust, not the wobble of a loss near zero. k is WINDOW, or
+    less in a run's first steps (at least 3), so that a run diverging from its first steps is caught early too."""
+    k = min(WINDOW, len(loss) // 2)
+    if k < 3:
         return None
-    smooth = _medians(loss)
-    start, recent = smooth[0], smooth[-1]
-    best = min(smooth[:-WINDOW])  # windows that end before the recent one begins
+    smooth = _medians(loss, k)
+    start, recent = loss[0], smooth[-1]
+    best = min(smooth[:-k] + [start])  # windows that end before the recent one begins, or the untrained model
     if recent > 3 * best and recent - best > 0.5 * start:
-        return Alert("error", f"The loss is exploding: about {recent:.3g} over the last {WINDOW} steps, against "
-                     f"{best:.3g} at its best (it started near {start:.3g}).",
+        return Alert("error", f"The loss is exploding: about {recent:.3g} over the last {k} steps, against "
+                     f"{best:.3g} at its best" + ("." if best == start else f" and {start:.3g} at the start."),
                      "Stop the run and restart with a learning rate 3-10x lower (or more warm-up).")
     return None
 
@@ -130,8 +132,7 @@ def _spike_alert(steps: list[int], loss: list[float]) -> Alert | None:
     window = loss[-21:-1]
     centre = statistics.median(window)
     mad = statistics.median(abs(v - centre) for v in window) * 1.4826  # ~ one standard deviation if normal
-    start = statistics.median(loss[:WINDOW])
-    if loss[-1] > centre + max(6 * mad, 0.25 * start) and loss[-1] > 1.5 * centre:
+    if loss[-1] > centre + max(6 * mad, 0.25 * loss[0]) and loss[-1] > 1.5 * centre:
         return Alert("warning", f"The loss spiked at step {steps[-1]} ({loss[-1]:.3g} against about {centre:.3g} "
                      "before).", "One spike is often a hard batch and recovers; if spikes repeat, lower the "
                      "learning rate or look for broken examples.")
@@ -139,8 +140,8 @@ def _spike_alert(steps: list[int], loss: list[float]) -> Alert | None:
 
 
 def _overfitting_alert(steps: list[int], loss: list[float], records: list[dict]) -> Alert | None:
-    """The held-out loss has risen over two evaluations in a row since its best, by 10 % and by 2 % of the
-    starting training loss, while the training loss kept falling over the same steps."""
+    """The held-out loss has stayed above its best for two evaluations in a row and risen by 5 % of it and by 2 %
+    of the starting training loss, while the training loss kept falling over the same steps."""
     eval_steps, eval_loss = series(records, "eval_loss")
     if len(eval_loss) < 3 or not loss:
         return None
@@ -148,8 +149,7 @@ def _overfitting_alert(steps: list[int], loss: list[float], records: list[dict])
     if best > len(eval_loss) - 3:  # the best is one of the last two evaluations: no sustained rise yet
         return None
     rise = eval_loss[-1] - eval_loss[best]
-    start = statistics.median(loss[:WINDOW])
-    if eval_loss[-2] <= eval_loss[best] or rise <= 0.1 * eval_loss[best] or rise <= 0.02 * start:
+    if eval_loss[-2] <= eval_loss[best] or rise <= 0.05 * eval_loss[best] or rise <= 0.02 * loss[0]:
         return None
     before = [v for s, v in zip(steps, loss) if s <= eval_steps[best]][-WINDOW:]
     after = [v for s, v in zip(steps, loss) if s > eval_steps[best]][-WINDOW:]

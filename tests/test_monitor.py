@@ -1,5 +1,9 @@
 """Progress, ETA and the health alerts a person watching a run relies on."""
+import json
 import math
+from pathlib import Path
+
+import pytest
 
 from engine import monitor
 
@@ -116,3 +120,47 @@ def test_metrics_reader_reads_only_new_lines_and_survives_a_rewritten_file(tmp_p
     os.replace(tmp, tmp_path / "metrics.jsonl")
     reader.poll()
     assert [r["step"] for r in reader.records] == [1, 2]
+
+
+# ------------------------------------------------------------------ recorded curves (tests/data/curves/README.md)
+CURVES = Path(__file__).parent / "data" / "curves"
+HEALTHY = sorted(p.name for p in CURVES.glob("healthy-*.jsonl"))
+# bad curve -> (words of the alert it must raise, the step its trouble starts, steps it may take to be caught)
+BAD = {"diverge-sft-lora-lr30x.jsonl": ("exploding", 2, 4),
+       "nan-sft-lora-lr900x.jsonl": ("NaN", 9, 0),
+       "overfit-tiny-sft-lora-modified.jsonl": ("overfitting", None, 0)}
+
+
+def read_curve(name):
+    return [json.loads(line) for line in (CURVES / name).read_text().splitlines()]
+
+
+def replay(records):
+    """(step, alerts) after every record, as the live page sees the file grow line by line."""
+    for i in range(1, len(records) + 1):
+        yield records[i - 1]["step"], monitor.health(records[:i])
+
+
+def test_the_recorded_curves_are_there():
+    assert "healthy-showcase-sft-lora.jsonl" in HEALTHY and len(HEALTHY) >= 3
+    assert all((CURVES / name).is_file() for name in BAD)
+
+
+@pytest.mark.parametrize("name", HEALTHY)
+def test_a_healthy_recorded_run_raises_no_alert_at_any_step(name):
+    records = read_curve(name)
+    false_alarms = [(step, [a.title for a in alerts]) for step, alerts in replay(records) if alerts]
+    assert false_alarms == []
+
+
+@pytest.mark.parametrize("name", sorted(BAD))
+def test_a_bad_recorded_run_is_caught_within_a_few_steps(name):
+    words, trouble_from, allowed = BAD[name]
+    records = read_curve(name)
+    if trouble_from is None:  # overfitting: from the evaluation after the held-out loss's best
+        evals = [r for r in records if "eval_loss" in r]
+        best = min(range(len(evals)), key=lambda i: evals[i]["eval_loss"])
+        trouble_from, allowed = evals[best + 1]["step"], evals[best + 2]["step"] - evals[best + 1]["step"]
+    caught = next((step for step, alerts in replay(records) if any(words in a.title for a in alerts)), None)
+    assert caught is not None, f"{name}: no '{words}' alert"
+    assert trouble_from <= caught <= trouble_from + allowed, f"{name}: caught at step {caught}"
