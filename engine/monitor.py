@@ -35,7 +35,7 @@ def _step_time(train: list[dict]) -> float | None:
     steady = train[WARMUP_RECORDS - 1:]
     pairs = [(b["time"] - a["time"]) / (b["step"] - a["step"])
              for a, b in zip(steady, steady[1:]) if b["step"] > a["step"]]
-    return statistics.median(pairs[-RATE_INTERVALS:]) if pairs else None
+    return statistics.median(pairs[-RATE_INTERVALS:]) if len(pairs) >= 2 else None  # one interval is no pace yet
 
 
 def progress(status: dict, records: list[dict], now: float | None = None) -> Progress:

@@ -34,9 +34,11 @@ def test_warm_up_and_an_eval_pass_do_not_set_the_pace():
 
 
 def test_no_rate_until_a_few_steps_ran():
-    records = curve([2.0, 1.9])
-    prog = monitor.progress({"state": "running", "step": 2, "max_steps": 20, "started_at": 95.0}, records, now=103)
-    assert prog.eta_s is None and monitor.eta_text(prog) == "estimating..."
+    for n in (0, 1, 2, 3):  # the first logged step holds the loading; then two intervals make a pace
+        prog = monitor.progress({"state": "running", "step": n, "max_steps": 20, "started_at": 95.0},
+                                curve([2.0] * n), now=103)
+        assert prog.eta_s is None and monitor.eta_text(prog) == "estimating..."
+    assert monitor.progress({"state": "running", "step": 4, "max_steps": 20}, curve([2.0] * 4)).eta_s is not None
 
 
 def test_after_a_resume_only_this_attempts_steps_time_the_run():
