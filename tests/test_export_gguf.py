@@ -4,10 +4,11 @@ model it came from on a few chat prompts.
 
 Tolerances, measured on 2 CPU cores (bench figures in the report of issue 20):
 - F16: greedy answers identical (24 new tokens, every prompt); max |logit difference| at the answer's positions
-  below 0.1 (measured 0.025).
+  below 0.1 (measured 0.029).
 - Q8_0: the next token after the prompt identical on every prompt; with the reference answer teacher-forced, at
-  least 90 % of its positions get the same arg-max token (measured 97 %+); max |logit difference| below 2.0
-  (measured ~1). Whole greedy answers may part after a dozen tokens (measured: 2 of 3 identical).
+  least 85 % of its positions get the same arg-max token on each prompt (measured 92 %, 100 %, 100 %); max |logit
+  difference| below 2.0 (measured 1.13). Whole greedy answers may part after a few tokens (measured: 2 of 3
+  identical; the third parts at its 9th token).
 The Ollama Modelfile is checked without Ollama: its TEMPLATE is rendered by a small renderer of the Go-template
 subset the Modelfile uses (range over .Messages, .Role, .Content, {{- trimming), with Ollama's rule that SYSTEM is
 the first message when a chat has none, and compared character for character with tokenizer.apply_chat_template.
@@ -32,7 +33,7 @@ PROMPTS = ["Create a high priority task: Review Q4 budget", "What is the capital
            "Write one sentence about rain."]
 NEW_TOKENS = 24
 TOLERANCE = {"f16": {"max_logit_diff": 0.1, "same_answers": True, "agreement": 1.0},
-             "q8_0": {"max_logit_diff": 2.0, "same_answers": False, "agreement": 0.9}}
+             "q8_0": {"max_logit_diff": 2.0, "same_answers": False, "agreement": 0.85}}
 
 
 def full_run(root, final_target=None, model="embedded"):
