@@ -57,8 +57,8 @@ def steps_logged(run):
 
 
 def test_two_runs_train_at_once_one_stopped_and_resumed_the_app_restarts_meanwhile(on_cluster, embedded_dir):
-    a = runs.submit(short(embedded_dir, 6), OWNER)
-    b = runs.submit(short(embedded_dir, 4), OWNER)
+    a = runs.submit(short(embedded_dir, 100_000), OWNER)  # until stopped; resumed to a few steps more
+    b = runs.submit(short(embedded_dir, 8), OWNER)  # still training when the app "restarts"
     both = wait_for(lambda: all((r := runs.get(i, OWNER))["node"] and steps_logged(r) for i in (a, b))
                     and [runs.get(i, OWNER) for i in (a, b)], timeout=300)
     assert {r["state"] for r in both} == {"running"}, "two slots: the cluster's two 1-CPU nodes"
@@ -72,6 +72,7 @@ def test_two_runs_train_at_once_one_stopped_and_resumed_the_app_restarts_meanwhi
     again = runs.get(b, OWNER)  # list_runs -> reconcile
     assert again["job_id"] == job_b and again["supervisor_pid"] != supervisor_b and runs.alive(again["supervisor_pid"])
 
+    wait_for(lambda: rundir.last_checkpoint(both[0]["run_dir"]), timeout=240)
     # a stop asks the trainer to checkpoint (SIGTERM, RAY_JOB_STOP_WAIT_TIME_S of grace), and waits until it is gone
     trainer_pid = rundir.read_status(both[0]["run_dir"])["pid"]
     started = time.time()
@@ -80,14 +81,15 @@ def test_two_runs_train_at_once_one_stopped_and_resumed_the_app_restarts_meanwhi
     assert stopped["state"] == "stopped" and stop_s < ray_executor.STOP_GRACE_S + 8, stop_s
     assert not runs.alive(trainer_pid), "the trainer is gone when stop returns"
     assert ray_executor._call("GET", f"/api/jobs/{stopped['job_id']}")["status"] == "STOPPED"
-    checkpoint = rundir.last_checkpoint(stopped["run_dir"])
-    assert checkpoint is not None, "the stop kept a checkpoint"
+    checkpoint = int(rundir.last_checkpoint(stopped["run_dir"]).name.split("-")[1])
+    config = Path(stopped["run_dir"]) / "config.yaml"
+    config.write_text(config.read_text().replace("max_steps: 100000", f"max_steps: {checkpoint + 2}"))
 
     runs.resume(a, OWNER)
     done_a, done_b = wait_for(lambda: ended(a), timeout=300), wait_for(lambda: ended(b), timeout=300)
     assert done_b["state"] == "completed", done_b["error"]
     assert done_a["state"] == "completed", done_a["error"]
-    assert steps_logged(done_a) == [1, 2, 3, 4, 5, 6], "the resumed run continues its curve from the checkpoint"
+    assert steps_logged(done_a) == list(range(1, checkpoint + 3)), "the resumed run continues from its checkpoint"
     assert done_a["job_id"] != stopped["job_id"], "a resume is a new job"
     assert (Path(done_a["run_dir"]) / "final" / "adapter_config.json").is_file()
     assert "-m engine.train --config" in (Path(done_a["run_dir"]) / "command.txt").read_text()
@@ -137,3 +139,19 @@ def test_an_unreachable_cluster_is_a_sentence_and_runs_wait(tiny_model, monkeypa
     assert out.returncode == 0 and "cannot be reached" in out.stdout
     runs.stop(run_id, OWNER)
     assert runs.get(run_id, OWNER)["state"] == "stopped"
+
+
+def test_a_node_dying_with_a_run_fails_it_with_the_reason(on_cluster, tiny_model):
+    """Last in this file: it ends the cluster's second node."""
+    ids = [runs.submit(short(tiny_model, 100_000, save_steps=1), OWNER) for _ in range(2)]  # one run per node
+    wait_for(lambda: all(runs.get(i, OWNER)["node"] for i in ids), timeout=240)
+    second = next(n for n in ray_executor.nodes(fresh=True) if not n.head)
+    victim = next(i for i in ids if runs.get(i, OWNER)["node"] == second.label)
+    wait_for(lambda: rundir.last_checkpoint(runs.get(victim, OWNER)["run_dir"]), timeout=240)
+    os.killpg(on_cluster.groups[1], signal.SIGKILL)  # the second node's raylet and agents: a machine gone
+    lost = wait_for(lambda: ended(victim), timeout=120)
+    assert lost["state"] == "failed" and "its node stopped answering" in lost["error"], lost["error"]
+    assert "resume it to continue" in lost["error"] and rundir.last_checkpoint(lost["run_dir"])
+    for i in ids:
+        if runs.get(i, OWNER)["state"] == "running":
+            runs.stop(i, OWNER)

@@ -1,4 +1,4 @@
-"""The Ray executor: a run our queue admitted becomes a Ray job on a cluster.
+"""The Ray executor: a run our queue admitted becomes a Ray job on a cluster (README, "Clusters (Ray)").
 
     ray start --head --dashboard-host 0.0.0.0 --include-dashboard=true   # one machine; Jobs API on :8265
     ray start --address HEAD:6379                                        # every other GPU machine
@@ -7,19 +7,14 @@
 Our queue still decides when a run starts (registry, fair share, quotas): Ray Jobs is not a queue (a job waiting
 past its start timeout fails, in no order, with no per-user limits). The cluster's GPUs are the queue's slots (on a
 cluster without GPUs, its CPUs in groups of TUNEWISE_RAY_CPUS, default 1; Ray sets OMP_NUM_THREADS to it). Once a
-run has its slots, its supervisor (engine/runs/local.py, on the app's machine) submits the command the app shows,
-`cd REPO && exec PYTHON -m engine.train --config RUN/config.yaml >> RUN/train.log`, and watches the job until it
-ends; train.log, status.json and metrics.jsonl stay the source of the live pages.
+run has its slots, its supervisor (local.supervise, on the app's machine) submits the command the app shows as the
+job's entrypoint and watches the job; train.log, status.json and metrics.jsonl stay the source of the live pages.
+Every node needs the project and its venv at the same path (nothing is uploaded: no working_dir), and
+TUNEWISE_HOME and TUNEWISE_CACHE on storage all nodes mount at the same path, which is checked (_check_storage).
 
-Every node needs the project at the same path with the same venv (the entrypoint names this interpreter; nothing
-is uploaded: no working_dir) and sees TUNEWISE_HOME (run directories) and TUNEWISE_CACHE at the same path on shared
-storage (NFS...). Before a run is handed over, a job on each node reads a marker the app wrote next to the run
-directory; a node that cannot is named in a refusal. TUNEWISE_*, HF_* and friends travel as the job's env_vars.
-
-We talk to the dashboard's Jobs REST and state APIs over HTTP, the calls ray.job_submission.JobSubmissionClient
-wraps: the app's own process then never imports ray (a second and ~100 MB per process, for a page refresh).
-Several machines for one run is not built: it would go through Ray Train's TorchTrainer (or accelerate's
-multi-node launch on each node), never a rendezvous of our own; a run asks for at most one node's GPUs.
+We call the dashboard's Jobs REST and state APIs over HTTP, the calls ray.job_submission.JobSubmissionClient wraps:
+the app's process never imports ray (3.4 s and +58 MB measured here, for a page refresh). One run uses one node;
+several machines per run would go through Ray Train's TorchTrainer, never a rendezvous of ours (not built).
 """
 import json
 import os
@@ -32,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine import paths, rundir
-from engine.runs.registry import RunError, record_end, set_setting, setting
+from engine.runs.registry import RunError, alive, record_end, set_setting, setting
 
 STOP_GRACE_S = 7     # Ray's SIGTERM -> SIGKILL wait (RAY_JOB_STOP_WAIT_TIME_S, an int; Ray's default 3 s is too
                      # short for a checkpoint); local.STOP_GRACE_S rounded up
@@ -270,8 +265,11 @@ def settle_job(db, run, job: dict) -> None:
         record_end(db, run["id"], code)  # the trainer's own sentence is in status.json
     else:  # the node died, or the job never started
         keep = " Its last checkpoint is kept: resume it to continue." if rundir.last_checkpoint(run["run_dir"]) else ""
+        said = (job.get("message") or "no reason given").splitlines()[0].rstrip(".")
+        lost = " (its node stopped answering: the machine went down, or Ray's processes there were killed)" if (
+            "actor died" in said) else ""
         record_end(db, run["id"], None, how=f"The Ray job {run['job_id']} on node {run['node'] or '?'} failed: "
-                   f"{job.get('message') or 'no reason given'}.{keep}")
+                   f"{said}{lost}.{keep}")
 
 
 def settle(db, run) -> None:
@@ -302,6 +300,19 @@ def stop(run) -> None:
     end_tree(None, [run["supervisor_pid"]] if run["supervisor_pid"] else [], graceful=False)
     if run["job_id"]:
         _stop_job(run["job_id"])
+        _wait_gone_here(run)
+
+
+def _wait_gone_here(run) -> None:
+    """Ray marks a job STOPPED as soon as it has sent SIGKILL; a killed trainer of a few GB takes a moment more to
+    vanish. Where it ran on this machine (a node of the app's own), wait for it, local.KILL_WAIT_S at most."""
+    import psutil  # accelerate's dependency
+    from engine.runs.local import KILL_WAIT_S
+    here = {a.address for addresses in psutil.net_if_addrs().values() for a in addresses}
+    pid = rundir.read_status(run["run_dir"]).get("pid")
+    deadline = time.time() + KILL_WAIT_S
+    while pid and (run["node"] or "").split(" ")[0] in here and alive(pid) and time.time() < deadline:
+        time.sleep(0.05)
 
 
 def _stop_job(sid: str) -> None:
