@@ -9,6 +9,7 @@ from engine.recommend import METHOD_NAMES
 from engine.runs import executors, pipeline
 from ui.monitor import STAGE_SHORT, STATE_ICONS, compare, live_run
 from ui.session import actor
+from ui.tracking import tracker_line
 
 user = actor()
 st.title("Runs")
@@ -96,6 +97,8 @@ try:
 except runs.RunError as e:  # removed from the command line meanwhile
     st.warning(str(e))
     st.stop()
+if line := tracker_line(run["run_dir"]):
+    st.caption(line)
 if run["state"] in ("stopped", "failed", "completed"):
     resume_col, remove_col = st.columns(2)
     if run["state"] != "completed" and resume_col.button("Resume from the last checkpoint", key=f"resume-{chosen}"):
