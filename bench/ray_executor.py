@@ -99,6 +99,7 @@ def node_death(model, cluster):
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--repeat", type=int, default=2)
+    p.add_argument("--only-first-step", action="store_true", help="skip the stop and node-death figures")
     p.add_argument("--out", default=str(REPO / "bench" / "results" / "ray_executor.jsonl"))
     a = p.parse_args()
     from ray_cluster import LocalCluster
@@ -118,16 +119,21 @@ def main():
     rows.append({"what": "cluster start", "head_s": round(head_s, 1), "head_and_node_s": round(time.time() - t0, 1)})
     print(rows[-1], flush=True)
     try:
-        for i in range(a.repeat):
-            for name, address in (("local", None), ("ray", cluster.address)):
+        for i in range(a.repeat):  # local with one thread too: what a Ray job with 1 CPU gets (OMP_NUM_THREADS=1)
+            for name, address, threads in (("local", None, None), ("local", None, "1"), ("ray", cluster.address, None)):
+                if threads:
+                    os.environ["OMP_NUM_THREADS"] = threads
                 rows.append({"what": "submit to first step", "executor": name, "attempt": i + 1,
+                             "omp_num_threads": threads or ("1 (Ray)" if address else "default"),
                              **submit_to_first_step(model, address)})
+                os.environ.pop("OMP_NUM_THREADS", None)
                 print(rows[-1], flush=True)
-        for name, address in (("local", None), ("ray", cluster.address)):
+        for name, address in () if a.only_first_step else (("local", None), ("ray", cluster.address)):
             rows.append({"what": "stop to gone", "executor": name, **stop_to_gone(model, address)})
             print(rows[-1], flush=True)
-        rows.append({"what": "node dies with a run", "executor": "ray", **node_death(model, cluster)})
-        print(rows[-1], flush=True)
+        if not a.only_first_step:
+            rows.append({"what": "node dies with a run", "executor": "ray", **node_death(model, cluster)})
+            print(rows[-1], flush=True)
     finally:
         swept = cluster.stop()
         rows.append({"what": "teardown", "swept_processes": len(swept), "left": len(cluster.leftovers())})

@@ -116,6 +116,11 @@ def test_a_broken_config_fails_with_its_sentence_on_the_runs_page(on_cluster, ti
     assert list(at.dataframe[0].value["where"]) == [f"Ray · {run['node']}"]
     page = " ".join(e.value for e in at.error) + " ".join(str(m.value) for m in at.markdown)
     assert run["error"].splitlines()[0][:60] in page, (run["error"], page[:2000])
+    at.switch_page("app_pages/hardware.py")
+    at.run()
+    assert not at.exception
+    listed = [d.value for d in at.dataframe if list(d.value.columns) == ["node", "head", "gpus", "cpus"]]
+    assert len(listed) == 1 and len(listed[0]) == 2 and listed[0]["head"].sum() == 1, "the cluster's two nodes"
 
 
 def test_more_gpus_than_any_node_is_refused_at_submit(on_cluster, tiny_model):
@@ -137,6 +142,12 @@ def test_an_unreachable_cluster_is_a_sentence_and_runs_wait(tiny_model, monkeypa
     assert run["where"] == "Ray cluster"
     out = run_cli("engine.runs", "cluster")
     assert out.returncode == 0 and "cannot be reached" in out.stdout
+    from streamlit.testing.v1 import AppTest
+    at = AppTest.from_file(str(runs.paths.REPO / "app.py"), default_timeout=60)
+    at.run()
+    at.switch_page("app_pages/runs.py")
+    at.run()
+    assert not at.exception and any("cannot be reached" in w.value for w in at.warning), "the Runs page says why"
     runs.stop(run_id, OWNER)
     assert runs.get(run_id, OWNER)["state"] == "stopped"
 
