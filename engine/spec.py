@@ -42,9 +42,6 @@ CPU_RUN = {"max_steps": 100, "eval_steps": 100, "save_steps": 50, "lora_dropout"
 # Experiment trackers, by transformers' report_to names (engine/tracking.py says where each one writes)
 REPORT_TO = ("none", "tensorboard", "mlflow", "wandb")
 
-# Experiment trackers, by transformers' report_to names (engine/tracking.py says where each one writes)
-REPORT_TO = ("none", "tensorboard", "mlflow", "wandb")
-
 SCHEDULERS = ("linear", "constant", "constant_with_warmup", "cosine", "cosine_with_restarts", "polynomial",
               "inverse_sqrt", "warmup_stable_decay")
 
@@ -100,7 +97,6 @@ class RunSpec:
     eval_steps: int = 50                    # held-out loss every N steps (and at the end); a CPU eval pass is slow
     num_processes: int = 1                  # > 1: started through `accelerate launch` (DDP), one per GPU
     report_to: str = "none"                 # also log to tensorboard | mlflow | wandb (offline); off by default
-    report_to: str = "none"                 # also log to tensorboard | mlflow | wandb (offline); off by default
     extra: dict = field(default_factory=dict)  # stage-specific TRL fields (e.g. beta for DPO), passed through
 
     def __post_init__(self):
@@ -127,8 +123,6 @@ class RunSpec:
                             "(0 picks the default for the stage and method).")
         if not 0 <= self.lora_dropout < 1:
             raise SpecError(f"lora_dropout is {self.lora_dropout}; give a value in [0, 1).")
-        if self.report_to not in REPORT_TO:
-            raise SpecError(f"Unknown experiment tracker '{self.report_to}'. Choose one of: {', '.join(REPORT_TO)}.")
         if self.report_to not in REPORT_TO:
             raise SpecError(f"Unknown experiment tracker '{self.report_to}'. Choose one of: {', '.join(REPORT_TO)}.")
         if self.lr_scheduler_type and self.lr_scheduler_type not in SCHEDULERS:
