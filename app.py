@@ -6,6 +6,7 @@
 import streamlit as st
 
 from engine import users
+from engine.recommend import METHOD_NAMES
 from engine.spec import STAGE_NAMES, RunSpec
 from ui import session
 
@@ -48,17 +49,18 @@ def sidebar() -> None:
         spec = st.session_state.spec
         st.markdown("**Your plan so far**")
         hardware = st.session_state.get("hardware")
-        model = "SmolLM2-135M-Instruct (embedded)" if spec.model_name_or_path == "embedded" else spec.model_name_or_path
+        model = ("SmolLM2-135M-Instruct (bundled with the app)" if spec.model_name_or_path == "embedded"
+                 else spec.model_name_or_path)
         st.markdown(
             f"- Stage: **{STAGE_NAMES[spec.stage]}**\n"
-            f"- Method: **{spec.method}**\n"
+            f"- Method: **{METHOD_NAMES.get(spec.method, spec.method)}**\n"
             f"- Model: **{model}**\n"
             f"- Data: **{spec.dataset_name or 'bundled example set'}**\n"
             f"- Hardware: **{getattr(hardware, 'name', None) or 'not chosen yet'}**"
         )
         pipeline = st.session_state.get("recommendation")
         if pipeline is not None:
-            st.caption("Recommended pipeline: " + " → ".join(getattr(pipeline, "pipeline", [])))
+            st.caption("Recommended stages: " + " → ".join(STAGE_NAMES[s] for s in getattr(pipeline, "pipeline", [])))
 
 
 sidebar()

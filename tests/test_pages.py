@@ -35,7 +35,7 @@ def test_the_app_opens_on_the_goal_page_with_the_plan_in_the_sidebar():
     assert not at.exception
     assert "What should the model learn?" in at.title[0].value
     sidebar = " ".join(m.value for m in at.sidebar.markdown)
-    assert "SmolLM2-135M-Instruct (embedded)" in sidebar and "supervised fine-tuning" in sidebar
+    assert "SmolLM2-135M-Instruct (bundled with the app)" in sidebar and "supervised fine-tuning" in sidebar
 
 
 def submit_train_form(at, **fields):
