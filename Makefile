@@ -36,4 +36,6 @@ browser:
 	  $$s apt-get update -q && DEBIAN_FRONTEND=noninteractive $$s apt-get install -y -q chromium; }
 
 test: install browser
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q

@@ -1,8 +1,9 @@
 """The frame: the login (workshop mode), the pages, and the sidebar every page shares.
 
-    make run        # personal mode: this computer only (127.0.0.1), no login
-    make workshop   # workshop mode: every network interface, behind a login (python -m engine.users setup first)
+make run        # personal mode: this computer only (127.0.0.1), no login
+make workshop   # workshop mode: every network interface, behind a login (python -m engine.users setup first)
 """
+
 import streamlit as st
 
 from engine import users
@@ -49,8 +50,11 @@ def sidebar() -> None:
         spec = st.session_state.spec
         st.markdown("**Your plan so far**")
         hardware = st.session_state.get("hardware")
-        model = ("SmolLM2-135M-Instruct (bundled with the app)" if spec.model_name_or_path == "embedded"
-                 else spec.model_name_or_path)
+        model = (
+            "SmolLM2-135M-Instruct (bundled with the app)"
+            if spec.model_name_or_path == "embedded"
+            else spec.model_name_or_path
+        )
         st.markdown(
             f"- Stage: **{STAGE_NAMES[spec.stage]}**\n"
             f"- Method: **{METHOD_NAMES.get(spec.method, spec.method)}**\n"

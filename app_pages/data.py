@@ -3,6 +3,7 @@
 Validation runs here (pure Python, fast); token statistics need a tokenizer, so they run in a subprocess
 (ui/datastats.py, shared with the Estimate page) and are cached by file, modification time and settings.
 """
+
 import dataclasses
 
 import pandas as pd
@@ -38,8 +39,10 @@ spec = st.session_state.spec
 user = actor()
 acting = "" if user.role == "owner" else user.name  # whose folder uploads go to; --as for the subprocess
 st.title("4 · Data")
-st.markdown(f"Data for **{STAGE_NAMES[spec.stage]}** (the stage chosen on the Goal page). Every problem is caught "
-            "here, before a GPU minute is spent.")
+st.markdown(
+    f"Data for **{STAGE_NAMES[spec.stage]}** (the stage chosen on the Goal page). Every problem is caught "
+    "here, before a GPU minute is spent."
+)
 
 source = st.radio("Where is your data?", SOURCES, horizontal=True, key="data_source")
 path = None
@@ -47,19 +50,27 @@ if source == SOURCES[0]:
     path = bundled(spec.stage)
     st.caption(f"{BUNDLED_ABOUT[spec.stage]} File: `{path.relative_to(paths.REPO)}`")
 elif source == SOURCES[1]:
-    upload = st.file_uploader(f"JSONL, JSON, CSV or Parquet, up to {max_upload_mb():,.0f} MB",
-                              type=["jsonl", "json", "csv", "tsv", "parquet", "txt"], key="data_upload")
+    upload = st.file_uploader(
+        f"JSONL, JSON, CSV or Parquet, up to {max_upload_mb():,.0f} MB",
+        type=["jsonl", "json", "csv", "tsv", "parquet", "txt"],
+        key="data_upload",
+    )
     if upload is not None:
         try:
             path = save_upload(upload.name, upload.getvalue(), acting)
         except DataError as e:
             st.error(str(e))
 else:
-    typed = st.text_input("Path of a data file", key="data_path",
-                          placeholder="/home/me/tasks.jsonl" if user.role == "owner" else "shared/data/tasks.jsonl")
+    typed = st.text_input(
+        "Path of a data file",
+        key="data_path",
+        placeholder="/home/me/tasks.jsonl" if user.role == "owner" else "shared/data/tasks.jsonl",
+    )
     if user.role != "owner":
-        st.caption(f"Files in your own folder or the class's shared folder ({paths.shared_dir()}); others' files "
-                   "cannot be opened.")
+        st.caption(
+            f"Files in your own folder or the class's shared folder ({paths.shared_dir()}); others' files "
+            "cannot be opened."
+        )
     if typed.strip():
         try:
             path = access.confine(typed, user, "data file")
@@ -67,15 +78,24 @@ else:
             st.error(str(e))
 
 if path is None:
-    st.info("Choose the bundled set, upload a file, or type a path. Your plan is unchanged until you press "
-            "'Use this data'.")
+    st.info(
+        "Choose the bundled set, upload a file, or type a path. Your plan is unchanged until you press 'Use this data'."
+    )
     st.stop()
 
 try:
     report = cached_check(str(path), spec.stage, file_version(path))
 except Exception as e:  # noqa: BLE001 - a broken file must never take the page (or the plan) down
-    report = {"ok": False, "errors": [{"line": None, "message": f"the file could not be read: {e}"}],
-              "error_count": 1, "warnings": [], "warning_count": 0, "rows": 0, "format": "", "file_format": ""}
+    report = {
+        "ok": False,
+        "errors": [{"line": None, "message": f"the file could not be read: {e}"}],
+        "error_count": 1,
+        "warnings": [],
+        "warning_count": 0,
+        "rows": 0,
+        "format": "",
+        "file_format": "",
+    }
 
 cols = st.columns([1, 2, 1, 1])
 cols[0].metric("Usable rows", f"{report['rows']:,}")
@@ -83,8 +103,10 @@ cols[1].metric("Layout", report["format"] or "not recognised")
 cols[2].metric("File type", report["file_format"] or "?")
 cols[3].metric("Problems", f"{report['error_count']:,}")
 if report["error_count"]:
-    st.error(f"**{path.name}** cannot be used for {STAGE_NAMES[spec.stage]} yet: {report['error_count']:,} problem(s). "
-             "Line numbers are lines of the file.")
+    st.error(
+        f"**{path.name}** cannot be used for {STAGE_NAMES[spec.stage]} yet: {report['error_count']:,} problem(s). "
+        "Line numbers are lines of the file."
+    )
     problems_table(report["errors"], report["error_count"], "error")
 if report["warning_count"]:
     with st.expander(f"{report['warning_count']} note(s)", expanded=not report["error_count"]):
@@ -102,20 +124,30 @@ if not stats.get("ok"):
     st.warning(f"No token statistics: {stats.get('error')}")
 else:
     left, right = st.columns([3, 2])
-    figure = px.histogram(x=stats["lengths"], nbins=40, labels={"x": "tokens per example"},
-                          title=f"Token lengths ({stats['sampled']:,} of {stats['rows']:,} rows)")
-    figure.add_vline(x=spec.max_length, line_dash="dash", line_color="red",
-                     annotation_text=f"maximum length {spec.max_length}")
+    figure = px.histogram(
+        x=stats["lengths"],
+        nbins=40,
+        labels={"x": "tokens per example"},
+        title=f"Token lengths ({stats['sampled']:,} of {stats['rows']:,} rows)",
+    )
+    figure.add_vline(
+        x=spec.max_length, line_dash="dash", line_color="red", annotation_text=f"maximum length {spec.max_length}"
+    )
     figure.update_layout(yaxis_title="examples", height=320, margin={"t": 40, "b": 10})
     left.plotly_chart(figure, width="stretch")
-    right.metric("Cut off at the maximum length", f"{stats['truncated_share']:.1%}",
-                 help=f"Share of examples longer than the maximum length ({spec.max_length} tokens); their ends "
-                      "are cut off in training.")
+    right.metric(
+        "Cut off at the maximum length",
+        f"{stats['truncated_share']:.1%}",
+        help=f"Share of examples longer than the maximum length ({spec.max_length} tokens); their ends "
+        "are cut off in training.",
+    )
     right.metric("Median / 95th percentile / longest", f"{stats['p50']} / {stats['p95']} / {stats['max']}")
     right.metric("Tokens in the file (estimate)", f"{stats['total_tokens_estimate']:,}")
     if stats["truncated_share"] > 0.05:
-        right.warning(f"Raise the sequence length on the Estimate page above {stats['p95']} to keep 95% whole, or "
-                      "shorten the examples.")
+        right.warning(
+            f"Raise the sequence length on the Estimate page above {stats['p95']} to keep 95% whole, or "
+            "shorten the examples."
+        )
     st.markdown(f"**Loss mask.** {stats['mask_rule']} Green tokens count toward the loss, grey ones are context.")
     for number, example in enumerate(stats["examples"], start=1):
         with st.expander(f"Example {number} as the model sees it (chat template applied)", expanded=number == 1):

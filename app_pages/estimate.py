@@ -1,4 +1,5 @@
 """Step 3 · Estimate: memory, time and cost of the planned run, before it is launched (engine/estimate.py)."""
+
 import dataclasses
 import math
 
@@ -7,8 +8,15 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from engine import catalog
-from engine.estimate import (EstimateError, EstimateRequest, estimate_run, gpu_from_hardware, largest_model,
-                             mean_tokens, peak_gib)
+from engine.estimate import (
+    EstimateError,
+    EstimateRequest,
+    estimate_run,
+    gpu_from_hardware,
+    largest_model,
+    mean_tokens,
+    peak_gib,
+)
 from engine.hardware import load_presets
 from engine.recommend import METHOD_NAMES, advise_method, apply_to_spec
 from engine.spec import METHODS, STAGE_NAMES, RunSpec
@@ -26,23 +34,33 @@ if "spec" not in st.session_state:  # a deep link can run this page before app.p
 spec = st.session_state.spec
 
 st.title("📐 Will it fit, how long, what will it cost?")
-st.write("Memory is what stops most first runs. This estimate is arithmetic on the model's config.json, checked "
-         "against real runs on an H200 (median error 2 % over 19 runs, 135M to 8B; see "
-         "bench/results/estimate_accuracy.md).")
+st.write(
+    "Memory is what stops most first runs. This estimate is arithmetic on the model's config.json, checked "
+    "against real runs on an H200 (median error 2 % over 19 runs, 135M to 8B; see "
+    "bench/results/estimate_accuracy.md)."
+)
 
 hardware = st.session_state.get("hardware")
 if hardware is None:
     st.info("No hardware chosen yet: choose it on the Hardware page, or pick a GPU to plan for here.")
     st.page_link("app_pages/hardware.py", label="Choose hardware on the Hardware page", icon="🖥️")
     presets = {k: p for k, p in load_presets().items() if p.kind == "cuda"}
-    key = st.selectbox("Plan for", list(presets), format_func=lambda k: presets[k].name,
-                       index=list(presets).index("rtx-4090") if "rtx-4090" in presets else 0)
+    key = st.selectbox(
+        "Plan for",
+        list(presets),
+        format_func=lambda k: presets[k].name,
+        index=list(presets).index("rtx-4090") if "rtx-4090" in presets else 0,
+    )
     hardware = presets[key].hardware()
 gpu = gpu_from_hardware(hardware)
 on_gpu = getattr(hardware, "kind", "cuda") == "cuda"
 memory_word = "GPU memory" if on_gpu else "RAM" if hardware.kind == "cpu" else "unified memory"
-st.caption(f"Hardware: **{gpu.count} × {gpu.name}**, {gpu.vram_gib:.0f} GiB each" if on_gpu else f"Hardware: "
-           f"**{gpu.name}**. Memory is worked out as for an NVIDIA GPU: here it is a rough guide, on the high side.")
+st.caption(
+    f"Hardware: **{gpu.count} × {gpu.name}**, {gpu.vram_gib:.0f} GiB each"
+    if on_gpu
+    else f"Hardware: "
+    f"**{gpu.name}**. Memory is worked out as for an NVIDIA GPU: here it is a rough guide, on the high side."
+)
 
 advice = advise_method(hardware)  # what the Hardware page offers; QLoRA is not offered without an NVIDIA GPU
 offered = [m for m in METHODS if advice.largest_model_b[m] is not None]
@@ -50,26 +68,53 @@ models = catalog.names()
 own = spec.model_name_or_path
 options = ["embedded"] + models + ([own] if own not in models and own != "embedded" else [])
 left, right = st.columns(2)
-model = left.selectbox("Model", options, index=options.index(own) if own in options else 0,
-                       format_func=lambda m: EMBEDDED_LABEL if m == "embedded" else m)
-stage = left.selectbox("Stage", list(STAGE_NAMES), index=list(STAGE_NAMES).index(spec.stage),
-                       format_func=STAGE_NAMES.get)
-method = left.radio("Method", offered, index=offered.index(spec.method if spec.method in offered else advice.peft),
-                    horizontal=True, format_func=METHOD_NAMES.get)
+model = left.selectbox(
+    "Model",
+    options,
+    index=options.index(own) if own in options else 0,
+    format_func=lambda m: EMBEDDED_LABEL if m == "embedded" else m,
+)
+stage = left.selectbox(
+    "Stage", list(STAGE_NAMES), index=list(STAGE_NAMES).index(spec.stage), format_func=STAGE_NAMES.get
+)
+method = left.radio(
+    "Method",
+    offered,
+    index=offered.index(spec.method if spec.method in offered else advice.peft),
+    horizontal=True,
+    format_func=METHOD_NAMES.get,
+)
 if len(offered) < len(METHODS):
     left.caption(next((c for c in advice.caveats if c.startswith("QLoRA")), "QLoRA is not offered here."))
 seq_choices = [128, 256, 512, 1024, 2048, 4096, 8192, 16384]
-seq = right.select_slider("Sequence length (tokens)", seq_choices + ([spec.max_length] if spec.max_length not in
-                          seq_choices else []), value=spec.max_length)
-batch = right.slider("Micro-batch (examples per GPU per step)" if on_gpu else "Batch (examples per step)", 1, 64,
-                     min(spec.per_device_train_batch_size, 64))
-ckpt = right.checkbox("Gradient checkpointing", spec.gradient_checkpointing,
-                      help="Keeps one tensor per layer and recomputes the rest: far less memory, ~30 % slower.")
-lora_r = right.select_slider("LoRA rank r", [4, 8, 16, 32, 64, 128], value=spec.lora_r if spec.lora_r in
-                             (4, 8, 16, 32, 64, 128) else 16, disabled=method == "full")
-optimizer = left.selectbox("Optimizer", list(OPTIMIZERS), index=list(OPTIMIZERS).index(spec.optim)
-                           if spec.optim in OPTIMIZERS else 0, help="How the weights are updated. AdamW (the "
-                           "default) suits almost every run; the 8-bit ones save GPU memory.")
+seq = right.select_slider(
+    "Sequence length (tokens)",
+    seq_choices + ([spec.max_length] if spec.max_length not in seq_choices else []),
+    value=spec.max_length,
+)
+batch = right.slider(
+    "Micro-batch (examples per GPU per step)" if on_gpu else "Batch (examples per step)",
+    1,
+    64,
+    min(spec.per_device_train_batch_size, 64),
+)
+ckpt = right.checkbox(
+    "Gradient checkpointing",
+    spec.gradient_checkpointing,
+    help="Keeps one tensor per layer and recomputes the rest: far less memory, ~30 % slower.",
+)
+lora_r = right.select_slider(
+    "LoRA rank r",
+    [4, 8, 16, 32, 64, 128],
+    value=spec.lora_r if spec.lora_r in (4, 8, 16, 32, 64, 128) else 16,
+    disabled=method == "full",
+)
+optimizer = left.selectbox(
+    "Optimizer",
+    list(OPTIMIZERS),
+    index=list(OPTIMIZERS).index(spec.optim) if spec.optim in OPTIMIZERS else 0,
+    help="How the weights are updated. AdamW (the default) suits almost every run; the 8-bit ones save GPU memory.",
+)
 # The plan's data (the stage's bundled set unless the Data page chose a file): its rows and its tokens per example,
 # cut at the sequence length. A run capped at max_steps sees steps x batch x accumulation examples.
 user = actor()
@@ -77,85 +122,163 @@ stats = plan_stats(spec, stage, "" if user.role == "owner" else user.name)
 accum = spec.gradient_accumulation_steps
 planned = spec.max_steps * spec.per_device_train_batch_size * accum if spec.max_steps > 0 else None
 default_examples = planned or (stats["rows"] if stats else 2000)
-examples = left.number_input("Training examples", 1, 10_000_000, default_examples, step=500,
-                             help="The plan's steps x batch x accumulation when it sets max steps; else the rows of "
-                                  "its data. Saved as the plan's number of steps if you change it.")
-tokens_each = left.number_input("Average tokens per example (from your data; 0 = every example fills the sequence "
-                                "length)", 0, 1_000_000, mean_tokens(stats["lengths"], seq) if stats else 0,
-                                help="Measured on the plan's data: a what-if here, not a setting of the plan. It sets "
-                                "the time, not the memory: the longest batch decides the memory.")
+examples = left.number_input(
+    "Training examples",
+    1,
+    10_000_000,
+    default_examples,
+    step=500,
+    help="The plan's steps x batch x accumulation when it sets max steps; else the rows of "
+    "its data. Saved as the plan's number of steps if you change it.",
+)
+tokens_each = left.number_input(
+    "Average tokens per example (from your data; 0 = every example fills the sequence length)",
+    0,
+    1_000_000,
+    mean_tokens(stats["lengths"], seq) if stats else 0,
+    help="Measured on the plan's data: a what-if here, not a setting of the plan. It sets "
+    "the time, not the memory: the longest batch decides the memory.",
+)
 
 epochs = spec.num_train_epochs if spec.max_steps <= 0 else 1.0  # max steps already counted the examples
 try:
-    req = EstimateRequest(model=model, stage=stage, method=method, seq=seq, batch=batch, grad_ckpt=ckpt,
-                          lora_r=lora_r, optimizer=optimizer, examples=int(examples), epochs=epochs,
-                          tokens_per_example=min(int(tokens_each), seq))
+    req = EstimateRequest(
+        model=model,
+        stage=stage,
+        method=method,
+        seq=seq,
+        batch=batch,
+        grad_ckpt=ckpt,
+        lora_r=lora_r,
+        optimizer=optimizer,
+        examples=int(examples),
+        epochs=epochs,
+        tokens_per_example=min(int(tokens_each), seq),
+    )
     est = estimate_run(req, gpu)
 except EstimateError as e:
     st.error(str(e))
     st.stop()
 
 a, b, c, d = st.columns(4)
-a.metric(f"Peak {memory_word}" if on_gpu else f"Peak memory ({memory_word})", f"{est.peak_gib:.1f} GiB",
-         f"{est.headroom_gib:+.1f} GiB headroom", delta_color="normal" if est.fits else "inverse")
+a.metric(
+    f"Peak {memory_word}" if on_gpu else f"Peak memory ({memory_word})",
+    f"{est.peak_gib:.1f} GiB",
+    f"{est.headroom_gib:+.1f} GiB headroom",
+    delta_color="normal" if est.fits else "inverse",
+)
 b.metric("Largest micro-batch" if on_gpu else "Largest batch", est.max_batch or "none")
 c.metric("Largest sequence", est.max_seq or "none")
-d.metric("Time · cost", f"{est.hours * 60:.0f} min" if est.hours < 1 else f"{est.hours:.1f} h",
-         ("owned GPU" if on_gpu else "your computer") if est.usd is None else f"${est.usd:,.2f}", delta_color="off")
+d.metric(
+    "Time · cost",
+    f"{est.hours * 60:.0f} min" if est.hours < 1 else f"{est.hours:.1f} h",
+    ("owned GPU" if on_gpu else "your computer") if est.usd is None else f"${est.usd:,.2f}",
+    delta_color="off",
+)
 with_ckpt = peak_gib(dataclasses.replace(req, grad_ckpt=True))
 has = f"the GPU has {gpu.vram_gib:.0f} GiB" if on_gpu else f"this computer has {gpu.vram_gib:.0f} GiB of {memory_word}"
 if est.fits:
     st.success(f"Fits: {est.peak_gib:.1f} of {gpu.vram_gib:.0f} GiB, {est.headroom_gib:.1f} GiB to spare.")
 elif not ckpt and with_ckpt <= gpu.vram_gib and on_gpu:
-    st.warning(f"Needs {est.peak_gib:.1f} GiB without gradient checkpointing; {has}. Training on a GPU turns "
-               f"checkpointing on by itself when a run would not fit otherwise: {with_ckpt:.1f} GiB, about 30 % "
-               "slower.")
+    st.warning(
+        f"Needs {est.peak_gib:.1f} GiB without gradient checkpointing; {has}. Training on a GPU turns "
+        f"checkpointing on by itself when a run would not fit otherwise: {with_ckpt:.1f} GiB, about 30 % "
+        "slower."
+    )
 else:
-    st.error(f"Does not fit: needs {est.peak_gib:.1f} GiB, {has} (short by {-est.headroom_gib:.1f} GiB). "
-             f"Cheapest change: {est.fix}.")
+    st.error(
+        f"Does not fit: needs {est.peak_gib:.1f} GiB, {has} (short by {-est.headroom_gib:.1f} GiB). "
+        f"Cheapest change: {est.fix}."
+    )
 
 fig = go.Figure()
 for part, gib in est.breakdown_gib.items():
     part = part if on_gpu else CPU_PARTS.get(part, part)
     fig.add_bar(x=["this run"], y=[gib], name=part, hovertemplate=f"{part}: %{{y:.2f}} GiB<extra></extra>")
-fig.add_hline(y=gpu.vram_gib, line_dash="dash", line_color="red",
-              annotation_text=f"{gpu.name if on_gpu else memory_word}: {gpu.vram_gib:.0f} GiB")
-fig.update_layout(barmode="stack", height=380, yaxis_title="GiB", margin=dict(t=30, b=10),
-                  yaxis_range=[0, max(est.peak_gib, gpu.vram_gib) * 1.1])
+fig.add_hline(
+    y=gpu.vram_gib,
+    line_dash="dash",
+    line_color="red",
+    annotation_text=f"{gpu.name if on_gpu else memory_word}: {gpu.vram_gib:.0f} GiB",
+)
+fig.update_layout(
+    barmode="stack",
+    height=380,
+    yaxis_title="GiB",
+    margin=dict(t=30, b=10),
+    yaxis_range=[0, max(est.peak_gib, gpu.vram_gib) * 1.1],
+)
 st.plotly_chart(fig, width="stretch")
-timing = ("at a measured share of the GPU's peak, and the time the computer takes to send each step's work to the "
-          "GPU, which is what bounds small models (fitted to runs on an H200)" if on_gpu else
-          "at the share of this processor's peak measured on the showcase run (2 cores)")
-st.caption(f"{est.params / 1e9:.2f} B parameters, {est.trainable_params / 1e6:,.1f} M trained · "
-           f"{est.tokens:,.0f} tokens ({int(examples):,} examples × {epochs:g} epoch) · time from "
-           f"6N FLOPs per token (4N with LoRA) {timing}.")
+timing = (
+    "at a measured share of the GPU's peak, and the time the computer takes to send each step's work to the "
+    "GPU, which is what bounds small models (fitted to runs on an H200)"
+    if on_gpu
+    else "at the share of this processor's peak measured on the showcase run (2 cores)"
+)
+st.caption(
+    f"{est.params / 1e9:.2f} B parameters, {est.trainable_params / 1e6:,.1f} M trained · "
+    f"{est.tokens:,.0f} tokens ({int(examples):,} examples × {epochs:g} epoch) · time from "
+    f"6N FLOPs per token (4N with LoRA) {timing}."
+)
 
 st.subheader(f"Largest catalog model on {gpu.name if on_gpu else 'this computer'}, with these settings")
-rows = [{"Method": METHOD_NAMES[m], f"Fits in {memory_word}": largest_model(req, gpu.vram_gib, m) or "none fits"}
-        | ({} if on_gpu else {f"Trains these {int(examples):,} examples within an hour":
-                              largest_model(req, gpu.vram_gib, m, gpu, max_hours=1.0) or "none"})
-        for m in offered]
+rows = [
+    {"Method": METHOD_NAMES[m], f"Fits in {memory_word}": largest_model(req, gpu.vram_gib, m) or "none fits"}
+    | (
+        {}
+        if on_gpu
+        else {
+            f"Trains these {int(examples):,} examples within an hour": largest_model(
+                req, gpu.vram_gib, m, gpu, max_hours=1.0
+            )
+            or "none"
+        }
+    )
+    for m in offered
+]
 st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
 
 st.subheader("Checking us against the lesson (7B model)")
 minimal = dataclasses.replace(req, model=SEVEN_B, seq=512, batch=1, grad_ckpt=True)
-st.dataframe(pd.DataFrame([{
-    "Method": METHOD_NAMES[m], "Lesson": LESSON_7B[m],
-    "Ours, 512 tokens × 1, checkpointing": f"{peak_gib(dataclasses.replace(minimal, method=m)):.1f} GiB",
-    "Ours, your settings": f"{peak_gib(dataclasses.replace(req, model=SEVEN_B, method=m)):.1f} GiB"}
-    for m in METHODS]), hide_index=True, width="stretch")
-st.caption(f"{SEVEN_B}, on an NVIDIA GPU. The lesson's numbers assume short sequences and a small batch; "
-           "activations grow with both, so check the right-hand column.")
+st.dataframe(
+    pd.DataFrame(
+        [
+            {
+                "Method": METHOD_NAMES[m],
+                "Lesson": LESSON_7B[m],
+                "Ours, 512 tokens × 1, checkpointing": f"{peak_gib(dataclasses.replace(minimal, method=m)):.1f} GiB",
+                "Ours, your settings": f"{peak_gib(dataclasses.replace(req, model=SEVEN_B, method=m)):.1f} GiB",
+            }
+            for m in METHODS
+        ]
+    ),
+    hide_index=True,
+    width="stretch",
+)
+st.caption(
+    f"{SEVEN_B}, on an NVIDIA GPU. The lesson's numbers assume short sequences and a small batch; "
+    "activations grow with both, so check the right-hand column."
+)
 
 if st.button("Use these settings for training", type="primary"):
-    changes = dict(stage=stage, model_name_or_path=model, method=method, max_length=seq,
-                   per_device_train_batch_size=batch, gradient_checkpointing=ckpt, lora_r=lora_r, optim=optimizer)
+    changes = dict(
+        stage=stage,
+        model_name_or_path=model,
+        method=method,
+        max_length=seq,
+        per_device_train_batch_size=batch,
+        gradient_checkpointing=ckpt,
+        lora_r=lora_r,
+        optim=optimizer,
+    )
     if int(examples) != default_examples or batch != spec.per_device_train_batch_size and planned:
         changes["max_steps"] = math.ceil(int(examples) * epochs / (batch * accum))  # the examples timed above
     st.session_state.spec = apply_to_spec(spec, **changes)
     saved = st.session_state.spec
-    st.success(f"Saved to your plan: {STAGE_NAMES[saved.stage]}, {METHOD_NAMES[saved.method]}, "
-               f"{EMBEDDED_LABEL if saved.model_name_or_path == 'embedded' else saved.model_name_or_path}, "
-               f"{saved.max_length} tokens, batch {saved.per_device_train_batch_size}, "
-               + (f"{saved.max_steps} steps" if saved.max_steps > 0 else f"{saved.num_train_epochs:g} epoch(s)")
-               + ". The Train page will use them; the tokens per example come from the data.")
+    st.success(
+        f"Saved to your plan: {STAGE_NAMES[saved.stage]}, {METHOD_NAMES[saved.method]}, "
+        f"{EMBEDDED_LABEL if saved.model_name_or_path == 'embedded' else saved.model_name_or_path}, "
+        f"{saved.max_length} tokens, batch {saved.per_device_train_batch_size}, "
+        + (f"{saved.max_steps} steps" if saved.max_steps > 0 else f"{saved.num_train_epochs:g} epoch(s)")
+        + ". The Train page will use them; the tokens per example come from the data."
+    )

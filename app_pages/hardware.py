@@ -1,4 +1,5 @@
 """Step 2 · Hardware: detect NVIDIA GPUs (NVML) or pick a machine to plan for -> full / LoRA / QLoRA, and why."""
+
 import pandas as pd
 import streamlit as st
 
@@ -12,39 +13,64 @@ HERE = "here"  # the option "this computer"; the others are preset keys from eng
 
 
 def largest(advice) -> dict:
-    return {METHOD_NAMES[m]: (f"~{b:g}B" if b is not None else "not offered here")
-            for m, b in advice.largest_model_b.items()}
+    return {
+        METHOD_NAMES[m]: (f"~{b:g}B" if b is not None else "not offered here")
+        for m, b in advice.largest_model_b.items()
+    }
 
 
 def largest_in_an_hour(hw) -> dict:
     """On a processor memory is not the limit, time is: the largest catalog model whose showcase-sized run (100
     steps of 8 short examples) takes at most an hour here."""
     gpu = gpu_from_hardware(hw)
-    return {METHOD_NAMES[m]: largest_model(SHOWCASE_RUN, hw.vram_gib, m, gpu, max_hours=1.0) or "none"
-            if b is not None else "not offered here" for m, b in advise_method(hw).largest_model_b.items()}
+    return {
+        METHOD_NAMES[m]: largest_model(SHOWCASE_RUN, hw.vram_gib, m, gpu, max_hours=1.0) or "none"
+        if b is not None
+        else "not offered here"
+        for m, b in advise_method(hw).largest_model_b.items()
+    }
 
 
 st.title("🖥️ What will you train on?")
-st.write("Memory decides which models and methods fit. We look for NVIDIA GPUs on this computer; you can also "
-         "plan for another machine, e.g. one you would rent.")
+st.write(
+    "Memory decides which models and methods fit. We look for NVIDIA GPUs on this computer; you can also "
+    "plan for another machine, e.g. one you would rent."
+)
 
 if executors.current() == executors.RAY:  # TUNEWISE_CLUSTER: runs train on the machines of a Ray cluster
     cluster = executors.describe()  # the dashboard's HTTP API: no ray import in this process
     st.subheader(f"Runs train on the Ray cluster at {cluster['address']}")
     if cluster["problem"]:
         st.warning(cluster["problem"])
-    st.dataframe(pd.DataFrame(cluster["nodes"], columns=["node", "head", "gpus", "cpus"]), hide_index=True,
-                 width="stretch")
+    st.dataframe(
+        pd.DataFrame(cluster["nodes"], columns=["node", "head", "gpus", "cpus"]), hide_index=True, width="stretch"
+    )
 if st.button("Detect again", help="Re-read the GPUs, e.g. after another program freed memory."):
     detect_gpus(refresh=True)
 found = detect_gpus()
 if found.gpus:
-    st.success(f"Found {found.count} NVIDIA GPU{'s' if found.count > 1 else ''} · driver {found.driver_version} · "
-               f"CUDA {found.cuda_version}")
-    st.dataframe(pd.DataFrame([{
-        "#": g.index, "GPU": g.name, "Memory (GiB)": g.total_gib, "Free (GiB)": g.free_gib, "Used (GiB)": g.used_gib,
-        "Compute capability": f"{g.compute_capability[0]}.{g.compute_capability[1]}",
-        "bf16": "yes" if g.bf16 else "no (needs 8.0+)"} for g in found.gpus]), hide_index=True, width="stretch")
+    st.success(
+        f"Found {found.count} NVIDIA GPU{'s' if found.count > 1 else ''} · driver {found.driver_version} · "
+        f"CUDA {found.cuda_version}"
+    )
+    st.dataframe(
+        pd.DataFrame(
+            [
+                {
+                    "#": g.index,
+                    "GPU": g.name,
+                    "Memory (GiB)": g.total_gib,
+                    "Free (GiB)": g.free_gib,
+                    "Used (GiB)": g.used_gib,
+                    "Compute capability": f"{g.compute_capability[0]}.{g.compute_capability[1]}",
+                    "bf16": "yes" if g.bf16 else "no (needs 8.0+)",
+                }
+                for g in found.gpus
+            ]
+        ),
+        hide_index=True,
+        width="stretch",
+    )
 here = this_computer()
 if not found.gpus:
     runs_on = {"cpu": "Training runs on the processor (CPU).", "mps": "Training runs on this Mac's GPU."}
@@ -69,12 +95,22 @@ st.session_state.hardware = hw
 
 a, b, c, d = st.columns(4)
 a.metric("Memory per GPU" if hw.kind == "cuda" else "Memory", f"{hw.vram_gib:g} GiB")
-b.metric("bf16", "yes" if hw.bf16 else "no", help="bfloat16 trains as fast as fp16 but is more stable. NVIDIA "
-         "GPUs need compute capability 8.0 (Ampere) or newer.")
-c.metric("Peak speed", f"{hw.tflops_bf16:g} TFLOP/s" if hw.tflops_bf16 else "unknown",
-         help="Dense 16-bit tensor peak per GPU from the datasheet. Real training reaches 30-50% of it.")
-d.metric("Price", f"${hw.total_usd_per_hour:.2f}/h" if hw.usd_per_hour is not None else "owned",
-         help="Indicative on-demand price for all the GPUs above; check your provider.")
+b.metric(
+    "bf16",
+    "yes" if hw.bf16 else "no",
+    help="bfloat16 trains as fast as fp16 but is more stable. NVIDIA "
+    "GPUs need compute capability 8.0 (Ampere) or newer.",
+)
+c.metric(
+    "Peak speed",
+    f"{hw.tflops_bf16:g} TFLOP/s" if hw.tflops_bf16 else "unknown",
+    help="Dense 16-bit tensor peak per GPU from the datasheet. Real training reaches 30-50% of it.",
+)
+d.metric(
+    "Price",
+    f"${hw.total_usd_per_hour:.2f}/h" if hw.usd_per_hour is not None else "owned",
+    help="Indicative on-demand price for all the GPUs above; check your provider.",
+)
 
 advice = advise_method(hw)
 st.subheader(f"Recommended method: {METHOD_NAMES[advice.peft]}")
@@ -83,15 +119,22 @@ for caveat in advice.caveats:
     st.warning(caveat)
 st.markdown("**Largest model that fits, roughly**")
 if hw.kind == "cpu":
-    st.table(pd.DataFrame([largest(advice), largest_in_an_hour(hw)],
-                          index=["Fits in memory", "Trains 100 steps within an hour"]))
-    st.caption("On a processor, memory would hold large models, but each step would take far too long to be "
-               "useful: the second row is what trains the showcase-sized run (100 steps) in an hour or less.")
+    st.table(
+        pd.DataFrame(
+            [largest(advice), largest_in_an_hour(hw)], index=["Fits in memory", "Trains 100 steps within an hour"]
+        )
+    )
+    st.caption(
+        "On a processor, memory would hold large models, but each step would take far too long to be "
+        "useful: the second row is what trains the showcase-sized run (100 steps) in an hour or less."
+    )
 else:
     st.table(pd.DataFrame([largest(advice)], index=["Parameters"]))
-st.info("These sizes scale the lesson's table for a 7B model (full 60+ GB, LoRA 16 GB, QLoRA 6 GB). Longer texts "
-        "and bigger batches need more. The **Estimate** page refines this with real numbers for your model, "
-        "text length and batch size: what actually fits, how long it takes and what it costs.")
+st.info(
+    "These sizes scale the lesson's table for a 7B model (full 60+ GB, LoRA 16 GB, QLoRA 6 GB). Longer texts "
+    "and bigger batches need more. The **Estimate** page refines this with real numbers for your model, "
+    "text length and batch size: what actually fits, how long it takes and what it costs."
+)
 st.page_link("app_pages/estimate.py", label="Check what actually fits on the Estimate page", icon="📐")
 
 goals = st.session_state.get("goals")
@@ -104,25 +147,42 @@ if st.button(f"Use {METHOD_NAMES[advice.peft]} on this hardware", type="primary"
     if hw.kind == "cpu":
         changes.update(CPU_RUN)  # a run sized for minutes on a processor
     st.session_state.spec = apply_to_spec(st.session_state.spec, **changes)
-    st.success(f"Saved: method **{METHOD_NAMES[advice.peft]}**"
-               + (f" on {hw.count} GPUs" if changes.get("num_processes", 1) > 1 else "")
-               + (f", {CPU_RUN['max_steps']} steps with one held-out pass at the end (a few minutes for the embedded "
-                  "model on a laptop; raise it on the Train page)" if hw.kind == "cpu" else "") + ".")
+    st.success(
+        f"Saved: method **{METHOD_NAMES[advice.peft]}**"
+        + (f" on {hw.count} GPUs" if changes.get("num_processes", 1) > 1 else "")
+        + (
+            f", {CPU_RUN['max_steps']} steps with one held-out pass at the end (a few minutes for the embedded "
+            "model on a laptop; raise it on the Train page)"
+            if hw.kind == "cpu"
+            else ""
+        )
+        + "."
+    )
 
 st.divider()
 with st.expander("Full fine-tuning, LoRA or QLoRA?"):
     st.table(pd.DataFrame(lesson()["peft"]).set_index("Method"))
-    st.caption("LoRA trains small adapter matrices next to frozen weights; QLoRA does the same on a base model "
-               "stored in 4 bits. The quality gap is often too small to notice, which is why QLoRA is a common "
-               "default on small GPUs.")
+    st.caption(
+        "LoRA trains small adapter matrices next to frozen weights; QLoRA does the same on a base model "
+        "stored in 4 bits. The quality gap is often too small to notice, which is why QLoRA is a common "
+        "default on small GPUs."
+    )
 with st.expander("Exercise: RTX 4090 vs A100 80 GB vs M3 Max 64 GB"):
     rows = []
     for key in ("rtx-4090", "a100-80", "apple-m-64"):
         option = advise_method(preset_hardware(key))
-        rows.append({"Machine": presets[key].name, "Recommended": METHOD_NAMES[option.peft], **largest(option),
-                     "Price": f"${presets[key].usd_per_hour:g}/h" if presets[key].usd_per_hour else "owned"})
+        rows.append(
+            {
+                "Machine": presets[key].name,
+                "Recommended": METHOD_NAMES[option.peft],
+                **largest(option),
+                "Price": f"${presets[key].usd_per_hour:g}/h" if presets[key].usd_per_hour else "owned",
+            }
+        )
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
-    st.caption("The 4090 trains 7B-class models with LoRA and reaches ~28B with QLoRA. The A100 can fully "
-               "fine-tune a 7B model or QLoRA a 70B one. The Mac has lots of memory but no QLoRA, and it is "
-               "much slower: fine for LoRA on mid-size models if you can wait. Rent the A100 when time matters "
-               "more than the hourly price.")
+    st.caption(
+        "The 4090 trains 7B-class models with LoRA and reaches ~28B with QLoRA. The A100 can fully "
+        "fine-tune a 7B model or QLoRA a 70B one. The Mac has lots of memory but no QLoRA, and it is "
+        "much slower: fine for LoRA on mid-size models if you can wait. Rent the A100 when time matters "
+        "more than the hourly price."
+    )

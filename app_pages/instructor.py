@@ -1,4 +1,5 @@
 """Class (instructors only): every run with its owner, the GPUs over time, the roster, quotas and the class plan."""
+
 import json
 import time
 
@@ -22,23 +23,37 @@ st.title("🧑‍🏫 Class")
 def class_runs() -> None:
     rows = runs.list_runs(user)
     active = [r for r in rows if r["state"] in ("queued", "running")]
-    st.subheader(f"Runs: {sum(r['state'] == 'running' for r in rows)} training, "
-                 f"{sum(r['state'] == 'queued' for r in rows)} waiting, {len(rows)} in all")
+    st.subheader(
+        f"Runs: {sum(r['state'] == 'running' for r in rows)} training, "
+        f"{sum(r['state'] == 'queued' for r in rows)} waiting, {len(rows)} in all"
+    )
     table = []
     for r in reversed(rows):
         metrics = rundir.read_metrics(r["run_dir"]) if r["state"] == "running" else []
         memory = monitor.series(metrics, "memory_gib")[1]
-        table.append({"id": r["id"], "owner": r["owner"], "state": r["state"], "queue": r["position"] or "",
-                      "GPU": ",".join(str(s) for s in json.loads(r["slots"] or "[]")) if r["slots"] else "",
-                      "memory GiB": f"{memory[-1]:.1f}" if memory else "",
-                      "elapsed": monitor.format_seconds((r["finished_at"] or time.time()) - r["started_at"])
-                      if r["started_at"] else "", "stage": r["stage"], "method": r["method"]})
+        table.append(
+            {
+                "id": r["id"],
+                "owner": r["owner"],
+                "state": r["state"],
+                "queue": r["position"] or "",
+                "GPU": ",".join(str(s) for s in json.loads(r["slots"] or "[]")) if r["slots"] else "",
+                "memory GiB": f"{memory[-1]:.1f}" if memory else "",
+                "elapsed": monitor.format_seconds((r["finished_at"] or time.time()) - r["started_at"])
+                if r["started_at"]
+                else "",
+                "stage": r["stage"],
+                "method": r["method"],
+            }
+        )
     st.dataframe(table, hide_index=True, use_container_width=True)
     if active:
         left, right = st.columns([3, 1])
-        chosen = left.selectbox("Stop a run", [r["id"] for r in active],
-                                format_func=lambda i: next(f"run {r['id']} of {r['owner']} ({r['state']})"
-                                                           for r in active if r["id"] == i))
+        chosen = left.selectbox(
+            "Stop a run",
+            [r["id"] for r in active],
+            format_func=lambda i: next(f"run {r['id']} of {r['owner']} ({r['state']})" for r in active if r["id"] == i),
+        )
         if right.button("Stop it", type="secondary"):
             runs.stop(chosen, user)
             st.rerun()
@@ -46,15 +61,19 @@ def class_runs() -> None:
     samples = st.session_state.setdefault("gpu_samples", [])
     now = pd.Timestamp.now()
     samples += [{**g, "time": now} for g in gpu_usage()]
-    del samples[:-720 * 8]  # an hour at one sample per 5 s, for up to 8 GPUs
+    del samples[: -720 * 8]  # an hour at one sample per 5 s, for up to 8 GPUs
     if samples:
         frame = pd.DataFrame(samples)
         frame["GPU"] = frame["gpu"].astype(str)
         left, right = st.columns(2)
-        left.plotly_chart(px.line(frame, x="time", y="used_gib", color="GPU", title="GPU memory in use (GiB)",
-                                  height=280), use_container_width=True)
-        right.plotly_chart(px.line(frame, x="time", y="util_percent", color="GPU", title="GPU utilisation (%)",
-                                   height=280), use_container_width=True)
+        left.plotly_chart(
+            px.line(frame, x="time", y="used_gib", color="GPU", title="GPU memory in use (GiB)", height=280),
+            use_container_width=True,
+        )
+        right.plotly_chart(
+            px.line(frame, x="time", y="util_percent", color="GPU", title="GPU utilisation (%)", height=280),
+            use_container_width=True,
+        )
         st.caption("Sampled from NVML every 5 seconds while this page is open.")
     else:
         st.caption("No NVIDIA GPU on this server: runs train on the CPU, one at a time.")
@@ -65,10 +84,19 @@ class_runs()
 st.subheader("Roster")
 roster = users.list_users()
 owners = [r["owner"] for r in runs.list_runs(user)]  # once, not once per student
-st.dataframe([{"name": u["name"], "role": u["role"],
-               "password": "one-time (not changed yet)" if u["must_change"] else "chosen",
-               "runs": owners.count(u["name"])} for u in roster],
-             hide_index=True, use_container_width=True)
+st.dataframe(
+    [
+        {
+            "name": u["name"],
+            "role": u["role"],
+            "password": "one-time (not changed yet)" if u["must_change"] else "chosen",
+            "runs": owners.count(u["name"]),
+        }
+        for u in roster
+    ],
+    hide_index=True,
+    use_container_width=True,
+)
 with st.form("add_students", clear_on_submit=True):
     names = st.text_area("Add students: one name a line", placeholder="ana\nben\nchloe")
     add = st.form_submit_button("Create accounts")
@@ -83,8 +111,10 @@ if add:
     for problem in problems:
         st.error(problem)
     if made:
-        st.success(f"{len(made)} account(s) made. Hand each student their line; they choose their own password "
-                   "at the first login. The passwords are not shown again.")
+        st.success(
+            f"{len(made)} account(s) made. Hand each student their line; they choose their own password "
+            "at the first login. The passwords are not shown again."
+        )
         st.dataframe(made, hide_index=True)
         st.download_button("Download as CSV", pd.DataFrame(made).to_csv(index=False), "accounts.csv", "text/csv")
 left, right = st.columns(2)
@@ -106,17 +136,22 @@ with st.form("quotas"):
     steps = d.number_input("Longest run (steps)", 0, 10_000_000, q.max_steps or 0, help="0 = no limit")
     gpus = e.number_input("GPUs per run", 0, 64, q.max_gpus or 0, help="0 = no limit")
     if st.form_submit_button("Save quotas"):
-        queue.set_quota(None, max_waiting=waiting, max_running=running, max_minutes=minutes, max_steps=steps,
-                        max_gpus=gpus)
+        queue.set_quota(
+            None, max_waiting=waiting, max_running=running, max_minutes=minutes, max_steps=steps, max_gpus=gpus
+        )
         st.success("Saved. New runs follow these limits; runs already waiting keep their place.")
 
 st.subheader("Class plan")
-st.write("Students start from the class plan when they first log in (and can go back to it from the Goal page). "
-         "Build the plan on the Goal, Hardware, Estimate and Data pages, then publish it here.")
+st.write(
+    "Students start from the class plan when they first log in (and can go back to it from the Goal page). "
+    "Build the plan on the Goal, Hardware, Estimate and Data pages, then publish it here."
+)
 mine = current_plan()
 spec = plans.spec_of(mine)
-st.caption(f"Your current plan: {spec.stage} · {spec.method} · model {spec.model_name_or_path} · data "
-           f"{spec.dataset_name or 'the bundled set'} · goals {', '.join(mine['goals']) or 'none'}")
+st.caption(
+    f"Your current plan: {spec.stage} · {spec.method} · model {spec.model_name_or_path} · data "
+    f"{spec.dataset_name or 'the bundled set'} · goals {', '.join(mine['goals']) or 'none'}"
+)
 if st.button("Publish my current plan as the class plan", type="primary"):
     plans.publish_class_plan(mine)
     st.success("Published. Students who log in from now on start from it.")

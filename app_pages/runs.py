@@ -1,5 +1,6 @@
 """Runs: your runs (every run, for an instructor), your place in the fair queue, and a live view of the one you
 pick."""
+
 import time
 
 import streamlit as st
@@ -14,9 +15,14 @@ from ui.tracking import tracker_line
 user = actor()
 st.title("Runs")
 workshop = users.mode() == "workshop"
-st.caption("Runs keep training when you close the browser; come back any time. One run per GPU at a time; "
-           + ("waiting runs take turns across students, so everyone's first run starts before anyone's second."
-              if workshop else "the others wait in submission order."))
+st.caption(
+    "Runs keep training when you close the browser; come back any time. One run per GPU at a time; "
+    + (
+        "waiting runs take turns across students, so everyone's first run starts before anyone's second."
+        if workshop
+        else "the others wait in submission order."
+    )
+)
 
 all_runs = runs.list_runs(user)
 if cluster_note := executors.note():  # TUNEWISE_CLUSTER names a Ray cluster that cannot take runs now
@@ -61,22 +67,37 @@ for r in reversed(all_runs):
         continue
     seen.add(stages[0]["id"])
     icons = " → ".join(f"{STATE_ICONS.get(x['state'], '')} {STAGE_SHORT[x['stage']]}" for x in stages)
-    table.append({"run": " → ".join(str(x["id"]) for x in stages), **({"who": r["owner"]} if user.sees_all else {}),
-                  "state": pipeline_state(stages) if len(stages) > 1 else r["state"],
-                  "what": icons if len(stages) > 1 else what(r),
-                  "queue position": next((x["position"] for x in stages if x["position"]), ""),
-                  "starts": next((starts_in(x) for x in stages if x["position"]), ""),
-                  "submitted": when(stages[0]["submitted_at"]), "finished": when(stages[-1]["finished_at"]),
-                  "where": r["where"]})
-st.dataframe(table, hide_index=True, use_container_width=True,
-             column_config={"run": st.column_config.TextColumn("run", help="A pipeline's stages are one row: "
-                                                                "3 → 4 means run 4 starts from run 3's result")})
+    table.append(
+        {
+            "run": " → ".join(str(x["id"]) for x in stages),
+            **({"who": r["owner"]} if user.sees_all else {}),
+            "state": pipeline_state(stages) if len(stages) > 1 else r["state"],
+            "what": icons if len(stages) > 1 else what(r),
+            "queue position": next((x["position"] for x in stages if x["position"]), ""),
+            "starts": next((starts_in(x) for x in stages if x["position"]), ""),
+            "submitted": when(stages[0]["submitted_at"]),
+            "finished": when(stages[-1]["finished_at"]),
+            "where": r["where"],
+        }
+    )
+st.dataframe(
+    table,
+    hide_index=True,
+    use_container_width=True,
+    column_config={
+        "run": st.column_config.TextColumn(
+            "run", help="A pipeline's stages are one row: 3 → 4 means run 4 starts from run 3's result"
+        )
+    },
+)
 
 mine = [r for r in all_runs if r["position"] and r["owner"] == user.name]
 if mine:
     first = min(mine, key=lambda r: r["position"])
-    st.info(f"Your first waiting run (run {first['id']}) is number {first['position']} in line; it should start "
-            f"{starts_in(first)}.")
+    st.info(
+        f"Your first waiting run (run {first['id']}) is number {first['position']} in line; it should start "
+        f"{starts_in(first)}."
+    )
 
 
 def label(run_id: int) -> str:
@@ -108,13 +129,18 @@ if run["state"] in ("stopped", "failed", "completed"):
         except runs.RunError as e:
             st.error(str(e))
     confirming = st.session_state.get("confirm_remove") == chosen
-    if not confirming and remove_col.button("Remove this run…", key=f"remove-{chosen}",
-                                            help="Asks first: deletes its folder (checkpoints, result and logs)."):
+    if not confirming and remove_col.button(
+        "Remove this run…",
+        key=f"remove-{chosen}",
+        help="Asks first: deletes its folder (checkpoints, result and logs).",
+    ):
         st.session_state.confirm_remove = chosen
         st.rerun()
     if confirming:
-        st.warning(f"Remove run {chosen} ({what(run)})? Its folder is deleted: checkpoints, the trained result and "
-                   "the logs. There is no undo; export the result first if you want to keep it.")
+        st.warning(
+            f"Remove run {chosen} ({what(run)})? Its folder is deleted: checkpoints, the trained result and "
+            "the logs. There is no undo; export the result first if you want to keep it."
+        )
         yes, no = st.columns(2)
         if yes.button(f"Yes, remove run {chosen}", key=f"remove-yes-{chosen}", type="primary"):
             st.session_state.pop("confirm_remove", None)
@@ -129,7 +155,6 @@ if run["state"] in ("stopped", "failed", "completed"):
 
 st.divider()
 st.subheader("Compare runs")
-picked = st.multiselect("Runs to overlay", ids, default=ids[:2] if len(ids) > 1 else ids,
-                        format_func=label)
+picked = st.multiselect("Runs to overlay", ids, default=ids[:2] if len(ids) > 1 else ids, format_func=label)
 if picked:
     compare([r for r in all_runs if r["id"] in picked])

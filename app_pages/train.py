@@ -1,9 +1,9 @@
 """Train: review the plan, launch the real trainer in its own process, watch it live."""
+
 import dataclasses
+from pathlib import Path
 
 import streamlit as st
-
-from pathlib import Path
 
 from engine import access, data, models, paths, runs
 from engine.recommend import METHOD_NAMES
@@ -12,8 +12,12 @@ from ui.monitor import live_run
 from ui.session import actor
 
 CHECK_PRESETS = {"task_api": "Task API answers (valid JSON, the right keys, priority, status, title)"}
-TRACKERS = {"none": "Off", "tensorboard": "TensorBoard (files in the run)", "mlflow": "MLflow",
-            "wandb": "Weights & Biases (offline)"}
+TRACKERS = {
+    "none": "Off",
+    "tensorboard": "TensorBoard (files in the run)",
+    "mlflow": "MLflow",
+    "wandb": "Weights & Biases (offline)",
+}
 
 
 def run_label(run: dict) -> str:
@@ -22,8 +26,10 @@ def run_label(run: dict) -> str:
 
 def data_files(user) -> dict[str, str]:
     """Data a person can pick: their uploads, the class's shared data, and what the plan already names."""
-    folders = [(paths.user_area(user.name) if user.role != "owner" else paths.home()) / "uploads",
-               paths.shared_dir() / "data"]
+    folders = [
+        (paths.user_area(user.name) if user.role != "owner" else paths.home()) / "uploads",
+        paths.shared_dir() / "data",
+    ]
     found = {}
     for folder in folders:
         for f in sorted(folder.glob("*")) if folder.is_dir() else []:
@@ -37,8 +43,10 @@ st.title("Train")
 spec: RunSpec = st.session_state.spec
 user = actor()
 finished = [r for r in runs.list_runs(user) if r["state"] == "completed"]
-st.caption("Settings come from the earlier steps; change anything here. Start puts the run in the queue, and it "
-           "trains in its own process: closing this tab or restarting the app does not stop it.")
+st.caption(
+    "Settings come from the earlier steps; change anything here. Start puts the run in the queue, and it "
+    "trains in its own process: closing this tab or restarting the app does not stop it."
+)
 
 launched = "current_run" in st.session_state
 if launched:  # the run you started comes first; the form folds away below it
@@ -50,27 +58,52 @@ else:
 with form_area, st.form("train"):
     left, right = st.columns(2)
     stage = left.selectbox("Stage", STAGES, index=STAGES.index(spec.stage), format_func=lambda s: STAGE_NAMES[s])
-    method = right.selectbox("Method", METHODS, index=METHODS.index(spec.method), format_func=METHOD_NAMES.get,
-                             help="Full fine-tuning: every weight; LoRA: small adapters; QLoRA: adapters on a 4-bit "
-                                  "base (needs an NVIDIA GPU to save memory)")
-    model = left.text_input("Model", "" if models.is_embedded(spec.model_name_or_path) else spec.model_name_or_path,
-                            placeholder="empty = SmolLM2-135M-Instruct, bundled with the app",
-                            help="Empty for the bundled SmolLM2-135M-Instruct; or a model folder on this server "
-                                 "(the class's shared/models); or a Hub id (only when this machine is online)")
+    method = right.selectbox(
+        "Method",
+        METHODS,
+        index=METHODS.index(spec.method),
+        format_func=METHOD_NAMES.get,
+        help="Full fine-tuning: every weight; LoRA: small adapters; QLoRA: adapters on a 4-bit "
+        "base (needs an NVIDIA GPU to save memory)",
+    )
+    model = left.text_input(
+        "Model",
+        "" if models.is_embedded(spec.model_name_or_path) else spec.model_name_or_path,
+        placeholder="empty = SmolLM2-135M-Instruct, bundled with the app",
+        help="Empty for the bundled SmolLM2-135M-Instruct; or a model folder on this server "
+        "(the class's shared/models); or a Hub id (only when this machine is online)",
+    )
     files = {"": "The bundled example set for this stage"} | data_files(user)
     if spec.dataset_name and spec.dataset_name not in files:
         files[spec.dataset_name] = f"{Path(spec.dataset_name).name} (chosen on the Data page)"
-    dataset = right.selectbox("Data", list(files), format_func=files.get,
-                              index=list(files).index(spec.dataset_name) if spec.dataset_name in files else 0,
-                              help="Upload and check a file on the Data page; it then appears here")
-    max_steps = left.number_input("Max steps (optimizer steps; -1 = use Epochs)", value=spec.max_steps, step=10,
-                                  min_value=-1, help="Above 0, training stops after this many steps whatever the "
-                                  "epochs say. -1 trains for the number of epochs on the right.")
-    epochs = right.number_input("Epochs (passes over the data; used when Max steps is -1)",
-                                value=float(spec.num_train_epochs), min_value=0.01, step=0.5)
-    lr = left.number_input("Learning rate (0 = default for stage and method)",
-                           value=st.session_state.get("lr_choice", 0.0), format="%g", min_value=0.0,
-                           help="0 picks the usual rate for the stage and method (engine/spec.py)")
+    dataset = right.selectbox(
+        "Data",
+        list(files),
+        format_func=files.get,
+        index=list(files).index(spec.dataset_name) if spec.dataset_name in files else 0,
+        help="Upload and check a file on the Data page; it then appears here",
+    )
+    max_steps = left.number_input(
+        "Max steps (optimizer steps; -1 = use Epochs)",
+        value=spec.max_steps,
+        step=10,
+        min_value=-1,
+        help="Above 0, training stops after this many steps whatever the "
+        "epochs say. -1 trains for the number of epochs on the right.",
+    )
+    epochs = right.number_input(
+        "Epochs (passes over the data; used when Max steps is -1)",
+        value=float(spec.num_train_epochs),
+        min_value=0.01,
+        step=0.5,
+    )
+    lr = left.number_input(
+        "Learning rate (0 = default for stage and method)",
+        value=st.session_state.get("lr_choice", 0.0),
+        format="%g",
+        min_value=0.0,
+        help="0 picks the usual rate for the stage and method (engine/spec.py)",
+    )
     seq = right.number_input("Max length (tokens)", value=spec.max_length, min_value=16, step=64)
     batch = left.number_input("Batch size per device", value=spec.per_device_train_batch_size, min_value=1)
     accum = right.number_input("Gradient accumulation", value=spec.gradient_accumulation_steps, min_value=1)
@@ -78,23 +111,44 @@ with form_area, st.form("train"):
     ckpt = right.checkbox("Gradient checkpointing", value=spec.gradient_checkpointing)
     # Earlier results are picked from the person's own finished runs, never typed: a path here would be a way out
     # of their folder in a workshop, and a typo only failed once the run started.
-    earlier = {"": "(none: start from the model above)"} | {r["run_dir"]: run_label(r) for r in finished
-                                                             if r["stage"] != "rm"}
-    init_from = left.selectbox("Start from an earlier run (optional)", list(earlier), format_func=earlier.get,
-                               index=list(earlier).index(spec.init_from) if spec.init_from in earlier else 0,
-                               help="A finished run's result is this stage's starting model: SFT, then DPO; or SFT, "
-                                    "then RL. (Reward models score answers and are picked on the right, for RL.)")
-    rewards = {"": "(none)"} | {f"checks:{k}": f"Checks: {v}" for k, v in CHECK_PRESETS.items()} | {
-        f"model:{r['run_dir']}": f"Reward model: {run_label(r)}" for r in finished if r["stage"] == "rm"}
-    chosen_reward = (f"checks:{spec.extra['reward_checks']}" if spec.extra.get("reward_checks") else
-                     f"model:{spec.extra['reward_model']}" if spec.extra.get("reward_model") else "")
-    reward = right.selectbox("Reward (RL only)", list(rewards), format_func=rewards.get,
-                             index=list(rewards).index(chosen_reward) if chosen_reward in rewards else 0,
-                             help="What scores RL's answers: checks that can be verified (engine/checks.py), or a "
-                                  "reward model you trained (a finished reward-model run)")
-    tracking = left.selectbox("Experiment tracking", REPORT_TO, index=REPORT_TO.index(spec.report_to),
-                              format_func=TRACKERS.get, help="Also log the curves to a tracker you use; the Runs "
-                              "page always shows them")
+    earlier = {"": "(none: start from the model above)"} | {
+        r["run_dir"]: run_label(r) for r in finished if r["stage"] != "rm"
+    }
+    init_from = left.selectbox(
+        "Start from an earlier run (optional)",
+        list(earlier),
+        format_func=earlier.get,
+        index=list(earlier).index(spec.init_from) if spec.init_from in earlier else 0,
+        help="A finished run's result is this stage's starting model: SFT, then DPO; or SFT, "
+        "then RL. (Reward models score answers and are picked on the right, for RL.)",
+    )
+    rewards = (
+        {"": "(none)"}
+        | {f"checks:{k}": f"Checks: {v}" for k, v in CHECK_PRESETS.items()}
+        | {f"model:{r['run_dir']}": f"Reward model: {run_label(r)}" for r in finished if r["stage"] == "rm"}
+    )
+    chosen_reward = (
+        f"checks:{spec.extra['reward_checks']}"
+        if spec.extra.get("reward_checks")
+        else f"model:{spec.extra['reward_model']}"
+        if spec.extra.get("reward_model")
+        else ""
+    )
+    reward = right.selectbox(
+        "Reward (RL only)",
+        list(rewards),
+        format_func=rewards.get,
+        index=list(rewards).index(chosen_reward) if chosen_reward in rewards else 0,
+        help="What scores RL's answers: checks that can be verified (engine/checks.py), or a "
+        "reward model you trained (a finished reward-model run)",
+    )
+    tracking = left.selectbox(
+        "Experiment tracking",
+        REPORT_TO,
+        index=REPORT_TO.index(spec.report_to),
+        format_func=TRACKERS.get,
+        help="Also log the curves to a tracker you use; the Runs page always shows them",
+    )
     start = st.form_submit_button("Start training", type="primary")
 
 if start:
@@ -104,19 +158,35 @@ if start:
         if dataset:
             report = data.check(access.confine(dataset, user, "dataset file"), stage)
             if not report.ok:
-                raise SpecError(f"{Path(dataset).name} cannot be used for {STAGE_NAMES[stage]}: "
-                                f"{report.summary()} Pick another file, or check it on the Data page.")
+                raise SpecError(
+                    f"{Path(dataset).name} cannot be used for {STAGE_NAMES[stage]}: "
+                    f"{report.summary()} Pick another file, or check it on the Data page."
+                )
         extra = {k: v for k, v in spec.extra.items() if k not in ("reward_model", "reward_checks")}
         kind, _, value = reward.partition(":")
         if kind:
             extra[{"checks": "reward_checks", "model": "reward_model"}[kind]] = value
-        new = RunSpec.from_dict({
-            **{f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)},
-            "stage": stage, "method": method, "model_name_or_path": chosen_model,
-            "dataset_name": dataset, "max_steps": int(max_steps), "num_train_epochs": epochs,
-            "learning_rate": lr, "max_length": int(seq), "per_device_train_batch_size": int(batch),
-            "gradient_accumulation_steps": int(accum), "lora_r": int(lora_r), "gradient_checkpointing": ckpt,
-            "init_from": init_from, "output_dir": "", "report_to": tracking, "extra": extra})
+        new = RunSpec.from_dict(
+            {
+                **{f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)},
+                "stage": stage,
+                "method": method,
+                "model_name_or_path": chosen_model,
+                "dataset_name": dataset,
+                "max_steps": int(max_steps),
+                "num_train_epochs": epochs,
+                "learning_rate": lr,
+                "max_length": int(seq),
+                "per_device_train_batch_size": int(batch),
+                "gradient_accumulation_steps": int(accum),
+                "lora_r": int(lora_r),
+                "gradient_checkpointing": ckpt,
+                "init_from": init_from,
+                "output_dir": "",
+                "report_to": tracking,
+                "extra": extra,
+            }
+        )
         st.session_state.lr_choice = lr
         st.session_state.current_run = runs.submit(new, user)
         st.session_state.spec = dataclasses.replace(new, output_dir="", learning_rate=lr)

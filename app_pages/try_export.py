@@ -1,5 +1,6 @@
 """Try & Export: ask the base model and a finished run the same thing, measure both on held-out data, take the
 result away. Every model call is a `python -m engine.*` subprocess; this page only reads what they return."""
+
 from pathlib import Path
 
 import streamlit as st
@@ -12,18 +13,26 @@ from ui.session import actor
 user = actor()
 
 st.title("Try & Export")
-st.caption("See whether training helped: the same prompt to the model you started from and to your run, numbers on "
-           "examples the run never saw, and a download of the result.")
+st.caption(
+    "See whether training helped: the same prompt to the model you started from and to your run, numbers on "
+    "examples the run never saw, and a download of the result."
+)
 
 done = ui.finished_runs(user)
-picked = st.selectbox("Finished run", [r["run_dir"] for r in done], index=0 if done else None,
-                      format_func=lambda d: next(ui.label(r) for r in done if r["run_dir"] == d),
-                      placeholder="no finished runs yet")
+picked = st.selectbox(
+    "Finished run",
+    [r["run_dir"] for r in done],
+    index=0 if done else None,
+    format_func=lambda d: next(ui.label(r) for r in done if r["run_dir"] == d),
+    placeholder="no finished runs yet",
+)
 typed = st.text_input("Or a run directory", placeholder="/path/to/a/run (one with config.yaml and final/)")
 run_dir = typed.strip() or picked
 if not run_dir:
-    st.info("No finished run yet. Train one on the Train page (the Task API example trains in a few minutes on a "
-            "CPU), or type the directory of a run above.")
+    st.info(
+        "No finished run yet. Train one on the Train page (the Task API example trains in a few minutes on a "
+        "CPU), or type the directory of a run above."
+    )
     st.page_link("app_pages/train.py", label="Go to Train", icon="🚀")
     st.stop()
 try:
@@ -42,9 +51,13 @@ if spec.stage == "rm":
 else:
     prompt = st.text_area("Prompt", "Create a high priority task: Review Q4 budget", height=80)
     left, right = st.columns([1, 2])
-    decoding = left.radio("Decoding", ["greedy", "sampled"], horizontal=True,
-                          help="greedy: always the most likely next token, the same answer every time; sampled: "
-                               "draws tokens at random, so answers vary (temperature sets how much)")
+    decoding = left.radio(
+        "Decoding",
+        ["greedy", "sampled"],
+        horizontal=True,
+        help="greedy: always the most likely next token, the same answer every time; sampled: "
+        "draws tokens at random, so answers vary (temperature sets how much)",
+    )
     temperature = right.slider("Temperature", 0.1, 1.5, 0.7, 0.1, disabled=decoding == "greedy")
     args = ["--run", run_dir, "--prompt", prompt, "--both", "--json"]
     args += ["--sample", "--temperature", temperature] if decoding == "sampled" else []
@@ -62,16 +75,26 @@ else:
             base_col.code(got["answers"].get("base", ""), language=None, wrap_lines=True)
             tuned_col.markdown("**Fine-tuned** (this run)")
             tuned_col.code(got["answers"].get("tuned", ""), language=None, wrap_lines=True)
-            st.caption(f"{'sampled, temperature ' + str(got['temperature']) if got['sample'] else 'greedy'} · "
-                       f"{got['seconds']} s")
+            st.caption(
+                f"{'sampled, temperature ' + str(got['temperature']) if got['sample'] else 'greedy'} · "
+                f"{got['seconds']} s"
+            )
     st.caption("From a shell: `" + ui.shell("engine.generate", *args) + "`")
 
 # ---------------------------------------------------------------- Evaluate
 st.subheader("Evaluate")
-st.caption("Held-out loss and perplexity; for Task API data also the share of answers that are valid JSON with the "
-           "right keys, priority, status and title. Base model vs this run, on rows the run did not train on.")
-limit = st.number_input("Held-out rows to use", min_value=5, max_value=5000, value=60, step=20,
-                        help="More rows, steadier numbers; each row is answered by both models (~1 s each on a CPU)")
+st.caption(
+    "Held-out loss and perplexity; for Task API data also the share of answers that are valid JSON with the "
+    "right keys, priority, status and title. Base model vs this run, on rows the run did not train on."
+)
+limit = st.number_input(
+    "Held-out rows to use",
+    min_value=5,
+    max_value=5000,
+    value=60,
+    step=20,
+    help="More rows, steadier numbers; each row is answered by both models (~1 s each on a CPU)",
+)
 if st.button("Evaluate"):
     with st.spinner("Evaluating base and fine-tuned model on held-out rows (a minute or more on a CPU)..."):
         _, error = ui.call("engine.evaluate", run_dir, "--json", "--limit", int(limit), user=user)
@@ -93,17 +116,25 @@ st.caption("From a shell: `" + ui.shell("engine.evaluate", run_dir, "--limit", i
 
 # ---------------------------------------------------------------- Export
 st.subheader("Export")
-kinds = {"adapter": "LoRA adapter (small; load it on the base model with PeftModel)",
-         "merged": "Merged full model (self-contained; AutoModelForCausalLM)",
-         "gguf": "GGUF file (llama.cpp, Ollama, LM Studio; one quantized file and an Ollama Modelfile)"}
-choice = st.radio("What to take away", list(kinds) if adapter else ["merged", "gguf"], horizontal=True,
-                  format_func=kinds.get)
+kinds = {
+    "adapter": "LoRA adapter (small; load it on the base model with PeftModel)",
+    "merged": "Merged full model (self-contained; AutoModelForCausalLM)",
+    "gguf": "GGUF file (llama.cpp, Ollama, LM Studio; one quantized file and an Ollama Modelfile)",
+}
+choice = st.radio(
+    "What to take away", list(kinds) if adapter else ["merged", "gguf"], horizontal=True, format_func=kinds.get
+)
 if not adapter:
     st.caption("This run trained every weight (method full): the merged export is the full model as trained.")
 if choice == "gguf":
     quants = gguf_file.quant_choices()
-    quant = st.selectbox("GGUF weights", quants, index=quants.index("q8_0"), format_func=ui.QUANT_LABELS.get,
-                         help="Q4_K_M appears when llama.cpp's llama-quantize is on this machine's PATH")
+    quant = st.selectbox(
+        "GGUF weights",
+        quants,
+        index=quants.index("q8_0"),
+        format_func=ui.QUANT_LABELS.get,
+        help="Q4_K_M appears when llama.cpp's llama-quantize is on this machine's PATH",
+    )
     out = Path(run_dir) / "exports" / f"gguf-{quant}"
     export_args = [run_dir, "--out", out, "--gguf", "--quant", quant, "--json"]
     ready = out.is_dir()
@@ -121,16 +152,31 @@ if not ready and st.button("Export"):
         st.rerun()  # show the download in place of the button
 if ready and choice != "gguf":
     size_mib = zip_path.stat().st_size / 2**20
-    st.download_button(f"Download {zip_path.name} ({size_mib:,.1f} MiB)", data=lambda: zip_path.read_bytes(),
-                       file_name=f"{Path(run_dir).name}-{zip_path.name}", mime="application/zip", on_click="ignore")
+    st.download_button(
+        f"Download {zip_path.name} ({size_mib:,.1f} MiB)",
+        data=lambda: zip_path.read_bytes(),
+        file_name=f"{Path(run_dir).name}-{zip_path.name}",
+        mime="application/zip",
+        on_click="ignore",
+    )
     st.caption(f"Also on disk: `{out}`")
 elif ready:
     gguf, name = ui.gguf_in(out), modelfile.ollama_name(Path(run_dir).name)
     left, right = st.columns(2)
-    left.download_button(f"Download {gguf.name} ({gguf.stat().st_size / 2**20:,.1f} MiB)", on_click="ignore",
-                         data=lambda: gguf.read_bytes(), file_name=gguf.name, mime="application/octet-stream")
-    right.download_button("Download Modelfile (Ollama)", data=(out / "Modelfile").read_text(), file_name="Modelfile",
-                          mime="text/plain", on_click="ignore")
+    left.download_button(
+        f"Download {gguf.name} ({gguf.stat().st_size / 2**20:,.1f} MiB)",
+        on_click="ignore",
+        data=lambda: gguf.read_bytes(),
+        file_name=gguf.name,
+        mime="application/octet-stream",
+    )
+    right.download_button(
+        "Download Modelfile (Ollama)",
+        data=(out / "Modelfile").read_text(),
+        file_name="Modelfile",
+        mime="text/plain",
+        on_click="ignore",
+    )
     st.markdown(f"Ollama, in the folder of both files: `{modelfile.create_command(name)}`, then `ollama run {name}`")
     st.caption(f"Also on disk: `{out}` (with HOW_TO_LOAD.md)")
     if ui.ollama_here() and st.button(f"Create `{name}` in the Ollama on this computer"):
@@ -146,5 +192,6 @@ elif ready:
         else:
             st.code(got["answers"]["gguf"], language=None, wrap_lines=True)
             st.caption(f"greedy · {got['seconds']} s · from `{gguf.name}`")
-st.caption("From a shell: `" + ui.shell("engine.export", *[a for a in export_args if a not in ("--zip", "--json")])
-           + "`")
+st.caption(
+    "From a shell: `" + ui.shell("engine.export", *[a for a in export_args if a not in ("--zip", "--json")]) + "`"
+)

@@ -10,6 +10,7 @@ saved once to /tmp so QLoRA can quantize them on load. Every row of the syntheti
 tokens, so truncation makes every sequence exactly `seq` long. `--trainer mini` runs TRL in this process instead
 of `python -m engine.train` (used to calibrate before engine.train existed); its rows are marked as such.
 """
+
 import argparse
 import datetime
 import json
@@ -25,37 +26,74 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 S, Q, L, F = "sft", "qlora", "lora", "full"
-M135, Q05, L1, L3, L8 = ("HuggingFaceTB/SmolLM2-135M-Instruct", "Qwen/Qwen2.5-0.5B", "meta-llama/Llama-3.2-1B",
-                         "meta-llama/Llama-3.2-3B", "meta-llama/Llama-3.1-8B")
+M135, Q05, L1, L3, L8 = (
+    "HuggingFaceTB/SmolLM2-135M-Instruct",
+    "Qwen/Qwen2.5-0.5B",
+    "meta-llama/Llama-3.2-1B",
+    "meta-llama/Llama-3.2-3B",
+    "meta-llama/Llama-3.1-8B",
+)
 # (model, stage, method, seq, batch, gradient checkpointing)
 GRIDS = {
     "final": [
-        (M135, S, L, 512, 8, False), (M135, S, F, 2048, 4, False), (M135, S, Q, 1024, 4, True),
+        (M135, S, L, 512, 8, False),
+        (M135, S, F, 2048, 4, False),
+        (M135, S, Q, 1024, 4, True),
         (M135, S, L, 2048, 2, True),
-        (Q05, S, L, 2048, 8, False), (Q05, S, F, 2048, 8, False), (Q05, S, Q, 1024, 2, False),
-        (Q05, S, F, 1024, 4, True), (Q05, S, L, 512, 1, True),
-        (L1, S, L, 1024, 4, True), (L1, S, F, 512, 8, True), (L1, S, Q, 2048, 2, False),
-        (L3, S, Q, 2048, 4, True), (L3, S, L, 512, 2, False), (L3, S, F, 1024, 2, True),
+        (Q05, S, L, 2048, 8, False),
+        (Q05, S, F, 2048, 8, False),
+        (Q05, S, Q, 1024, 2, False),
+        (Q05, S, F, 1024, 4, True),
+        (Q05, S, L, 512, 1, True),
+        (L1, S, L, 1024, 4, True),
+        (L1, S, F, 512, 8, True),
+        (L1, S, Q, 2048, 2, False),
+        (L3, S, Q, 2048, 4, True),
+        (L3, S, L, 512, 2, False),
+        (L3, S, F, 1024, 2, True),
         (L3, S, L, 2048, 8, True),
-        (L8, S, Q, 512, 1, True), (L8, S, L, 2048, 2, True), (L8, S, F, 512, 1, True),
-        (L8, S, Q, 2048, 8, True), (L8, S, L, 1024, 1, False),
+        (L8, S, Q, 512, 1, True),
+        (L8, S, L, 2048, 2, True),
+        (L8, S, F, 512, 1, True),
+        (L8, S, Q, 2048, 8, True),
+        (L8, S, L, 1024, 1, False),
     ],
     "final_dpo": [
-        (M135, "dpo", L, 1024, 2, True), (Q05, "dpo", F, 512, 4, True), (Q05, "dpo", L, 2048, 2, False),
-        (L1, "dpo", L, 2048, 2, False), (L3, "dpo", Q, 1024, 1, False), (L8, "dpo", L, 1024, 2, True),
+        (M135, "dpo", L, 1024, 2, True),
+        (Q05, "dpo", F, 512, 4, True),
+        (Q05, "dpo", L, 2048, 2, False),
+        (L1, "dpo", L, 2048, 2, False),
+        (L3, "dpo", Q, 1024, 1, False),
+        (L8, "dpo", L, 1024, 2, True),
         (L8, "dpo", Q, 2048, 4, True),
     ],
     "calib": [
-        (M135, S, L, 1024, 4, False), (M135, S, L, 2048, 8, True), (M135, S, F, 512, 2, False),
-        (M135, S, F, 2048, 4, True), (M135, S, Q, 1024, 2, False), (M135, "dpo", F, 1024, 2, False),
-        (Q05, S, L, 1024, 4, False), (Q05, S, L, 2048, 8, True), (Q05, S, F, 512, 2, False),
-        (Q05, S, F, 2048, 4, True), (Q05, S, Q, 1024, 2, False), (Q05, S, Q, 2048, 4, True),
-        (Q05, "dpo", L, 1024, 2, True), (Q05, "dpo", F, 512, 2, False),
-        (L1, S, L, 1024, 4, False), (L1, S, F, 2048, 4, True), (L1, S, Q, 512, 8, False),
-        (L3, S, L, 2048, 8, True), (L3, S, F, 512, 2, False), (L3, S, Q, 2048, 4, True),
+        (M135, S, L, 1024, 4, False),
+        (M135, S, L, 2048, 8, True),
+        (M135, S, F, 512, 2, False),
+        (M135, S, F, 2048, 4, True),
+        (M135, S, Q, 1024, 2, False),
+        (M135, "dpo", F, 1024, 2, False),
+        (Q05, S, L, 1024, 4, False),
+        (Q05, S, L, 2048, 8, True),
+        (Q05, S, F, 512, 2, False),
+        (Q05, S, F, 2048, 4, True),
+        (Q05, S, Q, 1024, 2, False),
+        (Q05, S, Q, 2048, 4, True),
+        (Q05, "dpo", L, 1024, 2, True),
+        (Q05, "dpo", F, 512, 2, False),
+        (L1, S, L, 1024, 4, False),
+        (L1, S, F, 2048, 4, True),
+        (L1, S, Q, 512, 8, False),
+        (L3, S, L, 2048, 8, True),
+        (L3, S, F, 512, 2, False),
+        (L3, S, Q, 2048, 4, True),
         (L3, "dpo", L, 512, 2, False),
-        (L8, S, L, 1024, 4, False), (L8, S, F, 2048, 2, True), (L8, S, Q, 1024, 2, False),
-        (L8, "dpo", Q, 512, 2, True), (L8, S, F, 512, 1, False),
+        (L8, S, L, 1024, 4, False),
+        (L8, S, F, 2048, 2, True),
+        (L8, S, Q, 1024, 2, False),
+        (L8, "dpo", Q, 512, 2, True),
+        (L8, S, F, 512, 1, False),
     ],
 }
 
@@ -67,6 +105,7 @@ class NvmlPeak(threading.Thread):
     def __init__(self, index: int | None = None):
         super().__init__(daemon=True)
         import pynvml
+
         pynvml.nvmlInit()
         # NVML numbers GPUs physically, ignoring CUDA_VISIBLE_DEVICES: sample the one the run was given
         if index is None:
@@ -95,6 +134,7 @@ def make_model_dir(name: str, root: Path) -> Path:
     from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast
 
     from engine import catalog
+
     target = root / name.replace("/", "--")
     if (target / "config.json").is_file():
         return target
@@ -120,6 +160,7 @@ def make_model_dir(name: str, root: Path) -> Path:
 
 def make_dataset(stage: str, seq: int, rows: int, path: Path) -> Path:
     import random
+
     rnd = random.Random(seq)
     words = lambda n: " ".join(f"w{rnd.randrange(3, 4000)}" for _ in range(n))  # noqa: E731
     with path.open("w") as f:
@@ -136,20 +177,41 @@ def make_dataset(stage: str, seq: int, rows: int, path: Path) -> Path:
 def train_engine(row, model_dir, data, work, steps):
     """One `python -m engine.train` run in its own process; step time and torch's reserved peak from metrics.jsonl."""
     import shutil
+
     model, stage, method, seq, batch, ckpt = row
     out = work / "run"
     shutil.rmtree(out, ignore_errors=True)
-    cmd = [sys.executable, "-m", "engine.train", "--stage", stage, "--method", method, "--model", str(model_dir),
-           "--dataset", str(data), "--max-steps", str(steps), "--seq", str(seq), "--batch", str(batch),
-           "--output-dir", str(out)] + (["--grad-ckpt"] if ckpt else [])
+    cmd = [
+        sys.executable,
+        "-m",
+        "engine.train",
+        "--stage",
+        stage,
+        "--method",
+        method,
+        "--model",
+        str(model_dir),
+        "--dataset",
+        str(data),
+        "--max-steps",
+        str(steps),
+        "--seq",
+        str(seq),
+        "--batch",
+        str(batch),
+        "--output-dir",
+        str(out),
+    ] + (["--grad-ckpt"] if ckpt else [])
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr[-1500:])
     logs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     logs = [r for r in logs if "loss" in r]
     gaps = [b["time"] - a["time"] for a, b in zip(logs, logs[1:])]
-    return {"step_s": statistics.median(gaps[1:]) if len(gaps) > 1 else None,
-            "torch_reserved_gib": max((r.get("memory_gib") or 0) for r in logs) if logs else None}
+    return {
+        "step_s": statistics.median(gaps[1:]) if len(gaps) > 1 else None,
+        "torch_reserved_gib": max((r.get("memory_gib") or 0) for r in logs) if logs else None,
+    }
 
 
 def train_mini(row, model_dir, data, work, steps):
@@ -161,13 +223,28 @@ def train_mini(row, model_dir, data, work, steps):
     from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 
     model_name, stage, method, seq, batch, ckpt = row
-    quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                               bnb_4bit_compute_dtype=torch.bfloat16) if method == Q else None
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16, quantization_config=quant,
-                                                 device_map={"": 0} if torch.cuda.is_available() else None)
+    quant = (
+        BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16,
+        )
+        if method == Q
+        else None
+    )
+    model = AutoModelForCausalLM.from_pretrained(
+        model_dir,
+        dtype=torch.bfloat16,
+        quantization_config=quant,
+        device_map={"": 0} if torch.cuda.is_available() else None,
+    )
     tok = AutoTokenizer.from_pretrained(model_dir)
-    peft = None if method == F else LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear",
-                                               task_type="CAUSAL_LM")
+    peft = (
+        None
+        if method == F
+        else LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM")
+    )
     stamps = []
 
     class Clock(TrainerCallback):
@@ -177,12 +254,24 @@ def train_mini(row, model_dir, data, work, steps):
             stamps.append(time.perf_counter())
 
     Config, Trainer = (DPOConfig, DPOTrainer) if stage == "dpo" else (SFTConfig, SFTTrainer)
-    args = Config(output_dir=str(work / "run"), max_steps=steps, per_device_train_batch_size=batch, max_length=seq,
-                  gradient_checkpointing=ckpt, learning_rate=1e-5, logging_steps=1, save_strategy="no", report_to=[],
-                  bf16=torch.cuda.is_available(), use_cpu=not torch.cuda.is_available(), disable_tqdm=True)
+    args = Config(
+        output_dir=str(work / "run"),
+        max_steps=steps,
+        per_device_train_batch_size=batch,
+        max_length=seq,
+        gradient_checkpointing=ckpt,
+        learning_rate=1e-5,
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        bf16=torch.cuda.is_available(),
+        use_cpu=not torch.cuda.is_available(),
+        disable_tqdm=True,
+    )
     ds = Dataset.from_list([json.loads(line) for line in data.read_text().splitlines()])
-    trainer = Trainer(model=model, args=args, train_dataset=ds, processing_class=tok, peft_config=peft,
-                      callbacks=[Clock()])
+    trainer = Trainer(
+        model=model, args=args, train_dataset=ds, processing_class=tok, peft_config=peft, callbacks=[Clock()]
+    )
     stamps.append(time.perf_counter())
     trainer.train()
     gaps = [b - a for a, b in zip(stamps, stamps[1:])]
@@ -192,6 +281,7 @@ def train_mini(row, model_dir, data, work, steps):
         result["torch_allocated_gib"] = torch.cuda.max_memory_allocated() / 2**30
     del trainer, model
     import gc
+
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
@@ -201,6 +291,7 @@ def train_mini(row, model_dir, data, work, steps):
 
 def versions():
     import importlib.metadata as md
+
     out = {}
     for pkg in ("torch", "transformers", "trl", "peft", "bitsandbytes", "accelerate"):
         try:
@@ -216,26 +307,43 @@ def predict(row, optimizer="adamw_torch", lora_dropout=0.05):
     changed to the fused one; LoRA dropout 0.05 before it changed to 0: rows that do not record it ran 0.05)."""
     try:
         from engine import estimate
+
         model, stage, method, seq, batch, ckpt = row
-        return estimate.peak_gib(estimate.EstimateRequest(model=model, stage=stage, method=method, seq=seq,
-                                                          batch=batch, grad_ckpt=ckpt, optimizer=optimizer,
-                                                          lora_dropout=lora_dropout))
+        return estimate.peak_gib(
+            estimate.EstimateRequest(
+                model=model,
+                stage=stage,
+                method=method,
+                seq=seq,
+                batch=batch,
+                grad_ckpt=ckpt,
+                optimizer=optimizer,
+                lora_dropout=lora_dropout,
+            )
+        )
     except Exception as e:  # the estimator may not exist yet when calibrating
         return f"error: {e}"
 
 
 def run(args):
     import pynvml
+
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     work, models_root = Path("/tmp/tw_bench"), Path("/tmp/tw_models")
     work.mkdir(exist_ok=True)
     sampler = NvmlPeak()
     name = pynvml.nvmlDeviceGetName(sampler.handle)
-    meta = {"date": datetime.date.today().isoformat(), "gpu": name if isinstance(name, str) else name.decode(),
-            "driver": pynvml.nvmlSystemGetDriverVersion(), "versions": versions(), "trainer": args.trainer}
+    meta = {
+        "date": datetime.date.today().isoformat(),
+        "gpu": name if isinstance(name, str) else name.decode(),
+        "driver": pynvml.nvmlSystemGetDriverVersion(),
+        "versions": versions(),
+        "trainer": args.trainer,
+    }
     train = train_mini if args.trainer == "mini" else train_engine
     from engine.spec import RunSpec
+
     optim = "adamw_torch_fused" if args.trainer == "mini" else RunSpec().optim  # what each trainer runs
     dropout = 0.05 if args.trainer == "mini" else RunSpec().lora_dropout
     start, results = time.time(), out / f"estimate_{args.grid}.jsonl"
@@ -262,15 +370,45 @@ def run(args):
         except Exception as e:  # an OOM or a trainer failure is a result too
             extra, error = {}, str(e)[-600:]
         peak = sampler.stop()
-        record = {**meta, "model": row[0], "stage": row[1], "method": row[2], "seq": row[3], "batch": row[4],
-                  "grad_ckpt": row[5], "measured_gib": peak / 2**30, "idle_used_gib": baseline / 2**30,
-                  "wall_s": time.time() - t0, "optim": optim, "lora_dropout": dropout,
-                  "predicted_gib": predict(row, optim, dropout), "error": error,
-                  **extra}
+        record = {
+            **meta,
+            "model": row[0],
+            "stage": row[1],
+            "method": row[2],
+            "seq": row[3],
+            "batch": row[4],
+            "grad_ckpt": row[5],
+            "measured_gib": peak / 2**30,
+            "idle_used_gib": baseline / 2**30,
+            "wall_s": time.time() - t0,
+            "optim": optim,
+            "lora_dropout": dropout,
+            "predicted_gib": predict(row, optim, dropout),
+            "error": error,
+            **extra,
+        }
         with results.open("a") as f:
             f.write(json.dumps(record) + "\n")
-        print(json.dumps({k: record[k] for k in ("model", "stage", "method", "seq", "batch", "grad_ckpt",
-                                                 "measured_gib", "predicted_gib", "wall_s", "error")}), flush=True)
+        print(
+            json.dumps(
+                {
+                    k: record[k]
+                    for k in (
+                        "model",
+                        "stage",
+                        "method",
+                        "seq",
+                        "batch",
+                        "grad_ckpt",
+                        "measured_gib",
+                        "predicted_gib",
+                        "wall_s",
+                        "error",
+                    )
+                }
+            ),
+            flush=True,
+        )
 
 
 def score(args):
@@ -280,22 +418,32 @@ def score(args):
     lines, errors = [], []
     for r in rows:
         optimizer = r.get("optim") or ("adamw_torch_fused" if r["trainer"] == "mini" else "adamw_torch")
-        pred = predict((r["model"], r["stage"], r["method"], r["seq"], r["batch"], r["grad_ckpt"]), optimizer,
-                       r.get("lora_dropout", 0.05))
+        pred = predict(
+            (r["model"], r["stage"], r["method"], r["seq"], r["batch"], r["grad_ckpt"]),
+            optimizer,
+            r.get("lora_dropout", 0.05),
+        )
         err = (pred - r["measured_gib"]) / r["measured_gib"]
         errors.append(abs(err))
-        lines.append(f"| {r['model'].split('/')[-1]} | {r['stage']} | {r['method']} | {r['seq']} | {r['batch']} | "
-                     f"{'on' if r['grad_ckpt'] else 'off'} | {r['measured_gib']:.2f} | {pred:.2f} | {err:+.1%} |")
-    summary = (f"median |error| {statistics.median(errors):.1%}, worst {max(errors):.1%} over {len(errors)} runs "
-               f"({rows[0]['gpu']}, {rows[0]['date']}, trainer {rows[0]['trainer']}, {rows[0]['versions']})")
+        lines.append(
+            f"| {r['model'].split('/')[-1]} | {r['stage']} | {r['method']} | {r['seq']} | {r['batch']} | "
+            f"{'on' if r['grad_ckpt'] else 'off'} | {r['measured_gib']:.2f} | {pred:.2f} | {err:+.1%} |"
+        )
+    summary = (
+        f"median |error| {statistics.median(errors):.1%}, worst {max(errors):.1%} over {len(errors)} runs "
+        f"({rows[0]['gpu']}, {rows[0]['date']}, trainer {rows[0]['trainer']}, {rows[0]['versions']})"
+    )
     print(summary)
     print("\n".join(lines))
     if args.markdown:
-        head = ("| model | stage | method | seq | batch | grad ckpt | NVML used GiB | predicted GiB | error |\n"
-                "|---|---|---|---|---|---|---|---|---|")
-        Path(args.markdown).write_text(f"# Estimator accuracy\n\n{summary}\n\nReproduce: "
-                                       f"`python bench/estimate_accuracy.py score {args.results}`\n\n{head}\n"
-                                       + "\n".join(lines) + "\n")
+        head = (
+            "| model | stage | method | seq | batch | grad ckpt | NVML used GiB | predicted GiB | error |\n"
+            "|---|---|---|---|---|---|---|---|---|"
+        )
+        Path(args.markdown).write_text(
+            f"# Estimator accuracy\n\n{summary}\n\nReproduce: "
+            f"`python bench/estimate_accuracy.py score {args.results}`\n\n{head}\n" + "\n".join(lines) + "\n"
+        )
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ answers' priority accuracy; used to choose the CPU path's schedule and step coun
 
     HF_HUB_OFFLINE=1 .venv/bin/python bench/priority_probe.py RUN_DIR
 """
+
 import json
 import sys
 from collections import Counter
@@ -20,8 +21,9 @@ def prompts(tokenizer) -> tuple[list[str], list[str]]:
     texts, gold = [], []
     for row in rows:
         answer = json.loads(row["output"])
-        chat = tokenizer.apply_chat_template([{"role": "user", "content": row["input"]}], tokenize=False,
-                                             add_generation_prompt=True)
+        chat = tokenizer.apply_chat_template(
+            [{"role": "user", "content": row["input"]}], tokenize=False, add_generation_prompt=True
+        )
         texts.append(chat + '{"title": "%s", "priority": "' % answer["title"])
         gold.append(answer["priority"])
     return texts, gold
@@ -33,6 +35,7 @@ def main(run_dir: str) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from engine import models
+
     base_path = str(models.resolve("embedded"))
     tokenizer = AutoTokenizer.from_pretrained(base_path)
     tokenizer.padding_side = "left"
@@ -45,9 +48,11 @@ def main(run_dir: str) -> None:
         right, mistakes = 0, Counter()
         with torch.inference_mode():
             for start in range(0, len(texts), 32):
-                batch = tokenizer(texts[start:start + 32], return_tensors="pt", padding=True, add_special_tokens=False)
+                batch = tokenizer(
+                    texts[start : start + 32], return_tensors="pt", padding=True, add_special_tokens=False
+                )
                 logits = model(**batch).logits[:, -1, :]
-                for row, expected in enumerate(gold[start:start + 32]):
+                for row, expected in enumerate(gold[start : start + 32]):
                     guess = max(LEVELS, key=lambda level: logits[row, ids[level]].item())
                     right += guess == expected
                     if guess != expected:

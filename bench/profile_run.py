@@ -6,6 +6,7 @@ kernel launches, not FLOPs).
     python bench/profile_run.py [--steps 6,9] -- --stage sft --method qlora --model DIR --dataset FILE ...
     python bench/profile_run.py --plain CFG_JSON --model-dir DIR --data FILE --out DIR   # the plain script
 """
+
 import argparse
 import json
 import sys
@@ -27,8 +28,9 @@ def profiler_callback(first: int, last: int, label: str):
         def on_step_begin(self, args, state, control, **kwargs):
             if state.global_step == first - 1 and self.prof is None:  # global_step counts finished steps
                 torch.cuda.is_available() and torch.cuda.synchronize()
-                self.prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU,
-                                                               torch.profiler.ProfilerActivity.CUDA])
+                self.prof = torch.profiler.profile(
+                    activities=[torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+                )
                 self.prof.__enter__()
                 self.started = time.perf_counter()
 
@@ -40,14 +42,26 @@ def profiler_callback(first: int, last: int, label: str):
                 events = self.prof.key_averages()
                 kernels = [e for e in self.prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
                 gpu = sum(e.time_range.elapsed_us() for e in kernels) / 1e6  # kernel time, each kernel once
-                launches = sum(e.count for e in events if e.key in ("cudaLaunchKernel", "cuLaunchKernel",
-                                                                     "cudaLaunchKernelExC"))
+                launches = sum(
+                    e.count for e in events if e.key in ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC")
+                )
                 steps = last - first + 1
-                print(json.dumps({"profile": label, "steps": steps, "wall_s_per_step": wall / steps,
-                                  "gpu_busy_s_per_step": gpu / steps, "gpu_busy": gpu / wall,
-                                  "launches_per_step": launches / steps}), flush=True)
-                print(events.table(sort_by="self_device_time_total", row_limit=18, max_name_column_width=60),
-                      flush=True)
+                print(
+                    json.dumps(
+                        {
+                            "profile": label,
+                            "steps": steps,
+                            "wall_s_per_step": wall / steps,
+                            "gpu_busy_s_per_step": gpu / steps,
+                            "gpu_busy": gpu / wall,
+                            "launches_per_step": launches / steps,
+                        }
+                    ),
+                    flush=True,
+                )
+                print(
+                    events.table(sort_by="self_device_time_total", row_limit=18, max_name_column_width=60), flush=True
+                )
                 self.prof = None
 
     return Profile()
@@ -56,11 +70,13 @@ def profiler_callback(first: int, last: int, label: str):
 def with_profiler(first: int, last: int, label: str):
     """Make every Trainer this process builds carry the profiler callback."""
     from transformers import Trainer
+
     original = Trainer.__init__
 
     def init(self, *args, **kwargs):
         original(self, *args, **kwargs)
         self.add_callback(profiler_callback(first, last, label))
+
     Trainer.__init__ = init
 
 
@@ -77,9 +93,13 @@ def main() -> int:
     with_profiler(first, last, args.label)
     if args.plain:
         from bench import throughput
-        return throughput.plain(argparse.Namespace(cfg=args.plain, model_dir=args.model_dir, data=args.data,
-                                                   out=args.out)) or 0
+
+        return (
+            throughput.plain(argparse.Namespace(cfg=args.plain, model_dir=args.model_dir, data=args.data, out=args.out))
+            or 0
+        )
     from engine.train.__main__ import main as train
+
     return train([a for a in rest if a != "--"])
 
 

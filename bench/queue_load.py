@@ -7,6 +7,7 @@ Start). A tiny 2-layer model trains 3 steps per run, so the figure is about the 
 polls the registry every 0.2 s and records the most runs it ever saw running at once. Writes a JSON line to
 bench/results/queue_load.jsonl.
 """
+
 import argparse
 import json
 import multiprocessing
@@ -23,6 +24,7 @@ sys.path.insert(0, str(REPO))
 
 def make_tiny_model(out: Path) -> None:
     from engine.models import ensure_embedded
+
     code = f"""
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 tok = AutoTokenizer.from_pretrained({str(ensure_embedded())!r})
@@ -38,10 +40,13 @@ def submit(args):
     from engine import runs
     from engine.spec import RunSpec
     from engine.users import User
+
     barrier.wait()
     started = time.time()
-    run_id = runs.submit(RunSpec(model_name_or_path=model, max_steps=3, per_device_train_batch_size=2,
-                                 eval_steps=1000), User(f"student{index:02d}", "owner"))
+    run_id = runs.submit(
+        RunSpec(model_name_or_path=model, max_steps=3, per_device_train_batch_size=2, eval_steps=1000),
+        User(f"student{index:02d}", "owner"),
+    )
     return run_id, time.time() - started
 
 
@@ -56,6 +61,7 @@ def main():
     make_tiny_model(model)
     from engine import runs
     from engine.users import OWNER
+
     runs.connect()
     manager = multiprocessing.Manager()
     barrier = manager.Barrier(a.sessions)
@@ -77,12 +83,18 @@ def main():
     listed = runs.list_runs(OWNER)
     by_start = [r["id"] for r in sorted(listed, key=lambda r: r["started_at"])]
     result = {
-        "date": time.strftime("%Y-%m-%d"), "sessions": a.sessions, "slots": a.slots,
-        "submitted": len(ids), "distinct_ids": len(set(ids)), "registered": len(listed),
+        "date": time.strftime("%Y-%m-%d"),
+        "sessions": a.sessions,
+        "slots": a.slots,
+        "submitted": len(ids),
+        "distinct_ids": len(set(ids)),
+        "registered": len(listed),
         "completed": sum(r["state"] == "completed" for r in listed),
-        "max_running_seen": max_running, "started_in_submission_order": by_start == sorted(by_start),
+        "max_running_seen": max_running,
+        "started_in_submission_order": by_start == sorted(by_start),
         "submit_seconds_max": round(max(r[1] for r in results), 3),
-        "wall_seconds": round(time.time() - t0, 1), "cpu_count": os.cpu_count(),
+        "wall_seconds": round(time.time() - t0, 1),
+        "cpu_count": os.cpu_count(),
         "load_average_1m": os.getloadavg()[0],
     }
     print(json.dumps(result))

@@ -7,6 +7,7 @@ locally), and what a node dying with a run looks like.
 Each figure is wall time as a person sees it: submit() called -> first metrics.jsonl line with a loss; stop()
 called -> stop() returned with the trainer process gone.
 """
+
 import argparse
 import json
 import os
@@ -27,12 +28,20 @@ from conftest import wait_for  # noqa: E402  (the tests' poll, here every 0.1 s)
 
 def short_run(model, steps):
     from engine.spec import RunSpec
-    return RunSpec(model_name_or_path=str(model), max_steps=steps, per_device_train_batch_size=2, max_length=64,
-                   save_steps=2, eval_steps=10_000)
+
+    return RunSpec(
+        model_name_or_path=str(model),
+        max_steps=steps,
+        per_device_train_batch_size=2,
+        max_length=64,
+        save_steps=2,
+        eval_steps=10_000,
+    )
 
 
 def first_step(run_dir):
     from engine import rundir
+
     return any("loss" in m for m in rundir.read_metrics(run_dir))
 
 
@@ -43,12 +52,14 @@ def fresh_home(cluster_address):
     else:
         os.environ.pop("TUNEWISE_CLUSTER", None)
     from engine.runs import ray
+
     ray._nodes_cache = (0.0, [])
 
 
 def submit_to_first_step(model, cluster_address):
     from engine import runs
     from engine.users import OWNER
+
     fresh_home(cluster_address)
     t0 = time.time()
     run_id = runs.submit(short_run(model, 3), OWNER)
@@ -63,6 +74,7 @@ def submit_to_first_step(model, cluster_address):
 def stop_to_gone(model, cluster_address):
     from engine import rundir, runs
     from engine.users import OWNER
+
     fresh_home(cluster_address)
     run_id = runs.submit(short_run(model, 10_000), OWNER)
     run = runs.get(run_id, OWNER)
@@ -70,26 +82,35 @@ def stop_to_gone(model, cluster_address):
     pid = rundir.read_status(run["run_dir"])["pid"]
     t0 = time.time()
     stopped = runs.stop(run_id, OWNER)
-    return {"stop_to_gone_s": round(time.time() - t0, 2), "trainer_gone": not runs.alive(pid),
-            "checkpoint": bool(rundir.last_checkpoint(run["run_dir"])), "state": stopped["state"]}
+    return {
+        "stop_to_gone_s": round(time.time() - t0, 2),
+        "trainer_gone": not runs.alive(pid),
+        "checkpoint": bool(rundir.last_checkpoint(run["run_dir"])),
+        "state": stopped["state"],
+    }
 
 
 def node_death(model, cluster):
     """A run on the second node; that node's processes are killed (as a machine losing power): how the run ends."""
     from engine import rundir, runs
     from engine.users import OWNER
+
     fresh_home(cluster.address)
     ids = [runs.submit(short_run(model, 10_000), OWNER) for _ in range(2)]  # one per node
     wait_for(lambda: all((r := runs.get(i, OWNER))["node"] and first_step(r["run_dir"]) for i in ids), 600, 0.1)
     from engine.runs import ray
+
     worker = next(n for n in ray.nodes(fresh=True) if not n.head)
     victim = next(i for i in ids if runs.get(i, OWNER)["node"] == worker.label)
     t0 = time.time()
     os.killpg(cluster.groups[1], signal.SIGKILL)  # the second node's raylet and agents
     ended = wait_for(lambda: (r := runs.get(victim, OWNER))["state"] != "running" and r, 300, 0.5)
-    out = {"node_death_to_failed_s": round(time.time() - t0, 1), "state": ended["state"],
-           "error": (ended["error"] or "")[:300],
-           "resumable": rundir.last_checkpoint(ended["run_dir"]) is not None}
+    out = {
+        "node_death_to_failed_s": round(time.time() - t0, 1),
+        "state": ended["state"],
+        "error": (ended["error"] or "")[:300],
+        "resumable": rundir.last_checkpoint(ended["run_dir"]) is not None,
+    }
     for i in ids:
         if runs.get(i, OWNER)["state"] in ("running", "queued"):
             runs.stop(i, OWNER)
@@ -103,15 +124,33 @@ def main():
     p.add_argument("--out", default=str(REPO / "bench" / "results" / "ray_executor.jsonl"))
     a = p.parse_args()
     from ray_cluster import LocalCluster
+
     from engine.models import ensure_embedded
+
     model = ensure_embedded()
-    meta = {"date": time.strftime("%Y-%m-%d %H:%M"), "ray": version("ray"), "torch": version("torch"),
-            "python": platform.python_version(), "cpus": os.cpu_count(), "load_1m": os.getloadavg()[0]}
+    meta = {
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "ray": version("ray"),
+        "torch": version("torch"),
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "load_1m": os.getloadavg()[0],
+    }
     rows = []
     t0 = time.time()
     cluster = LocalCluster()
-    cluster._ray_start("--head", "--port", str(cluster.gcs_port), "--dashboard-port", str(cluster.dashboard_port),
-                       "--dashboard-host", "127.0.0.1", "--include-dashboard=true", "--temp-dir", cluster.temp)
+    cluster._ray_start(
+        "--head",
+        "--port",
+        str(cluster.gcs_port),
+        "--dashboard-port",
+        str(cluster.dashboard_port),
+        "--dashboard-host",
+        "127.0.0.1",
+        "--include-dashboard=true",
+        "--temp-dir",
+        cluster.temp,
+    )
     cluster.wait_for_nodes(1)
     head_s = time.time() - t0
     cluster._ray_start("--address", f"127.0.0.1:{cluster.gcs_port}")
@@ -123,9 +162,15 @@ def main():
             for name, address, threads in (("local", None, None), ("local", None, "1"), ("ray", cluster.address, None)):
                 if threads:
                     os.environ["OMP_NUM_THREADS"] = threads
-                rows.append({"what": "submit to first step", "executor": name, "attempt": i + 1,
-                             "omp_num_threads": threads or ("1 (Ray)" if address else "default"),
-                             **submit_to_first_step(model, address)})
+                rows.append(
+                    {
+                        "what": "submit to first step",
+                        "executor": name,
+                        "attempt": i + 1,
+                        "omp_num_threads": threads or ("1 (Ray)" if address else "default"),
+                        **submit_to_first_step(model, address),
+                    }
+                )
                 os.environ.pop("OMP_NUM_THREADS", None)
                 print(rows[-1], flush=True)
         for name, address in () if a.only_first_step else (("local", None), ("ray", cluster.address)):

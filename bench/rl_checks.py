@@ -6,6 +6,7 @@ rewarded by the task_api checks (GRPO, engine/checks.py), both scored on the sam
 The RL run's evaluation compares its starting model (the SFT result) with the RL result, so "base" below is SFT
 alone. Writes bench/results/rl_checks-<time>.json.
 """
+
 import argparse
 import json
 import os
@@ -14,7 +15,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from showcase import REPO, RECIPE, run  # noqa: E402
+from showcase import RECIPE, REPO, run  # noqa: E402
 
 
 def step(cmd: list[str], env: dict) -> tuple[float, float]:
@@ -44,12 +45,30 @@ def main() -> int:
     sft = Path(a.sft_dir) if a.sft_dir else root / "sft"
     out = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "cpu_count": os.cpu_count(), "limit": a.limit}
     if not a.sft_dir:
-        out["sft_wall_s"], _ = step([sys.executable, "-m", "engine.train", *[x for kv in RECIPE.items() for x in kv],
-                                     "--output-dir", str(sft)], env)
+        out["sft_wall_s"], _ = step(
+            [sys.executable, "-m", "engine.train", *[x for kv in RECIPE.items() for x in kv], "--output-dir", str(sft)],
+            env,
+        )
     rl = root / "rl"
-    rl_cmd = [sys.executable, "-m", "engine.train", "--stage", "rl", "--method", "lora", "--init-from", str(sft),
-              "--reward", "task_api", "--max-steps", str(a.rl_steps), "--save-steps", str(a.rl_steps),
-              "--output-dir", str(rl)]
+    rl_cmd = [
+        sys.executable,
+        "-m",
+        "engine.train",
+        "--stage",
+        "rl",
+        "--method",
+        "lora",
+        "--init-from",
+        str(sft),
+        "--reward",
+        "task_api",
+        "--max-steps",
+        str(a.rl_steps),
+        "--save-steps",
+        str(a.rl_steps),
+        "--output-dir",
+        str(rl),
+    ]
     out["rl_command"] = " ".join(rl_cmd[1:])
     out["rl_wall_s"], out["rl_cpu_s"] = step(rl_cmd, env)
     out["sft_eval"] = evaluate(sft, a.limit, env)

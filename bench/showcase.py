@@ -8,6 +8,7 @@ Target (issue 8): >= 95 % valid JSON, >= 95 % priority right, >= 90 % title exac
 most 5 minutes of training on 2 CPU cores. Prints training wall time, CPU time and the load average (a shared
 machine is slower than an idle one; CPU time is what transfers) and writes bench/results/showcase-<time>.json.
 """
+
 import argparse
 import json
 import os
@@ -20,6 +21,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from engine.spec import CPU_RUN  # noqa: E402
+
 # The recipe is the app's own path on a laptop, not a tuned command line: the Goal page's plan (SFT), the Hardware
 # page's "Use LoRA on this hardware" without a GPU (method lora + engine.spec.CPU_RUN: 100 steps, one held-out pass
 # at the end, a checkpoint half-way), the bundled Task API set, and RunSpec's defaults for everything else (batch 8,
@@ -51,8 +53,12 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--run-dir", default=f"/tmp/tunewise-showcase-{time.strftime('%Y%m%d-%H%M%S')}")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N held-out rows")
-    p.add_argument("--threads", default="auto", help="OMP_NUM_THREADS for the trainer; auto: 1 when other "
-                   "processes already load every core (2 threads then ran ~6x slower per step here), else unset")
+    p.add_argument(
+        "--threads",
+        default="auto",
+        help="OMP_NUM_THREADS for the trainer; auto: 1 when other "
+        "processes already load every core (2 threads then ran ~6x slower per step here), else unset",
+    )
     p.add_argument("train_flags", nargs="*", help="after --: flags for engine.train that override the recipe")
     a = p.parse_args()
     env = dict(os.environ, HF_HUB_OFFLINE="1")
@@ -75,9 +81,11 @@ def main() -> int:
         return 1
     metrics = [json.loads(line) for line in (Path(a.run_dir) / "metrics.jsonl").read_text().splitlines()]
     runtime = next((m["train_runtime"] for m in metrics if "train_runtime" in m), None)
-    print(f"training: {wall:.0f} s wall for the whole process ({runtime:.0f} s inside trainer.train), {cpu:.0f} s CPU;"
-          f" load average {load_before[0]:.1f} before, {load_after[0]:.1f} after, on {os.cpu_count()} cores",
-          flush=True)
+    print(
+        f"training: {wall:.0f} s wall for the whole process ({runtime:.0f} s inside trainer.train), {cpu:.0f} s CPU;"
+        f" load average {load_before[0]:.1f} before, {load_after[0]:.1f} after, on {os.cpu_count()} cores",
+        flush=True,
+    )
     ev_cmd = [sys.executable, "-m", "engine.evaluate", a.run_dir, "--json"]
     if a.limit:
         ev_cmd += ["--limit", str(a.limit)]
@@ -94,17 +102,31 @@ def main() -> int:
         passed = target is None or (m["fine_tuned"] or 0) >= target
         ok &= passed
         fmt = (lambda v: f"{v:8.1%}") if m["kind"] == "share" else (lambda v: f"{v:8.3f}")
-        print(f"  {name:<28} base {fmt(m['base'])}   fine-tuned {fmt(m['fine_tuned'])}"
-              + (f"   target >= {target:.0%} {'ok' if passed else 'MISSED'}" if target else ""))
+        print(
+            f"  {name:<28} base {fmt(m['base'])}   fine-tuned {fmt(m['fine_tuned'])}"
+            + (f"   target >= {target:.0%} {'ok' if passed else 'MISSED'}" if target else "")
+        )
     in_budget = wall <= BUDGET_S
     print(f"training within {BUDGET_S} s: {'yes' if in_budget else 'no'} (wall {wall:.0f} s)")
     out = REPO / "bench" / "results" / f"showcase-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"command": " ".join(cmd[1:]), "train_wall_s": round(wall, 1),
-                               "train_runtime_s": runtime, "train_cpu_s": round(cpu, 1),
-                               "load_average_before": load_before, "load_average_after": load_after,
-                               "cpu_count": os.cpu_count(), "eval_wall_s": round(ev_wall, 1),
-                               "targets_met": ok, "eval": result}, indent=1))
+    out.write_text(
+        json.dumps(
+            {
+                "command": " ".join(cmd[1:]),
+                "train_wall_s": round(wall, 1),
+                "train_runtime_s": runtime,
+                "train_cpu_s": round(cpu, 1),
+                "load_average_before": load_before,
+                "load_average_after": load_after,
+                "cpu_count": os.cpu_count(),
+                "eval_wall_s": round(ev_wall, 1),
+                "targets_met": ok,
+                "eval": result,
+            },
+            indent=1,
+        )
+    )
     print(f"written to {out.relative_to(REPO)}")
     return 0 if ok else 1
 

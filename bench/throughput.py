@@ -19,6 +19,7 @@ steps after the first two. MFU = real tokens/s x model FLOPs per token (6N full,
 reference forward, + causal attention 6 L h s for each example's own length s; recomputation not counted) over the
 H200's dense bf16 peak: 989 TFLOP/s datasheet, ~790 measured on large matrix products (both reported).
 """
+
 import argparse
 import datetime
 import json
@@ -37,8 +38,12 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from bench.estimate_accuracy import NvmlPeak, versions  # noqa: E402
 
-MODELS = {"135m": "HuggingFaceTB/SmolLM2-135M-Instruct", "0.5b": "Qwen/Qwen2.5-0.5B", "1b": "meta-llama/Llama-3.2-1B",
-          "8b": "meta-llama/Llama-3.1-8B"}
+MODELS = {
+    "135m": "HuggingFaceTB/SmolLM2-135M-Instruct",
+    "0.5b": "Qwen/Qwen2.5-0.5B",
+    "1b": "meta-llama/Llama-3.2-1B",
+    "8b": "meta-llama/Llama-3.1-8B",
+}
 BATCH = {"135m": 8, "0.5b": 8, "1b": 8, "8b": 4}  # 8B: full DPO holds a second copy of the weights
 PEAK_TFLOPS = {"datasheet": 989.0, "measured": 790.0}
 STEPS = int(os.environ.get("THROUGHPUT_STEPS", "14"))
@@ -51,8 +56,9 @@ def configs(models: list[str]) -> list[dict]:
     for key in models:
         for stage in ("sft", "dpo"):
             for method in ("full", "lora", "qlora"):
-                out.append({"model": key, "stage": stage, "method": method, "seq": 1024, "batch": BATCH[key],
-                            "mix": "chat"})
+                out.append(
+                    {"model": key, "stage": stage, "method": method, "seq": 1024, "batch": BATCH[key], "mix": "chat"}
+                )
     if "1b" in models:  # the issue's MFU case: full SFT at 2048, rows that fill the length
         out.append({"model": "1b", "stage": "sft", "method": "full", "seq": 2048, "batch": 8, "mix": "full"})
     return out
@@ -71,12 +77,16 @@ def make_dataset(cfg: dict, rows: int, path: Path) -> Path:
             if cfg["mix"] == "full":
                 row = {"prompt": text(16), "completion": text(cfg["seq"] * 2)}
             elif cfg["stage"] == "dpo":
-                row = {"prompt": text(lognormal(rnd, 90, 0.8, 16, 900)),
-                       "chosen": text(lognormal(rnd, 250, 0.8, 8, 1500)),
-                       "rejected": text(lognormal(rnd, 250, 0.8, 8, 1500))}
+                row = {
+                    "prompt": text(lognormal(rnd, 90, 0.8, 16, 900)),
+                    "chosen": text(lognormal(rnd, 250, 0.8, 8, 1500)),
+                    "rejected": text(lognormal(rnd, 250, 0.8, 8, 1500)),
+                }
             else:
-                row = {"prompt": text(lognormal(rnd, 90, 0.8, 16, 900)),
-                       "completion": text(lognormal(rnd, 250, 0.8, 8, 1500))}
+                row = {
+                    "prompt": text(lognormal(rnd, 90, 0.8, 16, 900)),
+                    "completion": text(lognormal(rnd, 250, 0.8, 8, 1500)),
+                }
             f.write(json.dumps(row) + "\n")
     return path
 
@@ -86,7 +96,7 @@ def lengths(path: Path, cfg: dict) -> list[int]:
     out = []
     for line in path.read_text().splitlines():
         row = json.loads(line)
-        for k in (("chosen", "rejected") if "chosen" in row else ("completion",)):
+        for k in ("chosen", "rejected") if "chosen" in row else ("completion",):
             out.append(min(len((row["prompt"] + " " + row[k]).encode()) + 2, cfg["seq"]))
     return out
 
@@ -99,6 +109,7 @@ def attention_span(path: Path, cfg: dict) -> float:
 
 def model_flops_per_token(cfg: dict, span: float) -> float:
     from engine import estimate
+
     return estimate.model_flops_per_token(estimate._shape(MODELS[cfg["model"]]), cfg["stage"], cfg["method"], span)
 
 
@@ -111,16 +122,32 @@ def plain(args) -> int:
     from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 
     from engine.spec import default_learning_rate
+
     cfg = json.loads(args.cfg)
-    quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                               bnb_4bit_compute_dtype=torch.bfloat16) if cfg["method"] == "qlora" else None
-    model = AutoModelForCausalLM.from_pretrained(args.model_dir, dtype=torch.bfloat16, quantization_config=quant,
-                                                 device_map={"": 0} if torch.cuda.is_available() else None)
+    quant = (
+        BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16,
+        )
+        if cfg["method"] == "qlora"
+        else None
+    )
+    model = AutoModelForCausalLM.from_pretrained(
+        args.model_dir,
+        dtype=torch.bfloat16,
+        quantization_config=quant,
+        device_map={"": 0} if torch.cuda.is_available() else None,
+    )
     tok = AutoTokenizer.from_pretrained(args.model_dir)
-    peft = None if cfg["method"] == "full" else LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05,
-                                                           target_modules="all-linear", task_type="CAUSAL_LM")
+    peft = (
+        None
+        if cfg["method"] == "full"
+        else LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM")
+    )
     rows = [json.loads(line) for line in Path(args.data).read_text().splitlines()]
-    rows = rows[:-min(200, len(rows) // 20)]  # what engine.train keeps for training from a user's file
+    rows = rows[: -min(200, len(rows) // 20)]  # what engine.train keeps for training from a user's file
     out = Path(args.out)
 
     class Log(TrainerCallback):
@@ -129,12 +156,27 @@ def plain(args) -> int:
                 f.write(json.dumps({"step": state.global_step, "time": time.time(), **(logs or {})}) + "\n")
 
     Config, Trainer = (DPOConfig, DPOTrainer) if cfg["stage"] == "dpo" else (SFTConfig, SFTTrainer)
-    config = Config(output_dir=str(out), max_steps=STEPS, per_device_train_batch_size=cfg["batch"],
-                    max_length=cfg["seq"], learning_rate=default_learning_rate(cfg["stage"], cfg["method"], "x"),
-                    logging_steps=1, save_strategy="no", report_to="none", disable_tqdm=True, seed=42,
-                    **({} if torch.cuda.is_available() else {"use_cpu": True, "bf16": False}))  # CPU: smoke tests
-    trainer = Trainer(model=model, args=config, train_dataset=Dataset.from_list(rows), processing_class=tok,
-                      peft_config=peft, callbacks=[Log()])
+    config = Config(
+        output_dir=str(out),
+        max_steps=STEPS,
+        per_device_train_batch_size=cfg["batch"],
+        max_length=cfg["seq"],
+        learning_rate=default_learning_rate(cfg["stage"], cfg["method"], "x"),
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        seed=42,
+        **({} if torch.cuda.is_available() else {"use_cpu": True, "bf16": False}),
+    )  # CPU: smoke tests
+    trainer = Trainer(
+        model=model,
+        args=config,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tok,
+        peft_config=peft,
+        callbacks=[Log()],
+    )
     trainer.train()
     return 0
 
@@ -145,6 +187,7 @@ def check(args) -> None:
     from transformers import AutoModelForCausalLM
 
     from engine.train import fast
+
     print("varlen kernel:", fast._varlen_kernel(), flush=True)
     for key in args.models.split(","):
         path = model_dir(key)
@@ -156,13 +199,24 @@ def check(args) -> None:
         with torch.inference_mode():
             alone = [ref(input_ids=s[None]).logits[0].float() for s in seqs]
             ref.set_attn_implementation(fast.register())
-            packed = ref(input_ids=torch.cat(seqs)[None], position_ids=pos, cu_seq_lens_q=cu, cu_seq_lens_k=cu,
-                         max_length_q=max(lengths), max_length_k=max(lengths)).logits[0].float()
-        worst = max((packed[int(cu[i]):int(cu[i + 1])] - a).abs().max().item() for i, a in enumerate(alone))
+            packed = (
+                ref(
+                    input_ids=torch.cat(seqs)[None],
+                    position_ids=pos,
+                    cu_seq_lens_q=cu,
+                    cu_seq_lens_k=cu,
+                    max_length_q=max(lengths),
+                    max_length_k=max(lengths),
+                )
+                .logits[0]
+                .float()
+            )
+        worst = max((packed[int(cu[i]) : int(cu[i + 1])] - a).abs().max().item() for i, a in enumerate(alone))
         scale = max(a.abs().max().item() for a in alone)
         print(json.dumps({"check": key, "max_abs_diff": worst, "max_abs_logit": scale}), flush=True)
         # DPO: a right-padded batch through TRL's fused LM head, padded vs packed (fast.pack_padded_calls)
         from trl.trainer.utils import add_fused_lm_head
+
         add_fused_lm_head(ref)
         width = max(lengths)
         ids = torch.stack([torch.nn.functional.pad(s, (0, width - len(s))) for s in seqs])
@@ -175,9 +229,17 @@ def check(args) -> None:
             plan = {k: v.cuda() if hasattr(v, "cuda") else v for k, v in fast.packing_plan(mask.cpu()).items()}
             packed = ref(input_ids=ids, attention_mask=mask, labels=labels, fused_lm_head=True, **plan)
             packed = packed.log_probs.float()
-        print(json.dumps({"check": key + " dpo packed log-probs", "max_abs_diff": (packed - padded).abs().max().item(),
-                          "max_abs_logp": padded.abs().max().item(),
-                          "sum_diff": (packed.sum(1) - padded.sum(1)).abs().max().item()}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "check": key + " dpo packed log-probs",
+                    "max_abs_diff": (packed - padded).abs().max().item(),
+                    "max_abs_logp": padded.abs().max().item(),
+                    "sum_diff": (packed.sum(1) - padded.sum(1)).abs().max().item(),
+                }
+            ),
+            flush=True,
+        )
         del ref
         torch.cuda.empty_cache()
 
@@ -187,25 +249,58 @@ def command(way: str, cfg: dict, model_dir: Path, data: Path, out: Path) -> list
     app's padding-free batches off (`extra: {padding_free: false}`), to tell that gain from the others."""
     profile = [str(REPO / "bench/profile_run.py"), "--label", way] if PROFILE else []
     if way == "plain":
-        return [sys.executable, *(profile or [__file__, "plain"]), "--plain" if profile else "--cfg", json.dumps(cfg),
-                "--model-dir", str(model_dir), "--data", str(data), "--out", str(out)]
+        return [
+            sys.executable,
+            *(profile or [__file__, "plain"]),
+            "--plain" if profile else "--cfg",
+            json.dumps(cfg),
+            "--model-dir",
+            str(model_dir),
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+        ]
     extra = []
     if way.endswith("_padded"):
         config = out.parent / "padded.yaml"
         config.write_text("extra:\n  padding_free: false\n")
         extra = ["--config", str(config)]
-    return [sys.executable, *(profile + ["--"] if profile else ["-m", "engine.train"]), *extra,
-            "--stage", cfg["stage"], "--method", cfg["method"],
-            "--model", str(model_dir), "--dataset", str(data), "--seq", str(cfg["seq"]), "--batch", str(cfg["batch"]),
-            "--max-steps", str(STEPS), "--save-steps", "1000000", "--eval-steps", "1000000",
-            "--output-dir", str(out)] + (["--grad-ckpt"] if way.startswith("app_ckpt") else [])
+    return [
+        sys.executable,
+        *(profile + ["--"] if profile else ["-m", "engine.train"]),
+        *extra,
+        "--stage",
+        cfg["stage"],
+        "--method",
+        cfg["method"],
+        "--model",
+        str(model_dir),
+        "--dataset",
+        str(data),
+        "--seq",
+        str(cfg["seq"]),
+        "--batch",
+        str(cfg["batch"]),
+        "--max-steps",
+        str(STEPS),
+        "--save-steps",
+        "1000000",
+        "--eval-steps",
+        "1000000",
+        "--output-dir",
+        str(out),
+    ] + (["--grad-ckpt"] if way.startswith("app_ckpt") else [])
 
 
 def tokens_per_second(metrics: Path) -> tuple[float | None, list[float]]:
     logs = [json.loads(line) for line in metrics.read_text().splitlines()] if metrics.exists() else []
     logs = [r for r in logs if "loss" in r and r.get("num_tokens") is not None]
-    rates = [(b["num_tokens"] - a["num_tokens"]) / (b["time"] - a["time"])
-             for a, b in zip(logs, logs[1:]) if b["step"] > 2 and b["time"] > a["time"]]
+    rates = [
+        (b["num_tokens"] - a["num_tokens"]) / (b["time"] - a["time"])
+        for a, b in zip(logs, logs[1:])
+        if b["step"] > 2 and b["time"] > a["time"]
+    ]
     return (statistics.median(rates) if rates else None), [r["loss"] for r in logs]
 
 
@@ -216,14 +311,18 @@ def model_dir(key: str) -> Path:
     with _model_locks.setdefault(key, threading.Lock()):
         target = MODELS_ROOT / MODELS[key].replace("/", "--")
         if not (target / "config.json").is_file():
-            subprocess.run([sys.executable, str(REPO / "bench/estimate_accuracy.py"), "make-model", MODELS[key],
-                            str(MODELS_ROOT)], check=True, cwd=REPO, env={**os.environ, "CUDA_VISIBLE_DEVICES": "0"})
+            subprocess.run(
+                [sys.executable, str(REPO / "bench/estimate_accuracy.py"), "make-model", MODELS[key], str(MODELS_ROOT)],
+                check=True,
+                cwd=REPO,
+                env={**os.environ, "CUDA_VISIBLE_DEVICES": "0"},
+            )
         return target
 
 
 def last_logged_step(metrics: Path) -> int:
     steps = [0]
-    for line in (metrics.read_text().splitlines()[-3:] if metrics.exists() else []):
+    for line in metrics.read_text().splitlines()[-3:] if metrics.exists() else []:
         try:
             record = json.loads(line)
         except ValueError:  # a line being written
@@ -238,8 +337,15 @@ def finish_after_last_step(cmd: list[str], gpu: int, metrics: Path, kill: bool) 
     save is not part of the speed, takes minutes and ~16 GB of disk for 8B, so the app's process is killed once its
     last step is logged."""
     with open(metrics.parent.parent / "stdout", "w+") as out, open(metrics.parent.parent / "stderr", "w+") as err:
-        proc = subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=err, text=True, start_new_session=True,
-                                env={**os.environ, "CUDA_VISIBLE_DEVICES": str(gpu)})
+        proc = subprocess.Popen(
+            cmd,
+            cwd=REPO,
+            stdout=out,
+            stderr=err,
+            text=True,
+            start_new_session=True,
+            env={**os.environ, "CUDA_VISIBLE_DEVICES": str(gpu)},
+        )
         while proc.poll() is None:
             time.sleep(1)
             if kill and last_logged_step(metrics) >= STEPS:
@@ -265,16 +371,25 @@ def one(way: str, cfg: dict, gpu: int, meta: dict) -> dict:
     proc = finish_after_last_step(cmd, gpu, work / "run" / "metrics.jsonl", kill=way != "plain")
     if PROFILE:
         with (Path(meta["out"]) / "profiles.txt").open("a") as f:  # one file: few files come back from the machine
-            f.write(f"\n=== {name} {way}\n" + proc.stdout[proc.stdout.find('{"profile"'):] + proc.stderr[-800:])
-    record = {**{k: v for k, v in meta.items() if k != "out"}, **cfg, "way": way,
-              "nvml_peak_gib": peak.stop() / 2**30, "wall_s": round(time.time() - t0, 1),
-              "error": None if proc.returncode == 0 else proc.stderr[-800:]}
+            f.write(f"\n=== {name} {way}\n" + proc.stdout[proc.stdout.find('{"profile"') :] + proc.stderr[-800:])
+    record = {
+        **{k: v for k, v in meta.items() if k != "out"},
+        **cfg,
+        "way": way,
+        "nvml_peak_gib": peak.stop() / 2**30,
+        "wall_s": round(time.time() - t0, 1),
+        "error": None if proc.returncode == 0 else proc.stderr[-800:],
+    }
     tps, losses = tokens_per_second(work / "run" / "metrics.jsonl")
     span = attention_span(data, cfg)
     seqs = lengths(data, cfg)
-    record.update(tokens_per_s=tps, losses=losses, attention_span=round(span, 1),
-                  mean_tokens=round(sum(seqs) / len(seqs), 1),
-                  padding_free="batches: padding-free" in proc.stdout)
+    record.update(
+        tokens_per_s=tps,
+        losses=losses,
+        attention_span=round(span, 1),
+        mean_tokens=round(sum(seqs) / len(seqs), 1),
+        padding_free="batches: padding-free" in proc.stdout,
+    )
     if tps:
         flops = tps * model_flops_per_token(cfg, span)
         record.update({f"mfu_{k}": flops / (v * 1e12) for k, v in PEAK_TFLOPS.items()})
@@ -283,13 +398,18 @@ def one(way: str, cfg: dict, gpu: int, meta: dict) -> dict:
 
 def run(args) -> None:
     import pynvml
+
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     pynvml.nvmlInit()
     gpus = list(range(pynvml.nvmlDeviceGetCount()))
     name = pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetHandleByIndex(0))
-    meta = {"date": datetime.date.today().isoformat(), "gpu": name if isinstance(name, str) else name.decode(),
-            "versions": versions(), "out": str(out)}
+    meta = {
+        "date": datetime.date.today().isoformat(),
+        "gpu": name if isinstance(name, str) else name.decode(),
+        "versions": versions(),
+        "out": str(out),
+    }
     global PROFILE
     PROFILE = args.profile
     for key in args.models.split(","):  # before any run, so no measurement shares its GPU with a model being built
@@ -314,9 +434,27 @@ def run(args) -> None:
             record = one(way, cfg, gpu, meta)
             with lock, (out / "throughput.jsonl").open("a") as f:
                 f.write(json.dumps(record) + "\n")
-            print(json.dumps({k: record.get(k) for k in ("way", "model", "stage", "method", "seq", "tokens_per_s",
-                                                         "nvml_peak_gib", "mfu_measured", "wall_s",
-                                                         "padding_free", "error")}), flush=True)
+            print(
+                json.dumps(
+                    {
+                        k: record.get(k)
+                        for k in (
+                            "way",
+                            "model",
+                            "stage",
+                            "method",
+                            "seq",
+                            "tokens_per_s",
+                            "nvml_peak_gib",
+                            "mfu_measured",
+                            "wall_s",
+                            "padding_free",
+                            "error",
+                        )
+                    }
+                ),
+                flush=True,
+            )
 
     threads = [threading.Thread(target=worker, args=(g,)) for g in gpus]
     for t in threads:
@@ -333,9 +471,11 @@ def score(args) -> None:
     by = {}
     for r in rows:
         by.setdefault((r["model"], r["stage"], r["method"], r["seq"], r["mix"]), {})[r["way"]] = r
-    lines = ["| model | stage | method | seq, mix | plain tok/s, GiB | app+ckpt tok/s, GiB | speed-up, equal memory | "
-             "app default tok/s, GiB, speed-up | MFU app+ckpt (989 / 790) | first losses plain / app+ckpt |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| model | stage | method | seq, mix | plain tok/s, GiB | app+ckpt tok/s, GiB | speed-up, equal memory | "
+        "app default tok/s, GiB, speed-up | MFU app+ckpt (989 / 790) | first losses plain / app+ckpt |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     ups, ups_default, lower_memory = [], [], 0
     for key, ways in by.items():
         a, c, b = ways.get("plain"), ways.get("app_ckpt"), ways.get("app")
@@ -351,20 +491,30 @@ def score(args) -> None:
             default = f"{b['tokens_per_s']:,.0f}, {b['nvml_peak_gib']:.1f}, {ups_default[-1]:.2f}x"
         other = " (other machine)" if c.get("machine") != a.get("machine") else ""
         loss = f"{a['losses'][0]:.3f} / {c['losses'][0]:.3f}" if a["losses"] and c["losses"] else "-"
-        lines.append(f"| {key[0]} | {key[1]} | {key[2]} | {key[3]}, {key[4]} | {a['tokens_per_s']:,.0f}, "
-                     f"{a['nvml_peak_gib']:.1f} | {c['tokens_per_s']:,.0f}, {c['nvml_peak_gib']:.1f} | "
-                     f"{ups[-1]:.2f}x{other} | {default} | {c.get('mfu_datasheet', 0):.1%} / "
-                     f"{c.get('mfu_measured', 0):.1%} | {loss} |")
+        lines.append(
+            f"| {key[0]} | {key[1]} | {key[2]} | {key[3]}, {key[4]} | {a['tokens_per_s']:,.0f}, "
+            f"{a['nvml_peak_gib']:.1f} | {c['tokens_per_s']:,.0f}, {c['nvml_peak_gib']:.1f} | "
+            f"{ups[-1]:.2f}x{other} | {default} | {c.get('mfu_datasheet', 0):.1%} / "
+            f"{c.get('mfu_measured', 0):.1%} | {loss} |"
+        )
     meta = rows[-1] if rows else {}
-    head = [f"# Throughput: engine.train vs a plain TRL script ({meta.get('date')}, {meta.get('gpu')}, "
-            f"{json.dumps(meta.get('versions'))})", "",
-            f"At equal or lower peak memory (both with gradient checkpointing): median {statistics.median(ups):.2f}x, "
-            f"lowest {min(ups):.2f}x over {len(ups)} configurations; the app's NVML peak was within 0.05 GiB of "
-            f"plain TRL's or lower in {lower_memory} of them." if ups else "No complete pair.",
-            "The app's defaults (checkpointing only when needed: more memory): "
-            f"{', '.join(f'{u:.2f}x' for u in ups_default)} where measured." if ups_default else "",
-            "Each pair ran at the same time on the two GPUs of one machine (field `machine`); steps of models under 1B "
-            "are bound by the host CPU queueing kernels, and the same run varies by up to ~25 % between machines.", ""]
+    head = [
+        f"# Throughput: engine.train vs a plain TRL script ({meta.get('date')}, {meta.get('gpu')}, "
+        f"{json.dumps(meta.get('versions'))})",
+        "",
+        f"At equal or lower peak memory (both with gradient checkpointing): median {statistics.median(ups):.2f}x, "
+        f"lowest {min(ups):.2f}x over {len(ups)} configurations; the app's NVML peak was within 0.05 GiB of "
+        f"plain TRL's or lower in {lower_memory} of them."
+        if ups
+        else "No complete pair.",
+        "The app's defaults (checkpointing only when needed: more memory): "
+        f"{', '.join(f'{u:.2f}x' for u in ups_default)} where measured."
+        if ups_default
+        else "",
+        "Each pair ran at the same time on the two GPUs of one machine (field `machine`); steps of models under 1B "
+        "are bound by the host CPU queueing kernels, and the same run varies by up to ~25 % between machines.",
+        "",
+    ]
     text = "\n".join(head + lines) + "\n"
     print(text)
     if args.write:

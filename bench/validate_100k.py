@@ -7,6 +7,7 @@ Rows are the bundled sets repeated with a row number appended, so there are no d
 realistic (~15-25 MB). Prints the in-process time of check() and the CLI's wall time (start-up included). The
 CPU time is the figure to compare across machines; wall time depends on what else is running.
 """
+
 import argparse
 import json
 import subprocess
@@ -43,12 +44,19 @@ def main() -> None:
         report = check(path, args.stage)
         in_process_s, cpu_s = time.perf_counter() - start, time.process_time() - cpu
         start = time.perf_counter()
-        cli = subprocess.run([sys.executable, "-m", "engine.data", "check", str(path), "--stage", args.stage, "--json"],
-                             capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent)
+        cli = subprocess.run(
+            [sys.executable, "-m", "engine.data", "check", str(path), "--stage", args.stage, "--json"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).resolve().parent.parent,
+        )
         cli_s = time.perf_counter() - start
     assert report.ok and report.rows == args.rows, report.summary()
-    print(f"{args.rows:,} rows, {size_mb:.1f} MB, stage {args.stage}: check() {in_process_s:.2f} s wall / {cpu_s:.2f} s CPU, "
-          f"CLI {cli_s:.2f} s (exit {cli.returncode}), {args.rows / in_process_s:,.0f} rows/s")
+    print(
+        f"{args.rows:,} rows, {size_mb:.1f} MB, stage {args.stage}: "
+        f"check() {in_process_s:.2f} s wall / {cpu_s:.2f} s CPU, "
+        f"CLI {cli_s:.2f} s (exit {cli.returncode}), {args.rows / in_process_s:,.0f} rows/s"
+    )
 
 
 if __name__ == "__main__":

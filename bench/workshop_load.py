@@ -13,6 +13,7 @@ What it does, against a real workshop server (`python -m engine.serve --workshop
    first run started before anyone's second).
 Writes one JSON line to bench/results/workshop_load.jsonl.
 """
+
 import argparse
 import json
 import multiprocessing
@@ -36,20 +37,31 @@ def student(args):
     index, model, runs_each, barrier = args
     from engine import runs, users
     from engine.spec import RunSpec
+
     barrier.wait()
     started = time.time()
     user, _, _ = users.login(f"student{index:02d}", f"password-{index:02d}")
-    ids = [runs.submit(RunSpec(model_name_or_path=model, max_steps=3, per_device_train_batch_size=2,
-                               eval_steps=1000, save_steps=1000), user) for _ in range(runs_each)]
+    ids = [
+        runs.submit(
+            RunSpec(
+                model_name_or_path=model, max_steps=3, per_device_train_batch_size=2, eval_steps=1000, save_steps=1000
+            ),
+            user,
+        )
+        for _ in range(runs_each)
+    ]
     return index, ids, time.time() - started
 
 
 def page_loads(url: str, names: list[str], rounds: int) -> dict[str, list[float]]:
     from playwright.sync_api import sync_playwright
+
     times = {"reload": [], "runs_page": []}
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium",
-                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        browser = p.chromium.launch(
+            executable_path="/usr/bin/chromium",
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
         tabs = []
         for name in names:
             tab = browser.new_context(viewport={"width": 1300, "height": 900}).new_page()
@@ -84,20 +96,33 @@ def main():
     home = Path(tempfile.mkdtemp(prefix="workshop-load-"))
     os.environ.update(TUNEWISE_HOME=str(home), TUNEWISE_SLOTS="1", HF_HUB_OFFLINE="1", TUNEWISE_MODE="workshop")
     from queue_load import make_tiny_model
+
     from engine import runs, users
     from engine.runs import queue
+
     model = home / "shared" / "models" / "tiny"
     users.setup("teach", "teach-password")
     queue.set_quota(None, max_waiting=a.runs_each)
     for i in range(a.students):
-        subprocess.run([sys.executable, "-m", "engine.users", "add", f"student{i:02d}", "--password-stdin"],
-                       input=f"password-{i:02d}\n", text=True, check=True, capture_output=True, cwd=REPO)
+        subprocess.run(
+            [sys.executable, "-m", "engine.users", "add", f"student{i:02d}", "--password-stdin"],
+            input=f"password-{i:02d}\n",
+            text=True,
+            check=True,
+            capture_output=True,
+            cwd=REPO,
+        )
     make_tiny_model(model)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "engine.serve", "--workshop", "--port", str(port)], cwd=REPO,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "engine.serve", "--workshop", "--port", str(port)],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     for _ in range(120):
         try:
@@ -111,8 +136,10 @@ def main():
         done = pool.map(student, [(i, str(model), a.runs_each, barrier) for i in range(a.students)])
     submitted_s = time.time() - t0
     teach = users.find("teach")
+
     def training():
         return sum(r["state"] == "running" for r in runs.list_runs(teach))
+
     training_before = training()
     by_kind = page_loads(url, [f"student{i:02d}" for i in range(a.browsers)], a.rounds)
     loads = by_kind["reload"] + by_kind["runs_page"]
@@ -134,18 +161,26 @@ def main():
     seconds = sorted(r["started_at"] for r in listed if r["started_at"] != first_starts[r["owner"]])
     loads.sort()
     result = {
-        "date": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{platform.machine()}, {os.cpu_count()} cores, no GPU",
-        "students": a.students, "runs_each": a.runs_each, "slots": 1,
-        "submitted": sum(len(ids) for _, ids, _ in done), "registered": len(listed),
-        "completed": sum(r["state"] == "completed" for r in listed), "lost": a.students * a.runs_each - len(listed),
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, no GPU",
+        "students": a.students,
+        "runs_each": a.runs_each,
+        "slots": 1,
+        "submitted": sum(len(ids) for _, ids, _ in done),
+        "registered": len(listed),
+        "completed": sum(r["state"] == "completed" for r in listed),
+        "lost": a.students * a.runs_each - len(listed),
         "all_submitted_within_s": round(submitted_s, 1),
         "slowest_login_and_submit_s": round(max(t for *_, t in done), 2),
         "fair_order": not second_before_first and (not seconds or last_first <= seconds[0]),
-        "page_loads": len(loads), "page_load_p50_s": round(statistics.median(loads), 2),
-        "page_load_p95_s": round(loads[int(0.95 * (len(loads) - 1))], 2), "page_load_max_s": round(loads[-1], 2),
+        "page_loads": len(loads),
+        "page_load_p50_s": round(statistics.median(loads), 2),
+        "page_load_p95_s": round(loads[int(0.95 * (len(loads) - 1))], 2),
+        "page_load_max_s": round(loads[-1], 2),
         **{f"{kind}_p95_s": round(sorted(t)[int(0.95 * (len(t) - 1))], 2) for kind, t in by_kind.items()},
         "browser_contexts_on_the_same_machine": a.browsers,
-        "runs_training_when_loads_began": training_before, "runs_training_when_loads_ended": training_after,
+        "runs_training_when_loads_began": training_before,
+        "runs_training_when_loads_ended": training_after,
         "runs_waiting_when_loads_ended": waiting_after,
     }
     print(json.dumps(result, indent=1))

@@ -10,6 +10,7 @@ symlinks followed, inside one of:
 Anything else (`..` out of an area, an absolute path elsewhere, a symlink pointing out) is refused with a sentence.
 A model may also be "embedded" or a Hub id from the app's catalog; it is not a path then.
 """
+
 from __future__ import annotations
 
 import os
@@ -33,6 +34,7 @@ def roots(actor: User, writable: bool = False) -> list[Path]:
     if writable:
         return own
     from engine.runs.registry import setting
+
     published = [Path(p).expanduser().resolve() for p in setting("published", [])]
     return own + [paths.shared_dir(), paths.ASSETS / "datasets", paths.cache()] + published
 
@@ -55,12 +57,13 @@ def confine(typed: str | Path, actor: User, what: str = "path", writable: bool =
     # The class's shared folders are the instructor's to fill (students cannot write there), so a link the
     # instructor put there to publish a model kept elsewhere counts as published; `..` still cannot climb out.
     lexical = Path(os.path.normpath(raw))
-    if not writable and any(lexical.is_relative_to(root) for root in allowed[len(roots(actor, True)):]):
+    if not writable and any(lexical.is_relative_to(root) for root in allowed[len(roots(actor, True)) :]):
         return lexical  # the published name, so that checking it again (at submit) gives the same answer
-    where = ("your own folder" if writable else
-             "your own folder, the app's bundled sets or the class's shared folders")
-    raise AccessError(f"The {what} '{text}' is outside {where}, so it cannot be used here. Upload the file on the "
-                      f"Data page, or ask the instructor to put it in the class's shared folder ({paths.shared_dir()}).")
+    where = "your own folder" if writable else "your own folder, the app's bundled sets or the class's shared folders"
+    raise AccessError(
+        f"The {what} '{text}' is outside {where}, so it cannot be used here. Upload the file on the "
+        f"Data page, or ask the instructor to put it in the class's shared folder ({paths.shared_dir()})."
+    )
 
 
 def check_model(model: str, actor: User, what: str = "model") -> str:
@@ -69,6 +72,7 @@ def check_model(model: str, actor: User, what: str = "model") -> str:
     if actor.role == "owner" or not model or model == "embedded":
         return model
     from engine import catalog
+
     if model in catalog.names() and ".." not in model:
         return model
     return str(confine(model, actor, what))
@@ -76,10 +80,26 @@ def check_model(model: str, actor: User, what: str = "model") -> str:
 
 # TRL settings a workshop student may pass in `extra:` (the rest - output_dir, max_steps, hub uploads, deepspeed
 # or template paths, save limits - would get round the checks below or the instructor's quotas).
-STUDENT_EXTRA = {"reward_model", "reward_checks", "padding_free", "beta", "loss_type", "label_smoothing",
-                 "num_generations", "max_completion_length", "max_prompt_length", "temperature", "completion_only_loss",
-                 "assistant_only_loss", "packing", "center_rewards_coefficient", "weight_decay", "warmup_ratio",
-                 "max_grad_norm", "neftune_noise_alpha"}
+STUDENT_EXTRA = {
+    "reward_model",
+    "reward_checks",
+    "padding_free",
+    "beta",
+    "loss_type",
+    "label_smoothing",
+    "num_generations",
+    "max_completion_length",
+    "max_prompt_length",
+    "temperature",
+    "completion_only_loss",
+    "assistant_only_loss",
+    "packing",
+    "center_rewards_coefficient",
+    "weight_decay",
+    "warmup_ratio",
+    "max_grad_norm",
+    "neftune_noise_alpha",
+}
 
 
 def check_spec(spec: RunSpec, actor: User) -> None:
@@ -89,9 +109,11 @@ def check_spec(spec: RunSpec, actor: User) -> None:
         return
     refused = sorted(set(spec.extra) - STUDENT_EXTRA)
     if refused:
-        raise AccessError(f"The setting(s) {', '.join(refused)} under `extra:` are not allowed in a workshop (they "
-                          f"could write elsewhere or get round the class's limits). Allowed there: "
-                          f"{', '.join(sorted(STUDENT_EXTRA))}.")
+        raise AccessError(
+            f"The setting(s) {', '.join(refused)} under `extra:` are not allowed in a workshop (they "
+            f"could write elsewhere or get round the class's limits). Allowed there: "
+            f"{', '.join(sorted(STUDENT_EXTRA))}."
+        )
     if spec.dataset_name:
         spec.dataset_name = str(confine(spec.dataset_name, actor, "dataset file"))
     spec.model_name_or_path = check_model(spec.model_name_or_path, actor) or "embedded"
@@ -105,14 +127,16 @@ def check_spec(spec: RunSpec, actor: User) -> None:
         out = confine(spec.output_dir, actor, "output directory", writable=True)
         runs_dir = paths.user_area(actor.name) / "runs"
         if not (out.is_relative_to(runs_dir) and out != runs_dir):  # Remove deletes it: never a whole area
-            raise AccessError(f"The output directory must be a new folder inside {runs_dir}; leave it empty and "
-                              "the app makes one.")
+            raise AccessError(
+                f"The output directory must be a new folder inside {runs_dir}; leave it empty and the app makes one."
+            )
         spec.output_dir = str(out)
 
 
 def check_checks(source: str, actor: User) -> str:
     """A check file (engine/checks.py): a preset by name, or a file inside the actor's area."""
     from engine.checks import PRESETS
+
     if source in PRESETS or actor.role == "owner":
         return source
     return str(confine(source, actor, "check file"))
@@ -124,6 +148,7 @@ def check_run_dir(run_dir: str | Path, actor: User) -> Path:
     if actor.sees_all:
         return path
     from engine.runs.registry import connect
+
     row = connect().execute("SELECT owner FROM runs WHERE run_dir=?", (str(path),)).fetchone()
     if row is not None and row["owner"] != actor.name:
         raise AccessError(f"The run directory '{run_dir}' is not one of your runs.")

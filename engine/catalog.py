@@ -7,6 +7,7 @@ written as "--". The values were written from the models' published config.json 
 estimator and `AutoConfig.for_model` need are kept. Lookup accepts a Hub id ("Qwen/Qwen2.5-0.5B"), its last part
 ("Qwen2.5-0.5B"), "embedded" (the SmolLM2-135M-Instruct shipped with the app), or a local model directory.
 """
+
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +21,8 @@ EMBEDDED_ID = f"HuggingFaceTB/{EMBEDDED_NAME}"
 
 @dataclass(frozen=True)
 class CatalogModel:
-    name: str      # Hub id, e.g. "Qwen/Qwen2.5-0.5B"
-    config: dict   # the config.json contents
+    name: str  # Hub id, e.g. "Qwen/Qwen2.5-0.5B"
+    config: dict  # the config.json contents
 
 
 def names() -> list[str]:
@@ -55,8 +56,10 @@ def load_config(model: str) -> dict:
             return json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ModelError(f"{path} is not valid JSON ({e}).") from None
-    raise ModelError(f"'{model}' is neither a model directory nor in the offline catalog. Give the path of a "
-                     f"directory holding config.json, or one of: {', '.join(names())}.")
+    raise ModelError(
+        f"'{model}' is neither a model directory nor in the offline catalog. Give the path of a "
+        f"directory holding config.json, or one of: {', '.join(names())}."
+    )
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ A check passes or fails; an answer's reward is the weighted share of checks it p
 the row's expected answer (`expected`, `completion`, or the last assistant message). Presets are check files that
 ship with the app: `task_api` (the lesson's Task API assistant). No torch here.
 """
+
 import json
 import re
 import sys
@@ -63,8 +64,13 @@ class Check:
         kind, arg = self.kind, self.arg
         if kind in ("regex", "max_chars", "min_chars"):
             text = str(answer).strip()
-            return (re.search(arg, text) is not None if kind == "regex" else
-                    len(text) <= arg if kind == "max_chars" else len(text) >= arg)
+            return (
+                re.search(arg, text) is not None
+                if kind == "regex"
+                else len(text) <= arg
+                if kind == "max_chars"
+                else len(text) >= arg
+            )
         if kind == "equal" and not arg:
             return str(answer).strip() == str(reference).strip()
         got = parse_object(answer)
@@ -78,6 +84,7 @@ class Check:
             return set(arg) <= set(got)
         if kind == "schema":
             import jsonschema
+
             return jsonschema.Draft202012Validator(arg).is_valid(got)
         want = parse_object(reference) or {}
         return arg in got and arg in want and got[arg] == want[arg]
@@ -87,13 +94,14 @@ def _check(entry, where: str) -> Check:
     if isinstance(entry, str):
         entry = {entry: None}
     if not isinstance(entry, dict):
-        raise CheckError(f"{where}: a check is a name (valid_json) or a name with its argument (keys: [a, b]), "
-                         f"not {entry!r}. {HINT}")
+        raise CheckError(
+            f"{where}: a check is a name (valid_json) or a name with its argument (keys: [a, b]), not {entry!r}. {HINT}"
+        )
     entry = dict(entry)
     name, weight = entry.pop("name", None), entry.pop("weight", 1.0)
     if len(entry) != 1:
         raise CheckError(f"{where}: one check per entry, found {', '.join(map(str, entry)) or 'none'}. {HINT}")
-    (kind, arg), = entry.items()
+    ((kind, arg),) = entry.items()
     if kind not in KINDS:
         raise CheckError(f"{where}: unknown check {kind!r}. {HINT}")
     want, label, example = KINDS[kind]
@@ -110,6 +118,7 @@ def _check(entry, where: str) -> Check:
             raise CheckError(f"{where}: the regular expression {arg!r} does not compile ({e}).") from None
     if kind == "schema":
         import jsonschema
+
         try:
             jsonschema.Draft202012Validator.check_schema(arg)
         except jsonschema.SchemaError as e:
@@ -132,8 +141,7 @@ class CheckSet:
             try:
                 out[c.name] = bool(c.passes(answer, reference))
             except Exception as e:  # noqa: BLE001  a broken answer must not end an evaluation or an RL run
-                print(f"check {c.name!r} raised {type(e).__name__}: {e}; the answer scores 0 on it",
-                      file=sys.stderr)
+                print(f"check {c.name!r} raised {type(e).__name__}: {e}; the answer scores 0 on it", file=sys.stderr)
                 out[c.name] = False
         return out
 
@@ -186,20 +194,24 @@ def load(source: str | Path) -> CheckSet:
     key = str(source).strip()
     path = PRESETS.get(key, Path(key).expanduser())
     if not path.is_file():
-        raise CheckError(f"The check file {key} does not exist. Give a YAML file of checks, or a preset: "
-                         f"{', '.join(PRESETS)}.")
+        raise CheckError(
+            f"The check file {key} does not exist. Give a YAML file of checks, or a preset: {', '.join(PRESETS)}."
+        )
     try:
         values = yaml.safe_load(path.read_text())
     except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise CheckError(f"The check file {key} is not valid YAML ({str(e).splitlines()[0]}). {HINT}") from None
     entries = values.get("checks") if isinstance(values, dict) else values
     if not isinstance(entries, list) or not entries:
-        raise CheckError(f"The check file {key} has no list of checks: write `checks:` followed by `- valid_json` "
-                         f"and the like, one per line. {HINT}")
+        raise CheckError(
+            f"The check file {key} has no list of checks: write `checks:` followed by `- valid_json` "
+            f"and the like, one per line. {HINT}"
+        )
     checks = tuple(_check(e, f"{key}, check {i + 1}") for i, e in enumerate(entries))
     names = [c.name for c in checks]
     if len(set(names)) != len(names):
         twice = sorted({n for n in names if names.count(n) > 1})
-        raise CheckError(f"The check file {key} names two checks the same ({', '.join(twice)}); give one of them "
-                         "its own `name:`.")
+        raise CheckError(
+            f"The check file {key} names two checks the same ({', '.join(twice)}); give one of them its own `name:`."
+        )
     return CheckSet(checks, key)

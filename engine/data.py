@@ -10,6 +10,7 @@ What each stage gets (TRL's standard layouts, conversational where there is a ch
     dpo, rm  {"prompt": [msgs], "chosen": [assistant msg], "rejected": [assistant msg]}
     rl   {"prompt": [user msg], ...extra columns kept, TRL hands them to reward functions}
 """
+
 import argparse
 import json
 import sys
@@ -23,8 +24,13 @@ from engine.datalayouts import LAYOUTS, STAGES, convert_row, detect_layout, guid
 __all__ = ["DataError", "bundled", "load_for_stage", "check", "as_dataset", "CheckReport", "guidance", "LAYOUTS"]
 
 DATASETS = paths.ASSETS / "datasets"
-BUNDLED = {"pt": "pretrain_text", "sft": "task_api", "dpo": "task_preferences", "rm": "task_preferences",
-           "rl": "task_prompts"}
+BUNDLED = {
+    "pt": "pretrain_text",
+    "sft": "task_api",
+    "dpo": "task_preferences",
+    "rm": "task_preferences",
+    "rl": "task_prompts",
+}
 BUNDLED_ABOUT = {
     "pt": "600 paragraphs about task management and planning (raw text), written for Tunewise.",
     "sft": "2,400 Task API requests answered with exact JSON ({title, priority, status}), the lesson's example.",
@@ -52,9 +58,12 @@ def save_upload(name: str, data: bytes, owner: str = "") -> Path:
     import re
 
     from engine.datafile import max_upload_mb
+
     if len(data) > max_upload_mb() * 2**20:
-        raise DataError(f"{Path(name).name} is {len(data) / 2**20:,.1f} MB, over this server's upload limit of "
-                        f"{max_upload_mb():,.0f} MB. Upload a smaller file (a sample of the rows is enough to check).")
+        raise DataError(
+            f"{Path(name).name} is {len(data) / 2**20:,.1f} MB, over this server's upload limit of "
+            f"{max_upload_mb():,.0f} MB. Upload a smaller file (a sample of the rows is enough to check)."
+        )
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(name.replace("\\", "/")).name).strip("._")[-120:] or "upload.jsonl"
     folder = (paths.user_area(owner) if owner else paths.home()) / "uploads"
     target = folder / f"{hashlib.sha256(data).hexdigest()[:10]}_{safe}"
@@ -69,10 +78,10 @@ class CheckReport:
     path: str
     stage: str
     ok: bool = False
-    format: str = ""              # the layout recognised, e.g. "input/output (seed)"
-    file_format: str = ""         # JSONL | JSON | CSV | Parquet | text
-    rows: int = 0                 # usable rows
-    errors: list = field(default_factory=list)    # first MAX_REPORTED of {"line": N | None, "message": str}
+    format: str = ""  # the layout recognised, e.g. "input/output (seed)"
+    file_format: str = ""  # JSONL | JSON | CSV | Parquet | text
+    rows: int = 0  # usable rows
+    errors: list = field(default_factory=list)  # first MAX_REPORTED of {"line": N | None, "message": str}
     warnings: list = field(default_factory=list)
     error_count: int = 0
     warning_count: int = 0
@@ -115,8 +124,11 @@ def _validate(path, stage: str) -> tuple[CheckReport, list[dict]]:
     for line, message in data.line_errors:
         report.error(line, message)
     if data.file_format == "text" and stage != "pt":
-        report.error(None, f"a plain-text file is raw text, which only continued pretraining (pt) uses. For {stage} "
-                           "give JSONL, JSON, CSV or Parquet with the fields listed below.")
+        report.error(
+            None,
+            f"a plain-text file is raw text, which only continued pretraining (pt) uses. For {stage} "
+            "give JSONL, JSON, CSV or Parquet with the fields listed below.",
+        )
         return report, rows
     records = data.records
     layout, hint = detect_layout(stage, [r for _, r in records[:1000]])
@@ -129,8 +141,10 @@ def _validate(path, stage: str) -> tuple[CheckReport, list[dict]]:
         where = line if line else None
         prefix = "" if line else f"row {index}: "
         if not isinstance(record, dict):
-            report.error(where, f"{prefix}expected an object with fields ({', '.join(layout.fields)}), "
-                                f"found {type(record).__name__}.")
+            report.error(
+                where,
+                f"{prefix}expected an object with fields ({', '.join(layout.fields)}), found {type(record).__name__}.",
+            )
             continue
         problems, row = convert_row(layout, record, stage)
         for message in problems:
@@ -140,8 +154,11 @@ def _validate(path, stage: str) -> tuple[CheckReport, list[dict]]:
         ignored.update(set(record) - set(layout.fields) - set(row))
         key = repr(row)  # rows are built by convert_row with a fixed key order; repr is ~4x faster than json.dumps
         if key in seen:
-            report.warn(where, f"{prefix}repeats line {seen[key]} exactly. Duplicates weigh an example twice; "
-                               "delete one unless that is what you want.")
+            report.warn(
+                where,
+                f"{prefix}repeats line {seen[key]} exactly. Duplicates weigh an example twice; "
+                "delete one unless that is what you want.",
+            )
         else:
             seen[key] = line or f"row {index}"
         rows.append(row)
@@ -168,21 +185,25 @@ def load_for_stage(path, stage: str) -> list[dict]:
     """Rows in the stage's standard TRL layout (see the module docstring). Raises DataError if unusable."""
     report, rows = _validate(path, stage)
     if not report.ok:
-        raise DataError(report.summary() + " See all problems with: "
-                        f"python -m engine.data check {path} --stage {stage}")
+        raise DataError(
+            report.summary() + f" See all problems with: python -m engine.data check {path} --stage {stage}"
+        )
     return rows
 
 
 def as_dataset(path, stage: str):
     """The same rows as a `datasets.Dataset` (imports `datasets`: trainer processes only)."""
     from datasets import Dataset
+
     return Dataset.from_list(load_for_stage(path, stage))
 
 
 def _print_report(report: CheckReport) -> None:
     print(report.summary())
-    for kind, items, count in (("error", report.errors, report.error_count),
-                               ("warning", report.warnings, report.warning_count)):
+    for kind, items, count in (
+        ("error", report.errors, report.error_count),
+        ("warning", report.warnings, report.warning_count),
+    ):
         for item in items:
             print(f"  {kind}: " + (f"line {item['line']}: " if item["line"] else "") + item["message"])
         if count > len(items):
@@ -204,6 +225,7 @@ def main(argv=None) -> int:
         p.add_argument("--as", dest="acting", metavar="NAME", help="act as this workshop account (its paths only)")
     args = parser.parse_args(argv)
     from engine import access, users
+
     try:
         actor = users.acting(args.acting)
         args.file = access.confine(args.file, actor, "data file")
@@ -218,14 +240,17 @@ def main(argv=None) -> int:
     try:
         if args.command == "stats":
             from engine.datastats import token_stats
+
             result = token_stats(args.file, args.stage, args.max_length, args.examples, args.model)
             print(json.dumps(result) if args.json else json.dumps(result, indent=1)[:4000])
             return 0 if result.get("ok") else 1
         report = check(args.file, args.stage)
     except Exception as e:  # noqa: BLE001 - the promise is: a sentence, never a traceback
         _log_traceback()
-        print(f"error: unexpected problem with {args.file}: {e}. Details are in {paths.home() / 'logs' / 'data.log'}.",
-              file=sys.stderr)
+        print(
+            f"error: unexpected problem with {args.file}: {e}. Details are in {paths.home() / 'logs' / 'data.log'}.",
+            file=sys.stderr,
+        )
         return 1
     print(json.dumps(report.to_dict(), ensure_ascii=False) if args.json else "", end="\n" if args.json else "")
     if not args.json:
@@ -235,6 +260,7 @@ def main(argv=None) -> int:
 
 def _log_traceback() -> None:
     import traceback
+
     try:
         log = paths.home() / "logs" / "data.log"
         log.parent.mkdir(parents=True, exist_ok=True)

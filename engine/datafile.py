@@ -5,6 +5,7 @@ Our own readers rather than `datasets.load_dataset`, because a person needs "lin
 JSON loader reports neither lines nor which row broke; it is also ~3 s to import in the UI process. Training still
 goes through `datasets` (engine.data.as_dataset).
 """
+
 import codecs
 import csv
 import io
@@ -16,8 +17,17 @@ from pathlib import Path
 # Streamlit's own server.maxUploadSize defaults to 200 MB; we use the same number for files given by path, so the
 # page and the CLI agree. Raise both together: TUNEWISE_MAX_UPLOAD_MB and `streamlit run --server.maxUploadSize`.
 DEFAULT_MAX_UPLOAD_MB = 200
-EXTENSIONS = {".jsonl": "JSONL", ".ndjson": "JSONL", ".json": "JSON", ".csv": "CSV", ".tsv": "CSV",
-              ".parquet": "Parquet", ".pq": "Parquet", ".txt": "text", ".md": "text"}
+EXTENSIONS = {
+    ".jsonl": "JSONL",
+    ".ndjson": "JSONL",
+    ".json": "JSON",
+    ".csv": "CSV",
+    ".tsv": "CSV",
+    ".parquet": "Parquet",
+    ".pq": "Parquet",
+    ".txt": "text",
+    ".md": "text",
+}
 
 
 class DataError(ValueError):
@@ -30,10 +40,10 @@ class DataError(ValueError):
 
 @dataclass
 class FileRecords:
-    file_format: str                                         # JSONL | JSON | CSV | Parquet | text
-    records: list = field(default_factory=list)              # (line or None, parsed value)
-    line_errors: list = field(default_factory=list)          # (line, message): lines that could not be parsed
-    notes: list = field(default_factory=list)                # (line, message): worth a warning, not an error
+    file_format: str  # JSONL | JSON | CSV | Parquet | text
+    records: list = field(default_factory=list)  # (line or None, parsed value)
+    line_errors: list = field(default_factory=list)  # (line, message): lines that could not be parsed
+    notes: list = field(default_factory=list)  # (line, message): worth a warning, not an error
 
 
 def max_upload_mb() -> float:
@@ -50,8 +60,10 @@ def read_records(path: Path) -> FileRecords:
         raise DataError(f"{path} does not exist or is not a file. Check the path, or upload the file instead.")
     size_mb = path.stat().st_size / 1e6
     if size_mb > max_upload_mb():
-        raise DataError(f"{path.name} is {size_mb:,.0f} MB, larger than the {max_upload_mb():,.0f} MB limit. "
-                        "Use a smaller file, or raise the limit with TUNEWISE_MAX_UPLOAD_MB.")
+        raise DataError(
+            f"{path.name} is {size_mb:,.0f} MB, larger than the {max_upload_mb():,.0f} MB limit. "
+            "Use a smaller file, or raise the limit with TUNEWISE_MAX_UPLOAD_MB."
+        )
     if path.stat().st_size == 0:
         raise DataError(f"{path.name} is empty (0 bytes). Choose the file that holds your examples.")
     kind = EXTENSIONS.get(path.suffix.lower())
@@ -64,8 +76,10 @@ def read_records(path: Path) -> FileRecords:
         first = text.lstrip()[0]
         kind = "JSON" if first == "[" else "JSONL" if first == "{" else None
         if kind is None:
-            raise DataError(f"{path.name}: unknown file type '{path.suffix or '(no extension)'}'. "
-                            "Use .jsonl, .json, .csv or .parquet (or .txt for continued pretraining).")
+            raise DataError(
+                f"{path.name}: unknown file type '{path.suffix or '(no extension)'}'. "
+                "Use .jsonl, .json, .csv or .parquet (or .txt for continued pretraining)."
+            )
     if kind == "CSV":
         return _read_csv(text, "\t" if path.suffix.lower() == ".tsv" else None)
     if kind == "text":
@@ -90,16 +104,21 @@ def _starts_with(path: Path, magic: bytes) -> bool:
 def _decode(path: Path) -> str:
     data = path.read_bytes()
     if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        raise DataError(f"{path.name} is saved as UTF-16. Save it again as UTF-8 (in Excel: 'CSV UTF-8'; in an "
-                        "editor: 'Save with encoding' > UTF-8).", line=1)
+        raise DataError(
+            f"{path.name} is saved as UTF-16. Save it again as UTF-8 (in Excel: 'CSV UTF-8'; in an "
+            "editor: 'Save with encoding' > UTF-8).",
+            line=1,
+        )
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        line = data[:e.start].count(b"\n") + 1
-        raise DataError(f"{path.name} is not UTF-8 text: line {line} has the byte 0x{data[e.start]:02x}, which "
-                        "UTF-8 does not allow (the file is probably Latin-1 or Windows-1252). Save it again as "
-                        "UTF-8 (in Excel: 'CSV UTF-8'; in an editor: 'Save with encoding' > UTF-8).",
-                        line=line) from None
+        line = data[: e.start].count(b"\n") + 1
+        raise DataError(
+            f"{path.name} is not UTF-8 text: line {line} has the byte 0x{data[e.start]:02x}, which "
+            "UTF-8 does not allow (the file is probably Latin-1 or Windows-1252). Save it again as "
+            "UTF-8 (in Excel: 'CSV UTF-8'; in an editor: 'Save with encoding' > UTF-8).",
+            line=line,
+        ) from None
 
 
 def _read_jsonl(text: str) -> FileRecords:
@@ -110,9 +129,12 @@ def _read_jsonl(text: str) -> FileRecords:
         try:
             out.records.append((number, json.loads(line)))
         except json.JSONDecodeError as e:
-            hint = (" A JSONL file holds one complete JSON object per line; this looks like pretty-printed JSON, "
-                    "so save it as .json (a list of objects) or one object per line." if line.strip() in "{[" else
-                    " Each line must be one complete JSON object, e.g. {\"prompt\": \"...\", \"completion\": \"...\"}.")
+            hint = (
+                " A JSONL file holds one complete JSON object per line; this looks like pretty-printed JSON, "
+                "so save it as .json (a list of objects) or one object per line."
+                if line.strip() in "{["
+                else ' Each line must be one complete JSON object, e.g. {"prompt": "...", "completion": "..."}.'
+            )
             out.line_errors.append((number, f"not valid JSON ({e.msg} at column {e.colno}).{hint}"))
     return out
 
@@ -121,7 +143,7 @@ def _read_json_array(text: str) -> FileRecords:
     """A JSON list of objects, read element by element so each record keeps the line it starts on."""
     decoder, out = json.JSONDecoder(), FileRecords("JSON")
     start = len(text) - len(text.lstrip())
-    if text[start:start + 1] == "{":  # one object: maybe {"data": [...]}, as some exports write
+    if text[start : start + 1] == "{":  # one object: maybe {"data": [...]}, as some exports write
         try:
             whole = json.loads(text)
         except json.JSONDecodeError as e:
@@ -131,16 +153,22 @@ def _read_json_array(text: str) -> FileRecords:
             out.records = [(None, r) for r in whole[lists[0]]]
             out.notes.append((None, f"Read the examples from the file's '{lists[0]}' list."))
             return out
-        raise DataError("the file holds a single JSON object; it should hold a list of examples "
-                        "([{...}, {...}]) or one object per line (JSONL).", line=1)
+        raise DataError(
+            "the file holds a single JSON object; it should hold a list of examples "
+            "([{...}, {...}]) or one object per line (JSONL).",
+            line=1,
+        )
     pos, line = start + 1, 1 + text.count("\n", 0, start)
     last = start
     while True:
         while pos < len(text) and text[pos] in " \t\r\n,":
             pos += 1
         if pos >= len(text):
-            raise DataError("the JSON list is not closed: the file ends before its final ']'. The file may be "
-                            "cut short; export it again.", line=text.count("\n") + 1)
+            raise DataError(
+                "the JSON list is not closed: the file ends before its final ']'. The file may be "
+                "cut short; export it again.",
+                line=text.count("\n") + 1,
+            )
         if text[pos] == "]":
             break
         line += text.count("\n", last, pos)
@@ -148,10 +176,13 @@ def _read_json_array(text: str) -> FileRecords:
         try:
             value, pos = decoder.raw_decode(text, pos)
         except json.JSONDecodeError as e:
-            raise DataError(f"not valid JSON ({e.msg}, line {e.lineno} column {e.colno}). Fix that line; a "
-                            "common cause is a missing comma or quote.", line=e.lineno) from None
+            raise DataError(
+                f"not valid JSON ({e.msg}, line {e.lineno} column {e.colno}). Fix that line; a "
+                "common cause is a missing comma or quote.",
+                line=e.lineno,
+            ) from None
         out.records.append((line, value))
-    if text[pos + 1:].strip():
+    if text[pos + 1 :].strip():
         raise DataError("there is text after the closing ']' of the JSON list.", line=text.count("\n", 0, pos) + 1)
     return out
 
@@ -168,30 +199,42 @@ def _read_csv(text: str, delimiter: str | None) -> FileRecords:
         header = next(reader)
         names = [h.strip() for h in header]
         if len(set(names)) != len(names) or not all(names):
-            raise DataError("the CSV header (line 1) has empty or repeated column names: "
-                            f"{', '.join(repr(n) for n in names)}. Give every column a distinct name.", line=1)
+            raise DataError(
+                "the CSV header (line 1) has empty or repeated column names: "
+                f"{', '.join(repr(n) for n in names)}. Give every column a distinct name.",
+                line=1,
+            )
         start = 2
         for values in reader:
             if values and any(v.strip() for v in values):
                 if len(values) != len(names):
-                    out.line_errors.append((start, f"has {len(values)} values but the header has {len(names)} "
-                                                   "columns. Quote values that contain the separator or a newline."))
+                    out.line_errors.append(
+                        (
+                            start,
+                            f"has {len(values)} values but the header has {len(names)} "
+                            "columns. Quote values that contain the separator or a newline.",
+                        )
+                    )
                 else:
                     out.records.append((start, dict(zip(names, values))))
             start = reader.line_num + 1
     except csv.Error as e:
-        raise DataError(f"the CSV file cannot be read near line {reader.line_num}: {e}.",
-                        line=reader.line_num) from None
+        raise DataError(
+            f"the CSV file cannot be read near line {reader.line_num}: {e}.", line=reader.line_num
+        ) from None
     return out
 
 
 def _read_parquet(path: Path) -> FileRecords:
     try:
         import pyarrow.parquet as pq
+
         rows = pq.read_table(path).to_pylist()
     except Exception as e:  # pyarrow raises several types for damaged files
-        raise DataError(f"{path.name} is not a readable Parquet file ({str(e).splitlines()[0][:200]}). "
-                        "Export it again, or use JSONL or CSV.") from None
+        raise DataError(
+            f"{path.name} is not a readable Parquet file ({str(e).splitlines()[0][:200]}). "
+            "Export it again, or use JSONL or CSV."
+        ) from None
     return FileRecords("Parquet", records=[(None, r) for r in rows])
 
 

@@ -16,6 +16,7 @@ The loss rule follows TRL's defaults, so the view shows what the trainer will do
   rl                     the prompt is context; the loss is on answers the model generates during training
   pt                     every token
 """
+
 import json
 from pathlib import Path
 
@@ -23,12 +24,14 @@ from engine.data import load_for_stage
 from engine.datafile import DataError
 
 MAX_SAMPLED = 5000  # rows tokenized for the histogram; evenly spaced, so a 100k file still answers in seconds
-MASK_RULES = {"pt": "Every token counts toward the loss.",
-              "sft/prompt": "Only the completion (the answer) counts toward the loss; the prompt is context.",
-              "sft/messages": "Every token counts (TRL's default for chat data without assistant markers).",
-              "dpo": "The chosen and rejected answers are compared; the prompt is context.",
-              "rm": "The reward is read at the last token of prompt + answer.",
-              "rl": "The prompt is context; the loss is on answers the model writes during training."}
+MASK_RULES = {
+    "pt": "Every token counts toward the loss.",
+    "sft/prompt": "Only the completion (the answer) counts toward the loss; the prompt is context.",
+    "sft/messages": "Every token counts (TRL's default for chat data without assistant markers).",
+    "dpo": "The chosen and rejected answers are compared; the prompt is context.",
+    "rm": "The reward is read at the last token of prompt + answer.",
+    "rl": "The prompt is context; the loss is on answers the model writes during training.",
+}
 
 
 class ChatTokenizer:
@@ -40,8 +43,11 @@ class ChatTokenizer:
         from tokenizers import Tokenizer
 
         self.tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
-        config = json.loads((model_dir / "tokenizer_config.json").read_text()) \
-            if (model_dir / "tokenizer_config.json").is_file() else {}
+        config = (
+            json.loads((model_dir / "tokenizer_config.json").read_text())
+            if (model_dir / "tokenizer_config.json").is_file()
+            else {}
+        )
         template = config.get("chat_template")
         if (model_dir / "chat_template.jinja").is_file():
             template = (model_dir / "chat_template.jinja").read_text()
@@ -61,6 +67,7 @@ class ChatTokenizer:
 
 def _load_tokenizer(model: str):
     from engine.models import EMBEDDED, embedded_dir, ensure_embedded
+
     directory = Path(model).expanduser() if model not in ("", EMBEDDED) else embedded_dir()
     if model in ("", EMBEDDED) and not (directory / "tokenizer.json").is_file():
         directory = ensure_embedded()  # converts once (~10-40 s), then cached
@@ -84,7 +91,7 @@ def segments(row: dict, stage: str, tok: ChatTokenizer) -> tuple[str, list]:
         return stage if stage != "sft" else "sft/prompt", [(full, True)]
     if stage == "rm":
         return "rm", [(full, False)]
-    return ("sft/prompt" if stage == "sft" else "dpo"), [(prompt, False), (full[len(prompt):], True)]
+    return ("sft/prompt" if stage == "sft" else "dpo"), [(prompt, False), (full[len(prompt) :], True)]
 
 
 def _token_view(parts: list, tok: ChatTokenizer, stage: str) -> list:
@@ -118,24 +125,41 @@ def token_stats(path, stage: str, max_length: int = 512, n_examples: int = 3, mo
         alt = [segments({**row, "chosen": row["rejected"]}, stage, tok)[1] for row in sample]
         lengths = [max(a, len(e.ids)) for a, e in zip(lengths, tok.encode(["".join(t for t, _ in p) for p in alt]))]
     ordered = sorted(lengths)
-    examples = [{"text": "".join(t for t, _ in parts), "tokens": _token_view(parts, tok, stage)}
-                for _, parts in rendered[:n_examples]]
-    return {"ok": True, "stage": stage, "rows": len(rows), "sampled": len(sample), "max_length": max_length,
-            "lengths": lengths, "truncated_share": sum(n > max_length for n in lengths) / len(lengths),
-            "mean": sum(lengths) / len(lengths), "p50": ordered[len(ordered) // 2],
-            "p95": ordered[int(len(ordered) * 0.95)], "max": ordered[-1], "total_tokens_estimate":
-            round(sum(lengths) * len(rows) / len(sample)), "mask_rule": MASK_RULES[rendered[0][0]],
-            "examples": examples}
+    examples = [
+        {"text": "".join(t for t, _ in parts), "tokens": _token_view(parts, tok, stage)}
+        for _, parts in rendered[:n_examples]
+    ]
+    return {
+        "ok": True,
+        "stage": stage,
+        "rows": len(rows),
+        "sampled": len(sample),
+        "max_length": max_length,
+        "lengths": lengths,
+        "truncated_share": sum(n > max_length for n in lengths) / len(lengths),
+        "mean": sum(lengths) / len(lengths),
+        "p50": ordered[len(ordered) // 2],
+        "p95": ordered[int(len(ordered) * 0.95)],
+        "max": ordered[-1],
+        "total_tokens_estimate": round(sum(lengths) * len(rows) / len(sample)),
+        "mask_rule": MASK_RULES[rendered[0][0]],
+        "examples": examples,
+    }
 
 
 def mask_html(tokens: list, limit: int = 400) -> str:
     """Tokens as inline spans: green = counts toward the loss, grey = context. Pure, so the page stays thin."""
     import html
+
     spans = []
     for text, counts in tokens[:limit]:
-        style = ("background:#c8f7c5;color:#111" if counts else "background:#eeeeee;color:#666")
+        style = "background:#c8f7c5;color:#111" if counts else "background:#eeeeee;color:#666"
         shown = html.escape(text).replace("\n", "↵<br>")
         spans.append(f'<span style="{style};border-right:1px solid #fff;padding:1px 0">{shown}</span>')
-    more = f' <i>… {len(tokens) - limit} more tokens</i>' if len(tokens) > limit else ""
-    return ('<div style="font-family:monospace;font-size:0.85em;line-height:1.9;white-space:pre-wrap">'
-            + "".join(spans) + more + "</div>")
+    more = f" <i>… {len(tokens) - limit} more tokens</i>" if len(tokens) > limit else ""
+    return (
+        '<div style="font-family:monospace;font-size:0.85em;line-height:1.9;white-space:pre-wrap">'
+        + "".join(spans)
+        + more
+        + "</div>"
+    )

@@ -9,6 +9,7 @@ training; 4N with frozen weights since no weight gradients are computed; +2N for
 gradient checkpointing) over the GPU's peak dense bf16 rate times a measured utilisation, combined with the time the
 host takes to queue a step's kernels, which dominates small models (assets/mfu.yaml, fitted to H200 runs).
 """
+
 import argparse
 import json
 import math
@@ -51,19 +52,23 @@ class EstimateRequest:
     lora_targets: str = _DEFAULT.lora_target_modules
     lora_dropout: float = _DEFAULT.lora_dropout
     optimizer: str = _DEFAULT.optim
-    attn: str = "sdpa"                     # transformers' default; "eager" stores the seq x seq scores
-    gpu: str = "h200"                      # a key of assets/gpus.yaml (engine.hardware presets)
+    attn: str = "sdpa"  # transformers' default; "eager" stores the seq x seq scores
+    gpu: str = "h200"  # a key of assets/gpus.yaml (engine.hardware presets)
     examples: int = 1000
     epochs: float = _DEFAULT.num_train_epochs
-    tokens_per_example: int = 0            # mean tokens of an example; 0 = every example fills seq
+    tokens_per_example: int = 0  # mean tokens of an example; 0 = every example fills seq
 
     def __post_init__(self):
         if self.stage not in STAGES:
             raise EstimateError(f"Unknown stage '{self.stage}'. Choose one of: {', '.join(STAGES)}.")
         if self.method not in METHODS:
             raise EstimateError(f"Unknown method '{self.method}'. Choose one of: {', '.join(METHODS)}.")
-        for name, low, high in (("seq", 16, 1 << 20), ("batch", 1, 65536), ("lora_r", 1, 1024),
-                                ("examples", 1, 10**10)):
+        for name, low, high in (
+            ("seq", 16, 1 << 20),
+            ("batch", 1, 65536),
+            ("lora_r", 1, 1024),
+            ("examples", 1, 10**10),
+        ):
             if not low <= getattr(self, name) <= high:
                 raise EstimateError(f"{name} is {getattr(self, name)}; give a whole number from {low} to {high}.")
         if not 0 < self.epochs <= 1000:
@@ -71,7 +76,9 @@ class EstimateRequest:
         if self.optimizer not in vram.OPTIMIZERS:
             raise EstimateError(f"Unknown optimizer '{self.optimizer}'. Choose one of: {', '.join(vram.OPTIMIZERS)}.")
         if self.attn not in ("sdpa", "flash_attention_2", "eager"):
-            raise EstimateError(f"Unknown attention implementation '{self.attn}'; use sdpa, flash_attention_2 or eager.")
+            raise EstimateError(
+                f"Unknown attention implementation '{self.attn}'; use sdpa, flash_attention_2 or eager."
+            )
 
 
 @dataclass
@@ -80,36 +87,49 @@ class Estimate:
     gpu: str
     params: int
     trainable_params: int
-    peak_gib: float                        # what NVML / nvidia-smi will show in use, CUDA context included
+    peak_gib: float  # what NVML / nvidia-smi will show in use, CUDA context included
     capacity_gib: float
     fits: bool
-    headroom_gib: float                    # capacity - peak; negative = short by that much
+    headroom_gib: float  # capacity - peak; negative = short by that much
     breakdown_gib: dict = field(default_factory=dict)
-    max_batch: int = 0                     # largest micro-batch that fits with the other settings (0 = none)
-    max_seq: int = 0                       # largest sequence length (multiple of 128) that fits (0 = none)
+    max_batch: int = 0  # largest micro-batch that fits with the other settings (0 = none)
+    max_seq: int = 0  # largest sequence length (multiple of 128) that fits (0 = none)
     tokens: float = 0.0
     hours: float = 0.0
     usd: float | None = None
-    fix: str = ""                          # the cheapest change that makes a run that does not fit, fit
+    fix: str = ""  # the cheapest change that makes a run that does not fit, fit
 
 
 def load_gpu(key: str) -> Gpu:
     """A preset from assets/gpus.yaml (read through engine.hardware), with its utilisation class."""
     from engine import hardware
+
     try:
         preset = hardware.load_presets()[key]
     except KeyError:
-        raise EstimateError(f"Unknown GPU preset '{key}'. Choose one of: {', '.join(hardware.load_presets())}.") from None
-    return Gpu(name=preset.name, vram_gib=preset.vram_gib, tflops_bf16=preset.tflops_bf16,
-               usd_per_hour=preset.usd_per_hour, mfu_class=_mfu()["presets"].get(key, "other"))
+        raise EstimateError(
+            f"Unknown GPU preset '{key}'. Choose one of: {', '.join(hardware.load_presets())}."
+        ) from None
+    return Gpu(
+        name=preset.name,
+        vram_gib=preset.vram_gib,
+        tflops_bf16=preset.tflops_bf16,
+        usd_per_hour=preset.usd_per_hour,
+        mfu_class=_mfu()["presets"].get(key, "other"),
+    )
 
 
 def gpu_from_hardware(hw) -> Gpu:
     """The page's st.session_state.hardware (engine.hardware.Hardware or alike) as a Gpu."""
     key = getattr(hw, "preset", "") or ""
-    return Gpu(name=hw.name, vram_gib=float(hw.vram_gib), tflops_bf16=float(getattr(hw, "tflops_bf16", 0) or 0),
-               usd_per_hour=getattr(hw, "usd_per_hour", None), count=int(getattr(hw, "count", 1) or 1),
-               mfu_class=_mfu()["presets"].get(key, "other"))
+    return Gpu(
+        name=hw.name,
+        vram_gib=float(hw.vram_gib),
+        tflops_bf16=float(getattr(hw, "tflops_bf16", 0) or 0),
+        usd_per_hour=getattr(hw, "usd_per_hour", None),
+        count=int(getattr(hw, "count", 1) or 1),
+        mfu_class=_mfu()["presets"].get(key, "other"),
+    )
 
 
 @lru_cache(maxsize=1)
@@ -128,9 +148,18 @@ def _shape(model: str) -> vram.Shape:
 
 
 def _plan(req: EstimateRequest) -> vram.MemoryPlan:
-    return vram.MemoryPlan(stage=req.stage, method=req.method, seq=req.seq, batch=req.batch,
-                           grad_ckpt=req.grad_ckpt, lora_r=req.lora_r, lora_targets=req.lora_targets,
-                           lora_dropout=req.lora_dropout, optimizer=req.optimizer, attn=req.attn)
+    return vram.MemoryPlan(
+        stage=req.stage,
+        method=req.method,
+        seq=req.seq,
+        batch=req.batch,
+        grad_ckpt=req.grad_ckpt,
+        lora_r=req.lora_r,
+        lora_targets=req.lora_targets,
+        lora_dropout=req.lora_dropout,
+        optimizer=req.optimizer,
+        attn=req.attn,
+    )
 
 
 def peak_gib(req: EstimateRequest) -> float:
@@ -139,10 +168,18 @@ def peak_gib(req: EstimateRequest) -> float:
 
 def request_for(spec: RunSpec, model: str | None = None) -> EstimateRequest:
     """The estimate of the run `engine.train` launches for this spec (model: the resolved weights, if known)."""
-    return EstimateRequest(model=model or spec.model_name_or_path, stage=spec.stage, method=spec.method,
-                           seq=spec.max_length, batch=spec.per_device_train_batch_size,
-                           grad_ckpt=spec.gradient_checkpointing, lora_r=spec.lora_r,
-                           lora_targets=spec.lora_target_modules, lora_dropout=spec.lora_dropout, optimizer=spec.optim)
+    return EstimateRequest(
+        model=model or spec.model_name_or_path,
+        stage=spec.stage,
+        method=spec.method,
+        seq=spec.max_length,
+        batch=spec.per_device_train_batch_size,
+        grad_ckpt=spec.gradient_checkpointing,
+        lora_r=spec.lora_r,
+        lora_targets=spec.lora_target_modules,
+        lora_dropout=spec.lora_dropout,
+        optimizer=spec.optim,
+    )
 
 
 def checkpointing_needed(req: EstimateRequest, free_gib: float) -> tuple[bool, float]:
@@ -163,7 +200,7 @@ def model_flops_per_token(shape: vram.Shape, stage: str, method: str, attention_
     n = shape.params()
     flops = (6 if method == "full" else 4) * n + 6 * shape.layers * shape.hidden * attention_span
     if stage in ("dpo", "rl"):
-        flops += 2 * n                              # the reference model's forward (adapter disabled, or a copy)
+        flops += 2 * n  # the reference model's forward (adapter disabled, or a copy)
     return flops
 
 
@@ -177,9 +214,9 @@ def hours(req: EstimateRequest, gpu: Gpu) -> tuple[float, float]:
     tokens = req.examples * req.epochs * per_example * rows
     flops_per_token = model_flops_per_token(shape, req.stage, req.method, per_example)
     if req.grad_ckpt:
-        flops_per_token += 2 * n                    # one more forward
+        flops_per_token += 2 * n  # one more forward
     if req.stage == "rl":
-        flops_per_token += 4 * n                    # rough: generating the rollouts + scoring them
+        flops_per_token += 4 * n  # rough: generating the rollouts + scoring them
     if gpu.tflops_bf16 <= 0:
         return tokens, float("nan")
     cls = _mfu()["classes"].get(gpu.mfu_class, _mfu()["classes"]["other"])
@@ -214,18 +251,31 @@ def cheapest_fix(req: EstimateRequest, capacity_gib: float) -> str:
         tries.append((replace(req, grad_ckpt=True), "turn on gradient checkpointing (about 30% slower)"))
     for b in (req.batch // 2, req.batch // 4, 1):
         if 1 <= b < req.batch:
-            tries.append((replace(req, batch=b), f"lower the micro-batch to {b} and raise gradient accumulation "
-                                                 f"x{req.batch // b} to keep the effective batch"))
+            tries.append(
+                (
+                    replace(req, batch=b),
+                    f"lower the micro-batch to {b} and raise gradient accumulation "
+                    f"x{req.batch // b} to keep the effective batch",
+                )
+            )
     if req.grad_ckpt is False and req.batch > 1:
-        tries.append((replace(req, grad_ckpt=True, batch=1), "turn on gradient checkpointing and use micro-batch "
-                                                             f"1 with gradient accumulation x{req.batch}"))
+        tries.append(
+            (
+                replace(req, grad_ckpt=True, batch=1),
+                f"turn on gradient checkpointing and use micro-batch 1 with gradient accumulation x{req.batch}",
+            )
+        )
     if req.optimizer.startswith("adamw_torch"):
         tries.append((replace(req, optimizer="paged_adamw_8bit"), "use the 8-bit optimizer paged_adamw_8bit"))
     for m in ("lora", "qlora"):
         if METHODS.index(m) > METHODS.index(req.method):
             tries.append((replace(req, method=m), f"switch to {m.upper() if m == 'qlora' else 'LoRA'}"))
-            tries.append((replace(req, method=m, grad_ckpt=True, batch=1),
-                          f"switch to {m} with gradient checkpointing and micro-batch 1"))
+            tries.append(
+                (
+                    replace(req, method=m, grad_ckpt=True, batch=1),
+                    f"switch to {m} with gradient checkpointing and micro-batch 1",
+                )
+            )
     for s in (req.seq // 2, req.seq // 4):
         if s >= 128:
             tries.append((replace(req, seq=s), f"shorten the maximum length to {s} tokens"))
@@ -235,16 +285,20 @@ def cheapest_fix(req: EstimateRequest, capacity_gib: float) -> str:
     return "no single change fits this model on this GPU: choose a smaller model or a GPU with more memory"
 
 
-def largest_model(req: EstimateRequest, capacity_gib: float, method: str, gpu: Gpu | None = None,
-                  max_hours: float | None = None) -> str | None:
+def largest_model(
+    req: EstimateRequest, capacity_gib: float, method: str, gpu: Gpu | None = None, max_hours: float | None = None
+) -> str | None:
     """The catalog model with the most parameters that trains with `method` and the other settings as asked; with
     max_hours, also within that time on `gpu` (on a processor, memory allows models far too slow to train)."""
     best, best_n = None, -1
     for entry in catalog.entries():
         candidate = replace(req, model=entry.name, method=method)
         n = _shape(entry.name).params()
-        if n > best_n and peak_gib(candidate) <= capacity_gib and (
-                max_hours is None or hours(candidate, gpu)[1] <= max_hours):
+        if (
+            n > best_n
+            and peak_gib(candidate) <= capacity_gib
+            and (max_hours is None or hours(candidate, gpu)[1] <= max_hours)
+        ):
             best, best_n = entry.name, n
     return best
 
@@ -266,14 +320,22 @@ def estimate_run(req: EstimateRequest, gpu: Gpu | None = None) -> Estimate:
     peak = sum(parts.values()) / vram.GIB
     tokens, hrs = hours(req, gpu)
     trainable = shape.params() if req.method == "full" else shape.lora_params(req.lora_r, req.lora_targets)
-    est = Estimate(model=req.model, gpu=gpu.name, params=shape.params(), trainable_params=trainable,
-                   peak_gib=round(peak, 3), capacity_gib=gpu.vram_gib, fits=peak <= gpu.vram_gib,
-                   headroom_gib=round(gpu.vram_gib - peak, 3),
-                   breakdown_gib={k: round(v / vram.GIB, 3) for k, v in parts.items() if v},
-                   max_batch=largest_fitting(req, gpu.vram_gib, "batch", 4096),
-                   max_seq=largest_fitting(req, gpu.vram_gib, "seq", 131072, step=128),
-                   tokens=tokens, hours=hrs,
-                   usd=None if gpu.usd_per_hour is None else round(hrs * gpu.usd_per_hour * gpu.count, 2))
+    est = Estimate(
+        model=req.model,
+        gpu=gpu.name,
+        params=shape.params(),
+        trainable_params=trainable,
+        peak_gib=round(peak, 3),
+        capacity_gib=gpu.vram_gib,
+        fits=peak <= gpu.vram_gib,
+        headroom_gib=round(gpu.vram_gib - peak, 3),
+        breakdown_gib={k: round(v / vram.GIB, 3) for k, v in parts.items() if v},
+        max_batch=largest_fitting(req, gpu.vram_gib, "batch", 4096),
+        max_seq=largest_fitting(req, gpu.vram_gib, "seq", 131072, step=128),
+        tokens=tokens,
+        hours=hrs,
+        usd=None if gpu.usd_per_hour is None else round(hrs * gpu.usd_per_hour * gpu.count, 2),
+    )
     if not est.fits:
         est.fix = cheapest_fix(req, gpu.vram_gib)
     return est
@@ -281,8 +343,11 @@ def estimate_run(req: EstimateRequest, gpu: Gpu | None = None) -> Estimate:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m engine.estimate", description=__doc__.split("\n")[0])
-    p.add_argument("--model", default=_DEFAULT.model_name_or_path,
-                   help="Hub id from the offline catalog, a local model directory, or 'embedded'")
+    p.add_argument(
+        "--model",
+        default=_DEFAULT.model_name_or_path,
+        help="Hub id from the offline catalog, a local model directory, or 'embedded'",
+    )
     p.add_argument("--stage", default=_DEFAULT.stage, choices=STAGES)
     p.add_argument("--method", default=_DEFAULT.method, choices=METHODS)
     p.add_argument("--seq", type=int, default=_DEFAULT.max_length)
@@ -297,9 +362,20 @@ def main(argv=None) -> int:
     p.add_argument("--json", action="store_true")
     a = p.parse_args(argv)
     try:
-        req = EstimateRequest(model=a.model, stage=a.stage, method=a.method, seq=a.seq, batch=a.batch,
-                              grad_ckpt=a.grad_ckpt, lora_r=a.lora_r, optimizer=a.optimizer, attn=a.attn,
-                              gpu=a.gpu, examples=a.examples, epochs=a.epochs)
+        req = EstimateRequest(
+            model=a.model,
+            stage=a.stage,
+            method=a.method,
+            seq=a.seq,
+            batch=a.batch,
+            grad_ckpt=a.grad_ckpt,
+            lora_r=a.lora_r,
+            optimizer=a.optimizer,
+            attn=a.attn,
+            gpu=a.gpu,
+            examples=a.examples,
+            epochs=a.epochs,
+        )
         est = estimate_run(req)
     except EstimateError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -307,12 +383,16 @@ def main(argv=None) -> int:
     if a.json:
         print(json.dumps(asdict(est), indent=1))
         return 0
-    print(f"{est.model} on {est.gpu}: {est.peak_gib:.1f} GiB of {est.capacity_gib:.0f} -> "
-          + ("fits" if est.fits else f"does NOT fit (short by {-est.headroom_gib:.1f} GiB)"))
+    print(
+        f"{est.model} on {est.gpu}: {est.peak_gib:.1f} GiB of {est.capacity_gib:.0f} -> "
+        + ("fits" if est.fits else f"does NOT fit (short by {-est.headroom_gib:.1f} GiB)")
+    )
     for part, gib in est.breakdown_gib.items():
         print(f"  {part:26s} {gib:8.2f} GiB")
-    print(f"largest micro-batch {est.max_batch}, largest sequence {est.max_seq}; "
-          f"{est.tokens:,.0f} tokens ~ {est.hours:.2f} h" + (f", ${est.usd:.2f}" if est.usd is not None else ""))
+    print(
+        f"largest micro-batch {est.max_batch}, largest sequence {est.max_seq}; "
+        f"{est.tokens:,.0f} tokens ~ {est.hours:.2f} h" + (f", ${est.usd:.2f}" if est.usd is not None else "")
+    )
     if est.fix:
         print(f"to fit: {est.fix}")
     return 0

@@ -16,6 +16,7 @@ What is measured (base = the model the run started from; fine-tuned = the run's 
 Held-out rows: the stage's bundled test split, or the last 5 % of a user's file (as the trainer holds them out).
 Exit codes: 0 measured; 2 the run cannot be evaluated (running, failed, stopped, no final/); 1 unexpected failure.
 """
+
 import argparse
 import json
 import math
@@ -38,6 +39,7 @@ def held_out(spec, limit: int | None) -> tuple[list[dict], str]:
         rows, about = data.load_for_stage(path, spec.stage), f"bundled {path.parent.name} test split"
     else:
         from engine.train.common import load_splits
+
         rows, about = load_splits(spec)[1], f"last rows of {Path(spec.dataset_name).name} (held out by the trainer)"
     rows = rows[:limit] if limit else rows
     return rows, f"{about}, {len(rows)} rows"
@@ -65,6 +67,7 @@ def _target(row: dict, stage: str) -> tuple[list | None, list | str] | None:
 def sequence_logprobs(loaded, which: str, items: list, batch_size: int = 8) -> list[tuple[float, int]]:
     """(sum of log p, tokens) of each completion given its prompt; items are (prompt msgs | None, completion)."""
     import torch
+
     tok, seqs = loaded.tokenizer, []
     for prompt, completion in items:
         if prompt is None:
@@ -78,7 +81,7 @@ def sequence_logprobs(loaded, which: str, items: list, batch_size: int = 8) -> l
     out = []
     with loaded.model(which) as model, torch.inference_mode():
         for i in range(0, len(seqs), batch_size):
-            chunk = [(ids[:limit], min(start, limit - 1)) for ids, start in seqs[i:i + batch_size]]
+            chunk = [(ids[:limit], min(start, limit - 1)) for ids, start in seqs[i : i + batch_size]]
             width = max(len(ids) for ids, _ in chunk)
             pad = tok.pad_token_id
             input_ids = torch.tensor([ids + [pad] * (width - len(ids)) for ids, _ in chunk])
@@ -86,7 +89,7 @@ def sequence_logprobs(loaded, which: str, items: list, batch_size: int = 8) -> l
             logp = torch.log_softmax(model(input_ids=input_ids, attention_mask=mask).logits[:, :-1].float(), -1)
             picked = logp.gather(-1, input_ids[:, 1:, None])[..., 0]
             for row, (ids, start) in enumerate(chunk):
-                span = picked[row, max(start - 1, 0):len(ids) - 1]
+                span = picked[row, max(start - 1, 0) : len(ids) - 1]
                 out.append((float(span.sum()), int(span.numel())))
     return out
 
@@ -99,20 +102,32 @@ def measure(run_dir: Path, limit: int | None = None, checks_file: str | None = N
     spec, final = finished_run(run_dir, "evaluate")
     started = time.time()
     rows, about = held_out(spec, limit)
-    result = {"run": Path(run_dir).name, "stage": spec.stage, "method": spec.method, "held_out": about,
-              "rows": len(rows), "metrics": [], "not_measured": [], "examples": []}
+    result = {
+        "run": Path(run_dir).name,
+        "stage": spec.stage,
+        "method": spec.method,
+        "held_out": about,
+        "rows": len(rows),
+        "metrics": [],
+        "not_measured": [],
+        "examples": [],
+    }
     if not rows:
-        result["not_measured"].append("Nothing: the data file has fewer than 100 rows, so the trainer held none "
-                                       "out. Add rows, or evaluate on a separate file.")
+        result["not_measured"].append(
+            "Nothing: the data file has fewer than 100 rows, so the trainer held none "
+            "out. Add rows, or evaluate on a separate file."
+        )
         return result
     add = lambda name, base, tuned, kind: result["metrics"].append(  # noqa: E731
-        {"metric": name, "base": base, "fine_tuned": tuned, "kind": kind})
+        {"metric": name, "base": base, "fine_tuned": tuned, "kind": kind}
+    )
     if spec.stage == "rm":
         _reward_model(spec, run_dir, final, rows, add, result)
         result["seconds"] = round(time.time() - started, 1)
         return result
 
     from engine.generate import Loaded
+
     loaded = Loaded(run_dir)
     targets = [t for t in (_target(r, spec.stage) for r in rows) if t is not None]
     if targets:
@@ -133,20 +148,32 @@ def measure(run_dir: Path, limit: int | None = None, checks_file: str | None = N
             add(check.name, base[check.name], tuned[check.name], "share")
         result["checks"] = checks.source
         if spec.stage == "rl":
-            add("mean reward (the checks)", *(sum(checks.reward(a, e) for a, e in zip(answers[w], expected))
-                                              / len(expected) for w in ("base", "tuned")), "reward")
+            add(
+                "mean reward (the checks)",
+                *(
+                    sum(checks.reward(a, e) for a, e in zip(answers[w], expected)) / len(expected)
+                    for w in ("base", "tuned")
+                ),
+                "reward",
+            )
             if spec.extra.get("reward_model"):
                 rm = _reward_scores(spec, Path(run_dir), prompts, answers)
                 add("mean reward (the run's reward model)", rm["base"], rm["tuned"], "reward")
-        result["examples"] = [{"prompt": _text(p), "expected": e, "base": b, "fine_tuned": t} for p, e, b, t in
-                              zip(prompts, expected, answers["base"], answers["tuned"])][:EXAMPLES]
+        result["examples"] = [
+            {"prompt": _text(p), "expected": e, "base": b, "fine_tuned": t}
+            for p, e, b, t in zip(prompts, expected, answers["base"], answers["tuned"])
+        ][:EXAMPLES]
     elif spec.stage in ("sft", "rl"):
-        result["not_measured"].append("Answer accuracy: no checks are given for this data (its answers are not Task "
-                                      "API JSON), so only the loss is measured. Pass --checks FILE (engine/checks.py) "
-                                      "or compare answers by eye in the Playground.")
+        result["not_measured"].append(
+            "Answer accuracy: no checks are given for this data (its answers are not Task "
+            "API JSON), so only the loss is measured. Pass --checks FILE (engine/checks.py) "
+            "or compare answers by eye in the Playground."
+        )
     if spec.stage == "rl" and not any(m["kind"] == "reward" for m in result["metrics"]):
-        result["not_measured"].append("Mean reward: the prompts carry no `expected` Task API answer, so the answers "
-                                      "are not scored here; compare them in the Playground.")
+        result["not_measured"].append(
+            "Mean reward: the prompts carry no `expected` Task API answer, so the answers "
+            "are not scored here; compare them in the Playground."
+        )
     result["seconds"] = round(time.time() - started, 1)
     return result
 
@@ -165,24 +192,32 @@ def answer_checks(spec, expected: list[str], source: str | None = None):
 def _preferences(loaded, rows, add) -> None:
     chosen = [(r["prompt"], r["chosen"]) for r in rows]
     rejected = [(r["prompt"], r["rejected"]) for r in rows]
-    logp = {(w, k): [s for s, _ in sequence_logprobs(loaded, w, items)]
-            for w in ("base", "tuned") for k, items in (("c", chosen), ("r", rejected))}
+    logp = {
+        (w, k): [s for s, _ in sequence_logprobs(loaded, w, items)]
+        for w in ("base", "tuned")
+        for k, items in (("c", chosen), ("r", rejected))
+    }
     prefers = {w: sum(c > r for c, r in zip(logp[w, "c"], logp[w, "r"])) / len(rows) for w in ("base", "tuned")}
     add("prefers the chosen answer (log-likelihood)", prefers["base"], prefers["tuned"], "share")
-    margins = [(tc - bc) - (tr - br) for tc, bc, tr, br in
-               zip(logp["tuned", "c"], logp["base", "c"], logp["tuned", "r"], logp["base", "r"])]
+    margins = [
+        (tc - bc) - (tr - br)
+        for tc, bc, tr, br in zip(logp["tuned", "c"], logp["base", "c"], logp["tuned", "r"], logp["base", "r"])
+    ]
     add("implicit reward accuracy (DPO)", None, sum(m > 0 for m in margins) / len(rows), "share")
 
 
 def _reward_model(spec, run_dir, final, rows, add, result) -> None:
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
     from engine.generate import base_path, set_threads
+
     set_threads()
     tok = AutoTokenizer.from_pretrained(final)
     tok.pad_token = tok.pad_token or tok.eos_token
     if (final / "adapter_config.json").is_file():
         from peft import PeftModel
+
         base = AutoModelForSequenceClassification.from_pretrained(base_path(spec, run_dir), num_labels=1)
         model = PeftModel.from_pretrained(base, str(final))
     else:
@@ -195,20 +230,24 @@ def _reward_model(spec, run_dir, final, rows, add, result) -> None:
         values = []
         with torch.inference_mode():
             for i in range(0, len(texts), 8):
-                enc = tok(texts[i:i + 8], return_tensors="pt", padding=True, truncation=True, max_length=1024)
+                enc = tok(texts[i : i + 8], return_tensors="pt", padding=True, truncation=True, max_length=1024)
                 values += model(**enc).logits[:, 0].tolist()
         scores[key] = values
     accuracy = sum(c > r for c, r in zip(scores["chosen"], scores["rejected"])) / len(rows)
     add("preference accuracy (reward scores)", None, accuracy, "share")
-    result["not_measured"].append("Preference accuracy of the base model: a base model has no reward head, so "
-                                  "there is nothing to compare with (chance is 50 %).")
+    result["not_measured"].append(
+        "Preference accuracy of the base model: a base model has no reward head, so "
+        "there is nothing to compare with (chance is 50 %)."
+    )
 
 
 def _reward_scores(spec, run_dir: Path, prompts: list, answers: dict) -> dict:
     """Mean score the RL run's own reward model gives the base's and the fine-tuned model's answers."""
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
     from engine.train.loading import reward_model_path
+
     merged = run_dir / "reward_model"
     path = str(merged) if (merged / "config.json").is_file() else reward_model_path(spec.extra["reward_model"], run_dir)
     tok = AutoTokenizer.from_pretrained(path)
@@ -217,11 +256,20 @@ def _reward_scores(spec, run_dir: Path, prompts: list, answers: dict) -> dict:
     model.config.pad_token_id = tok.pad_token_id
     means = {}
     for which, texts in answers.items():
-        chats = [tok.apply_chat_template(p + [{"role": "assistant", "content": a}], tokenize=False)
-                 for p, a in zip(prompts, texts)]
+        chats = [
+            tok.apply_chat_template(p + [{"role": "assistant", "content": a}], tokenize=False)
+            for p, a in zip(prompts, texts)
+        ]
         with torch.inference_mode():
-            scores = [s for i in range(0, len(chats), 8) for s in model(**tok(
-                chats[i:i + 8], return_tensors="pt", padding=True, truncation=True, max_length=1024)).logits[:, 0].tolist()]
+            scores = [
+                s
+                for i in range(0, len(chats), 8)
+                for s in model(
+                    **tok(chats[i : i + 8], return_tensors="pt", padding=True, truncation=True, max_length=1024)
+                )
+                .logits[:, 0]
+                .tolist()
+            ]
         means[which] = sum(scores) / len(scores)
     return means
 
@@ -251,8 +299,12 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m engine.evaluate", description=__doc__.split("\n\n")[0])
     p.add_argument("run_dir", type=Path)
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N held-out rows (faster)")
-    p.add_argument("--checks", metavar="FILE", help="score the answers with these checks (a YAML check file or a "
-                   "preset: task_api; engine/checks.py); default: the run's reward checks, or task_api for its data")
+    p.add_argument(
+        "--checks",
+        metavar="FILE",
+        help="score the answers with these checks (a YAML check file or a "
+        "preset: task_api; engine/checks.py); default: the run's reward checks, or task_api for its data",
+    )
     p.add_argument("--json", action="store_true")
     p.add_argument("--as", dest="acting", metavar="NAME", help="act as this workshop account (its paths only)")
     a = p.parse_args(argv)
@@ -278,16 +330,20 @@ def main(argv=None) -> int:
     except Exception as e:  # noqa: BLE001  a sentence here, the traceback in RUN/eval.log
         with open(a.run_dir / "eval.log", "a") as log:
             traceback.print_exc(file=log)
-        print(f"error: the evaluation failed ({type(e).__name__}: {e}). Details are in {a.run_dir / 'eval.log'}.",
-              file=sys.stderr)
+        print(
+            f"error: the evaluation failed ({type(e).__name__}: {e}). Details are in {a.run_dir / 'eval.log'}.",
+            file=sys.stderr,
+        )
         return 1
     if a.json:
         print(json.dumps(result, ensure_ascii=False))
         return 0
     print(f"{result['run']} ({result['stage']}, {result['method']}) on {result['held_out']}")
     for m in result["metrics"]:
-        print(f"  {m['metric']:<44} base {format_value(m['base'], m['kind']):>8}   "
-              f"fine-tuned {format_value(m['fine_tuned'], m['kind']):>8}")
+        print(
+            f"  {m['metric']:<44} base {format_value(m['base'], m['kind']):>8}   "
+            f"fine-tuned {format_value(m['fine_tuned'], m['kind']):>8}"
+        )
     for line in result["not_measured"]:
         print(f"  not measured: {line}")
     print(f"  ({result.get('seconds', 0)} s; written to {a.run_dir / 'eval.json'})")

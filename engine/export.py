@@ -11,6 +11,7 @@ A run trained with method=full already is a full model; --merge changes nothing 
 llama.cpp's llama-quantize is on PATH), an Ollama Modelfile (engine/modelfile.py) and HOW_TO_LOAD.md.
 Exit codes: 0 exported; 2 the run or --out cannot be used (the message says why); 1 the export failed.
 """
+
 import argparse
 import errno
 import json
@@ -79,8 +80,10 @@ def _size(path: Path) -> int:
 
 def _check_out(out: Path) -> None:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ExportError(f"{out} already exists and is not empty. Choose a new --out directory, or delete it "
-                          "first; an export never writes over other files.")
+        raise ExportError(
+            f"{out} already exists and is not empty. Choose a new --out directory, or delete it "
+            "first; an export never writes over other files."
+        )
 
 
 def base_names(spec, run_dir: Path) -> tuple[str | None, str]:
@@ -106,8 +109,12 @@ def base_names(spec, run_dir: Path) -> tuple[str | None, str]:
 def _base_line(spec, run_dir: Path, adapter: bool) -> str:
     public, local = base_names(spec, run_dir)
     verb = "Base model" if adapter else "Fine-tuned from"
-    earlier = (f" This run started from the result of an earlier run ({Path(spec.init_from).name}), so the "
-               "adapter applies on that merged model, not on the public one alone." if spec.init_from else "")
+    earlier = (
+        f" This run started from the result of an earlier run ({Path(spec.init_from).name}), so the "
+        "adapter applies on that merged model, not on the public one alone."
+        if spec.init_from
+        else ""
+    )
     if public:
         return f"{verb}: `{public}` (Hugging Face Hub); on the machine that trained it: `{local}`.{earlier}"
     return f"{verb}: `{local}` (a local model; copy it along).{earlier}"
@@ -119,8 +126,9 @@ def _write_adapter(final: Path, tmp: Path, spec, run_dir: Path) -> str:
             shutil.copy2(f, tmp / f.name)
     if (final / "adapter_config.json").is_file():
         public, local = base_names(spec, run_dir)
-        (tmp / "HOW_TO_LOAD.md").write_text(LOAD_NOTE["adapter"].format(
-            base=public or local, base_line=_base_line(spec, run_dir, adapter=True)))
+        (tmp / "HOW_TO_LOAD.md").write_text(
+            LOAD_NOTE["adapter"].format(base=public or local, base_line=_base_line(spec, run_dir, adapter=True))
+        )
         return "adapter"
     (tmp / "HOW_TO_LOAD.md").write_text(LOAD_NOTE["merged"].format(base_line=_base_line(spec, run_dir, False)))
     return "full"
@@ -131,6 +139,7 @@ def _merge_into(final: Path, target: Path, spec, run_dir: Path) -> None:
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
     # The base is loaded in full precision even after QLoRA: folding an adapter into 4-bit weights loses accuracy.
     base = AutoModelForCausalLM.from_pretrained(base_path(spec, run_dir), dtype=torch.float32)
     model = PeftModel.from_pretrained(base, str(final)).merge_and_unload()
@@ -148,6 +157,7 @@ def _write_merged(final: Path, tmp: Path, spec, run_dir: Path) -> str:
 
 def _write_gguf(final: Path, tmp: Path, spec, run_dir: Path, quant: str) -> str:
     from engine import gguf_file, modelfile
+
     adapter = (final / "adapter_config.json").is_file()
     base = Path(base_path(spec, run_dir))
     if not adapter or (base / "config.json").is_file():  # refuse an unmapped family before any slow merge
@@ -159,14 +169,22 @@ def _write_gguf(final: Path, tmp: Path, spec, run_dir: Path, quant: str) -> str:
     file = f"{name}-{quant}.gguf"
     gguf_file.write(source, tmp / file, quant, name, pre=_pre_tokenizer(spec, run_dir))
     from transformers import AutoTokenizer
+
     text, note = modelfile.modelfile(file, AutoTokenizer.from_pretrained(source))
     (tmp / "Modelfile").write_text(text)
     if adapter:
         shutil.rmtree(source)
     ollama_name = modelfile.ollama_name(name)
-    (tmp / "HOW_TO_LOAD.md").write_text(LOAD_NOTE["gguf"].format(
-        quant=quant.upper(), file=file, name=ollama_name, ollama=modelfile.create_command(ollama_name),
-        ollama_note=f". {note}" if note else "", base_line=_base_line(spec, run_dir, adapter=False)))
+    (tmp / "HOW_TO_LOAD.md").write_text(
+        LOAD_NOTE["gguf"].format(
+            quant=quant.upper(),
+            file=file,
+            name=ollama_name,
+            ollama=modelfile.create_command(ollama_name),
+            ollama_note=f". {note}" if note else "",
+            base_line=_base_line(spec, run_dir, adapter=False),
+        )
+    )
     return "gguf"
 
 
@@ -175,6 +193,7 @@ def _pre_tokenizer(spec, run_dir: Path) -> str:
     the embedded model's own GGUF says it for SmolLM2; anything else gets llama.cpp's "default" split."""
     if base_names(spec, run_dir)[0] == f"HuggingFaceTB/{models.EMBEDDED_NAME}":
         import gguf
+
         field = gguf.GGUFReader(models.gguf_path()).fields.get("tokenizer.ggml.pre")
         return field.contents() if field is not None else "default"
     return "default"
@@ -192,6 +211,7 @@ def export(run_dir, out, merge: bool = False, make_zip: bool = False, gguf: str 
     """Write the export to `out` (and `out`.zip); all or nothing. gguf: a quant (f16, bf16, q8_0, ...) to write a
     GGUF file + Modelfile instead of safetensors. Raises ResultError/ExportError for a person."""
     from engine import gguf_file
+
     spec, final = finished_run(run_dir, "export")
     out = Path(out).expanduser().resolve()
     _check_out(out)
@@ -223,24 +243,36 @@ def export(run_dir, out, merge: bool = False, make_zip: bool = False, gguf: str 
             shutil.rmtree(out, ignore_errors=True)
         if isinstance(e, OSError) and e.errno == errno.ENOSPC:
             free = shutil.disk_usage(out.parent).free if out.parent.exists() else 0
-            raise ExportError(f"The disk holding {out.parent} filled up while writing the export ({free / 2**20:,.0f} "
-                              f"MiB free now; a merged model needs about {_size(final) * (1 if not merge else 4) / 2**20:,.0f}"
-                              " MiB or more). Nothing was left behind. Free some space, or choose --out on another "
-                              "disk.") from None
+            raise ExportError(
+                f"The disk holding {out.parent} filled up while writing the export ({free / 2**20:,.0f} "
+                f"MiB free now; a merged model needs about {_size(final) * (1 if not merge else 4) / 2**20:,.0f}"
+                " MiB or more). Nothing was left behind. Free some space, or choose --out on another "
+                "disk."
+            ) from None
         if isinstance(e, gguf_file.GGUFError):
             raise ExportError(str(e)) from None
         if isinstance(e, PermissionError):
-            raise ExportError(f"Cannot write to {out.parent} ({e.strerror}). Choose an --out directory you can "
-                              "write to. Nothing was left behind.") from None
+            raise ExportError(
+                f"Cannot write to {out.parent} ({e.strerror}). Choose an --out directory you can "
+                "write to. Nothing was left behind."
+            ) from None
         raise
     files = sorted(out.glob("*.gguf"))
-    return {"out": str(out), "zip": str(zip_path) if make_zip else None, "kind": kind, "bytes": _size(out),
-            "seconds": round(time.time() - started, 1), "gguf": str(files[0]) if files else None,
-            "quant": gguf, "ollama": _ollama_line(out, Path(run_dir).name) if files else None}
+    return {
+        "out": str(out),
+        "zip": str(zip_path) if make_zip else None,
+        "kind": kind,
+        "bytes": _size(out),
+        "seconds": round(time.time() - started, 1),
+        "gguf": str(files[0]) if files else None,
+        "quant": gguf,
+        "ollama": _ollama_line(out, Path(run_dir).name) if files else None,
+    }
 
 
 def _ollama_line(out: Path, run_name: str) -> str:
     from engine import modelfile
+
     return f"cd {out} && {modelfile.create_command(modelfile.ollama_name(run_name))}"
 
 
@@ -251,8 +283,12 @@ def main(argv=None) -> int:
     p.add_argument("--merge", action="store_true", help="fold the LoRA adapter into the base: one full model")
     p.add_argument("--zip", action="store_true", help="also write OUT.zip, for a download")
     p.add_argument("--gguf", action="store_true", help="one GGUF file (llama.cpp, Ollama, LM Studio) + Modelfile")
-    p.add_argument("--quant", default="q8_0", help="GGUF weights: f16, bf16, q8_0 (default; half of f16's size), "
-                                                   "q4_k_m when llama.cpp's llama-quantize is on PATH")
+    p.add_argument(
+        "--quant",
+        default="q8_0",
+        help="GGUF weights: f16, bf16, q8_0 (default; half of f16's size), "
+        "q4_k_m when llama.cpp's llama-quantize is on PATH",
+    )
     p.add_argument("--json", action="store_true")
     p.add_argument("--as", dest="acting", metavar="NAME", help="act as this workshop account (its paths only)")
     a = p.parse_args(argv)
@@ -270,8 +306,10 @@ def main(argv=None) -> int:
     if a.json:
         print(json.dumps(result))
     else:
-        print(f"exported the {result['kind']} ({result['bytes'] / 2**20:,.1f} MiB) to {result['out']}"
-              + (f" and {result['zip']}" if result["zip"] else ""))
+        print(
+            f"exported the {result['kind']} ({result['bytes'] / 2**20:,.1f} MiB) to {result['out']}"
+            + (f" and {result['zip']}" if result["zip"] else "")
+        )
         if result["ollama"]:
             print(f"Ollama: {result['ollama']}")
     return 0

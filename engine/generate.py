@@ -9,6 +9,7 @@ One process per request: loading the 135M model takes ~3-5 s on a CPU, and a LoR
 answers (the adapter is switched off for the base answer). Exit codes: 0 answered, 2 a run, model or prompt that
 cannot be used (the message says why).
 """
+
 import argparse
 import json
 import os
@@ -28,6 +29,7 @@ def set_threads() -> int:
     cores, a second thread makes each small decoding step far slower (measured on 2 shared cores at load 6:
     30 new tokens took 57 s with 2 threads, 7 s with 1). OMP_NUM_THREADS, when set, wins."""
     import torch
+
     if not os.environ.get("OMP_NUM_THREADS"):
         cores = os.cpu_count() or 1
         torch.set_num_threads(1 if os.getloadavg()[0] >= cores else cores)
@@ -42,24 +44,34 @@ def finished_run(run_dir, verb: str = "use") -> tuple[RunSpec, Path]:
     """(spec, final/) of a completed run, or ResultError with a sentence saying what to do. No torch."""
     run = Path(run_dir).expanduser()
     if not (run / "config.yaml").is_file():
-        raise ResultError(f"{run} is not a run directory (it has no config.yaml). Give the directory of a run; "
-                          "the Runs page and `python -m engine.runs list` show them.")
+        raise ResultError(
+            f"{run} is not a run directory (it has no config.yaml). Give the directory of a run; "
+            "the Runs page and `python -m engine.runs list` show them."
+        )
     status = rundir.read_status(run)
     state = status.get("state", "unknown")
     if state in ("queued", "running"):
         step = f" (step {status.get('step', 0)} of {status.get('max_steps', '?')})" if state == "running" else ""
-        raise ResultError(f"Run {run.name} is still {state}{step}, so there is no result to {verb} yet. "
-                          "Wait until it has finished, then try again.")
+        raise ResultError(
+            f"Run {run.name} is still {state}{step}, so there is no result to {verb} yet. "
+            "Wait until it has finished, then try again."
+        )
     if state == "failed":
-        raise ResultError(f"Run {run.name} failed ({status.get('error') or 'no reason recorded'}), so there is no "
-                          f"result to {verb}. Fix the cause and start a new run, or resume it on the Runs page.")
+        raise ResultError(
+            f"Run {run.name} failed ({status.get('error') or 'no reason recorded'}), so there is no "
+            f"result to {verb}. Fix the cause and start a new run, or resume it on the Runs page."
+        )
     if state == "stopped":
-        raise ResultError(f"Run {run.name} was stopped before it finished, so it has no final model to {verb}. "
-                          "Resume it on the Runs page to finish it.")
+        raise ResultError(
+            f"Run {run.name} was stopped before it finished, so it has no final model to {verb}. "
+            "Resume it on the Runs page to finish it."
+        )
     final = run / "final"
     if not (final / "config.json").is_file() and not (final / "adapter_config.json").is_file():
-        raise ResultError(f"Run {run.name} has no model in final/ (state: {state}), so there is nothing to {verb}. "
-                          "Start the run again.")
+        raise ResultError(
+            f"Run {run.name} has no model in final/ (state: {state}), so there is nothing to {verb}. "
+            "Start the run again."
+        )
     try:
         return RunSpec.load(run / "config.yaml"), final
     except SpecError as e:
@@ -75,8 +87,10 @@ def base_path(spec: RunSpec, run_dir: Path) -> str:
         earlier = Path(spec.init_from).expanduser() / "final"
         if (earlier / "config.json").is_file():
             return str(earlier)
-        raise ResultError(f"The model run {Path(run_dir).name} started from ({spec.init_from}) is gone; "
-                          "without it the base answers cannot be produced.")
+        raise ResultError(
+            f"The model run {Path(run_dir).name} started from ({spec.init_from}) is gone; "
+            "without it the base answers cannot be produced."
+        )
     try:
         return models.resolve(spec.model_name_or_path)
     except models.ModelError as e:
@@ -89,6 +103,7 @@ class Loaded:
     def __init__(self, run_dir=None, model: str = "", need_base: bool = True, need_tuned: bool = True):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
+
         torch.manual_seed(0)
         set_threads()
         self.adapter = False
@@ -100,20 +115,24 @@ class Loaded:
         else:
             spec, final = finished_run(run_dir, "try")
             if spec.stage == "rm":
-                raise ResultError("This run trained a reward model: it scores answers and does not write them. "
-                                  "Evaluate it instead (preference accuracy), or try the policy it scores.")
+                raise ResultError(
+                    "This run trained a reward model: it scores answers and does not write them. "
+                    "Evaluate it instead (preference accuracy), or try the policy it scores."
+                )
             self.tokenizer = AutoTokenizer.from_pretrained(final)
             self.adapter = (final / "adapter_config.json").is_file()
             if self.adapter:
                 from peft import PeftModel
+
                 base = AutoModelForCausalLM.from_pretrained(base_path(spec, run_dir), dtype=torch.float32)
                 self._tuned = PeftModel.from_pretrained(base, str(final)).eval()
             else:
                 if need_tuned:
                     self._tuned = AutoModelForCausalLM.from_pretrained(final, dtype=torch.float32).eval()
                 if need_base:
-                    self._base = AutoModelForCausalLM.from_pretrained(base_path(spec, run_dir),
-                                                                      dtype=torch.float32).eval()
+                    self._base = AutoModelForCausalLM.from_pretrained(
+                        base_path(spec, run_dir), dtype=torch.float32
+                    ).eval()
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.tokenizer.padding_side = "left"  # generation continues every row from its last real token
@@ -133,22 +152,33 @@ class Loaded:
 
     def chat(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
         if getattr(self.tokenizer, "chat_template", None):
-            return self.tokenizer.apply_chat_template(messages, tokenize=False,
-                                                      add_generation_prompt=add_generation_prompt)
+            return self.tokenizer.apply_chat_template(
+                messages, tokenize=False, add_generation_prompt=add_generation_prompt
+            )
         return "\n".join(m["content"] for m in messages) + ("\n" if add_generation_prompt else "")
 
     def check_length(self, text: str, max_new_tokens: int) -> int:
         n = len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
         if n + max_new_tokens > self.context:
-            raise ResultError(f"The prompt is {n:,} tokens with the chat template; this model reads at most "
-                              f"{self.context:,} tokens, including the {max_new_tokens} it may write. Shorten the "
-                              f"prompt by at least {n + max_new_tokens - self.context:,} tokens.")
+            raise ResultError(
+                f"The prompt is {n:,} tokens with the chat template; this model reads at most "
+                f"{self.context:,} tokens, including the {max_new_tokens} it may write. Shorten the "
+                f"prompt by at least {n + max_new_tokens - self.context:,} tokens."
+            )
         return n
 
-    def generate(self, prompts: list, which: str = "tuned", sample: bool = False, temperature: float = 0.7,
-                 max_new_tokens: int = MAX_NEW_TOKENS, batch_size: int = 16) -> list[str]:
+    def generate(
+        self,
+        prompts: list,
+        which: str = "tuned",
+        sample: bool = False,
+        temperature: float = 0.7,
+        max_new_tokens: int = MAX_NEW_TOKENS,
+        batch_size: int = 16,
+    ) -> list[str]:
         """Answers to prompts (a str, or a list of chat messages each), in order."""
         import torch
+
         texts = [self.chat([{"role": "user", "content": p}] if isinstance(p, str) else p) for p in prompts]
         for text in texts:
             self.check_length(text, max_new_tokens)
@@ -156,11 +186,13 @@ class Loaded:
         answers = []
         with self.model(which) as model, torch.inference_mode():
             for start in range(0, len(texts), batch_size):
-                enc = self.tokenizer(texts[start:start + batch_size], return_tensors="pt", padding=True,
-                                     add_special_tokens=False)
-                out = model.generate(**enc, max_new_tokens=max_new_tokens, pad_token_id=self.tokenizer.pad_token_id,
-                                     **options)
-                new = out[:, enc["input_ids"].shape[1]:]
+                enc = self.tokenizer(
+                    texts[start : start + batch_size], return_tensors="pt", padding=True, add_special_tokens=False
+                )
+                out = model.generate(
+                    **enc, max_new_tokens=max_new_tokens, pad_token_id=self.tokenizer.pad_token_id, **options
+                )
+                new = out[:, enc["input_ids"].shape[1] :]
                 answers += [a.strip() for a in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
         return answers
 
@@ -197,8 +229,13 @@ def main(argv=None) -> int:
         answers = {w: loaded.generate([a.prompt], w, a.sample, a.temperature, a.max_new_tokens)[0] for w in wanted}
     except (ResultError, models.ModelError, access.AccessError, users.AuthError) as e:
         return _fail(str(e))
-    result = {"prompt": a.prompt, "answers": answers, "sample": a.sample,
-              "temperature": a.temperature if a.sample else None, "seconds": round(time.time() - started, 2)}
+    result = {
+        "prompt": a.prompt,
+        "answers": answers,
+        "sample": a.sample,
+        "temperature": a.temperature if a.sample else None,
+        "seconds": round(time.time() - started, 2),
+    }
     if a.json:
         print(json.dumps(result, ensure_ascii=False))
     else:

@@ -12,6 +12,7 @@ Any other family, rope scaling or tokenizer kind gets a sentence and no file: a 
 then talks nonsense, which is worse than no file.
 Exit codes of the CLI: 0 answered, 2 a file or prompt that cannot be used (the message says why).
 """
+
 import argparse
 import json
 import shutil
@@ -28,7 +29,7 @@ QUANTIZE_BINARY = "llama-quantize"
 BINARY_QUANTS = {"q4_k_m": "Q4_K_M"}
 FAMILIES = {"LlamaForCausalLM": "LLAMA"}  # HF architecture -> gguf.MODEL_ARCH member
 ROPE_TYPES = (None, "default", "linear")  # llama3/yarn/... need extra tensors or keys this writer does not write
-SKIPPED_TENSOR = ".rotary_emb.inv_freq"   # recomputed from rope.freq_base by every loader
+SKIPPED_TENSOR = ".rotary_emb.inv_freq"  # recomputed from rope.freq_base by every loader
 
 
 class GGUFError(ValueError):
@@ -42,8 +43,10 @@ def quant_choices() -> list[str]:
 
 def unknown_quant(quant: str) -> str:
     if quant in BINARY_QUANTS:
-        return (f"{quant.upper()} is made by llama.cpp's {QUANTIZE_BINARY}, which is not on PATH here (this app "
-                "never downloads one). Build llama.cpp or install its package, or choose q8_0.")
+        return (
+            f"{quant.upper()} is made by llama.cpp's {QUANTIZE_BINARY}, which is not on PATH here (this app "
+            "never downloads one). Build llama.cpp or install its package, or choose q8_0."
+        )
     return f"Unknown GGUF quant '{quant}'. Choose one of: {', '.join(quant_choices())}."
 
 
@@ -52,19 +55,25 @@ def check_supported(model_dir: Path, tokenizer_dir: Path | None = None) -> dict:
     config = json.loads((Path(model_dir) / "config.json").read_text())
     arch = (config.get("architectures") or ["?"])[0]
     if arch not in FAMILIES:
-        raise GGUFError(f"GGUF export does not support the {config.get('model_type', '?')} family ({arch}) yet: "
-                        f"only {', '.join(FAMILIES)} (SmolLM2, Llama) is mapped. Export the merged model instead and "
-                        "convert it with llama.cpp's convert_hf_to_gguf.py. No file was written.")
+        raise GGUFError(
+            f"GGUF export does not support the {config.get('model_type', '?')} family ({arch}) yet: "
+            f"only {', '.join(FAMILIES)} (SmolLM2, Llama) is mapped. Export the merged model instead and "
+            "convert it with llama.cpp's convert_hf_to_gguf.py. No file was written."
+        )
     rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
     if rope.get("rope_type", rope.get("type")) not in ROPE_TYPES:
-        raise GGUFError(f"GGUF export does not write {rope.get('rope_type')!r} rope scaling yet (only plain and "
-                        "linear); use llama.cpp's convert_hf_to_gguf.py on the merged model. No file was written.")
+        raise GGUFError(
+            f"GGUF export does not write {rope.get('rope_type')!r} rope scaling yet (only plain and "
+            "linear); use llama.cpp's convert_hf_to_gguf.py on the merged model. No file was written."
+        )
     tokenizer_json = Path(tokenizer_dir or model_dir) / "tokenizer.json"
     tokenizer = json.loads(tokenizer_json.read_text()).get("model", {}) if tokenizer_json.is_file() else {}
     if tokenizer.get("type") != "BPE" or tokenizer.get("byte_fallback"):
-        raise GGUFError("GGUF export writes byte-level BPE tokenizers (GPT-2 style, as SmolLM2 and Llama 3 have); "
-                        "this model's is a sentencepiece-style one. Use llama.cpp's convert_hf_to_gguf.py on the "
-                        "merged model. No file was written.")
+        raise GGUFError(
+            "GGUF export writes byte-level BPE tokenizers (GPT-2 style, as SmolLM2 and Llama 3 have); "
+            "this model's is a sentencepiece-style one. Use llama.cpp's convert_hf_to_gguf.py on the "
+            "merged model. No file was written."
+        )
     return config
 
 
@@ -74,13 +83,17 @@ def rope_theta(config: dict) -> float:
 
 def permute(weights, n_head: int):
     """llama.cpp's LlamaModel.permute: within each head, rows (two halves) -> (interleaved pairs)."""
-    return (weights.reshape(n_head, 2, weights.shape[0] // n_head // 2, *weights.shape[1:])
-            .swapaxes(1, 2).reshape(weights.shape))
+    return (
+        weights.reshape(n_head, 2, weights.shape[0] // n_head // 2, *weights.shape[1:])
+        .swapaxes(1, 2)
+        .reshape(weights.shape)
+    )
 
 
 def _tensors(model_dir: Path):
     """(HF name, float32 numpy array) of every tensor in the directory's safetensors files."""
     from safetensors import safe_open
+
     for part in sorted(Path(model_dir).glob("*.safetensors")):
         with safe_open(str(part), framework="pt") as f:
             for name in f.keys():
@@ -91,6 +104,7 @@ def _add_tokenizer(writer, model_dir: Path, vocab_size: int, pre: str) -> None:
     """tokenizer.ggml.* and tokenizer.chat_template as llama.cpp's get_vocab_base + gguf.SpecialVocab write them."""
     import gguf
     from transformers import AutoTokenizer
+
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     by_id = {i: t for t, i in tokenizer.get_vocab().items()}
     added = tokenizer.added_tokens_decoder
@@ -101,8 +115,13 @@ def _add_tokenizer(writer, model_dir: Path, vocab_size: int, pre: str) -> None:
             types.append(gguf.TokenType.UNUSED)
         else:
             tokens.append(by_id[i])
-            types.append(gguf.TokenType.NORMAL if i not in added else
-                         gguf.TokenType.CONTROL if added[i].special else gguf.TokenType.USER_DEFINED)
+            types.append(
+                gguf.TokenType.NORMAL
+                if i not in added
+                else gguf.TokenType.CONTROL
+                if added[i].special
+                else gguf.TokenType.USER_DEFINED
+            )
     writer.add_tokenizer_model("gpt2")
     writer.add_tokenizer_pre(pre)
     writer.add_token_list(tokens)
@@ -125,6 +144,7 @@ def write(model_dir, path, quant: str = "q8_0", name: str = "model", pre: str = 
     import gguf
     import numpy as np
     from gguf import GGMLQuantizationType as QT
+
     model_dir, path = Path(model_dir), Path(path)
     config = check_supported(model_dir)
     if quant not in QUANTS:
@@ -164,8 +184,10 @@ def write(model_dir, path, quant: str = "q8_0", name: str = "model", pre: str = 
             continue  # a tied output layer is token_embd itself, in llama.cpp as in HF
         gguf_name = names.get_name(hf_name, try_suffixes=(".weight", ".bias"))
         if gguf_name is None:
-            raise GGUFError(f"Tensor {hf_name} has no GGUF name in the llama map, so this model is not a plain "
-                            "llama; use llama.cpp's convert_hf_to_gguf.py. No file was written.")
+            raise GGUFError(
+                f"Tensor {hf_name} has no GGUF name in the llama map, so this model is not a plain "
+                "llama; use llama.cpp's convert_hf_to_gguf.py. No file was written."
+            )
         if hf_name.endswith(("q_proj.weight", "q_proj.bias")):
             data = permute(data, n_head)
         elif hf_name.endswith(("k_proj.weight", "k_proj.bias")):
@@ -202,6 +224,7 @@ def _write_with_binary(model_dir: Path, path: Path, quant: str, name: str, pre: 
 def read_metadata(path) -> dict:
     """The scalar and string metadata of a GGUF file (arrays as their length). No torch."""
     import gguf
+
     fields = {}
     for key, field in gguf.GGUFReader(path).fields.items():
         if field.types and field.types[0] == gguf.GGUFValueType.ARRAY:
@@ -214,20 +237,25 @@ def read_metadata(path) -> dict:
 def _from_gguf(loaded_class, path: Path):
     """engine.generate.Loaded with the GGUF file as "the base" (no run, no adapter): the same chat template and
     greedy decoding as every other answer in the app, from weights dequantized by transformers' GGUF loader."""
+
     class FromGGUF(loaded_class):
         def __init__(self):  # noqa: D107  (Loaded.__init__ loads from a directory; this loads from one file)
             import torch
             from transformers import AutoModelForCausalLM, AutoTokenizer
+
             from engine.generate import set_threads
+
             set_threads()
             self.adapter, self._tuned = False, None
             self.tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-            self._base = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name,
-                                                              dtype=torch.float32).eval()
+            self._base = AutoModelForCausalLM.from_pretrained(
+                str(path.parent), gguf_file=path.name, dtype=torch.float32
+            ).eval()
             if self.tokenizer.pad_token is None:
                 self.tokenizer.pad_token = self.tokenizer.eos_token
             self.tokenizer.padding_side = "left"
             self.context = int(getattr(self._base.config, "max_position_embeddings", 0) or 2048)
+
     return FromGGUF()
 
 
@@ -235,6 +263,7 @@ def answer_main(argv=None) -> int:
     """python -m engine.gguf_file FILE --prompt TEXT [--json]: a greedy answer from the file itself."""
     from engine import access, users
     from engine.generate import MAX_NEW_TOKENS, Loaded, ResultError
+
     p = argparse.ArgumentParser(prog="python -m engine.gguf_file", description="Answer a prompt with a GGUF file.")
     p.add_argument("gguf", type=Path)
     p.add_argument("--prompt", required=True)
@@ -254,7 +283,12 @@ def answer_main(argv=None) -> int:
     except (ResultError, access.AccessError, users.AuthError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    result = {"prompt": a.prompt, "answers": {"gguf": text}, "file": str(path), "seconds": round(time.time() - started, 2)}
+    result = {
+        "prompt": a.prompt,
+        "answers": {"gguf": text},
+        "file": str(path),
+        "seconds": round(time.time() - started, 2),
+    }
     print(json.dumps(result, ensure_ascii=False) if a.json else text)
     return 0
 

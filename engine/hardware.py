@@ -6,6 +6,7 @@
 
 No NVIDIA driver is a normal case (a laptop, a Mac, CI): detection then returns no GPUs and says why.
 """
+
 import argparse
 import functools
 import json
@@ -24,7 +25,7 @@ from engine.paths import ASSETS
 PRESETS_FILE = ASSETS / "gpus.yaml"
 KINDS = ("cuda", "mps", "cpu")
 BF16_MIN_COMPUTE_CAPABILITY = (8, 0)  # Ampere; older cards (T4, V100) train in fp16 instead
-GIB = 1024 ** 3
+GIB = 1024**3
 
 
 class HardwareError(ValueError):
@@ -34,15 +35,16 @@ class HardwareError(ValueError):
 @dataclass(frozen=True)
 class Hardware:
     """The machine a plan is for. Every figure is per GPU; `count` says how many (total_* multiply)."""
+
     name: str
-    vram_gib: float                  # memory of one GPU; for Apple / CPU the machine's (unified) RAM
-    count: int = 1                   # GPUs used together (data parallel: each holds a full copy of the model)
-    bf16: bool = True                # can train in bfloat16; if not, fp16 mixed precision (cuda) or fp32 (cpu)
-    tflops_bf16: float = 0.0         # peak dense 16-bit tensor TFLOP/s of one GPU; 0 = unknown
+    vram_gib: float  # memory of one GPU; for Apple / CPU the machine's (unified) RAM
+    count: int = 1  # GPUs used together (data parallel: each holds a full copy of the model)
+    bf16: bool = True  # can train in bfloat16; if not, fp16 mixed precision (cuda) or fp32 (cpu)
+    tflops_bf16: float = 0.0  # peak dense 16-bit tensor TFLOP/s of one GPU; 0 = unknown
     usd_per_hour: float | None = None  # indicative price of one GPU per hour; None = owned / not rented
-    kind: str = "cuda"               # cuda | mps | cpu
-    detected: bool = False           # True = read from this computer, False = a preset or a what-if
-    preset: str = ""                 # key in gpus.yaml this came from or matched; "" = none
+    kind: str = "cuda"  # cuda | mps | cpu
+    detected: bool = False  # True = read from this computer, False = a preset or a what-if
+    preset: str = ""  # key in gpus.yaml this came from or matched; "" = none
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -76,9 +78,17 @@ class Preset:
     match: tuple = ()
 
     def hardware(self, count: int = 1) -> Hardware:
-        return Hardware(name=self.name, vram_gib=self.vram_gib, count=count, bf16=self.bf16,
-                        tflops_bf16=self.tflops_bf16, usd_per_hour=self.usd_per_hour, kind=self.kind,
-                        detected=False, preset=self.key)
+        return Hardware(
+            name=self.name,
+            vram_gib=self.vram_gib,
+            count=count,
+            bf16=self.bf16,
+            tflops_bf16=self.tflops_bf16,
+            usd_per_hour=self.usd_per_hour,
+            kind=self.kind,
+            detected=False,
+            preset=self.key,
+        )
 
 
 @functools.lru_cache(maxsize=4)
@@ -90,16 +100,22 @@ def load_presets(path: Path = PRESETS_FILE) -> dict[str, Preset]:
     presets = {}
     for key, values in raw.items():
         try:
-            presets[key] = Preset(key=key, name=str(values["name"]), kind=values["kind"],
-                                  vram_gib=float(values["vram_gib"]), bf16=bool(values["bf16"]),
-                                  tflops_bf16=float(values["tflops_bf16"]),
-                                  usd_per_hour=None if values.get("usd_per_hour") is None
-                                  else float(values["usd_per_hour"]),
-                                  match=tuple(values.get("match") or ()))
+            presets[key] = Preset(
+                key=key,
+                name=str(values["name"]),
+                kind=values["kind"],
+                vram_gib=float(values["vram_gib"]),
+                bf16=bool(values["bf16"]),
+                tflops_bf16=float(values["tflops_bf16"]),
+                usd_per_hour=None if values.get("usd_per_hour") is None else float(values["usd_per_hour"]),
+                match=tuple(values.get("match") or ()),
+            )
             presets[key].hardware()  # validates kind and memory
         except (KeyError, TypeError, ValueError) as e:
-            raise HardwareError(f"Preset '{key}' in {path} is incomplete or wrong ({e}). Every preset needs name, "
-                                "kind, vram_gib, bf16, tflops_bf16 and usd_per_hour (null if not rented).") from None
+            raise HardwareError(
+                f"Preset '{key}' in {path} is incomplete or wrong ({e}). Every preset needs name, "
+                "kind, vram_gib, bf16, tflops_bf16 and usd_per_hour (null if not rented)."
+            ) from None
     return presets
 
 
@@ -129,9 +145,9 @@ class GpuInfo:
 class Detection:
     gpus: tuple[GpuInfo, ...] = ()
     driver_version: str = ""
-    cuda_version: str = ""           # the newest CUDA the driver supports, e.g. "12.4"
-    note: str = ""                   # why no GPU was found, in plain words; "" when GPUs were found
-    detail: str = ""                 # the library's own message behind the note, for a "Details" section
+    cuda_version: str = ""  # the newest CUDA the driver supports, e.g. "12.4"
+    note: str = ""  # why no GPU was found, in plain words; "" when GPUs were found
+    detail: str = ""  # the library's own message behind the note, for a "Details" section
 
     @property
     def count(self) -> int:
@@ -163,31 +179,48 @@ def _read_nvml() -> Detection:
     try:
         import pynvml
     except ImportError:
-        return Detection(note="GPUs cannot be detected: a library the app needs for it is missing.",
-                         detail="The NVML library (nvidia-ml-py) is not installed. Install it with "
-                                "`pip install nvidia-ml-py`, or pick a preset.")
+        return Detection(
+            note="GPUs cannot be detected: a library the app needs for it is missing.",
+            detail="The NVML library (nvidia-ml-py) is not installed. Install it with "
+            "`pip install nvidia-ml-py`, or pick a preset.",
+        )
     try:
         pynvml.nvmlInit()
     except pynvml.NVMLError as e:
-        return Detection(note="No NVIDIA GPU was found on this computer.",
-                         detail=f"The NVIDIA driver is not available ({e}). That is normal on a laptop, a Mac or a "
-                                "server without a GPU.")
+        return Detection(
+            note="No NVIDIA GPU was found on this computer.",
+            detail=f"The NVIDIA driver is not available ({e}). That is normal on a laptop, a Mac or a "
+            "server without a GPU.",
+        )
     try:
         gpus = []
         for i in range(pynvml.nvmlDeviceGetCount()):
             handle = pynvml.nvmlDeviceGetHandleByIndex(i)
             memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
             major, minor = pynvml.nvmlDeviceGetCudaComputeCapability(handle)
-            gpus.append(GpuInfo(index=i, name=_text(pynvml.nvmlDeviceGetName(handle)),
-                                total_gib=round(memory.total / GIB, 2), free_gib=round(memory.free / GIB, 2),
-                                used_gib=round(memory.used / GIB, 2), compute_capability=(int(major), int(minor))))
+            gpus.append(
+                GpuInfo(
+                    index=i,
+                    name=_text(pynvml.nvmlDeviceGetName(handle)),
+                    total_gib=round(memory.total / GIB, 2),
+                    free_gib=round(memory.free / GIB, 2),
+                    used_gib=round(memory.used / GIB, 2),
+                    compute_capability=(int(major), int(minor)),
+                )
+            )
         driver = _text(pynvml.nvmlSystemGetDriverVersion())
         cuda = pynvml.nvmlSystemGetCudaDriverVersion()  # e.g. 12040 = CUDA 12.4
-        return Detection(gpus=tuple(gpus), driver_version=driver, cuda_version=f"{cuda // 1000}.{cuda % 1000 // 10}",
-                         note="" if gpus else "The NVIDIA driver is installed but reports no GPU.")
+        return Detection(
+            gpus=tuple(gpus),
+            driver_version=driver,
+            cuda_version=f"{cuda // 1000}.{cuda % 1000 // 10}",
+            note="" if gpus else "The NVIDIA driver is installed but reports no GPU.",
+        )
     except pynvml.NVMLError as e:
-        return Detection(note="The NVIDIA driver did not answer properly, so no GPU can be used right now.",
-                         detail=f"NVML error: {e}. Try `nvidia-smi` in a terminal; until it works, pick a preset.")
+        return Detection(
+            note="The NVIDIA driver did not answer properly, so no GPU can be used right now.",
+            detail=f"NVML error: {e}. Try `nvidia-smi` in a terminal; until it works, pick a preset.",
+        )
     finally:
         try:
             pynvml.nvmlShutdown()
@@ -201,8 +234,12 @@ def _text(value) -> str:
 
 def match_preset(gpu_name: str, vram_gib: float) -> Preset | None:
     """The preset a detected card is (for its TFLOP/s and price); whole words, closest memory wins."""
-    candidates = [p for p in load_presets().values() if p.kind == "cuda" and any(
-        re.search(rf"(?<![A-Za-z0-9]){re.escape(m)}(?![A-Za-z0-9])", gpu_name, re.IGNORECASE) for m in p.match)]
+    candidates = [
+        p
+        for p in load_presets().values()
+        if p.kind == "cuda"
+        and any(re.search(rf"(?<![A-Za-z0-9]){re.escape(m)}(?![A-Za-z0-9])", gpu_name, re.IGNORECASE) for m in p.match)
+    ]
     return min(candidates, key=lambda p: abs(p.vram_gib - vram_gib), default=None)
 
 
@@ -213,11 +250,17 @@ def detected_hardware(detection: Detection) -> Hardware | None:
     first = detection.gpus[0]
     vram_gib = min(g.total_gib for g in detection.gpus)
     preset = match_preset(first.name, vram_gib)
-    return Hardware(name=first.name, vram_gib=vram_gib, count=detection.count,
-                    bf16=all(g.bf16 for g in detection.gpus),
-                    tflops_bf16=preset.tflops_bf16 if preset else 0.0,
-                    usd_per_hour=preset.usd_per_hour if preset else None,
-                    kind="cuda", detected=True, preset=preset.key if preset else "")
+    return Hardware(
+        name=first.name,
+        vram_gib=vram_gib,
+        count=detection.count,
+        bf16=all(g.bf16 for g in detection.gpus),
+        tflops_bf16=preset.tflops_bf16 if preset else 0.0,
+        usd_per_hour=preset.usd_per_hour if preset else None,
+        kind="cuda",
+        detected=True,
+        preset=preset.key if preset else "",
+    )
 
 
 def this_computer() -> Hardware:
@@ -228,12 +271,21 @@ def this_computer() -> Hardware:
     ram_gib = round(_ram_bytes() / GIB, 1) or 16.0
     if platform.system() == "Darwin" and platform.machine() == "arm64":
         apple = load_presets()["apple-m-64"]
-        return replace(apple.hardware(), name=f"This Mac (Apple GPU, {ram_gib:g} GiB unified memory)",
-                       vram_gib=ram_gib, detected=True)
+        return replace(
+            apple.hardware(),
+            name=f"This Mac (Apple GPU, {ram_gib:g} GiB unified memory)",
+            vram_gib=ram_gib,
+            detected=True,
+        )
     cpu = load_presets()["cpu"]
     cores = os.cpu_count() or 1
-    return replace(cpu.hardware(), name=f"This computer (CPU only, {cores} cores, {ram_gib:g} GiB RAM)",
-                   vram_gib=ram_gib, tflops_bf16=round(cores * CPU_TFLOPS_PER_CORE, 3), detected=True)
+    return replace(
+        cpu.hardware(),
+        name=f"This computer (CPU only, {cores} cores, {ram_gib:g} GiB RAM)",
+        vram_gib=ram_gib,
+        tflops_bf16=round(cores * CPU_TFLOPS_PER_CORE, 3),
+        detected=True,
+    )
 
 
 # fp32 peak with AVX2 FMA: 2 FMA units x 8 lanes x 2 FLOPs x ~3 GHz = 0.096 TFLOP/s a core
@@ -258,8 +310,16 @@ def _ram_bytes() -> int:
 
 def custom_gpu(vram_gib: float, count: int = 1) -> Hardware:
     """A what-if NVIDIA GPU of a given size (no speed or price known)."""
-    return Hardware(name=f"A GPU with {vram_gib:g} GiB", vram_gib=vram_gib, count=count, bf16=True,
-                    tflops_bf16=0.0, usd_per_hour=None, kind="cuda", detected=False)
+    return Hardware(
+        name=f"A GPU with {vram_gib:g} GiB",
+        vram_gib=vram_gib,
+        count=count,
+        bf16=True,
+        tflops_bf16=0.0,
+        usd_per_hour=None,
+        kind="cuda",
+        detected=False,
+    )
 
 
 # ------------------------------------------------------------------------------------------------------- CLI
@@ -276,8 +336,10 @@ def main(argv=None) -> int:
         else:
             for key, p in presets.items():
                 price = f"${p.usd_per_hour:g}/h" if p.usd_per_hour is not None else "owned"
-                print(f"{key:11} {p.name:58} {p.vram_gib:6.1f} GiB  bf16={'yes' if p.bf16 else 'no ':3}  "
-                      f"{p.tflops_bf16:6.1f} TFLOP/s  {price}")
+                print(
+                    f"{key:11} {p.name:58} {p.vram_gib:6.1f} GiB  bf16={'yes' if p.bf16 else 'no ':3}  "
+                    f"{p.tflops_bf16:6.1f} TFLOP/s  {price}"
+                )
         return 0
     detection = detect_gpus()
     plan = this_computer()
@@ -290,10 +352,14 @@ def main(argv=None) -> int:
         print(f"{detection.count} NVIDIA GPU(s), driver {detection.driver_version}, CUDA {detection.cuda_version}")
         for g in detection.gpus:
             cc = f"{g.compute_capability[0]}.{g.compute_capability[1]}"
-            print(f"  [{g.index}] {g.name}: {g.total_gib:.1f} GiB total, {g.free_gib:.1f} free, {g.used_gib:.1f} used;"
-                  f" compute capability {cc} (bf16 {'yes' if g.bf16 else 'no'})")
-    print(f"Planning for: {plan.name} x{plan.count}, {plan.vram_gib:g} GiB each, "
-          f"{plan.tflops_bf16:g} TFLOP/s peak" + (f" (preset {plan.preset})" if plan.preset else ""))
+            print(
+                f"  [{g.index}] {g.name}: {g.total_gib:.1f} GiB total, {g.free_gib:.1f} free, {g.used_gib:.1f} used;"
+                f" compute capability {cc} (bf16 {'yes' if g.bf16 else 'no'})"
+            )
+    print(
+        f"Planning for: {plan.name} x{plan.count}, {plan.vram_gib:g} GiB each, "
+        f"{plan.tflops_bf16:g} TFLOP/s peak" + (f" (preset {plan.preset})" if plan.preset else "")
+    )
     return 0
 
 
@@ -306,6 +372,7 @@ def gpu_usage() -> list[dict]:
     there is no NVIDIA driver."""
     try:
         import pynvml
+
         pynvml.nvmlInit()
     except Exception:  # noqa: BLE001  no driver, no GPUs: nothing to show
         return []
@@ -314,8 +381,14 @@ def gpu_usage() -> list[dict]:
         for i in range(pynvml.nvmlDeviceGetCount()):
             handle = pynvml.nvmlDeviceGetHandleByIndex(i)
             memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
-            out.append({"gpu": i, "used_gib": round(memory.used / GIB, 2), "total_gib": round(memory.total / GIB, 2),
-                        "util_percent": pynvml.nvmlDeviceGetUtilizationRates(handle).gpu})
+            out.append(
+                {
+                    "gpu": i,
+                    "used_gib": round(memory.used / GIB, 2),
+                    "total_gib": round(memory.total / GIB, 2),
+                    "util_percent": pynvml.nvmlDeviceGetUtilizationRates(handle).gpu,
+                }
+            )
         return out
     finally:
         pynvml.nvmlShutdown()

@@ -10,6 +10,7 @@ Modelfile without TEMPLATE (Ollama then picks a template from the file's own tok
 it) and a sentence saying so. Ollama puts the SYSTEM line first as a system message when a chat has none, which is
 what SmolLM2's Jinja template does with its default prompt.
 """
+
 import json
 import urllib.request
 
@@ -29,15 +30,16 @@ def chatml(messages: list[dict]) -> str:
 def default_system(tokenizer) -> str | None:
     """The system prompt the Jinja template adds when a chat has none ("" if it adds none); None if not ChatML."""
     render = tokenizer.apply_chat_template(PROBE, tokenize=False, add_generation_prompt=True)
-    given = tokenizer.apply_chat_template([{"role": "system", "content": "S"}, *PROBE], tokenize=False,
-                                          add_generation_prompt=True)
+    given = tokenizer.apply_chat_template(
+        [{"role": "system", "content": "S"}, *PROBE], tokenize=False, add_generation_prompt=True
+    )
     if given != chatml([{"role": "system", "content": "S"}, *PROBE]):
         return None
     if render == chatml(PROBE):
         return ""
     head = "<|im_start|>system\n"
     if render.startswith(head) and render.endswith(chatml(PROBE)):
-        system = render[len(head):-len(chatml(PROBE))]
+        system = render[len(head) : -len(chatml(PROBE))]
         if system.endswith("<|im_end|>\n") and render == chatml([{"role": "system", "content": system[:-11]}, *PROBE]):
             return system[:-11]
     return None
@@ -54,8 +56,10 @@ def modelfile(gguf_name: str, tokenizer) -> tuple[str, str | None]:
     stops = []
     note = None
     if system is None:
-        note = ("The chat template is not ChatML, so the Modelfile has no TEMPLATE: Ollama uses the template in the "
-                "GGUF if it recognises it (check with `ollama show NAME --template`).")
+        note = (
+            "The chat template is not ChatML, so the Modelfile has no TEMPLATE: Ollama uses the template in the "
+            "GGUF if it recognises it (check with `ollama show NAME --template`)."
+        )
     else:
         lines.append(f"TEMPLATE {_quoted(CHATML_TEMPLATE)}")
         if system:

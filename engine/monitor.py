@@ -7,24 +7,25 @@ part scaled to the run's starting loss, because near convergence 3x a tiny loss 
 step by step over recorded real curves in tests/test_monitor.py (tests/data/curves/: healthy runs raise nothing,
 NaN, divergence and overfitting are each caught).
 """
+
 import math
 import statistics
 import time
 from dataclasses import dataclass
 
 TRAINING_STATES = ("running",)  # the states in which an ETA means something (engine.rundir.STATES)
-RATE_INTERVALS = 10   # the step time is the median of the last this-many intervals between logged steps
-WARMUP_RECORDS = 2    # logged steps of an attempt that time loading and warm-up, not the steady pace
-WINDOW = 5            # steps per smoothing window of the health rules (a median: one odd batch moves nothing)
+RATE_INTERVALS = 10  # the step time is the median of the last this-many intervals between logged steps
+WARMUP_RECORDS = 2  # logged steps of an attempt that time loading and warm-up, not the steady pace
+WINDOW = 5  # steps per smoothing window of the health rules (a median: one odd batch moves nothing)
 
 
 @dataclass
 class Progress:
     step: int
     max_steps: int
-    fraction: float        # 0..1, from steps (the progress bar)
-    elapsed_s: float       # of this attempt (a resumed run starts again at its resume)
-    eta_s: float | None    # None while not training, or until a few steps of this attempt give a rate
+    fraction: float  # 0..1, from steps (the progress bar)
+    elapsed_s: float  # of this attempt (a resumed run starts again at its resume)
+    eta_s: float | None  # None while not training, or until a few steps of this attempt give a rate
     seconds_per_step: float | None
     training: bool = False  # the run is in a state where it advances (running)
 
@@ -32,16 +33,18 @@ class Progress:
 def _step_time(train: list[dict]) -> float | None:
     """Seconds per step: the median of recent intervals between logged steps, once the warm-up steps are behind.
     A median ignores the odd interval that holds an evaluation pass or a checkpoint save."""
-    steady = train[WARMUP_RECORDS - 1:]
-    pairs = [(b["time"] - a["time"]) / (b["step"] - a["step"])
-             for a, b in zip(steady, steady[1:]) if b["step"] > a["step"]]
+    steady = train[WARMUP_RECORDS - 1 :]
+    pairs = [
+        (b["time"] - a["time"]) / (b["step"] - a["step"]) for a, b in zip(steady, steady[1:]) if b["step"] > a["step"]
+    ]
     return statistics.median(pairs[-RATE_INTERVALS:]) if len(pairs) >= 2 else None  # one interval is no pace yet
 
 
 def progress(status: dict, records: list[dict], now: float | None = None) -> Progress:
     now = now or time.time()
-    train = sorted((r for r in records if "loss" in r and isinstance(r.get("time"), (int, float))),
-                   key=lambda r: r["step"])
+    train = sorted(
+        (r for r in records if "loss" in r and isinstance(r.get("time"), (int, float))), key=lambda r: r["step"]
+    )
     started_at = status.get("started_at")
     if started_at:  # after a resume: only this attempt's steps (the older ones would time the pause in between)
         train = [r for r in train if r["time"] >= started_at]
@@ -88,23 +91,26 @@ def format_seconds(seconds: float | None) -> str:
 
 @dataclass
 class Alert:
-    level: str    # "error" | "warning"
-    title: str    # what is happening, in plain words
-    advice: str   # what to do about it
+    level: str  # "error" | "warning"
+    title: str  # what is happening, in plain words
+    advice: str  # what to do about it
 
 
 def _medians(values: list[float], k: int = WINDOW) -> list[float]:
     """Running median over windows of k values: entry i is the median of values[i : i + k]."""
-    return [statistics.median(values[i:i + k]) for i in range(len(values) - k + 1)]
+    return [statistics.median(values[i : i + k]) for i in range(len(values) - k + 1)]
 
 
 def _nan_alert(steps: list[int], loss: list[float]) -> Alert | None:
     bad = [s for s, v in zip(steps, loss) if not math.isfinite(v)]
     if not bad:
         return None
-    return Alert("error", f"The loss became NaN or infinite at step {bad[0]}.",
-                 "The run is not learning any more. Stop it, then lower the learning rate 10x; also check the data "
-                 "for empty answers, and prefer bf16 over fp16.")
+    return Alert(
+        "error",
+        f"The loss became NaN or infinite at step {bad[0]}.",
+        "The run is not learning any more. Stop it, then lower the learning rate 10x; also check the data "
+        "for empty answers, and prefer bf16 over fp16.",
+    )
 
 
 def _explosion_alert(loss: list[float]) -> Alert | None:
@@ -118,9 +124,12 @@ def _explosion_alert(loss: list[float]) -> Alert | None:
     start, recent = loss[0], smooth[-1]
     best = min(smooth[:-k] + [start])  # windows that end before the recent one begins, or the untrained model
     if recent > 3 * best and recent - best > 0.5 * start:
-        return Alert("error", f"The loss is exploding: about {recent:.3g} over the last {k} steps, against "
-                     f"{best:.3g} at its best" + ("." if best == start else f" and {start:.3g} at the start."),
-                     "Stop the run and restart with a learning rate 3-10x lower (or more warm-up).")
+        return Alert(
+            "error",
+            f"The loss is exploding: about {recent:.3g} over the last {k} steps, against "
+            f"{best:.3g} at its best" + ("." if best == start else f" and {start:.3g} at the start."),
+            "Stop the run and restart with a learning rate 3-10x lower (or more warm-up).",
+        )
     return None
 
 
@@ -133,9 +142,12 @@ def _spike_alert(steps: list[int], loss: list[float]) -> Alert | None:
     centre = statistics.median(window)
     mad = statistics.median(abs(v - centre) for v in window) * 1.4826  # ~ one standard deviation if normal
     if loss[-1] > centre + max(6 * mad, 0.25 * loss[0]) and loss[-1] > 1.5 * centre:
-        return Alert("warning", f"The loss spiked at step {steps[-1]} ({loss[-1]:.3g} against about {centre:.3g} "
-                     "before).", "One spike is often a hard batch and recovers; if spikes repeat, lower the "
-                     "learning rate or look for broken examples.")
+        return Alert(
+            "warning",
+            f"The loss spiked at step {steps[-1]} ({loss[-1]:.3g} against about {centre:.3g} before).",
+            "One spike is often a hard batch and recovers; if spikes repeat, lower the "
+            "learning rate or look for broken examples.",
+        )
     return None
 
 
@@ -155,10 +167,14 @@ def _overfitting_alert(steps: list[int], loss: list[float], records: list[dict])
     after = [v for s, v in zip(steps, loss) if s > eval_steps[best]][-WINDOW:]
     if not before or not after or statistics.median(after) >= statistics.median(before):
         return None
-    return Alert("warning", f"The held-out loss is rising while the training loss falls ({eval_loss[best]:.3g} at "
-                 f"step {eval_steps[best]}, {eval_loss[-1]:.3g} now): the model is starting to memorise its "
-                 "examples (overfitting).", "Stop now: the checkpoint with the lowest held-out loss is kept. Next "
-                 "time train fewer steps or epochs, or add more varied data.")
+    return Alert(
+        "warning",
+        f"The held-out loss is rising while the training loss falls ({eval_loss[best]:.3g} at "
+        f"step {eval_steps[best]}, {eval_loss[-1]:.3g} now): the model is starting to memorise its "
+        "examples (overfitting).",
+        "Stop now: the checkpoint with the lowest held-out loss is kept. Next "
+        "time train fewer steps or epochs, or add more varied data.",
+    )
 
 
 def _memory_alert(records: list[dict]) -> Alert | None:
@@ -167,9 +183,12 @@ def _memory_alert(records: list[dict]) -> Alert | None:
         return None
     settled, now = memory[len(memory) // 4], memory[-1]
     if now > settled * 1.15 and now > settled + 0.5 and memory[-1] >= memory[-5] >= memory[-10]:
-        return Alert("warning", f"Memory keeps creeping up: {settled:.1f} GiB after warm-up, {now:.1f} GiB now.",
-                     "Usually longer examples arriving late; if it keeps rising, the run may run out of memory. "
-                     "Lower the batch size or the maximum length.")
+        return Alert(
+            "warning",
+            f"Memory keeps creeping up: {settled:.1f} GiB after warm-up, {now:.1f} GiB now.",
+            "Usually longer examples arriving late; if it keeps rising, the run may run out of memory. "
+            "Lower the batch size or the maximum length.",
+        )
     return None
 
 
@@ -179,6 +198,9 @@ def health(records: list[dict]) -> list[Alert]:
     nan = _nan_alert(steps, loss)
     if nan:
         return [nan]
-    found = [_explosion_alert(loss) or _spike_alert(steps, loss), _overfitting_alert(steps, loss, records),
-             _memory_alert(records)]
+    found = [
+        _explosion_alert(loss) or _spike_alert(steps, loss),
+        _overfitting_alert(steps, loss, records),
+        _memory_alert(records),
+    ]
     return [a for a in found if a]

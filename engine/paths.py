@@ -3,6 +3,7 @@
 TUNEWISE_HOME   runs, the run registry, uploads, workshop users/ and shared/  (default ~/.tunewise)
 TUNEWISE_CACHE  converted models; shared, safe to delete (default ~/.cache/tunewise)
 """
+
 import os
 from pathlib import Path
 

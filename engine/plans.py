@@ -2,6 +2,7 @@
 or a new login finds it again; and the class plan an instructor publishes for students to start from.
 
 A plan is plain data: {"spec": RunSpec fields, "goals": [...], "hardware": {"preset": KEY or "", "count": N}}."""
+
 import json
 import time
 from dataclasses import asdict
@@ -11,8 +12,11 @@ from engine.spec import RunSpec, SpecError
 
 
 def save(user: str, plan: dict) -> None:
-    connect().execute("INSERT INTO plans (user, plan, updated_at) VALUES (?, ?, ?) ON CONFLICT(user) DO UPDATE SET "
-                      "plan=excluded.plan, updated_at=excluded.updated_at", (user, json.dumps(plan), time.time()))
+    connect().execute(
+        "INSERT INTO plans (user, plan, updated_at) VALUES (?, ?, ?) ON CONFLICT(user) DO UPDATE SET "
+        "plan=excluded.plan, updated_at=excluded.updated_at",
+        (user, json.dumps(plan), time.time()),
+    )
 
 
 def load(user: str) -> dict | None:
@@ -33,10 +37,15 @@ def spec_of(plan: dict) -> RunSpec:
 
 
 def plan_of(spec: RunSpec, goals: list, hardware) -> dict:
-    return {"spec": asdict(spec), "goals": list(goals or []),
-            "hardware": {"preset": "" if hardware is None or hardware.detected else hardware.preset,
-                         "count": 1 if hardware is None else hardware.count,
-                         "chosen": hardware is not None}}
+    return {
+        "spec": asdict(spec),
+        "goals": list(goals or []),
+        "hardware": {
+            "preset": "" if hardware is None or hardware.detected else hardware.preset,
+            "count": 1 if hardware is None else hardware.count,
+            "chosen": hardware is not None,
+        },
+    }
 
 
 def _valid(plan: dict | None) -> dict | None:

@@ -7,6 +7,7 @@
 Source: shared/seeds/000_98f6475dc6ec4493.txt ("Training Taxonomy"); its texts live in assets/lesson.yaml.
 Without --gpu / --vram-gib the plan is for this computer (engine.hardware.this_computer).
 """
+
 import argparse
 import functools
 import json
@@ -21,7 +22,7 @@ from engine.spec import RunSpec, default_learning_rate, default_lr_scheduler
 
 METHOD_NAMES = {"full": "Full fine-tuning", "lora": "LoRA", "qlora": "QLoRA"}
 STAGE_ORDER = ("pt", "sft", "dpo", "rm", "rl")  # a pipeline always runs in this order
-RLHF_STAGES = ("rm", "rl")                      # reward model, then RL against it: RLHF in place of DPO
+RLHF_STAGES = ("rm", "rl")  # reward model, then RL against it: RLHF in place of DPO
 
 # Memory per billion parameters for training, from the lesson's PEFT table for a 7B model (full "60+ GB",
 # LoRA 16 GB, QLoRA 6 GB), scaled linearly. Short sequences, small batches; the Estimate page does it properly.
@@ -30,8 +31,8 @@ MPS_USABLE_FRACTION = 0.75  # macOS lets the GPU take about 3/4 of unified memor
 
 # The lesson's hardware branch has gaps (8-16, 24-48, 80+ GB); we cut between them, in GiB per GPU as NVML
 # reports it (a "24 GB" L4 shows 22.5 GiB, an "80 GB" H100 79.6 GiB).
-CONSUMER_BELOW_GIB = 20       # "Consumer GPU (8-16 GB) -> QLoRA"
-PROFESSIONAL_BELOW_GIB = 70   # "Professional GPU (24-48 GB) -> LoRA or full fine-tuning"; above: any method
+CONSUMER_BELOW_GIB = 20  # "Consumer GPU (8-16 GB) -> QLoRA"
+PROFESSIONAL_BELOW_GIB = 70  # "Professional GPU (24-48 GB) -> LoRA or full fine-tuning"; above: any method
 
 
 class RecommendError(ValueError):
@@ -60,15 +61,15 @@ class StageData:
 class GoalAdvice:
     goal: str
     label: str
-    primary: str      # as the lesson's matrix says it: "SFT", "DPO", "Pretraining"
-    secondary: str    # "" | "DPO" | "RLHF" | "RAG" | "SFT"
+    primary: str  # as the lesson's matrix says it: "SFT", "DPO", "Pretraining"
+    secondary: str  # "" | "DPO" | "RLHF" | "RAG" | "SFT"
     why: str
 
 
 @dataclass
 class MethodAdvice:
-    peft: str                            # full | lora | qlora
-    tier: str                            # consumer | professional | cloud | apple | cpu | unknown
+    peft: str  # full | lora | qlora
+    tier: str  # consumer | professional | cloud | apple | cpu | unknown
     reasons: list[str]
     caveats: list[str]
     largest_model_b: dict[str, float | None]  # method -> rough largest model in billions; None = not offered here
@@ -77,10 +78,10 @@ class MethodAdvice:
 @dataclass
 class Recommendation:
     goals: list[str]
-    pipeline: list[str]                  # stage keys in order, e.g. ["sft", "dpo"]
+    pipeline: list[str]  # stage keys in order, e.g. ["sft", "dpo"]
     peft: str
     consider_rag: bool
-    data: StageData                      # the first stage's data: what to collect first
+    data: StageData  # the first stage's data: what to collect first
     data_by_stage: list[StageData]
     reasons: list[str]
     caveats: list[str]
@@ -95,50 +96,98 @@ class Recommendation:
 def advise_method(hw: Hardware | None) -> MethodAdvice:
     """The lesson's hardware branch, with reasons. A rule of thumb; the Estimate page checks what really fits."""
     if hw is None:
-        return MethodAdvice("lora", "unknown", ["No hardware chosen yet, so we suggest LoRA: it runs on any GPU, "
-                            "an Apple Mac or a CPU. The Hardware page may change this."], [],
-                            {m: None for m in GIB_PER_BILLION})
+        return MethodAdvice(
+            "lora",
+            "unknown",
+            [
+                "No hardware chosen yet, so we suggest LoRA: it runs on any GPU, "
+                "an Apple Mac or a CPU. The Hardware page may change this."
+            ],
+            [],
+            {m: None for m in GIB_PER_BILLION},
+        )
     usable = hw.vram_gib * (MPS_USABLE_FRACTION if hw.kind == "mps" else 1.0)
     largest = {m: round(usable / g, 1) for m, g in GIB_PER_BILLION.items()}
     caveats = []
     if hw.kind == "cpu":
         largest["qlora"] = None
-        return MethodAdvice("lora", "cpu", [
-            "No GPU: training runs on the processor, which is 50-100x slower than a GPU. LoRA keeps the work "
-            "small; expect only tiny models such as the embedded 135M one to finish in minutes."],
-            ["QLoRA is not offered here: its 4-bit base (bitsandbytes) does run on a CPU, but each step takes "
-             "~2.4x as long as LoRA's, and the memory it saves matters only on a GPU."], largest)
+        return MethodAdvice(
+            "lora",
+            "cpu",
+            [
+                "No GPU: training runs on the processor, which is 50-100x slower than a GPU. LoRA keeps the work "
+                "small; expect only tiny models such as the embedded 135M one to finish in minutes."
+            ],
+            [
+                "QLoRA is not offered here: its 4-bit base (bitsandbytes) does run on a CPU, but each step takes "
+                "~2.4x as long as LoRA's, and the memory it saves matters only on a GPU."
+            ],
+            largest,
+        )
     if hw.kind == "mps":
         largest["qlora"] = None
-        return MethodAdvice("lora", "apple", [
-            f"Apple GPU (MPS) with {hw.vram_gib:g} GiB unified memory, of which macOS lets the GPU use about "
-            f"{usable:.0f} GiB. LoRA fits models up to about {largest['lora']:g}B."],
-            ["QLoRA is not available on a Mac: its 4-bit kernels (bitsandbytes) need an NVIDIA GPU.",
-             "An Apple GPU is several times slower than a data-centre GPU; plan for long runs."], largest)
+        return MethodAdvice(
+            "lora",
+            "apple",
+            [
+                f"Apple GPU (MPS) with {hw.vram_gib:g} GiB unified memory, of which macOS lets the GPU use about "
+                f"{usable:.0f} GiB. LoRA fits models up to about {largest['lora']:g}B."
+            ],
+            [
+                "QLoRA is not available on a Mac: its 4-bit kernels (bitsandbytes) need an NVIDIA GPU.",
+                "An Apple GPU is several times slower than a data-centre GPU; plan for long runs.",
+            ],
+            largest,
+        )
     if not hw.bf16:
-        caveats.append("This GPU has no bfloat16 (compute capability below 8.0), so training uses fp16, which "
-                       "is less numerically stable. Watch the loss for spikes or NaN.")
+        caveats.append(
+            "This GPU has no bfloat16 (compute capability below 8.0), so training uses fp16, which "
+            "is less numerically stable. Watch the loss for spikes or NaN."
+        )
     if hw.count > 1:
-        caveats.append(f"{hw.count} GPUs train faster (each works on part of the data), but each holds the whole "
-                       "model, so one GPU's memory decides which models fit.")
+        caveats.append(
+            f"{hw.count} GPUs train faster (each works on part of the data), but each holds the whole "
+            "model, so one GPU's memory decides which models fit."
+        )
     if hw.vram_gib < CONSUMER_BELOW_GIB:
         if hw.vram_gib < 6:
-            caveats.append(f"{hw.vram_gib:g} GiB is below the 6 GB the lesson quotes for QLoRA on a 7B model; "
-                           f"stay at or below about {largest['qlora']:g}B parameters.")
-        return MethodAdvice("qlora", "consumer", [
-            f"{hw.vram_gib:g} GiB per GPU is consumer-GPU territory (8-16 GB), where the lesson recommends QLoRA: "
-            "the base model is stored in 4 bits, so a 7B model trains in about 6 GB at ~93% of full quality."],
-            caveats, largest)
+            caveats.append(
+                f"{hw.vram_gib:g} GiB is below the 6 GB the lesson quotes for QLoRA on a 7B model; "
+                f"stay at or below about {largest['qlora']:g}B parameters."
+            )
+        return MethodAdvice(
+            "qlora",
+            "consumer",
+            [
+                f"{hw.vram_gib:g} GiB per GPU is consumer-GPU territory (8-16 GB), where the lesson recommends QLoRA: "
+                "the base model is stored in 4 bits, so a 7B model trains in about 6 GB at ~93% of full quality."
+            ],
+            caveats,
+            largest,
+        )
     if hw.vram_gib < PROFESSIONAL_BELOW_GIB:
-        return MethodAdvice("lora", "professional", [
-            f"{hw.vram_gib:g} GiB per GPU is professional-GPU territory (24-48 GB): LoRA fits 7B-class models "
-            f"(about {largest['lora']:g}B at most) at ~95% of full quality, and full fine-tuning fits small "
-            f"models (up to about {largest['full']:g}B). QLoRA reaches about {largest['qlora']:g}B."],
-            caveats, largest)
-    return MethodAdvice("lora", "cloud", [
-        f"{hw.vram_gib:g} GiB per GPU: any method is viable. Full fine-tuning fits models up to about "
-        f"{largest['full']:g}B; LoRA is still our default, since it keeps ~95% of the quality, trains about 2x "
-        "faster and cannot make the base model forget (its weights stay frozen)."], caveats, largest)
+        return MethodAdvice(
+            "lora",
+            "professional",
+            [
+                f"{hw.vram_gib:g} GiB per GPU is professional-GPU territory (24-48 GB): LoRA fits 7B-class models "
+                f"(about {largest['lora']:g}B at most) at ~95% of full quality, and full fine-tuning fits small "
+                f"models (up to about {largest['full']:g}B). QLoRA reaches about {largest['qlora']:g}B."
+            ],
+            caveats,
+            largest,
+        )
+    return MethodAdvice(
+        "lora",
+        "cloud",
+        [
+            f"{hw.vram_gib:g} GiB per GPU: any method is viable. Full fine-tuning fits models up to about "
+            f"{largest['full']:g}B; LoRA is still our default, since it keeps ~95% of the quality, trains about 2x "
+            "faster and cannot make the base model forget (its weights stay frozen)."
+        ],
+        caveats,
+        largest,
+    )
 
 
 def _stage_data(stage: str, goals: list[str]) -> StageData:
@@ -167,39 +216,70 @@ def recommend(goals: list[str], hardware: Hardware | None = None) -> Recommendat
     reasons = [i["why"] for i in info.values()]
     if len(pipeline) > 1:
         roles = [lesson()["stages"][s]["role"] for s in pipeline]
-        reasons.append("The stages run in order, each starting from the model the previous one produced: "
-                       + ", then ".join(roles) + ".")
+        reasons.append(
+            "The stages run in order, each starting from the model the previous one produced: "
+            + ", then ".join(roles)
+            + "."
+        )
     reasons += method.reasons
     caveats = list(method.caveats)
     if consider_rag:
-        caveats.append("Facts: fine-tuning teaches patterns better than facts. For exact, up-to-date answers, "
-                       "consider retrieval (RAG), instead of or alongside fine-tuning.")
+        caveats.append(
+            "Facts: fine-tuning teaches patterns better than facts. For exact, up-to-date answers, "
+            "consider retrieval (RAG), instead of or alongside fine-tuning."
+        )
     if "pt" in pipeline:
-        caveats.append("Pretraining is almost never needed; the lesson keeps it for labs building foundation "
-                       "models, genuinely new domains and under-served languages. Try SFT on a multilingual "
-                       "model first.")
+        caveats.append(
+            "Pretraining is almost never needed; the lesson keeps it for labs building foundation "
+            "models, genuinely new domains and under-served languages. Try SFT on a multilingual "
+            "model first."
+        )
     if "dpo" in pipeline and "sft" not in pipeline:
-        caveats.append("DPO starts from a model that already follows instructions (a chat or instruct model, "
-                       "like the embedded one). Starting from a base model? Run SFT first.")
+        caveats.append(
+            "DPO starts from a model that already follows instructions (a chat or instruct model, "
+            "like the embedded one). Starting from a base model? Run SFT first."
+        )
     if {"sft", "pt"} & set(pipeline):
-        caveats.append("Catastrophic forgetting: training on one task can make a model worse at others. " + (
-            "Full fine-tuning changes every weight, so keep a mixed evaluation set and watch it; LoRA avoids "
-            "this by leaving the base weights untouched." if method.peft == "full" else
-            "LoRA and QLoRA limit this: the base weights stay frozen and only a small adapter learns."))
-    caveats.append("Bigger is not automatically better: a well-tuned 7B model often beats a poorly tuned 70B one "
-                   "on a specific task. Match the model to the task and to your data.")
+        caveats.append(
+            "Catastrophic forgetting: training on one task can make a model worse at others. "
+            + (
+                "Full fine-tuning changes every weight, so keep a mixed evaluation set and watch it; LoRA avoids "
+                "this by leaving the base weights untouched."
+                if method.peft == "full"
+                else "LoRA and QLoRA limit this: the base weights stay frozen and only a small adapter learns."
+            )
+        )
+    caveats.append(
+        "Bigger is not automatically better: a well-tuned 7B model often beats a poorly tuned 70B one "
+        "on a specific task. Match the model to the task and to your data."
+    )
 
     alternatives = []
     if any(i.get("rlhf_alternative") for i in info.values()):
         rlhf = [s for s in pipeline if s != "dpo"] + list(RLHF_STAGES)
-        alternatives.append({"pipeline": rlhf, "when": "If DPO proves insufficient: RLHF trains a reward model "
-                             "on your preferences, then improves the model against it with RL. More powerful, "
-                             "but three models in memory, slower and less stable."})
+        alternatives.append(
+            {
+                "pipeline": rlhf,
+                "when": "If DPO proves insufficient: RLHF trains a reward model "
+                "on your preferences, then improves the model against it with RL. More powerful, "
+                "but three models in memory, slower and less stable.",
+            }
+        )
     per_goal = [GoalAdvice(g, i["label"], i["primary"], i.get("secondary", ""), i["why"]) for g, i in info.items()]
     data_by_stage = [_stage_data(s, goals) for s in pipeline]
-    return Recommendation(goals=goals, pipeline=pipeline, peft=method.peft, consider_rag=consider_rag,
-                          data=data_by_stage[0], data_by_stage=data_by_stage, reasons=reasons, caveats=caveats,
-                          per_goal=per_goal, alternatives=alternatives, hardware=hardware.name if hardware else "")
+    return Recommendation(
+        goals=goals,
+        pipeline=pipeline,
+        peft=method.peft,
+        consider_rag=consider_rag,
+        data=data_by_stage[0],
+        data_by_stage=data_by_stage,
+        reasons=reasons,
+        caveats=caveats,
+        per_goal=per_goal,
+        alternatives=alternatives,
+        hardware=hardware.name if hardware else "",
+    )
 
 
 def apply_to_spec(spec: RunSpec, **changes) -> RunSpec:
@@ -216,19 +296,28 @@ def compare_dataset(guidance: StageData, n_examples: int) -> tuple[str, str]:
     """('low' | 'ok' | 'high', a sentence) for a dataset of n_examples against a stage's range."""
     lo, hi, unit = guidance.min_examples, guidance.max_examples, guidance.unit.split(" (")[0]
     if n_examples < lo:
-        return "low", (f"You have {n_examples:,} {unit}; this usually needs at least {lo:,}. Collect more, or "
-                       "expect a weaker result (a first small run is still a good test).")
+        return "low", (
+            f"You have {n_examples:,} {unit}; this usually needs at least {lo:,}. Collect more, or "
+            "expect a weaker result (a first small run is still a good test)."
+        )
     if n_examples > hi:
-        return "high", (f"You have {n_examples:,} {unit}, more than the usual {hi:,}. That works but costs time; "
-                        "try a clean subset first, quality beats quantity.")
+        return "high", (
+            f"You have {n_examples:,} {unit}, more than the usual {hi:,}. That works but costs time; "
+            "try a clean subset first, quality beats quantity."
+        )
     return "ok", f"You have {n_examples:,} {unit}, inside the usual {lo:,}-{hi:,}."
 
 
 # ------------------------------------------------------------------------------------------------------- CLI
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m engine.recommend", description=__doc__.splitlines()[0])
-    parser.add_argument("--goal", action="append", default=[], metavar="GOAL",
-                        help="what you need (repeat for several): " + ", ".join(goal_keys()))
+    parser.add_argument(
+        "--goal",
+        action="append",
+        default=[],
+        metavar="GOAL",
+        help="what you need (repeat for several): " + ", ".join(goal_keys()),
+    )
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--gpu", metavar="PRESET", help="plan for a preset from engine/assets/gpus.yaml")
     where.add_argument("--vram-gib", type=float, metavar="N", help="plan for an NVIDIA GPU with N GiB")

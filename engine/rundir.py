@@ -1,13 +1,14 @@
 """The run directory: the protocol between the UI and a trainer process. No torch here; both sides import it.
 
-    RUN/config.yaml     what was asked (a RunSpec)
-    RUN/status.json     {"state": queued|running|completed|failed|stopped, "step", "max_steps", "error", ...}
-    RUN/metrics.jsonl   one JSON object per logged step: step, loss, learning_rate, epoch, ... (append-only)
-    RUN/train.log       the trainer's stdout and stderr
-    RUN/command.txt     the exact command that was started (re-run it from a shell)
-    RUN/checkpoint-N/   Trainer checkpoints (resume from the last one)
-    RUN/final/          the result: a PEFT adapter, or a full model for method=full
+RUN/config.yaml     what was asked (a RunSpec)
+RUN/status.json     {"state": queued|running|completed|failed|stopped, "step", "max_steps", "error", ...}
+RUN/metrics.jsonl   one JSON object per logged step: step, loss, learning_rate, epoch, ... (append-only)
+RUN/train.log       the trainer's stdout and stderr
+RUN/command.txt     the exact command that was started (re-run it from a shell)
+RUN/checkpoint-N/   Trainer checkpoints (resume from the last one)
+RUN/final/          the result: a PEFT adapter, or a full model for method=full
 """
+
 import json
 import os
 import time
@@ -93,6 +94,9 @@ def log_tail(run_dir: Path, lines: int = 20) -> str:
 
 def last_checkpoint(run_dir: Path) -> Path | None:
     # only complete checkpoints: transformers writes trainer_state.json last, so a save cut short has none
-    ckpts = [p for p in Path(run_dir).glob("checkpoint-*")
-             if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").is_file()]
+    ckpts = [
+        p
+        for p in Path(run_dir).glob("checkpoint-*")
+        if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").is_file()
+    ]
     return max(ckpts, key=lambda p: int(p.name.split("-")[-1]), default=None)

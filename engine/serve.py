@@ -8,6 +8,7 @@ Workshop mode refuses to start until `python -m engine.users setup --instructor 
 and first instructor. Both modes keep Streamlit's XSRF protection on and hide the "Deploy" button; the upload
 limit is TUNEWISE_MAX_UPLOAD_MB (default engine/datafile.py's), passed to Streamlit as server.maxUploadSize.
 """
+
 import argparse
 import os
 import sys
@@ -17,12 +18,30 @@ from engine import paths
 
 def command(workshop: bool, port: int, address: str | None = None) -> list[str]:
     from engine.datafile import max_upload_mb
-    return [sys.executable, "-m", "streamlit", "run", str(paths.REPO / "app.py"),
-            "--server.port", str(port), "--server.address", address or ("0.0.0.0" if workshop else "127.0.0.1"),
-            "--server.headless", "true", "--server.enableXsrfProtection", "true",
-            "--server.maxUploadSize", str(max(1, int(max_upload_mb()))), "--client.toolbarMode", "minimal",
-            "--server.fileWatcherType", "none",
-            "--browser.gatherUsageStats", "false"] + (_workshop_flags() if workshop else [])
+
+    return [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(paths.REPO / "app.py"),
+        "--server.port",
+        str(port),
+        "--server.address",
+        address or ("0.0.0.0" if workshop else "127.0.0.1"),
+        "--server.headless",
+        "true",
+        "--server.enableXsrfProtection",
+        "true",
+        "--server.maxUploadSize",
+        str(max(1, int(max_upload_mb()))),
+        "--client.toolbarMode",
+        "minimal",
+        "--server.fileWatcherType",
+        "none",
+        "--browser.gatherUsageStats",
+        "false",
+    ] + (_workshop_flags() if workshop else [])
 
 
 def _workshop_flags() -> list[str]:
@@ -46,6 +65,7 @@ def main(argv=None) -> int:
     if workshop:
         os.environ["TUNEWISE_MODE"] = "workshop"
         from engine import users
+
         problem = users.setup_problem()
         if problem:
             print(f"error: {problem}", file=sys.stderr)

@@ -4,6 +4,7 @@ Field names follow TRL's own config classes (SFTConfig / DPOConfig / ModelConfig
 one, so a config.yaml written here reads naturally next to TRL's tooling. Every default lives in this file; the
 estimator reads the same ones, so what we predict is what `engine.train` launches.
 """
+
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -11,19 +12,34 @@ import yaml
 
 STAGES = ("pt", "sft", "dpo", "rm", "rl")
 METHODS = ("full", "lora", "qlora")
-STAGE_NAMES = {"pt": "continued pretraining", "sft": "supervised fine-tuning", "dpo": "DPO (preferences)",
-               "rm": "reward model", "rl": "RL (GRPO)"}
+STAGE_NAMES = {
+    "pt": "continued pretraining",
+    "sft": "supervised fine-tuning",
+    "dpo": "DPO (preferences)",
+    "rm": "reward model",
+    "rl": "RL (GRPO)",
+}
 
 # Learning rates by stage and method. Full fine-tuning moves every weight, so it takes small steps; LoRA adapters
 # start at zero and need ~10x larger ones (the QLoRA paper used 2e-4; TRL's SFT LoRA examples likewise).
 # Preference stages (DPO, RL) start from a model that already behaves, so they nudge gently (DPO paper: 5e-7 full,
 # TRL's DPO LoRA examples 5e-6..5e-5). The reward model learns a fresh head, so it can move faster.
 LEARNING_RATES = {
-    ("pt", "full"): 2e-5, ("pt", "lora"): 2e-4, ("pt", "qlora"): 2e-4,
-    ("sft", "full"): 2e-5, ("sft", "lora"): 2e-4, ("sft", "qlora"): 2e-4,
-    ("dpo", "full"): 5e-7, ("dpo", "lora"): 5e-5, ("dpo", "qlora"): 5e-5,
-    ("rm", "full"): 1e-5, ("rm", "lora"): 1e-4, ("rm", "qlora"): 1e-4,
-    ("rl", "full"): 1e-6, ("rl", "lora"): 1e-5, ("rl", "qlora"): 1e-5,
+    ("pt", "full"): 2e-5,
+    ("pt", "lora"): 2e-4,
+    ("pt", "qlora"): 2e-4,
+    ("sft", "full"): 2e-5,
+    ("sft", "lora"): 2e-4,
+    ("sft", "qlora"): 2e-4,
+    ("dpo", "full"): 5e-7,
+    ("dpo", "lora"): 5e-5,
+    ("dpo", "qlora"): 5e-5,
+    ("rm", "full"): 1e-5,
+    ("rm", "lora"): 1e-4,
+    ("rm", "qlora"): 1e-4,
+    ("rl", "full"): 1e-6,
+    ("rl", "lora"): 1e-5,
+    ("rl", "qlora"): 1e-5,
 }
 
 # The embedded 135M model with a fresh LoRA adapter learns a fixed format (the Task API JSON) in tens of steps at
@@ -42,8 +58,16 @@ CPU_RUN = {"max_steps": 100, "eval_steps": 100, "save_steps": 50, "lora_dropout"
 # Experiment trackers, by transformers' report_to names (engine/tracking.py says where each one writes)
 REPORT_TO = ("none", "tensorboard", "mlflow", "wandb")
 
-SCHEDULERS = ("linear", "constant", "constant_with_warmup", "cosine", "cosine_with_restarts", "polynomial",
-              "inverse_sqrt", "warmup_stable_decay")
+SCHEDULERS = (
+    "linear",
+    "constant",
+    "constant_with_warmup",
+    "cosine",
+    "cosine_with_restarts",
+    "polynomial",
+    "inverse_sqrt",
+    "warmup_stable_decay",
+)
 
 
 def _fresh_small_adapter(stage: str, method: str, model: str) -> bool:
@@ -69,34 +93,34 @@ class SpecError(ValueError):
 
 @dataclass
 class RunSpec:
-    stage: str = "sft"                      # pt | sft | dpo | rm | rl
-    method: str = "lora"                    # full | lora | qlora (4-bit NF4 base + LoRA, bitsandbytes; CPU works, slower)
-    model_name_or_path: str = "embedded"    # "embedded" = SmolLM2-135M-Instruct shipped with the app
-    dataset_name: str = ""                  # a data file; empty = the stage's bundled set
-    output_dir: str = ""                    # the run directory; empty = a new one under TUNEWISE_HOME/runs
-    init_from: str = ""                     # an earlier run directory whose final/ this stage starts from
-    max_steps: int = -1                     # > 0 overrides num_train_epochs
+    stage: str = "sft"  # pt | sft | dpo | rm | rl
+    method: str = "lora"  # full | lora | qlora (4-bit NF4 base + LoRA, bitsandbytes; CPU works, slower)
+    model_name_or_path: str = "embedded"  # "embedded" = SmolLM2-135M-Instruct shipped with the app
+    dataset_name: str = ""  # a data file; empty = the stage's bundled set
+    output_dir: str = ""  # the run directory; empty = a new one under TUNEWISE_HOME/runs
+    init_from: str = ""  # an earlier run directory whose final/ this stage starts from
+    max_steps: int = -1  # > 0 overrides num_train_epochs
     num_train_epochs: float = 1.0
-    learning_rate: float = 0.0              # 0 = default_learning_rate(stage, method, model)
-    lr_scheduler_type: str = ""             # "" = default_lr_scheduler(stage, method, model); TRL's names
-    max_length: int = 512                   # tokens per example; longer ones are truncated
+    learning_rate: float = 0.0  # 0 = default_learning_rate(stage, method, model)
+    lr_scheduler_type: str = ""  # "" = default_lr_scheduler(stage, method, model); TRL's names
+    max_length: int = 512  # tokens per example; longer ones are truncated
     per_device_train_batch_size: int = 8
     gradient_accumulation_steps: int = 1
-    gradient_checkpointing: bool = False    # trades ~30% more compute for much less activation memory
-    optim: str = "adamw_torch_fused"        # one fused kernel, no extra copy of the weights per step (transformers' own
-                                            # default for torch >= 2.8); adamw_8bit / paged_adamw_8bit save memory
-    lora_r: int = 16                        # higher = more capacity and memory; 8-64 is usual
-    lora_alpha: int = 32                    # scale of the adapter's update; 2 x r is the common choice
-    lora_dropout: float = 0.0               # PEFT's default. 0.05 (QLoRA paper, TRL's docs) adds a dropout of
-                                            # every adapted layer's input: 17 % of a CPU step (py-spy), ~5 % of a
-                                            # GPU step's kernel time (bench/profile_run.py), and its memory
+    gradient_checkpointing: bool = False  # trades ~30% more compute for much less activation memory
+    optim: str = "adamw_torch_fused"  # one fused kernel, no extra copy of the weights per step (transformers' own
+    # default for torch >= 2.8); adamw_8bit / paged_adamw_8bit save memory
+    lora_r: int = 16  # higher = more capacity and memory; 8-64 is usual
+    lora_alpha: int = 32  # scale of the adapter's update; 2 x r is the common choice
+    lora_dropout: float = 0.0  # PEFT's default. 0.05 (QLoRA paper, TRL's docs) adds a dropout of
+    # every adapted layer's input: 17 % of a CPU step (py-spy), ~5 % of a
+    # GPU step's kernel time (bench/profile_run.py), and its memory
     lora_target_modules: str = "all-linear"  # every linear layer but the LM head (QLoRA paper: best quality)
     seed: int = 42
-    logging_steps: int = 1                  # every step, so the live chart moves; costs nothing measurable
-    save_steps: int = 50                    # checkpoints, so a stopped run can resume
-    eval_steps: int = 50                    # held-out loss every N steps (and at the end); a CPU eval pass is slow
-    num_processes: int = 1                  # > 1: started through `accelerate launch` (DDP), one per GPU
-    report_to: str = "none"                 # also log to tensorboard | mlflow | wandb (offline); off by default
+    logging_steps: int = 1  # every step, so the live chart moves; costs nothing measurable
+    save_steps: int = 50  # checkpoints, so a stopped run can resume
+    eval_steps: int = 50  # held-out loss every N steps (and at the end); a CPU eval pass is slow
+    num_processes: int = 1  # > 1: started through `accelerate launch` (DDP), one per GPU
+    report_to: str = "none"  # also log to tensorboard | mlflow | wandb (offline); off by default
     extra: dict = field(default_factory=dict)  # stage-specific TRL fields (e.g. beta for DPO), passed through
 
     def __post_init__(self):
@@ -114,20 +138,25 @@ class RunSpec:
         _positive(self, "eval_steps", 1, 10**6)
         _positive(self, "num_processes", 1, 1024)
         if self.max_steps == 0 or self.max_steps < -1:
-            raise SpecError(f"max_steps is {self.max_steps}; give a positive number of steps, or -1 to train "
-                            "for num_train_epochs.")
+            raise SpecError(
+                f"max_steps is {self.max_steps}; give a positive number of steps, or -1 to train for num_train_epochs."
+            )
         if self.max_steps == -1 and not 0 < self.num_train_epochs <= 1000:
             raise SpecError(f"num_train_epochs is {self.num_train_epochs}; give a number between 0 and 1000.")
         if not 0 <= self.learning_rate < 1:
-            raise SpecError(f"learning_rate is {self.learning_rate}; usual values are 1e-6 to 1e-3 "
-                            "(0 picks the default for the stage and method).")
+            raise SpecError(
+                f"learning_rate is {self.learning_rate}; usual values are 1e-6 to 1e-3 "
+                "(0 picks the default for the stage and method)."
+            )
         if not 0 <= self.lora_dropout < 1:
             raise SpecError(f"lora_dropout is {self.lora_dropout}; give a value in [0, 1).")
         if self.report_to not in REPORT_TO:
             raise SpecError(f"Unknown experiment tracker '{self.report_to}'. Choose one of: {', '.join(REPORT_TO)}.")
         if self.lr_scheduler_type and self.lr_scheduler_type not in SCHEDULERS:
-            raise SpecError(f"Unknown learning-rate schedule '{self.lr_scheduler_type}'. Choose one of: "
-                            f"{', '.join(SCHEDULERS)} (or leave it empty for the default).")
+            raise SpecError(
+                f"Unknown learning-rate schedule '{self.lr_scheduler_type}'. Choose one of: "
+                f"{', '.join(SCHEDULERS)} (or leave it empty for the default)."
+            )
         if not self.learning_rate:
             self.learning_rate = default_learning_rate(self.stage, self.method, self.model_name_or_path)
         if not self.lr_scheduler_type:

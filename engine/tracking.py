@@ -15,6 +15,7 @@ Where each one writes, decided here so the Runs page can say where to look:
 A tracker that cannot work (package missing, an http(s) tracking URI that does not answer) never stops training:
 the run trains on with tracking off, and status.json's `tracking` and train.log say why.
 """
+
 import importlib.util
 import os
 import urllib.error
@@ -22,7 +23,6 @@ import urllib.request
 from pathlib import Path
 
 from engine import rundir
-from engine.spec import REPORT_TO as TRACKERS  # one list, validated in RunSpec
 
 NAMES = {"none": "Off", "tensorboard": "TensorBoard", "mlflow": "MLflow", "wandb": "Weights & Biases (offline)"}
 PACKAGES = {"tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb"}
@@ -80,8 +80,12 @@ def setup(report_to: str, run_dir: Path, main_process: bool = True) -> str:
         os.environ["WANDB_DIR"] = str(run_dir)
         os.environ.setdefault("WANDB_PROJECT", EXPERIMENT)
     if main_process and report_to != "none":
-        where = {"tensorboard": run_dir / "tensorboard", "mlflow": os.environ.get("MLFLOW_TRACKING_URI"),
-                 "wandb": run_dir / "wandb"}[report_to]
-        rundir.write_status(run_dir, rundir.read_status(run_dir).get("state", "running"),
-                            tracking=f"{NAMES[report_to]}: {where}")
+        where = {
+            "tensorboard": run_dir / "tensorboard",
+            "mlflow": os.environ.get("MLFLOW_TRACKING_URI"),
+            "wandb": run_dir / "wandb",
+        }[report_to]
+        rundir.write_status(
+            run_dir, rundir.read_status(run_dir).get("state", "running"), tracking=f"{NAMES[report_to]}: {where}"
+        )
     return report_to

@@ -11,6 +11,7 @@ files only, an instructor on everyone's. Passwords are kept as argon2id hashes (
 implementation's bindings); a login is a random session token, of which the registry keeps only an HMAC, so a
 copy of the database lets nobody in. Five wrong passwords lock a name for five minutes.
 """
+
 import argparse
 import hashlib
 import hmac
@@ -26,9 +27,9 @@ from engine import paths
 from engine.runs.registry import RunError, connect
 
 ROLES = ("student", "instructor")
-SESSION_S = 12 * 3600        # a login lasts a teaching day; then the student logs in again (their plan is kept)
-MAX_FAILED = 5               # wrong passwords in a row before a name is locked...
-LOCK_S = 300                 # ...for this long
+SESSION_S = 12 * 3600  # a login lasts a teaching day; then the student logs in again (their plan is kept)
+MAX_FAILED = 5  # wrong passwords in a row before a name is locked...
+LOCK_S = 300  # ...for this long
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,31}$")  # a name is also a folder under TUNEWISE_HOME/users
 MIN_PASSWORD = 8
 
@@ -61,6 +62,7 @@ def mode() -> str:
 
 def _hasher():
     from argon2 import PasswordHasher
+
     return PasswordHasher()  # argon2id, the library's RFC 9106 "low memory" profile
 
 
@@ -72,8 +74,10 @@ def normalize(name: str) -> str:
     """What a person typed -> the account name ("Ana Lopez" -> "ana-lopez"), or AuthError with a sentence."""
     clean = re.sub(r"\s+", "-", name.strip().lower())
     if not NAME_RE.match(clean):
-        raise AuthError(f"'{name.strip()}' cannot be an account name: use 1-32 letters a-z, digits, '.', '_' or '-', "
-                        "starting with a letter or digit.")
+        raise AuthError(
+            f"'{name.strip()}' cannot be an account name: use 1-32 letters a-z, digits, '.', '_' or '-', "
+            "starting with a letter or digit."
+        )
     return clean
 
 
@@ -94,14 +98,19 @@ def add(name: str, role: str = "student", password: str | None = None) -> tuple[
     _check_password(password)
     db = connect()
     if db.execute("SELECT 1 FROM users WHERE name=?", (name,)).fetchone():
-        raise AuthError(f"There is already an account '{name}'. Choose another name, or `reset {name}` for a new "
-                        "password.")
+        raise AuthError(
+            f"There is already an account '{name}'. Choose another name, or `reset {name}` for a new password."
+        )
     if db.execute("SELECT 1 FROM runs WHERE owner=?", (name,)).fetchone() or any(paths.user_area(name).glob("*/*")):
-        raise AuthError(f"A removed account '{name}' still has runs or files here, which a new '{name}' would see. "
-                        "Choose another name (e.g. with a number), or delete that folder first: "
-                        f"{paths.user_area(name)}.")
-    db.execute("INSERT INTO users (name, role, pw_hash, must_change, created_at) VALUES (?, ?, ?, ?, ?)",
-               (name, role, _hasher().hash(password), int(one_time), time.time()))
+        raise AuthError(
+            f"A removed account '{name}' still has runs or files here, which a new '{name}' would see. "
+            "Choose another name (e.g. with a number), or delete that folder first: "
+            f"{paths.user_area(name)}."
+        )
+    db.execute(
+        "INSERT INTO users (name, role, pw_hash, must_change, created_at) VALUES (?, ?, ?, ?, ?)",
+        (name, role, _hasher().hash(password), int(one_time), time.time()),
+    )
     (paths.user_area(name)).mkdir(parents=True, exist_ok=True)
     return User(name, role), password
 
@@ -116,8 +125,10 @@ def reset(name: str) -> str:
     user = find(name)
     password = new_password()
     db = connect()
-    db.execute("UPDATE users SET pw_hash=?, must_change=1, failed=0, locked_until=NULL WHERE name=?",
-               (_hasher().hash(password), user.name))
+    db.execute(
+        "UPDATE users SET pw_hash=?, must_change=1, failed=0, locked_until=NULL WHERE name=?",
+        (_hasher().hash(password), user.name),
+    )
     db.execute("DELETE FROM sessions WHERE user=?", (user.name,))
     return password
 
@@ -144,7 +155,10 @@ def remove(name: str, acting: User | None = None) -> None:
     """Delete an account and its logins. Its runs and files stay (an instructor still sees them)."""
     user = find(name)
     db = connect()
-    if user.role == "instructor" and db.execute("SELECT COUNT(*) FROM users WHERE role='instructor'").fetchone()[0] == 1:
+    if (
+        user.role == "instructor"
+        and db.execute("SELECT COUNT(*) FROM users WHERE role='instructor'").fetchone()[0] == 1
+    ):
         raise AuthError(f"'{user.name}' is the last instructor; add another instructor before removing this one.")
     if acting is not None and acting.name == user.name:
         raise AuthError("You cannot remove your own account while logged in with it.")
@@ -153,22 +167,28 @@ def remove(name: str, acting: User | None = None) -> None:
 
 
 def list_users() -> list[dict]:
-    rows = connect().execute("SELECT name, role, must_change, created_at, locked_until FROM users ORDER BY role "
-                             "DESC, name").fetchall()
+    rows = (
+        connect()
+        .execute("SELECT name, role, must_change, created_at, locked_until FROM users ORDER BY role DESC, name")
+        .fetchall()
+    )
     return [{**dict(r), "must_change": bool(r["must_change"])} for r in rows]
 
 
 def _verify(pw_hash: str, password: str) -> bool:
     from argon2.exceptions import InvalidHashError, VerificationError
+
     try:
         return _hasher().verify(pw_hash, password)  # constant-time comparison inside argon2
     except (VerificationError, InvalidHashError):
         return False
 
 
-FAILED_LOGIN = ("That name and password do not match an account. Check both (the name is the one on your sheet "
-                "from the instructor). After 5 failed attempts a name is locked for 5 minutes; the instructor can "
-                "give you a new password.")
+FAILED_LOGIN = (
+    "That name and password do not match an account. Check both (the name is the one on your sheet "
+    "from the instructor). After 5 failed attempts a name is locked for 5 minutes; the instructor can "
+    "give you a new password."
+)
 
 
 def login(name: str, password: str) -> tuple[User, str, bool]:
@@ -185,9 +205,10 @@ def login(name: str, password: str) -> tuple[User, str, bool]:
         locked = row is not None and (row["locked_until"] or 0) > time.time()
         if row is not None and not locked:
             failed = (row["failed"] or 0) + 1  # counted as failed until the password is checked
-            db.execute("UPDATE users SET failed=?, locked_until=? WHERE name=?",
-                       (0 if failed >= MAX_FAILED else failed, time.time() + LOCK_S if failed >= MAX_FAILED
-                        else None, key))
+            db.execute(
+                "UPDATE users SET failed=?, locked_until=? WHERE name=?",
+                (0 if failed >= MAX_FAILED else failed, time.time() + LOCK_S if failed >= MAX_FAILED else None, key),
+            )
     finally:
         db.execute("COMMIT")
     if row is None or locked:
@@ -198,8 +219,10 @@ def login(name: str, password: str) -> tuple[User, str, bool]:
         raise AuthError(FAILED_LOGIN)
     db.execute("UPDATE users SET failed=0, locked_until=NULL WHERE name=?", (key,))
     token = secrets.token_urlsafe(32)
-    db.execute("INSERT INTO sessions (token_hash, user, created_at, expires_at) VALUES (?, ?, ?, ?)",
-               (_token_hash(token), key, time.time(), time.time() + SESSION_S))
+    db.execute(
+        "INSERT INTO sessions (token_hash, user, created_at, expires_at) VALUES (?, ?, ?, ?)",
+        (_token_hash(token), key, time.time(), time.time() + SESSION_S),
+    )
     db.execute("DELETE FROM sessions WHERE expires_at < ?", (time.time(),))
     return User(row["name"], row["role"]), token, bool(row["must_change"])
 
@@ -208,11 +231,19 @@ def session_user(token: str) -> User:
     """The user a session token (the login cookie) belongs to, or AuthError: expired, logged out, account gone."""
     if not token:
         raise AuthError("You are not logged in. Log in with the name and password from your instructor.")
-    row = connect().execute("SELECT u.name, u.role, s.expires_at FROM sessions s JOIN users u ON u.name = s.user "
-                            "WHERE s.token_hash=?", (_token_hash(token),)).fetchone()
+    row = (
+        connect()
+        .execute(
+            "SELECT u.name, u.role, s.expires_at FROM sessions s JOIN users u ON u.name = s.user WHERE s.token_hash=?",
+            (_token_hash(token),),
+        )
+        .fetchone()
+    )
     if row is None or row["expires_at"] < time.time():
-        raise AuthError("Your login has ended (it lasts 12 hours, and ends when you log out or the instructor "
-                        "resets your password). Log in again; your plan and runs are kept.")
+        raise AuthError(
+            "Your login has ended (it lasts 12 hours, and ends when you log out or the instructor "
+            "resets your password). Log in again; your plan and runs are kept."
+        )
     return User(row["name"], row["role"])
 
 
@@ -234,8 +265,9 @@ def secret() -> bytes:
     path = paths.home() / "secret"
     if not path.is_file():
         if mode() == "workshop":
-            raise AuthError("This workshop server is not set up: run `python -m engine.users setup --instructor "
-                            "NAME` first.")
+            raise AuthError(
+                "This workshop server is not set up: run `python -m engine.users setup --instructor NAME` first."
+            )
         _write_secret()
     return bytes.fromhex(path.read_text().strip())
 
@@ -251,6 +283,7 @@ def _write_secret() -> None:
 def setup(instructor: str, password: str | None) -> tuple[User, str]:
     """Make the server ready for workshop mode: its secret, the first instructor, the class's default quotas."""
     from engine.runs import queue
+
     if not (paths.home() / "secret").is_file():
         _write_secret()
     user, password = add(instructor, "instructor", password)
@@ -263,8 +296,10 @@ def setup(instructor: str, password: str | None) -> tuple[User, str]:
 def setup_problem() -> str | None:
     """Why this server cannot start in workshop mode yet (a sentence), or None when it is set up."""
     if not (paths.home() / "secret").is_file():
-        return (f"Workshop mode is not set up in {paths.home()}. Run `python -m engine.users setup --instructor "
-                "NAME` (it asks for a password), then start again.")
+        return (
+            f"Workshop mode is not set up in {paths.home()}. Run `python -m engine.users setup --instructor "
+            "NAME` (it asks for a password), then start again."
+        )
     if not connect().execute("SELECT 1 FROM users WHERE role='instructor'").fetchone():
         return "Workshop mode has no instructor account. Run `python -m engine.users add NAME --instructor`."
     return None
@@ -274,8 +309,13 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m engine.users", description=__doc__.split("\n\n")[0])
     p.add_argument("command", choices=["setup", "add", "list", "remove", "reset"])
     p.add_argument("names", nargs="*")
-    p.add_argument("--instructor", nargs="?", const=True, default=False,
-                   help="add: the accounts are instructors; setup: the first instructor's name")
+    p.add_argument(
+        "--instructor",
+        nargs="?",
+        const=True,
+        default=False,
+        help="add: the accounts are instructors; setup: the first instructor's name",
+    )
     p.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     p.add_argument("--file", help="add: a file with one name a line (a class list)")
     p.add_argument("--json", action="store_true")
@@ -287,12 +327,23 @@ def main(argv=None) -> int:
             if not name:
                 raise AuthError("setup needs the first instructor's name: `setup --instructor NAME`.")
             user, pw = setup(name, password)
-            return _out({"instructor": user.name, "password": None if password else pw, "home": str(paths.home())},
-                        a.json, f"Workshop set up in {paths.home()}. Instructor '{user.name}'"
-                        + ("." if password else f", one-time password: {pw}") + " Start it with `make workshop`.")
+            return _out(
+                {"instructor": user.name, "password": None if password else pw, "home": str(paths.home())},
+                a.json,
+                f"Workshop set up in {paths.home()}. Instructor '{user.name}'"
+                + ("." if password else f", one-time password: {pw}")
+                + " Start it with `make workshop`.",
+            )
         if a.command == "list":
-            return _out(list_users(), a.json, "\n".join(f"{u['name']:<24} {u['role']:<10}"
-                        + (" (has not chosen a password yet)" if u["must_change"] else "") for u in list_users()))
+            return _out(
+                list_users(),
+                a.json,
+                "\n".join(
+                    f"{u['name']:<24} {u['role']:<10}"
+                    + (" (has not chosen a password yet)" if u["must_change"] else "")
+                    for u in list_users()
+                ),
+            )
         names = ([a.instructor] if isinstance(a.instructor, str) else []) + list(a.names)
         names += _read_names(a.file) if a.file else []
         if not names:
@@ -302,8 +353,9 @@ def main(argv=None) -> int:
                 raise AuthError("--password-stdin sets one account's password; add the others without it.")
             made = [add(n, "instructor" if a.instructor else "student", password) for n in names]
             rows = [{"name": u.name, "role": u.role, "password": None if password else pw} for u, pw in made]
-            return _out(rows, a.json, "\n".join(f"{r['name']:<24} {r['password'] or '(the password you gave)'}"
-                                                for r in rows))
+            return _out(
+                rows, a.json, "\n".join(f"{r['name']:<24} {r['password'] or '(the password you gave)'}" for r in rows)
+            )
         if a.command == "reset":
             rows = [{"name": find(n).name, "password": reset(n)} for n in names]
             return _out(rows, a.json, "\n".join(f"{r['name']:<24} {r['password']}" for r in rows))

@@ -8,17 +8,18 @@ maximum sits at one of the two ends. On top come the caching allocator's fragmen
 which NVML counts and torch does not. Coefficients marked "fit" were fitted to torch's peak counters over the
 26 calibration runs in bench/results/estimate_calibration.jsonl (H200, torch 2.11, TRL 1.16).
 """
+
 from dataclasses import dataclass
 
 GIB = 2**30
-NF4_BYTES = 4.127 / 8   # QLoRA paper (Dettmers et al. 2023, sec. 3): 4-bit NF4 + double-quantised constants,
-                        # 8/64 + 32/(64*256) = 0.127 bits/param, on every linear layer but the LM head
-LSE_BYTES = 4           # flash/efficient SDPA keep one fp32 log-sum-exp per head and token (Dao 2022)
+NF4_BYTES = 4.127 / 8  # QLoRA paper (Dettmers et al. 2023, sec. 3): 4-bit NF4 + double-quantised constants,
+# 8/64 + 32/(64*256) = 0.127 bits/param, on every linear layer but the LM head
+LSE_BYTES = 4  # flash/efficient SDPA keep one fp32 log-sum-exp per head and token (Dao 2022)
 # The TRL >= 1.15 fused LM head (trl/trainer/utils.py add_fused_lm_head, kernels/chunked_logprob.py) scores the
 # vocabulary in [4096 tokens x 32768 vocab] tiles instead of materialising batch x seq x vocab logits.
 LOGPROB_TILE_BYTES = 32768 * 2  # per token of a tile (bf16), at most 4096 tokens
-CONTEXT_GIB = 1.35      # measured on H200: NVML used - torch.cuda.max_memory_reserved(), 26 runs, spread 0.01 GiB
-                        # (bench/results/estimate_calibration.jsonl); GPU.md saw "about 1.3 GiB"
+CONTEXT_GIB = 1.35  # measured on H200: NVML used - torch.cuda.max_memory_reserved(), 26 runs, spread 0.01 GiB
+# (bench/results/estimate_calibration.jsonl); GPU.md saw "about 1.3 GiB"
 # fit: saved activations beyond the tensors counted below (autograd bookkeeping, the layer being back-propagated,
 # RoPE tables), as a fraction of the counted bytes; and the allocator's extra reserve over allocations
 ACT_OVERHEAD = {"full": 0.12, "lora": 0.0, "qlora": 0.0}
@@ -27,20 +28,21 @@ ACT_OVERHEAD = {"full": 0.12, "lora": 0.0, "qlora": 0.0}
 FRAG_FULL_HEAD = 0.75
 FRAG_DYNAMIC = 0.02
 FRAG_BASE_GIB = 0.15
-OPTIMIZERS = {          # bytes of state per trainable parameter, as a multiple of the parameter's own bytes,
-    "adamw_torch": 2.0,         # torch AdamW keeps exp_avg and exp_avg_sq in the parameter's dtype
+OPTIMIZERS = {  # bytes of state per trainable parameter, as a multiple of the parameter's own bytes,
+    "adamw_torch": 2.0,  # torch AdamW keeps exp_avg and exp_avg_sq in the parameter's dtype
     "adamw_torch_fused": 2.0,
-    "adamw_8bit": None,         # bitsandbytes: 1 byte each for m and v (Dettmers et al. 2022, 8-bit optimizers)
-    "paged_adamw_8bit": None,   # the same, in pages the driver can evict to CPU under pressure
+    "adamw_8bit": None,  # bitsandbytes: 1 byte each for m and v (Dettmers et al. 2022, 8-bit optimizers)
+    "paged_adamw_8bit": None,  # the same, in pages the driver can evict to CPU under pressure
     "sgd": 0.0,
 }
-CKPT_RECOMPUTE = 1.3    # fit: the layer being recomputed keeps its activations and its gradients' transients
+CKPT_RECOMPUTE = 1.3  # fit: the layer being recomputed keeps its activations and its gradients' transients
 FOREACH_OPTIMIZERS = ("adamw_torch",)  # the multi-tensor path allocates sqrt(exp_avg_sq) for all parameters at once
 
 
 @dataclass(frozen=True)
 class Shape:
     """What the memory depends on, read from config.json."""
+
     model_type: str
     hidden: int
     intermediate: int
@@ -55,18 +57,25 @@ class Shape:
     @classmethod
     def from_config(cls, cfg: dict) -> "Shape":
         cfg = cfg.get("text_config", cfg)  # multimodal configs nest the language model
-        missing = [k for k in ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
-                   if k not in cfg]
+        missing = [k for k in ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size") if k not in cfg]
         if missing:
-            raise ValueError(f"config.json lacks {', '.join(missing)}, so this is not a decoder-only language "
-                             "model the estimator understands (llama, mistral, qwen2, gemma, phi3 families).")
+            raise ValueError(
+                f"config.json lacks {', '.join(missing)}, so this is not a decoder-only language "
+                "model the estimator understands (llama, mistral, qwen2, gemma, phi3 families)."
+            )
         h, a = int(cfg["hidden_size"]), int(cfg["num_attention_heads"])
-        return cls(model_type=cfg.get("model_type", "llama"), hidden=h,
-                   intermediate=int(cfg.get("intermediate_size") or 4 * h), layers=int(cfg["num_hidden_layers"]),
-                   heads=a, kv_heads=int(cfg.get("num_key_value_heads") or a),
-                   head_dim=int(cfg.get("head_dim") or h // a), vocab=int(cfg["vocab_size"]),
-                   tied=bool(cfg.get("tie_word_embeddings", cfg.get("model_type") in ("gemma", "gemma2"))),
-                   qkv_bias=cfg.get("model_type") == "qwen2" or bool(cfg.get("attention_bias", False)))
+        return cls(
+            model_type=cfg.get("model_type", "llama"),
+            hidden=h,
+            intermediate=int(cfg.get("intermediate_size") or 4 * h),
+            layers=int(cfg["num_hidden_layers"]),
+            heads=a,
+            kv_heads=int(cfg.get("num_key_value_heads") or a),
+            head_dim=int(cfg.get("head_dim") or h // a),
+            vocab=int(cfg["vocab_size"]),
+            tied=bool(cfg.get("tie_word_embeddings", cfg.get("model_type") in ("gemma", "gemma2"))),
+            qkv_bias=cfg.get("model_type") == "qwen2" or bool(cfg.get("attention_bias", False)),
+        )
 
     @property
     def q_width(self) -> int:
@@ -96,8 +105,15 @@ class Shape:
         """LoRA adds r x (in + out) per adapted projection (Hu et al. 2021). Phi-3 fuses q/k/v and gate/up into
         one projection each, so it gets one adapter where llama gets three (or two)."""
         h, i, q, kv = self.hidden, self.intermediate, self.q_width, self.kv_width
-        mods = {"q_proj": h + q, "k_proj": h + kv, "v_proj": h + kv, "o_proj": q + h,
-                "gate_proj": h + i, "up_proj": h + i, "down_proj": i + h}
+        mods = {
+            "q_proj": h + q,
+            "k_proj": h + kv,
+            "v_proj": h + kv,
+            "o_proj": q + h,
+            "gate_proj": h + i,
+            "up_proj": h + i,
+            "down_proj": i + h,
+        }
         if self.model_type == "phi3":
             mods = {"qkv_proj": h + q + 2 * kv, "o_proj": q + h, "gate_up_proj": h + 2 * i, "down_proj": i + h}
         wanted = list(mods) if targets in ("all-linear", "all_linear") else [t.strip() for t in targets.split(",")]
@@ -129,6 +145,7 @@ class Shape:
 @dataclass(frozen=True)
 class MemoryPlan:
     """Inputs the memory depends on (what engine.train is told, with RunSpec's defaults)."""
+
     stage: str = "sft"
     method: str = "lora"
     seq: int = 512
@@ -145,23 +162,23 @@ def breakdown_bytes(shape: Shape, plan: MemoryPlan) -> dict[str, float]:
     """Peak memory by part, in bytes, at the worse of the two moments (see module docstring)."""
     P, T = shape.params(), 0
     if plan.method == "full":
-        weights = P * 2.0                     # bf16 (engine.train loads in bf16 on GPUs that have it)
-        T, t_bytes = P, 2.0                   # every weight trains; grads and AdamW state in bf16
+        weights = P * 2.0  # bf16 (engine.train loads in bf16 on GPUs that have it)
+        T, t_bytes = P, 2.0  # every weight trains; grads and AdamW state in bf16
     elif plan.method == "lora":
         weights = P * 2.0
         T, t_bytes = shape.lora_params(plan.lora_r, plan.lora_targets), 4.0  # PEFT upcasts adapters to fp32
-        weights += T * t_bytes                # (peft/tuners/tuners_utils.py cast_adapter_dtype, autocast_adapter_dtype=True)
+        weights += T * t_bytes  # (peft/tuners/tuners_utils.py cast_adapter_dtype, autocast_adapter_dtype=True)
     else:  # qlora
         weights = shape.linear_params() * NF4_BYTES + shape.other_params() * 2.0
         T, t_bytes = shape.lora_params(plan.lora_r, plan.lora_targets), 2.0  # TRL casts QLoRA adapters to bf16
-        weights += T * t_bytes                # (trl/trainer/sft_trainer.py, following the QLoRA paper)
+        weights += T * t_bytes  # (trl/trainer/sft_trainer.py, following the QLoRA paper)
     # Full fine-tuning DPO/RL keeps a frozen copy of the starting weights as the reference (TRL loads it in the
     # policy's dtype); with LoRA/QLoRA the reference is the base with the adapter switched off, so no copy.
     ref_model = weights if (plan.stage in ("dpo", "rl") and plan.method == "full") else 0.0
-    if plan.stage == "rl":                    # GRPO-style: a reward model of the same size, frozen, 16 bit
+    if plan.stage == "rl":  # GRPO-style: a reward model of the same size, frozen, 16 bit
         ref_model += P * 2.0
-    if plan.stage == "rm":                    # sequence-classification head replaces the LM head: 1 output
-        weights -= (0 if shape.tied else shape.vocab * shape.hidden * 2.0)
+    if plan.stage == "rm":  # sequence-classification head replaces the LM head: 1 output
+        weights -= 0 if shape.tied else shape.vocab * shape.hidden * 2.0
     grads = T * t_bytes
     state_factor = OPTIMIZERS.get(plan.optimizer, 2.0)
     optimizer = T * 2.0 if state_factor is None else T * t_bytes * state_factor

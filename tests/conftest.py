@@ -1,5 +1,6 @@
 """Shared fixtures. Every test runs offline with its own TUNEWISE_HOME (runs, registry); the converted embedded
 model stays in the shared cache, since converting it is the same work every time."""
+
 import json
 import os
 import socket
@@ -26,6 +27,7 @@ def tunewise_home(tmp_path, monkeypatch):
 @pytest.fixture(scope="session")
 def embedded_dir():
     from engine.models import ensure_embedded
+
     return ensure_embedded()
 
 
@@ -49,9 +51,16 @@ LlamaForCausalLM(cfg).save_pretrained({str(out)!r}); tok.save_pretrained({str(ou
 
 def run_cli(*args, env=None, timeout=600, input_text=None):
     """Run `python -m ...` the way a person would in a shell; return the CompletedProcess."""
-    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, cwd=REPO,
-                          env={**os.environ, **(env or {})}, timeout=timeout, input=input_text,
-                          stdin=None if input_text is not None else subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, "-m", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+        timeout=timeout,
+        input=input_text,
+        stdin=None if input_text is not None else subprocess.DEVNULL,
+    )
 
 
 def wait_for(predicate, timeout=240, every=0.5):
@@ -70,8 +79,13 @@ def read_jsonl(path):
 
 # Debian's chromium (`make browser`), as the browser tests start it: no sandbox as root, no calls home.
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def free_port() -> int:
@@ -84,9 +98,14 @@ def start_app(*serve_args, env=None) -> tuple[str, subprocess.Popen]:
     """The app as `make run` / `make workshop` start it (python -m engine.serve), on a free port, once it answers
     its health check. Returns (url, process); stop it with os.killpg(proc.pid, 9)."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "engine.serve", "--port", str(port), *serve_args], cwd=REPO,
-                            env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "engine.serve", "--port", str(port), *serve_args],
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     for _ in range(120):
         try:

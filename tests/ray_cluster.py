@@ -4,6 +4,7 @@ second node process, 1 CPU each, a small object store, every port free-picked (t
 Each `ray start` runs in a session of its own, so every process it leaves behind (GCS, raylet, dashboard, agents)
 shares its process group; stop() ends those groups and then any process naming the cluster's temp folder, by id.
 Not `ray stop`: that ends every Ray process of the machine, a colleague's included."""
+
 import os
 import shutil
 import signal
@@ -34,18 +35,34 @@ class LocalCluster:
 
     def _ray_start(self, *args) -> None:
         node_ports = ["--dashboard-agent-listen-port", str(_port()), "--node-ip-address", "127.0.0.1"]
-        proc = subprocess.Popen([RAY, "start", *args, *SMALL, *node_ports], start_new_session=True,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
+        proc = subprocess.Popen(
+            [RAY, "start", *args, *SMALL, *node_ports],
+            start_new_session=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"},
+        )
         self.groups.append(proc.pid)
         out, _ = proc.communicate(timeout=120)
         if proc.returncode:
             raise RuntimeError(f"ray start failed:\n{out[-3000:]}")
 
     def start(self, workers: int = 1) -> "LocalCluster":
-        self._ray_start("--head", "--port", str(self.gcs_port), "--dashboard-port", str(self.dashboard_port),
-                        "--dashboard-host", "127.0.0.1", "--include-dashboard=true", "--temp-dir", self.temp,
-                        "--ray-client-server-port", str(_port()))
+        self._ray_start(
+            "--head",
+            "--port",
+            str(self.gcs_port),
+            "--dashboard-port",
+            str(self.dashboard_port),
+            "--dashboard-host",
+            "127.0.0.1",
+            "--include-dashboard=true",
+            "--temp-dir",
+            self.temp,
+            "--ray-client-server-port",
+            str(_port()),
+        )
         for _ in range(workers):
             self._ray_start("--address", f"127.0.0.1:{self.gcs_port}")
         self.wait_for_nodes(1 + workers)
@@ -53,6 +70,7 @@ class LocalCluster:
 
     def wait_for_nodes(self, count: int, timeout: float = 60) -> None:
         import json
+
         end = time.time() + timeout
         while time.time() < end:
             try:

@@ -1,10 +1,12 @@
 """A real browser (Debian's chromium, driven by Playwright) against the running app: the first page a person
 sees, and a training run started from the Train page and watched until it completes."""
+
 import os
 
 import pytest
+import yaml
 
-from conftest import CHROMIUM, CHROMIUM_ARGS, start_app
+from conftest import CHROMIUM, CHROMIUM_ARGS, start_app, wait_for
 
 pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="`make test` installs chromium")
 
@@ -20,6 +22,7 @@ def server(tunewise_home):
 @pytest.fixture
 def page(server):
     from playwright.sync_api import sync_playwright
+
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         tab = browser.new_page(viewport={"width": 1400, "height": 1000})
@@ -78,3 +81,26 @@ def test_the_showcase_path_from_goal_to_export(page, embedded_dir):
     with page.expect_download() as info:
         download.click()
     assert info.value.suggested_filename.endswith(".zip")
+
+
+def test_a_two_stage_pipeline_runs_to_the_end_from_the_goal_page(page, embedded_dir):
+    """SFT then DPO of the embedded model, queued at once from the Goal page; the Runs page shows one pipeline row
+    and DPO starts from the SFT result by itself."""
+    page.get_by_text("New capabilities the model lacks").click()
+    page.get_by_text("Refine a behaviour").click()
+    page.get_by_text("Run the whole pipeline").wait_for()
+    page.get_by_role("spinbutton", name="Optimizer steps per stage").fill("2")
+    page.get_by_role("spinbutton", name="Optimizer steps per stage").press("Enter")
+    page.get_by_role("button", name="Run this pipeline").click()
+    page.get_by_text("Queued as runs 1, 2").wait_for()
+    page.get_by_role("link", name="Watch the pipeline on the Runs page").click()
+    page.get_by_text("stage 1 of 2").first.wait_for()  # the Watch picker (the table is drawn on a canvas)
+    from engine import runs
+    from engine.users import OWNER
+
+    ended = lambda: all(r["state"] in ("completed", "failed", "stopped") for r in runs.list_runs(OWNER))  # noqa: E731
+    wait_for(ended, timeout=900)
+    first, second = runs.list_runs(OWNER)
+    assert (first["state"], second["state"]) == ("completed", "completed"), second["error"]
+    assert yaml.safe_load(open(f"{second['run_dir']}/config.yaml"))["init_from"] == first["run_dir"]
+    page.get_by_text("Run 1: completed").wait_for()  # the page watching it followed the change

@@ -2,9 +2,10 @@
 on one server started the way an admin starts it (`python -m engine.serve --workshop`). Student A's run and upload
 are invisible and untouchable for student B, through the pages and through direct engine calls; the instructor sees
 and stops A's run; a reload keeps B logged in with the plan B built."""
+
 import hashlib
-import re
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -20,11 +21,25 @@ DATA = b'{"prompt": "Create a task: A", "completion": "{\\"title\\": \\"A\\"}"}\
 @pytest.fixture
 def workshop_server(tunewise_home, tiny_model):
     env = {**os.environ, "TUNEWISE_HOME": str(tunewise_home), "TUNEWISE_MODE": "workshop", "TUNEWISE_SLOTS": "1"}
-    assert run_cli("engine.users", "setup", "--instructor", "teach", "--password-stdin", env=env,
-                   input_text=PASSWORDS["teach"] + "\n").returncode == 0
+    assert (
+        run_cli(
+            "engine.users",
+            "setup",
+            "--instructor",
+            "teach",
+            "--password-stdin",
+            env=env,
+            input_text=PASSWORDS["teach"] + "\n",
+        ).returncode
+        == 0
+    )
     for name in ("ana", "ben"):
-        assert run_cli("engine.users", "add", name, "--password-stdin", env=env,
-                       input_text=PASSWORDS[name] + "\n").returncode == 0
+        assert (
+            run_cli(
+                "engine.users", "add", name, "--password-stdin", env=env, input_text=PASSWORDS[name] + "\n"
+            ).returncode
+            == 0
+        )
     shared = tunewise_home / "shared" / "models" / "tiny"
     shared.symlink_to(tiny_model, target_is_directory=True)  # the instructor publishes a model to the class
     url, proc = start_app("--workshop", env=env)
@@ -62,6 +77,7 @@ def start_run(tab, model, steps, another=False):
 
 def test_two_students_and_an_instructor(workshop_server):
     from playwright.sync_api import sync_playwright
+
     url, env, home = workshop_server["url"], workshop_server["env"], workshop_server["home"]
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -69,7 +85,8 @@ def test_two_students_and_an_instructor(workshop_server):
         go(ana, "4 · Data")
         ana.get_by_text("Upload a file").click()
         ana.locator("input[type=file]").set_input_files(
-            {"name": "../../secret-tasks.jsonl", "mimeType": "application/json", "buffer": DATA})
+            {"name": "../../secret-tasks.jsonl", "mimeType": "application/json", "buffer": DATA}
+        )
         ana.get_by_text("Usable rows").wait_for()
         upload = home / "users" / "ana" / "uploads" / f"{hashlib.sha256(DATA).hexdigest()[:10]}_secret-tasks.jsonl"
         assert upload.is_file(), "the upload landed in ana's own folder whatever its name said"
@@ -100,8 +117,9 @@ def test_two_students_and_an_instructor(workshop_server):
         listed = run_cli("engine.runs", "list", "--as", "teach", "--json", env=env)
         run_ids = [r["id"] for r in __import__("json").loads(listed.stdout)]
         for command in [["engine.runs", verb, str(i)] for verb in ("stop", "remove", "resume") for i in run_ids] + [
-                ["engine.generate", "--run", str(done_dir), "--prompt", "hi"],
-                ["engine.export", str(done_dir), "--out", str(home / "users" / "ben" / "copy")]]:
+            ["engine.generate", "--run", str(done_dir), "--prompt", "hi"],
+            ["engine.export", str(done_dir), "--out", str(home / "users" / "ben" / "copy")],
+        ]:
             out = run_cli(*command, "--as", "ben", env=env)
             assert out.returncode == 2 and "error: " in out.stderr, (command, out.stderr)
 
@@ -124,8 +142,10 @@ def test_two_students_and_an_instructor(workshop_server):
         teach.screenshot(path=str(SHOTS / "workshop-instructor.png"), full_page=True)
         teach.get_by_role("button", name="Stop it").click()
         teach.get_by_text("0 training").wait_for(timeout=30_000)
-        states = {r["id"]: r["state"] for r in __import__("json").loads(
-            run_cli("engine.runs", "list", "--as", "ana", "--json", env=env).stdout)}
+        states = {
+            r["id"]: r["state"]
+            for r in __import__("json").loads(run_cli("engine.runs", "list", "--as", "ana", "--json", env=env).stdout)
+        }
         assert sorted(states.values()) == ["completed", "stopped"], states
         assert done_dir.is_dir()
         browser.close()

@@ -1,5 +1,6 @@
 """Checks defined once (engine/checks.py): the format and its refusals, the Task API preset, and the same checks as
 GRPO's reward functions in a real RL run."""
+
 import json
 
 import pytest
@@ -22,17 +23,29 @@ def test_the_task_api_preset_counts_each_check():
     assert all(task.score(WANT, WANT).values()) and task.reward(WANT, WANT) == 1.0
     assert task.score("Sure! Here it is: " + WANT, WANT)["valid JSON"] is False
     wrong = task.score('{"title": "review Q4 budget", "priority": "low", "status": "pending"}', WANT)
-    assert wrong == {"valid JSON": True, "has title/priority/status": True, "priority right": False,
-                     "status right": True, "title exact": False}
-    assert task.score('{"name": "Review Q4 budget", "priority": "high", "status": "pending"}',
-                      WANT)["has title/priority/status"] is False
+    assert wrong == {
+        "valid JSON": True,
+        "has title/priority/status": True,
+        "priority right": False,
+        "status right": True,
+        "title exact": False,
+    }
+    assert (
+        task.score('{"name": "Review Q4 budget", "priority": "high", "status": "pending"}', WANT)[
+            "has title/priority/status"
+        ]
+        is False
+    )
     assert task.summarize([WANT, "no"], [WANT, WANT])["valid JSON"] == 0.5
-    assert task.reward('{"title": "review Q4 budget", "priority": "low", "status": "pending"}',
-                       WANT) == pytest.approx(3 / 5)
+    assert task.reward('{"title": "review Q4 budget", "priority": "low", "status": "pending"}', WANT) == pytest.approx(
+        3 / 5
+    )
 
 
 def test_every_kind_of_check(tmp_path):
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
 checks:
   - required_keys: [title]
   - schema: {type: object, properties: {priority: {enum: [low, medium, high]}}, required: [priority]}
@@ -40,30 +53,39 @@ checks:
   - max_chars: 80
   - {min_chars: 10, weight: 3}
   - {equal: "", name: whole answer equals the reference}
-""")
+""",
+    )
     c = checks.load(path)
     assert [x.name for x in c.checks][-1] == "whole answer equals the reference"
     s = c.score('{"title": "x", "priority": "urgent"}', WANT)
-    assert s == {"has the keys title": True, "matches the JSON schema": False, "matches ^[{].*[}]$": True,
-                 "at most 80 characters": True, "at least 10 characters": True,
-                 "whole answer equals the reference": False}
+    assert s == {
+        "has the keys title": True,
+        "matches the JSON schema": False,
+        "matches ^[{].*[}]$": True,
+        "at most 80 characters": True,
+        "at least 10 characters": True,
+        "whole answer equals the reference": False,
+    }
     assert c.reward(WANT, WANT) == 1.0
     assert c.reward("short", "other") == pytest.approx(1 / 8)  # only max_chars (weight 1 of 8 in all) passes
 
 
-@pytest.mark.parametrize("text, says", [
-    ("checks: [valid_jsn]", "unknown check 'valid_jsn'"),
-    ("checks: [{keys: title}]", "keys needs a list"),
-    ("checks: [{max_chars: many}]", "max_chars needs a whole number"),
-    ("checks: [{valid_json: 1}]", "takes no argument"),
-    ("checks: [{regex: '('}]", "does not compile"),
-    ("checks: [{schema: {type: 5}}]", "JSON schema is not valid"),
-    ("checks: [{equal: a, regex: b}]", "one check per entry"),
-    ("checks: [{equal: a, weight: -1}]", "weight must be a number of 0 or more"),
-    ("checks: [valid_json, valid_json]", "names two checks the same"),
-    ("checks: []", "has no list of checks"),
-    ("checks: [valid_json", "is not valid YAML"),
-])
+@pytest.mark.parametrize(
+    "text, says",
+    [
+        ("checks: [valid_jsn]", "unknown check 'valid_jsn'"),
+        ("checks: [{keys: title}]", "keys needs a list"),
+        ("checks: [{max_chars: many}]", "max_chars needs a whole number"),
+        ("checks: [{valid_json: 1}]", "takes no argument"),
+        ("checks: [{regex: '('}]", "does not compile"),
+        ("checks: [{schema: {type: 5}}]", "JSON schema is not valid"),
+        ("checks: [{equal: a, regex: b}]", "one check per entry"),
+        ("checks: [{equal: a, weight: -1}]", "weight must be a number of 0 or more"),
+        ("checks: [valid_json, valid_json]", "names two checks the same"),
+        ("checks: []", "has no list of checks"),
+        ("checks: [valid_json", "is not valid YAML"),
+    ],
+)
 def test_a_check_file_that_cannot_be_used_gets_a_sentence(tmp_path, text, says):
     with pytest.raises(checks.CheckError, match=says.replace("(", r"\(").replace("[", r"\[")):
         checks.load(write(tmp_path, text))
@@ -84,8 +106,13 @@ def test_a_check_that_raises_scores_that_answer_zero_and_says_why(tmp_path, caps
 
 def test_reward_functions_read_conversational_completions_and_the_expected_column():
     funcs = checks.load("task_api").reward_funcs()
-    assert [f.__name__ for f in funcs] == ["valid_JSON", "has_title_priority_status", "priority_right",
-                                           "status_right", "title_exact"]
+    assert [f.__name__ for f in funcs] == [
+        "valid_JSON",
+        "has_title_priority_status",
+        "priority_right",
+        "status_right",
+        "title_exact",
+    ]
     assert sum(f.weight for f in funcs) == pytest.approx(1.0)
     wrong = '{"title": "Review Q4 budget", "priority": "low", "status": "pending"}'
     answers = [[{"role": "assistant", "content": WANT}], [{"role": "assistant", "content": wrong}]]

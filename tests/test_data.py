@@ -1,5 +1,6 @@
 """engine.data: broken files get a sentence with the right line, valid layouts are recognised and converted to
 TRL's standard layouts, the bundled sets are usable, and the CLI keeps its exit-code promise."""
+
 import json
 import os
 import subprocess
@@ -25,40 +26,100 @@ BROKEN = [
     ("pretty-printed jsonl", "sft", "a.jsonl", '{\n "input": "x",\n "output": "y"\n}\n', "pretty-printed", 1),
     ("missing field", "sft", "a.jsonl", jl(GOOD_IO, {"input": "only a question"}), "missing field 'output'", 2),
     ("no layout at all", "sft", "a.jsonl", jl({"foo": 1, "bar": 2}), "no sft layout found", None),
-    ("preference data for sft", "sft", "a.jsonl", jl({"prompt": "p", "chosen": "a", "rejected": "b"}),
-     "stage dpo", None),
+    (
+        "preference data for sft",
+        "sft",
+        "a.jsonl",
+        jl({"prompt": "p", "chosen": "a", "rejected": "b"}),
+        "stage dpo",
+        None,
+    ),
     ("empty string", "sft", "a.jsonl", jl(GOOD_IO, {"input": "x", "output": "  "}), "field 'output' is empty", 2),
-    ("number instead of text", "sft", "a.jsonl", jl({"prompt": "x", "completion": 42}),
-     "field 'completion' is a number (42)", 1),
+    (
+        "number instead of text",
+        "sft",
+        "a.jsonl",
+        jl({"prompt": "x", "completion": 42}),
+        "field 'completion' is a number (42)",
+        1,
+    ),
     ("null value", "sft", "a.jsonl", jl({"prompt": None, "completion": "y"}), "field 'prompt' is null", 1),
     ("row is a list", "sft", "a.jsonl", jl(GOOD_IO, [1, 2]), "found list", 2),
     ("unknown role", "sft", "a.jsonl", jl({"messages": [{"role": "bot", "content": "hi"}]}), "role 'bot'", 1),
     ("chat ends with user", "sft", "a.jsonl", jl({"messages": [USER, BOT, USER]}), "ends with a 'user' turn", 1),
-    ("turn without content", "sft", "a.jsonl", jl({"messages": [USER, {"role": "assistant"}]}),
-     "turn 2 needs 'role' and 'content'", 1),
+    (
+        "turn without content",
+        "sft",
+        "a.jsonl",
+        jl({"messages": [USER, {"role": "assistant"}]}),
+        "turn 2 needs 'role' and 'content'",
+        1,
+    ),
     ("empty messages", "sft", "a.jsonl", jl({"messages": []}), "non-empty list of turns", 1),
-    ("sharegpt unknown speaker", "sft", "a.jsonl",
-     jl({"conversations": [{"from": "human", "value": "x"}, {"from": "robot", "value": "y"}]}), "role 'robot'", 1),
-    ("chosen equals rejected", "dpo", "a.jsonl", jl({"prompt": "p", "chosen": "same", "rejected": "same"}),
-     "identical", 1),
-    ("rejected missing", "rm", "a.jsonl", jl({"prompt": "p", "chosen": "a", "rejected": "b"}, {"prompt": "p", "chosen": "a"}),
-     "missing field 'rejected'", 2),
+    (
+        "sharegpt unknown speaker",
+        "sft",
+        "a.jsonl",
+        jl({"conversations": [{"from": "human", "value": "x"}, {"from": "robot", "value": "y"}]}),
+        "role 'robot'",
+        1,
+    ),
+    (
+        "chosen equals rejected",
+        "dpo",
+        "a.jsonl",
+        jl({"prompt": "p", "chosen": "same", "rejected": "same"}),
+        "identical",
+        1,
+    ),
+    (
+        "rejected missing",
+        "rm",
+        "a.jsonl",
+        jl({"prompt": "p", "chosen": "a", "rejected": "b"}, {"prompt": "p", "chosen": "a"}),
+        "missing field 'rejected'",
+        2,
+    ),
     ("prompt ends with assistant", "rl", "a.jsonl", jl({"prompt": [USER, BOT]}), "ends with an assistant turn", 1),
-    ("chosen holds the prompt", "dpo", "a.jsonl", jl({"prompt": "p", "chosen": [USER, BOT], "rejected": "b"}),
-     "only assistant turns", 1),
+    (
+        "chosen holds the prompt",
+        "dpo",
+        "a.jsonl",
+        jl({"prompt": "p", "chosen": [USER, BOT], "rejected": "b"}),
+        "only assistant turns",
+        1,
+    ),
     ("implicit prompt not shared", "dpo", "a.jsonl", jl({"chosen": [BOT], "rejected": [BOT]}), "must share", 1),
     ("pt without text", "pt", "a.jsonl", jl({"title": "x"}), "no pt layout found", None),
-    ("not utf-8", "sft", "a.jsonl", GOOD_IO.encode() + b"\n" + '{"input": "caf\u00e9", "output": "x"}'.encode("latin-1"),
-     "not UTF-8", 2),
+    (
+        "not utf-8",
+        "sft",
+        "a.jsonl",
+        GOOD_IO.encode() + b"\n" + '{"input": "caf\u00e9", "output": "x"}'.encode("latin-1"),
+        "not UTF-8",
+        2,
+    ),
     ("utf-16", "sft", "a.jsonl", GOOD_IO.encode("utf-16"), "UTF-16", 1),
     ("empty file", "sft", "a.jsonl", "", "empty (0 bytes)", None),
     ("only whitespace", "sft", "a.jsonl", "\n \n", "only whitespace", 1),
     ("json object not list", "sft", "a.json", json.dumps({"input": "x", "output": "y"}), "single JSON object", 1),
-    ("json list cut short", "sft", "a.json", '[\n {"input": "x", "output": "y"},\n {"input": "z", "output": "w"}\n',
-     "not closed", None),
-    ("json list bad element", "sft", "a.json", '[\n {"input": "x", "output": "y"},\n {"input": "z" "output": "w"}\n]',
-     "not valid JSON", 3),
-    ("csv wrong columns", "sft", "a.csv", "input,output\nhello,world\n\"a, b\",c,d\n", "has 3 values", 3),
+    (
+        "json list cut short",
+        "sft",
+        "a.json",
+        '[\n {"input": "x", "output": "y"},\n {"input": "z", "output": "w"}\n',
+        "not closed",
+        None,
+    ),
+    (
+        "json list bad element",
+        "sft",
+        "a.json",
+        '[\n {"input": "x", "output": "y"},\n {"input": "z" "output": "w"}\n]',
+        "not valid JSON",
+        3,
+    ),
+    ("csv wrong columns", "sft", "a.csv", 'input,output\nhello,world\n"a, b",c,d\n', "has 3 values", 3),
     ("csv repeated header", "sft", "a.csv", "input,input\nhello,world\n", "repeated column names", 1),
     ("csv empty cell", "sft", "a.csv", "prompt,completion\nhello,world\nbye,\n", "field 'completion' is empty", 3),
     ("text file for sft", "sft", "a.txt", "Some raw text.\n\nMore text.\n", "only continued pretraining", None),
@@ -109,25 +170,55 @@ def test_duplicates_are_a_warning_with_both_lines(tmp_path):
 
 
 VALID = [  # (stage, row or file content, layout name, first converted row)
-    ("sft", {"input": "q", "output": "a"}, "input/output (seed)",
-     {"prompt": [{"role": "user", "content": "q"}], "completion": [{"role": "assistant", "content": "a"}]}),
+    (
+        "sft",
+        {"input": "q", "output": "a"},
+        "input/output (seed)",
+        {"prompt": [{"role": "user", "content": "q"}], "completion": [{"role": "assistant", "content": "a"}]},
+    ),
     ("sft", {"prompt": "q", "completion": "a"}, "prompt/completion", None),
     ("sft", {"prompt": [USER], "completion": [BOT]}, "prompt/completion", {"prompt": [USER], "completion": [BOT]}),
     ("sft", {"messages": [USER, BOT]}, "messages (chat)", {"messages": [USER, BOT]}),
-    ("sft", {"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]},
-     "conversations (ShareGPT)", {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}),
-    ("sft", {"instruction": "Translate", "input": "hola", "output": "hello"}, "instruction/input/output (Alpaca)",
-     {"prompt": [{"role": "user", "content": "Translate\n\nhola"}], "completion": [{"role": "assistant", "content": "hello"}]}),
+    (
+        "sft",
+        {"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]},
+        "conversations (ShareGPT)",
+        {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]},
+    ),
+    (
+        "sft",
+        {"instruction": "Translate", "input": "hola", "output": "hello"},
+        "instruction/input/output (Alpaca)",
+        {
+            "prompt": [{"role": "user", "content": "Translate\n\nhola"}],
+            "completion": [{"role": "assistant", "content": "hello"}],
+        },
+    ),
     ("sft", {"instruction": "Say hi", "input": "", "output": "hi"}, "instruction/input/output (Alpaca)", None),
     ("sft", {"instruction": "q", "response": "a"}, "instruction/response", None),
     ("sft", {"question": "q", "answer": "a"}, "question/answer", None),
-    ("dpo", {"prompt": "p", "chosen": "good", "rejected": "bad"}, "prompt/chosen/rejected",
-     {"prompt": [{"role": "user", "content": "p"}], "chosen": [{"role": "assistant", "content": "good"}],
-      "rejected": [{"role": "assistant", "content": "bad"}]}),
-    ("rm", {"prompt": [USER], "chosen": [BOT], "rejected": [{"role": "assistant", "content": "nope"}]},
-     "prompt/chosen/rejected", None),
-    ("dpo", {"chosen": [USER, BOT], "rejected": [USER, {"role": "assistant", "content": "nope"}]},
-     "chosen/rejected (implicit prompt)", {"prompt": [USER], "chosen": [BOT], "rejected": [{"role": "assistant", "content": "nope"}]}),
+    (
+        "dpo",
+        {"prompt": "p", "chosen": "good", "rejected": "bad"},
+        "prompt/chosen/rejected",
+        {
+            "prompt": [{"role": "user", "content": "p"}],
+            "chosen": [{"role": "assistant", "content": "good"}],
+            "rejected": [{"role": "assistant", "content": "bad"}],
+        },
+    ),
+    (
+        "rm",
+        {"prompt": [USER], "chosen": [BOT], "rejected": [{"role": "assistant", "content": "nope"}]},
+        "prompt/chosen/rejected",
+        None,
+    ),
+    (
+        "dpo",
+        {"chosen": [USER, BOT], "rejected": [USER, {"role": "assistant", "content": "nope"}]},
+        "chosen/rejected (implicit prompt)",
+        {"prompt": [USER], "chosen": [BOT], "rejected": [{"role": "assistant", "content": "nope"}]},
+    ),
     ("dpo", {"input": "p", "chosen": "good", "rejected": "bad"}, "input/chosen/rejected", None),
     ("rl", {"prompt": "p", "expected": "x"}, "prompt", {"expected": "x", "prompt": [{"role": "user", "content": "p"}]}),
     ("rl", {"prompt": [USER]}, "prompt", None),
@@ -150,13 +241,16 @@ def test_valid_layout_is_recognised_and_converted(tmp_path, stage, row, layout, 
         assert any("Converted" in w["message"] for w in report.warnings)
 
 
-@pytest.mark.parametrize("file,content,kind", [
-    ("ok.json", '[\n  {"input": "q", "output": "a"},\n  {"input": "r", "output": "b"}\n]', "JSON"),
-    ("ok.csv", "input,output\nq,a\n\"multi\nline\",b\n", "CSV"),
-    ("ok.csv", "input;output\nq;a\n", "CSV"),
-    ("ok.data", jl({"input": "q", "output": "a"}), "JSONL"),
-    ("lines.json", jl({"input": "q", "output": "a"}, {"input": "r", "output": "b"}), "JSONL"),
-])
+@pytest.mark.parametrize(
+    "file,content,kind",
+    [
+        ("ok.json", '[\n  {"input": "q", "output": "a"},\n  {"input": "r", "output": "b"}\n]', "JSON"),
+        ("ok.csv", 'input,output\nq,a\n"multi\nline",b\n', "CSV"),
+        ("ok.csv", "input;output\nq;a\n", "CSV"),
+        ("ok.data", jl({"input": "q", "output": "a"}), "JSONL"),
+        ("lines.json", jl({"input": "q", "output": "a"}, {"input": "r", "output": "b"}), "JSONL"),
+    ],
+)
 def test_file_formats(tmp_path, file, content, kind):
     report = check(write(tmp_path, file, content), "sft")
     assert report.ok and report.file_format == kind, report
@@ -164,13 +258,16 @@ def test_file_formats(tmp_path, file, content, kind):
 
 def test_parquet_and_csv_chats(tmp_path):
     import pandas as pd
+
     pd.DataFrame([{"prompt": "p", "chosen": "good", "rejected": "bad"}]).to_parquet(tmp_path / "p.parquet")
     assert check(tmp_path / "p.parquet", "dpo").ok
     pd.DataFrame([{"messages": json.dumps([USER, BOT])}]).to_csv(tmp_path / "c.csv", index=False)
     assert load_for_stage(tmp_path / "c.csv", "sft")[0] == {"messages": [USER, BOT]}
     (tmp_path / "corpus.txt").write_text("First paragraph.\nStill first.\n\nSecond one.\n")
-    assert [r["text"] for r in load_for_stage(tmp_path / "corpus.txt", "pt")] == ["First paragraph.\nStill first.",
-                                                                                   "Second one."]
+    assert [r["text"] for r in load_for_stage(tmp_path / "corpus.txt", "pt")] == [
+        "First paragraph.\nStill first.",
+        "Second one.",
+    ]
 
 
 @pytest.mark.parametrize("stage", ["pt", "sft", "dpo", "rm", "rl"])
@@ -186,8 +283,9 @@ def test_bundled_task_api_follows_the_seed():
     test = [json.loads(line) for line in bundled("sft", "test").read_text().splitlines()]
     assert len(rows) >= 2000 and 200 <= len(test) <= 300
     answers = [json.loads(r["output"]) for r in rows]
-    assert all(r["output"] == json.dumps(a) and list(a) == ["title", "priority", "status"]
-               for r, a in zip(rows, answers))
+    assert all(
+        r["output"] == json.dumps(a) and list(a) == ["title", "priority", "status"] for r, a in zip(rows, answers)
+    )
     assert {a["priority"] for a in answers} == {"high", "medium", "low"}
     assert {a["status"] for a in answers} == {"pending", "in_progress", "done"}
     titles = {a["title"] for a in answers}
@@ -203,8 +301,14 @@ def test_save_upload_keeps_a_safe_name(tmp_path, monkeypatch):
 
 
 def run_cli(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "engine.data", *map(str, args)], capture_output=True, text=True,
-                          cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "engine.data", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},
+        timeout=120,
+    )
 
 
 def test_cli_exit_codes_and_json(tmp_path):
@@ -236,8 +340,10 @@ def test_stats_cli_counts_tokens_and_masks_the_prompt():
 
 
 def test_data_modules_stay_light_for_the_ui_process():
-    code = ("import sys, engine.data, engine.datastats, engine.datafile, engine.datalayouts; "
-            "print(sorted(m for m in ('torch', 'transformers', 'trl', 'datasets', 'tokenizers', 'streamlit') "
-            "if m in sys.modules))")
+    code = (
+        "import sys, engine.data, engine.datastats, engine.datafile, engine.datalayouts; "
+        "print(sorted(m for m in ('torch', 'transformers', 'trl', 'datasets', 'tokenizers', 'streamlit') "
+        "if m in sys.modules))"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
     assert done.stdout.strip() == "[]", done.stdout + done.stderr

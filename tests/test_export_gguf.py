@@ -14,6 +14,7 @@ subset the Modelfile uses (range over .Messages, .Role, .Content, {{- trimming),
 the first message when a chat has none, and compared character for character with tokenizer.apply_chat_template.
 What Ollama itself does with it (its own template engine, stop handling) is not run here.
 """
+
 import errno
 import json
 import os
@@ -24,16 +25,21 @@ import sys
 
 import pytest
 import yaml
+from test_try_export import tiny_run  # noqa: F401  (the 2-step LoRA run on the tiny llama, as a fixture)
 
 from conftest import run_cli
 from engine import export, gguf_file, modelfile, rundir
-from test_try_export import tiny_run  # noqa: F401  (the 2-step LoRA run on the tiny llama, as a fixture)
 
-PROMPTS = ["Create a high priority task: Review Q4 budget", "What is the capital of France?",
-           "Write one sentence about rain."]
+PROMPTS = [
+    "Create a high priority task: Review Q4 budget",
+    "What is the capital of France?",
+    "Write one sentence about rain.",
+]
 NEW_TOKENS = 24
-TOLERANCE = {"f16": {"max_logit_diff": 0.1, "same_answers": True, "agreement": 1.0},
-             "q8_0": {"max_logit_diff": 2.0, "same_answers": False, "agreement": 0.85}}
+TOLERANCE = {
+    "f16": {"max_logit_diff": 0.1, "same_answers": True, "agreement": 1.0},
+    "q8_0": {"max_logit_diff": 2.0, "same_answers": False, "agreement": 0.85},
+}
 
 
 def full_run(root, final_target=None, model="embedded"):
@@ -57,8 +63,7 @@ def exported(embedded_run, tmp_path_factory):
     out = {}
     for quant in TOLERANCE:
         target = tmp_path_factory.mktemp("exports") / quant
-        result = run_cli("engine.export", str(embedded_run), "--gguf", "--quant", quant, "--out", str(target),
-                         "--json")
+        result = run_cli("engine.export", str(embedded_run), "--gguf", "--quant", quant, "--out", str(target), "--json")
         assert result.returncode == 0, result.stderr[-3000:]
         out[quant] = json.loads(result.stdout)
     return out
@@ -68,17 +73,18 @@ def answers_and_logits(model, tokenizer, forced=None):
     """Greedy answers to PROMPTS, and the logits at every answer position (teacher-forced on `forced` answers'
     token ids when given, else on this model's own)."""
     import torch
+
     answers, logits = [], []
     for i, prompt in enumerate(PROMPTS):
-        text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                             add_generation_prompt=True)
+        text = tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+        )
         ids = tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"]
         with torch.inference_mode():
-            out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=NEW_TOKENS,
-                                 do_sample=False)
+            out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=NEW_TOKENS, do_sample=False)
             full = forced[i] if forced is not None else out[0]
-            logits.append(model(full[None]).logits[0, ids.shape[1] - 1:-1])
-        answers.append(out[0, ids.shape[1]:])
+            logits.append(model(full[None]).logits[0, ids.shape[1] - 1 : -1])
+        answers.append(out[0, ids.shape[1] :])
     return answers, logits
 
 
@@ -86,13 +92,19 @@ def answers_and_logits(model, tokenizer, forced=None):
 def reference(embedded_dir):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
     torch.manual_seed(0)
     tokenizer = AutoTokenizer.from_pretrained(embedded_dir)
     model = AutoModelForCausalLM.from_pretrained(embedded_dir, dtype=torch.float32).eval()
     answers, logits = answers_and_logits(model, tokenizer)
-    prompts = [tokenizer(tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
-                                                       add_generation_prompt=True), return_tensors="pt",
-                         add_special_tokens=False)["input_ids"][0] for p in PROMPTS]
+    prompts = [
+        tokenizer(
+            tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True),
+            return_tensors="pt",
+            add_special_tokens=False,
+        )["input_ids"][0]
+        for p in PROMPTS
+    ]
     forced = [torch.cat([p, a]) for p, a in zip(prompts, answers)]
     return {"tokenizer": tokenizer, "answers": answers, "logits": logits, "forced": forced}
 
@@ -101,6 +113,7 @@ def reference(embedded_dir):
 def test_the_gguf_answers_as_the_model_it_came_from(exported, reference, quant):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
     path = exported[quant]["gguf"]
     folder, name = os.path.dirname(path), os.path.basename(path)
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
@@ -130,8 +143,10 @@ def test_the_file_carries_the_tokenizer_chat_template_and_an_ollama_modelfile(ex
     assert meta["tokenizer.ggml.model"] == "gpt2" and meta["tokenizer.ggml.pre"] == "smollm"
     assert meta["tokenizer.ggml.tokens"] == meta["tokenizer.ggml.token_type"] == 49152
     assert meta["tokenizer.ggml.merges"] > 40000
-    assert (meta["tokenizer.ggml.bos_token_id"], meta["tokenizer.ggml.eos_token_id"]) == (tok.bos_token_id,
-                                                                                          tok.eos_token_id)
+    assert (meta["tokenizer.ggml.bos_token_id"], meta["tokenizer.ggml.eos_token_id"]) == (
+        tok.bos_token_id,
+        tok.eos_token_id,
+    )
     assert meta["tokenizer.ggml.padding_token_id"] == tok.pad_token_id
     assert meta["tokenizer.chat_template"] == tok.chat_template
     sizes = {q: os.path.getsize(e["gguf"]) / 2**20 for q, e in exported.items()}
@@ -139,7 +154,9 @@ def test_the_file_carries_the_tokenizer_chat_template_and_an_ollama_modelfile(ex
     out = exported["q8_0"]["out"]
     assert sorted(os.listdir(out)) == ["HOW_TO_LOAD.md", "Modelfile", os.path.basename(exported["q8_0"]["gguf"])]
     note = open(os.path.join(out, "HOW_TO_LOAD.md")).read()
-    assert "`HuggingFaceTB/SmolLM2-135M-Instruct` (Hugging Face Hub)" in note and "ollama create run -f Modelfile" in note
+    assert (
+        "`HuggingFaceTB/SmolLM2-135M-Instruct` (Hugging Face Hub)" in note and "ollama create run -f Modelfile" in note
+    )
     assert exported["q8_0"]["ollama"] == f"cd {out} && ollama create run -f Modelfile"
 
 
@@ -166,7 +183,7 @@ def render_go_template(template: str, messages: list[dict]) -> str:
                     inner = re.fullmatch(r"\{\{-?\s*(.*?)\s*-?\}\}", items[j])
                     depth += bool(inner and inner[1].startswith("range")) - bool(inner and inner[1] == "end")
                     j += 1
-                out += [run(items[i + 1:j - 1], m) for m in context["Messages"]]
+                out += [run(items[i + 1 : j - 1], m) for m in context["Messages"]]
                 i = j - 1
             elif action[1] in (".Role", ".Content"):
                 out.append(context[action[1][1:].lower()])
@@ -187,13 +204,17 @@ def ollama_prompt(modelfile_text: str, messages: list[dict]) -> str:
     return render_go_template(template, messages)
 
 
-@pytest.mark.parametrize("chat", [
-    [{"role": "user", "content": "Create a task: water the plants"}],
-    [{"role": "system", "content": "Answer in JSON."}, {"role": "user", "content": "hi"}],
-    [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}, {"role": "user", "content": "c\nd"}],
-])
+@pytest.mark.parametrize(
+    "chat",
+    [
+        [{"role": "user", "content": "Create a task: water the plants"}],
+        [{"role": "system", "content": "Answer in JSON."}, {"role": "user", "content": "hi"}],
+        [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}, {"role": "user", "content": "c\nd"}],
+    ],
+)
 def test_the_modelfile_template_renders_chats_as_the_models_chat_template(embedded_dir, chat):
     from transformers import AutoTokenizer
+
     tokenizer = AutoTokenizer.from_pretrained(embedded_dir)
     text, note = modelfile.modelfile("m.gguf", tokenizer)
     assert note is None and text.startswith("FROM ./m.gguf\n")
@@ -205,8 +226,10 @@ def test_a_lora_run_is_merged_into_the_gguf_and_the_file_answers_a_prompt(tiny_r
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
+
     from engine.generate import base_path
     from engine.spec import RunSpec
+
     out = tmp_path / "gguf"
     result = run_cli("engine.export", str(tiny_run), "--gguf", "--quant", "f16", "--out", str(out), "--json")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -224,16 +247,33 @@ def test_a_lora_run_is_merged_into_the_gguf_and_the_file_answers_a_prompt(tiny_r
 
 
 def test_q4_k_m_goes_through_llama_quantize_when_it_is_on_path(tiny_run, tmp_path):  # noqa: F811
-    no_binary = run_cli("engine.export", str(tiny_run), "--gguf", "--quant", "q4_k_m", "--out", str(tmp_path / "a"),
-                        env={"PATH": os.path.dirname(sys.executable)})
+    no_binary = run_cli(
+        "engine.export",
+        str(tiny_run),
+        "--gguf",
+        "--quant",
+        "q4_k_m",
+        "--out",
+        str(tmp_path / "a"),
+        env={"PATH": os.path.dirname(sys.executable)},
+    )
     assert no_binary.returncode == 2 and "llama-quantize, which is not on PATH" in no_binary.stderr
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     fake = bin_dir / "llama-quantize"  # stands in for llama.cpp's binary: records its arguments, copies the file
     fake.write_text(f'#!/bin/sh\necho "$@" > {tmp_path}/args\ncp "$1" "$2"\n')
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
-    result = run_cli("engine.export", str(tiny_run), "--gguf", "--quant", "q4_k_m", "--out", str(tmp_path / "q4"),
-                     "--json", env={"PATH": f"{bin_dir}:{os.environ['PATH']}"})
+    result = run_cli(
+        "engine.export",
+        str(tiny_run),
+        "--gguf",
+        "--quant",
+        "q4_k_m",
+        "--out",
+        str(tmp_path / "q4"),
+        "--json",
+        env={"PATH": f"{bin_dir}:{os.environ['PATH']}"},
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     args = (tmp_path / "args").read_text().split()
     assert args[2] == "Q4_K_M" and os.path.basename(args[1]) == os.path.basename(json.loads(result.stdout)["gguf"])
@@ -246,8 +286,10 @@ def test_a_run_without_final_and_an_unmapped_family_get_a_sentence_and_no_file(t
     assert result.returncode == 2 and "has no model in final/" in result.stderr and "Traceback" not in result.stderr
 
     gpt2 = tmp_path / "gpt2"
-    code = (f"from transformers import GPT2Config, GPT2LMHeadModel; GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, "
-            f"n_head=2, vocab_size=64)).save_pretrained({str(gpt2)!r})")
+    code = (
+        f"from transformers import GPT2Config, GPT2LMHeadModel; GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, "
+        f"n_head=2, vocab_size=64)).save_pretrained({str(gpt2)!r})"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
     run = full_run(tmp_path / "b", gpt2, model=str(gpt2))
     for quant in ("f16", "q8_0"):
@@ -274,9 +316,11 @@ def test_a_disk_that_fills_while_writing_the_gguf_leaves_nothing_behind(embedded
 
 
 def test_the_try_page_exports_a_gguf_offers_both_files_and_answers_with_it(tmp_path, monkeypatch):
+    from test_page_try_export import button, finished_run, page
+
     import ui.try_export
     from engine import runs
-    from test_page_try_export import button, finished_run, page
+
     calls = []
 
     def call(module, *args, user=None):

@@ -1,6 +1,7 @@
 """Padding-free SFT batches (engine/train/fast.py): the packed batch must give every example exactly the logits it
 gets alone, or training silently learns across examples. On the CPU the attention runs as one SDPA call per
 example; the GPU's varlen kernel is checked against the same padded reference in bench/throughput.py."""
+
 import torch
 import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -23,10 +24,14 @@ def sharp(model):
 def test_packed_batch_gives_each_example_its_own_logits(tiny_model):
     tok = AutoTokenizer.from_pretrained(tiny_model)
     padded_model = sharp(AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32))
-    packed_model = sharp(AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32,
-                                                              attn_implementation=fast.register()))
-    texts = ["short one", "a much longer example that has many more tokens than the first one does",
-             "middle sized example text"]
+    packed_model = sharp(
+        AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32, attn_implementation=fast.register())
+    )
+    texts = [
+        "short one",
+        "a much longer example that has many more tokens than the first one does",
+        "middle sized example text",
+    ]
     examples = [{"input_ids": tok(t)["input_ids"], "labels": tok(t)["input_ids"]} for t in texts]
     check_packed_logits(tok, packed_model, padded_model, examples)
     # rows of one length (data that fills max_length) take the batched-SDPA path: same logits
@@ -37,14 +42,19 @@ def test_packed_batch_gives_each_example_its_own_logits(tiny_model):
 def check_packed_logits(tok, packed_model, padded_model, examples):
     batch = fast.collator(tok)(examples)
     assert batch["input_ids"].shape[0] == 1 and "attention_mask" not in batch  # one row, no padding at all
-    packed = packed_model(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
-                          cu_seq_lens_q=batch["cu_seq_lens_q"], cu_seq_lens_k=batch["cu_seq_lens_k"],
-                          max_length_q=batch["max_length_q"], max_length_k=batch["max_length_k"]).logits[0]
+    packed = packed_model(
+        input_ids=batch["input_ids"],
+        position_ids=batch["position_ids"],
+        cu_seq_lens_q=batch["cu_seq_lens_q"],
+        cu_seq_lens_k=batch["cu_seq_lens_k"],
+        max_length_q=batch["max_length_q"],
+        max_length_k=batch["max_length_k"],
+    ).logits[0]
     start = 0
     for ex in examples:
         alone = padded_model(input_ids=torch.tensor([ex["input_ids"]])).logits[0]
         n = len(ex["input_ids"])
-        torch.testing.assert_close(packed[start:start + n], alone, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(packed[start : start + n], alone, atol=1e-5, rtol=1e-4)
         start += n
 
 
@@ -55,9 +65,29 @@ def padded_and_packed_runs(tmp_path, tiny_model, stage, steps, fields):
         config = tmp_path / f"{name}.yaml"
         config.write_text(yaml.safe_dump({"extra": {"padding_free": padding_free}}))
         out = tmp_path / name
-        r = run_cli("engine.train", "--config", str(config), "--stage", stage, "--method", "full",
-                    "--model", str(tiny_model), "--max-steps", str(steps), "--batch", "4", "--lr", "1e-3",
-                    "--eval-steps", "1000", "--save-steps", "1000", "--output-dir", str(out))
+        r = run_cli(
+            "engine.train",
+            "--config",
+            str(config),
+            "--stage",
+            stage,
+            "--method",
+            "full",
+            "--model",
+            str(tiny_model),
+            "--max-steps",
+            str(steps),
+            "--batch",
+            "4",
+            "--lr",
+            "1e-3",
+            "--eval-steps",
+            "1000",
+            "--save-steps",
+            "1000",
+            "--output-dir",
+            str(out),
+        )
         assert r.returncode == 0, r.stderr[-2000:]
         assert ("batches: padding-free" in r.stdout) == padding_free
         logged[name] = [tuple(m[f] for f in fields) for m in read_jsonl(out / "metrics.jsonl") if "loss" in m]
@@ -76,25 +106,31 @@ def test_a_packed_preference_call_gives_the_padded_call_s_log_probs_and_gradient
     """DPO's batch (chosen and rejected rows padded to the longest) run as one packed row must hand TRL the same
     per-token log-probabilities, in the same padded layout, and the same gradients."""
     from trl.trainer.utils import add_fused_lm_head
+
     tok = AutoTokenizer.from_pretrained(tiny_model)
     models = []
     for packed in (False, True):
-        model = sharp(AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32,
-                                                           attn_implementation=fast.register()))
+        model = sharp(
+            AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32, attn_implementation=fast.register())
+        )
         add_fused_lm_head(model)
         if packed:
             fast.pack_padded_calls(model)
         models.append(model)
-    rows = [tok(t)["input_ids"] for t in ("prompt one answer good", "prompt two is longer, answer fine and long",
-                                          "prompt one answer bad", "p")]
+    rows = [
+        tok(t)["input_ids"]
+        for t in ("prompt one answer good", "prompt two is longer, answer fine and long", "prompt one answer bad", "p")
+    ]
     width = max(map(len, rows))
     input_ids = torch.tensor([r + [tok.pad_token_id] * (width - len(r)) for r in rows])
     attention_mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
     labels = input_ids.masked_fill(attention_mask == 0, -100)
     labels[:, :2] = -100  # the "prompt"
     batch = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
-    outs = [models[0](**batch, fused_lm_head=True),
-            models[1](**batch, **fast.packing_plan(attention_mask), fused_lm_head=True)]
+    outs = [
+        models[0](**batch, fused_lm_head=True),
+        models[1](**batch, **fast.packing_plan(attention_mask), fused_lm_head=True),
+    ]
     padded, packed = outs
     assert packed.log_probs.shape == padded.log_probs.shape == (4, width - 1)
     torch.testing.assert_close(packed.log_probs, padded.log_probs, atol=1e-5, rtol=1e-4)
@@ -115,10 +151,12 @@ def test_lora_layers_skip_the_fp32_round_trip_and_compute_the_same(tiny_model):
     """Under bf16 autocast the adapter's products run in bf16 whether or not PEFT first copies the input to fp32:
     switching the copy off must not change the output, and the adapter weights AdamW updates stay fp32."""
     from peft import LoraConfig, get_peft_model
+
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.bfloat16)
-    model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", lora_dropout=0.0,
-                                             init_lora_weights=False))  # non-zero B: the adapter contributes
+    model = get_peft_model(
+        model, LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", lora_dropout=0.0, init_lora_weights=False)
+    )  # non-zero B: the adapter contributes
     ids = torch.tensor([[5, 17, 92, 3, 44, 8]])
     with torch.autocast("cpu", dtype=torch.bfloat16):
         before = model(input_ids=ids).logits
@@ -133,9 +171,16 @@ def test_models_whose_attention_does_more_keep_padded_batches(tmp_path, tiny_mod
     """Gemma-2 (no SDPA in transformers, softcapped scores) and a sliding window shorter than the rows would be
     computed wrongly, or not load, with plain causal varlen attention."""
     from transformers import Gemma2Config, MistralConfig
+
     assert fast.unsupported(str(tiny_model), 1024) == ""
-    Gemma2Config(num_hidden_layers=2, hidden_size=32, intermediate_size=64, num_attention_heads=4,
-                 num_key_value_heads=2, head_dim=8).save_pretrained(tmp_path / "gemma2")
+    Gemma2Config(
+        num_hidden_layers=2,
+        hidden_size=32,
+        intermediate_size=64,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=8,
+    ).save_pretrained(tmp_path / "gemma2")
     assert "Gemma2ForCausalLM" in fast.unsupported(str(tmp_path / "gemma2"), 1024)
     MistralConfig(sliding_window=512).save_pretrained(tmp_path / "window")
     assert "512-token window" in fast.unsupported(str(tmp_path / "window"), 1024)

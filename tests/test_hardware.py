@@ -1,4 +1,5 @@
 """NVML detection against a faked NVML (the one place a fake is right: no GPU here), presets, the CLI."""
+
 import json
 import subprocess
 import sys
@@ -9,11 +10,19 @@ import pynvml
 import pytest
 
 from engine import hardware
-from engine.hardware import (Hardware, HardwareError, detect_gpus, detected_hardware, load_presets, match_preset,
-                             preset_hardware, this_computer)
+from engine.hardware import (
+    Hardware,
+    HardwareError,
+    detect_gpus,
+    detected_hardware,
+    load_presets,
+    match_preset,
+    preset_hardware,
+    this_computer,
+)
 from engine.paths import REPO
 
-MIB = 1024 ** 2
+MIB = 1024**2
 
 
 @pytest.fixture
@@ -101,12 +110,21 @@ def test_detection_is_cached_thread_safe_and_refreshable(fake_nvml):
     assert fake_nvml.inits == 2
 
 
-@pytest.mark.parametrize("name, gib, key", [
-    ("NVIDIA A100-SXM4-40GB", 40, "a100-40"), ("NVIDIA A100-SXM4-80GB", 80, "a100-80"),
-    ("NVIDIA A100 80GB PCIe", 80, "a100-80"), ("NVIDIA L4", 22.5, "l4"), ("NVIDIA L40S", 44.4, None),
-    ("NVIDIA H100 80GB HBM3", 79.6, "h100"), ("NVIDIA H100 PCIe", 79.6, "h100-pcie"),
-    ("NVIDIA GeForce RTX 3060", 12, "rtx-3060"), ("NVIDIA A10G", 22.5, "a10g"), ("NVIDIA A10", 22.5, None),
-])
+@pytest.mark.parametrize(
+    "name, gib, key",
+    [
+        ("NVIDIA A100-SXM4-40GB", 40, "a100-40"),
+        ("NVIDIA A100-SXM4-80GB", 80, "a100-80"),
+        ("NVIDIA A100 80GB PCIe", 80, "a100-80"),
+        ("NVIDIA L4", 22.5, "l4"),
+        ("NVIDIA L40S", 44.4, None),
+        ("NVIDIA H100 80GB HBM3", 79.6, "h100"),
+        ("NVIDIA H100 PCIe", 79.6, "h100-pcie"),
+        ("NVIDIA GeForce RTX 3060", 12, "rtx-3060"),
+        ("NVIDIA A10G", 22.5, "a10g"),
+        ("NVIDIA A10", 22.5, None),
+    ],
+)
 def test_detected_names_match_the_right_preset(name, gib, key):
     preset = match_preset(name, gib)
     assert (preset.key if preset else None) == key
@@ -114,8 +132,19 @@ def test_detected_names_match_the_right_preset(name, gib, key):
 
 def test_presets_cover_the_issue_list_with_sane_figures():
     presets = load_presets()
-    expected_gib = {"rtx-3060": 12, "rtx-4090": 24, "t4": 16, "l4": 24, "a10g": 24, "a100-40": 40, "a100-80": 80,
-                    "h100": 80, "h200": 141, "apple-m-64": 64, "cpu": None}
+    expected_gib = {
+        "rtx-3060": 12,
+        "rtx-4090": 24,
+        "t4": 16,
+        "l4": 24,
+        "a10g": 24,
+        "a100-40": 40,
+        "a100-80": 80,
+        "h100": 80,
+        "h200": 141,
+        "apple-m-64": 64,
+        "cpu": None,
+    }
     for key, box_gb in expected_gib.items():
         p = presets[key]
         if box_gb:
@@ -146,8 +175,9 @@ def test_a_broken_presets_file_names_the_file_and_the_fields(tmp_path):
 
 
 def test_cli_prints_json_on_a_machine_without_a_gpu_as_well():
-    out = subprocess.run([sys.executable, "-m", "engine.hardware", "--json"], cwd=REPO, capture_output=True,
-                         text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "engine.hardware", "--json"], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0, out.stderr
     found = json.loads(out.stdout)
     assert found["count"] == len(found["gpus"])
@@ -157,6 +187,7 @@ def test_cli_prints_json_on_a_machine_without_a_gpu_as_well():
 
 def _hardware_page():
     from streamlit.testing.v1 import AppTest
+
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120)
     at.run()
     at.switch_page("app_pages/hardware.py").run()
@@ -177,6 +208,7 @@ def test_the_page_on_a_computer_without_a_gpu_says_so_plainly(fake_nvml, monkeyp
     assert list(table.index) == ["Fits in memory", "Trains 100 steps within an hour"]
     # memory would hold a ~10B model with LoRA; time allows about a 1.5B one on these cores
     from engine import catalog
+
     assert table.loc["Fits in memory", "LoRA"].startswith("~")
     assert table.loc["Trains 100 steps within an hour", "LoRA"] in catalog.names()  # a model, by name
     assert table.loc["Trains 100 steps within an hour", "QLoRA"] == "not offered here"

@@ -1,4 +1,5 @@
 """The three layers (STYLE.md rule 1 and 3): engine/ never imports streamlit; the Streamlit process stays light."""
+
 import ast
 import subprocess
 import sys
@@ -20,15 +21,19 @@ def imported_modules(path: Path) -> set[str]:
 
 
 def test_engine_never_imports_streamlit():
-    offenders = [str(p.relative_to(REPO)) for p in (REPO / "engine").rglob("*.py")
-                 if "streamlit" in imported_modules(p)]
+    offenders = [
+        str(p.relative_to(REPO)) for p in (REPO / "engine").rglob("*.py") if "streamlit" in imported_modules(p)
+    ]
     assert offenders == []
 
 
 def test_pages_do_not_import_training_libraries_at_top_level():
     for page in [REPO / "app.py", *(REPO / "app_pages").glob("*.py"), *(REPO / "ui").glob("*.py")]:
-        top = {n.names[0].name.split(".")[0] if isinstance(n, ast.Import) else (n.module or "").split(".")[0]
-               for n in ast.parse(page.read_text()).body if isinstance(n, (ast.Import, ast.ImportFrom))}
+        top = {
+            n.names[0].name.split(".")[0] if isinstance(n, ast.Import) else (n.module or "").split(".")[0]
+            for n in ast.parse(page.read_text()).body
+            if isinstance(n, (ast.Import, ast.ImportFrom))
+        }
         assert not top & HEAVY, f"{page.name} imports {top & HEAVY}"
 
 
@@ -37,7 +42,7 @@ def test_rendering_every_page_loads_no_training_library():
     code = f"""
 import sys
 from streamlit.testing.v1 import AppTest
-at = AppTest.from_file({str(REPO / 'app.py')!r}, default_timeout=60); at.run()
+at = AppTest.from_file({str(REPO / "app.py")!r}, default_timeout=60); at.run()
 for page in ["goal", "hardware", "estimate", "data", "train", "runs", "try_export"]:
     at.switch_page(f"app_pages/{{page}}.py"); at.run()
     assert not at.exception, (page, at.exception)

@@ -1,4 +1,5 @@
 """Progress, ETA and the health alerts a person watching a run relies on."""
+
 import json
 import math
 from pathlib import Path
@@ -9,8 +10,10 @@ from engine import monitor
 
 
 def curve(losses, **extra):
-    return [{"step": i + 1, "loss": v, "time": 100.0 + 2 * i, **{k: f(i) for k, f in extra.items()}}
-            for i, v in enumerate(losses)]
+    return [
+        {"step": i + 1, "loss": v, "time": 100.0 + 2 * i, **{k: f(i) for k, f in extra.items()}}
+        for i, v in enumerate(losses)
+    ]
 
 
 def test_progress_and_eta_come_from_the_measured_step_time():
@@ -35,8 +38,9 @@ def test_warm_up_and_an_eval_pass_do_not_set_the_pace():
 
 def test_no_rate_until_a_few_steps_ran():
     for n in (0, 1, 2, 3):  # the first logged step holds the loading; then two intervals make a pace
-        prog = monitor.progress({"state": "running", "step": n, "max_steps": 20, "started_at": 95.0},
-                                curve([2.0] * n), now=103)
+        prog = monitor.progress(
+            {"state": "running", "step": n, "max_steps": 20, "started_at": 95.0}, curve([2.0] * n), now=103
+        )
         assert prog.eta_s is None and monitor.eta_text(prog) == "estimating..."
     assert monitor.progress({"state": "running", "step": 4, "max_steps": 20}, curve([2.0] * 4)).eta_s is not None
 
@@ -57,8 +61,9 @@ def test_after_a_resume_only_this_attempts_steps_time_the_run():
 def test_a_run_that_is_not_training_has_no_eta():
     records = curve([2.0, 1.8, 1.6, 1.5, 1.4])
     for state in ("queued", "stopped", "failed", "completed"):
-        prog = monitor.progress({"state": state, "step": 5, "max_steps": 20, "started_at": 95.0,
-                                 "finished_at": 120.0}, records, now=130.0)
+        prog = monitor.progress(
+            {"state": state, "step": 5, "max_steps": 20, "started_at": 95.0, "finished_at": 120.0}, records, now=130.0
+        )
         assert prog.eta_s is None and not prog.training
         assert monitor.eta_text(prog) == monitor.eta_text(prog, state) == "-"
         assert prog.elapsed_s == 25.0  # up to the end, not up to now
@@ -106,6 +111,7 @@ def test_metrics_reader_reads_only_new_lines_and_survives_a_rewritten_file(tmp_p
     import os
 
     from engine import rundir
+
     reader = rundir.MetricsReader(tmp_path)
     assert reader.poll() == []
     for step in (1, 2):
@@ -128,9 +134,11 @@ def test_metrics_reader_reads_only_new_lines_and_survives_a_rewritten_file(tmp_p
 CURVES = Path(__file__).parent / "data" / "curves"
 HEALTHY = sorted(p.name for p in CURVES.glob("healthy-*.jsonl"))
 # bad curve -> (words of the alert it must raise, the step its trouble starts, steps it may take to be caught)
-BAD = {"diverge-sft-lora-lr30x.jsonl": ("exploding", 2, 4),
-       "nan-sft-lora-lr900x.jsonl": ("NaN", 9, 0),
-       "overfit-tiny-sft-lora-modified.jsonl": ("overfitting", None, 0)}
+BAD = {
+    "diverge-sft-lora-lr30x.jsonl": ("exploding", 2, 4),
+    "nan-sft-lora-lr900x.jsonl": ("NaN", 9, 0),
+    "overfit-tiny-sft-lora-modified.jsonl": ("overfitting", None, 0),
+}
 
 
 def read_curve(name):

@@ -1,5 +1,6 @@
 """The Data page (AppTest): the bundled set is checked and shown, a broken path gets its message with the line,
 the plan survives it, and a good file can be put into the plan."""
+
 import json
 
 import pytest
@@ -36,6 +37,7 @@ def test_bundled_set_is_checked_and_tokenized(page):
 
 def test_broken_path_shows_the_line_and_keeps_the_plan(page, tmp_path):
     from dataclasses import replace
+
     page.session_state.spec = replace(page.session_state.spec, method="full", max_steps=7)
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"input": "a", "output": "b"}) + "\n" + '{"input": "c", "output": ' + "\n")
@@ -69,6 +71,7 @@ from test_data import BROKEN, write  # noqa: E402  (the same broken files the CL
 @pytest.mark.parametrize("name,stage,file,content,words,line", BROKEN, ids=[b[0] for b in BROKEN])
 def test_every_broken_file_gets_its_sentence_on_the_page(page, tmp_path, name, stage, file, content, words, line):
     from dataclasses import replace
+
     page.session_state.spec = replace(page.session_state.spec, stage=stage, max_steps=9)
     page.run()
     type_path(page, write(tmp_path, file, content))
@@ -77,4 +80,3 @@ def test_every_broken_file_gets_its_sentence_on_the_page(page, tmp_path, name, s
     if line is not None:
         assert table["line"].iloc[0] == str(line)
     assert page.session_state.spec.max_steps == 9 and page.session_state.spec.dataset_name == ""
-

@@ -1,5 +1,6 @@
 """AppTest of the Estimate page: it renders, reacts, writes the plan, times the run from the plan's data, and
 speaks of RAM, not GPU memory, on a computer without a GPU."""
+
 import dataclasses
 from pathlib import Path
 
@@ -29,12 +30,18 @@ def _widget(elements, label):
 
 def _words(at) -> str:
     """Everything a person reads on the page (not the sidebar)."""
-    parts = [e.value for kind in ("markdown", "caption", "info", "success", "warning", "error", "subheader")
-             for e in at.main.get(kind)]
+    parts = [
+        e.value
+        for kind in ("markdown", "caption", "info", "success", "warning", "error", "subheader")
+        for e in at.main.get(kind)
+    ]
     parts += [f"{m.label} {m.value}" for m in at.main.metric]
     parts += [" ".join(map(str, df.value.columns)) + " " + df.value.to_string() for df in at.main.dataframe]
-    parts += [w.label + " " + " ".join(map(str, getattr(w, "options", []))) for kind in ("radio", "selectbox")
-              for w in at.main.get(kind)]
+    parts += [
+        w.label + " " + " ".join(map(str, getattr(w, "options", [])))
+        for kind in ("radio", "selectbox")
+        for w in at.main.get(kind)
+    ]
     parts += [chart.proto.spec for chart in at.main.get("plotly_chart")]
     return " ".join(parts)
 
@@ -84,6 +91,7 @@ def test_the_bundled_sets_token_statistics_time_the_run_before_the_data_page_is_
     from engine.data import bundled
     from engine.datastats import token_stats
     from engine.estimate import mean_tokens
+
     at = AppTest.from_file(str(APP), default_timeout=120)
     at.run()
     _cpu_plan(at)
@@ -113,8 +121,14 @@ def test_choosing_dpo_and_saving_puts_every_field_shown_into_the_plan():
     _widget(at.button, "Use these settings").click().run()
     assert not at.exception
     spec = at.session_state.spec
-    assert (spec.stage, spec.method, spec.max_length, spec.per_device_train_batch_size, spec.optim, spec.lora_r) == \
-        ("dpo", "full", 1024, 4, "adamw_8bit", 32)
+    assert (spec.stage, spec.method, spec.max_length, spec.per_device_train_batch_size, spec.optim, spec.lora_r) == (
+        "dpo",
+        "full",
+        1024,
+        4,
+        "adamw_8bit",
+        32,
+    )
     assert spec.max_steps == 100  # the 400 examples timed above, 4 a step
     assert spec.learning_rate == 5e-7  # the DPO default for full fine-tuning, not SFT's
     saved = next(s.value for s in at.success if "Saved to your plan" in s.value)
@@ -138,7 +152,10 @@ def test_a_computer_without_a_gpu_gets_cpu_words():
     assert "QLoRA is not offered here" in words
     assert "SmolLM2-135M-Instruct (bundled with the app)" in words and "supervised fine-tuning" in words
     largest = at.main.dataframe[0].value
-    assert list(largest.columns)[1:] == ["Fits in RAM", "Trains these 800 examples within an hour"]  # time, not only memory, caps it on a CPU
+    assert list(largest.columns)[1:] == [
+        "Fits in RAM",
+        "Trains these 800 examples within an hour",
+    ]  # time, not only memory, caps it on a CPU
 
 
 def test_a_plan_for_qlora_shows_the_recommended_lora_on_a_cpu():

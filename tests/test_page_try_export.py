@@ -1,5 +1,6 @@
 """The Try & Export page in AppTest, on a hand-built finished run (registry entry + run directory): the engine's
 subprocesses are replaced by fakes that answer as the CLIs do, so the page's own behaviour is what is tested."""
+
 import json
 import time
 from pathlib import Path
@@ -12,12 +13,21 @@ import ui.try_export
 from engine import rundir, runs
 
 REPO = Path(__file__).resolve().parent.parent
-EVAL = {"run": "0001-sft-lora", "stage": "sft", "method": "lora", "held_out": "bundled task_api test split, 60 rows",
-        "rows": 60, "seconds": 42.0, "not_measured": [],
-        "metrics": [{"metric": "held-out loss", "base": 1.82, "fine_tuned": 0.05, "kind": "loss"},
-                    {"metric": "valid JSON", "base": 0.0, "fine_tuned": 1.0, "kind": "share"},
-                    {"metric": "priority right", "base": 0.0, "fine_tuned": 0.967, "kind": "share"}],
-        "examples": [{"prompt": "Create a task: X", "expected": "{}", "base": "Sure!", "fine_tuned": "{}"}]}
+EVAL = {
+    "run": "0001-sft-lora",
+    "stage": "sft",
+    "method": "lora",
+    "held_out": "bundled task_api test split, 60 rows",
+    "rows": 60,
+    "seconds": 42.0,
+    "not_measured": [],
+    "metrics": [
+        {"metric": "held-out loss", "base": 1.82, "fine_tuned": 0.05, "kind": "loss"},
+        {"metric": "valid JSON", "base": 0.0, "fine_tuned": 1.0, "kind": "share"},
+        {"metric": "priority right", "base": 0.0, "fine_tuned": 0.967, "kind": "share"},
+    ],
+    "examples": [{"prompt": "Create a task: X", "expected": "{}", "base": "Sure!", "fine_tuned": "{}"}],
+}
 
 
 def finished_run(tmp_path, state="completed", with_eval=True) -> Path:
@@ -28,8 +38,11 @@ def finished_run(tmp_path, state="completed", with_eval=True) -> Path:
     rundir.write_status(run_dir, state, error="Out of GPU memory" if state == "failed" else None)
     if with_eval:
         (run_dir / "eval.json").write_text(json.dumps(EVAL))
-    runs.connect().execute("INSERT INTO runs (owner, run_dir, stage, method, state, submitted_at, finished_at) "
-                           "VALUES ('me', ?, 'sft', 'lora', ?, ?, ?)", (str(run_dir), state, time.time(), time.time()))
+    runs.connect().execute(
+        "INSERT INTO runs (owner, run_dir, stage, method, state, submitted_at, finished_at) "
+        "VALUES ('me', ?, 'sft', 'lora', ?, ?, ?)",
+        (str(run_dir), state, time.time(), time.time()),
+    )
     return run_dir
 
 
@@ -53,8 +66,12 @@ def fake_engine(monkeypatch):
     def call(module, *args, user=None):
         calls.append((module, [str(a) for a in args]))
         if module == "engine.generate":
-            return {"answers": {"base": "A task is a thing to do.", "tuned": '{"title": "Review Q4 budget"}'},
-                    "sample": "--sample" in args, "temperature": 0.7, "seconds": 3.1}, ""
+            return {
+                "answers": {"base": "A task is a thing to do.", "tuned": '{"title": "Review Q4 budget"}'},
+                "sample": "--sample" in args,
+                "temperature": 0.7,
+                "seconds": 3.1,
+            }, ""
         if module == "engine.export":
             out = Path(args[args.index("--out") + 1])
             out.mkdir(parents=True)

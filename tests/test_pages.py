@@ -1,5 +1,6 @@
 """The frame and the Train / Runs pages in AppTest: every page renders, bad input gets a sentence, a growing run
 directory shows up live."""
+
 import json
 import time
 from pathlib import Path
@@ -8,8 +9,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from engine import rundir, runs
-from engine.users import OWNER
 from engine.spec import RunSpec
+from engine.users import OWNER
 
 REPO = Path(__file__).resolve().parent.parent
 PAGES = ["goal", "hardware", "estimate", "data", "train", "runs", "try_export"]
@@ -62,23 +63,35 @@ def fake_run(tmp_path, steps) -> int:
     run_dir = tmp_path / "fake-run"
     run_dir.mkdir()
     db = runs.connect()
-    run_id = db.execute("INSERT INTO runs (owner, run_dir, stage, method, state, submitted_at, started_at, pid, "
-                        "supervisor_pid) VALUES ('me', ?, 'sft', 'lora', 'running', ?, ?, ?, ?)",
-                        (str(run_dir), time.time(), time.time(), 0, 0)).lastrowid
+    run_id = db.execute(
+        "INSERT INTO runs (owner, run_dir, stage, method, state, submitted_at, started_at, pid, "
+        "supervisor_pid) VALUES ('me', ?, 'sft', 'lora', 'running', ?, ?, ?, ?)",
+        (str(run_dir), time.time(), time.time(), 0, 0),
+    ).lastrowid
     rundir.write_status(run_dir, "running", step=0, max_steps=steps, started_at=time.time() - 10)
     return run_id, run_dir
 
 
 def grow(run_dir, upto):
     for step in range(1, upto + 1):
-        rundir.append_metrics(run_dir, {"step": step, "loss": 2.0 / step, "learning_rate": 1e-4, "epoch": 0.1,
-                                        "time": time.time() - 10 + step, "tokens_per_second": 5000.0,
-                                        "mfu_percent": 41.0})
+        rundir.append_metrics(
+            run_dir,
+            {
+                "step": step,
+                "loss": 2.0 / step,
+                "learning_rate": 1e-4,
+                "epoch": 0.1,
+                "time": time.time() - 10 + step,
+                "tokens_per_second": 5000.0,
+                "mfu_percent": 41.0,
+            },
+        )
     rundir.write_status(run_dir, "running", step=upto)
 
 
 def test_runs_page_follows_a_growing_run_directory(tmp_path, monkeypatch):
     import ui.monitor
+
     monkeypatch.setattr(runs, "reconcile", lambda db: None)  # the fake run has no process to check
     monkeypatch.setattr(ui.monitor, "CHART_EVERY_S", 0.0)  # redraw on every new line (8 s while training)
     run_id, run_dir = fake_run(tmp_path, steps=10)
@@ -110,6 +123,7 @@ def test_runs_page_follows_a_growing_run_directory(tmp_path, monkeypatch):
 
 def test_train_page_picks_data_and_rewards_and_checks_the_data_at_start():
     from engine import data
+
     at = app()
     at.session_state.spec = RunSpec(dataset_name=str(data.bundled("dpo")))  # chosen on the Data page for DPO
     at.switch_page("app_pages/train.py")

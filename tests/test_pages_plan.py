@@ -1,4 +1,5 @@
 """AppTest for the Goal and Hardware pages: what a student sees and what the pages hand to the next steps."""
+
 import dataclasses
 from types import SimpleNamespace
 
@@ -10,14 +11,16 @@ from engine import hardware
 from engine.hardware import preset_hardware
 from engine.paths import REPO
 
-MIB = 1024 ** 2
+MIB = 1024**2
 
 
 @pytest.fixture
 def no_gpu(monkeypatch):
     """This machine has no NVIDIA driver, whatever machine the tests run on."""
+
     def init():
         raise pynvml.NVMLError(pynvml.NVML_ERROR_LIBRARY_NOT_FOUND)
+
     monkeypatch.setattr(pynvml, "nvmlInit", init)
     hardware._read_nvml.cache_clear()
     yield
@@ -31,8 +34,11 @@ def two_h200s(monkeypatch):
     monkeypatch.setattr(pynvml, "nvmlDeviceGetCount", lambda: 2)
     monkeypatch.setattr(pynvml, "nvmlDeviceGetHandleByIndex", lambda i: i)
     monkeypatch.setattr(pynvml, "nvmlDeviceGetName", lambda h: "NVIDIA H200")
-    monkeypatch.setattr(pynvml, "nvmlDeviceGetMemoryInfo",
-                        lambda h: SimpleNamespace(total=143771 * MIB, used=4096 * MIB, free=139675 * MIB))
+    monkeypatch.setattr(
+        pynvml,
+        "nvmlDeviceGetMemoryInfo",
+        lambda h: SimpleNamespace(total=143771 * MIB, used=4096 * MIB, free=139675 * MIB),
+    )
     monkeypatch.setattr(pynvml, "nvmlDeviceGetCudaComputeCapability", lambda h: (9, 0))
     monkeypatch.setattr(pynvml, "nvmlSystemGetDriverVersion", lambda: "570.86.15")
     monkeypatch.setattr(pynvml, "nvmlSystemGetCudaDriverVersion", lambda: 12080)
@@ -75,7 +81,10 @@ def test_task_api_assistant_on_a_consumer_gpu_gets_qlora_sft_with_2000_to_5000_e
     assert not at.exception
     assert "#### Supervised fine-tuning" in texts(at, "markdown")
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics["Method"] == "QLoRA" and metrics["Examples for the first stage (Supervised fine-tuning)"] == "2,000–5,000"
+    assert (
+        metrics["Method"] == "QLoRA"
+        and metrics["Examples for the first stage (Supervised fine-tuning)"] == "2,000–5,000"
+    )
     at.button[0].click().run()  # "Use this plan"
     assert "Saved: your first run will be **supervised fine-tuning** with **QLoRA**" in texts(at, "success")
     spec = at.session_state.spec
@@ -125,15 +134,25 @@ def test_hardware_page_without_a_gpu_plans_for_this_computer_and_offers_presets(
     assert "refines this with real numbers" in alerts(at)
     next(b for b in at.button if "on this hardware" in b.label).click().run()  # the showcase path on a laptop
     spec = at.session_state.spec
-    assert (spec.method, spec.max_steps, spec.eval_steps, spec.lr_scheduler_type, spec.lora_dropout) == \
-        ("lora", 100, 100, "constant", 0.0)
+    assert (spec.method, spec.max_steps, spec.eval_steps, spec.lr_scheduler_type, spec.lora_dropout) == (
+        "lora",
+        100,
+        100,
+        "constant",
+        0.0,
+    )
     assert "100 steps with one held-out pass" in texts(at, "success")
 
 
-@pytest.mark.parametrize("preset, method, words", [
-    ("rtx-3060", "QLoRA", "consumer-GPU territory"), ("rtx-4090", "LoRA", "full fine-tuning fits small"),
-    ("a100-80", "LoRA", "any method is viable"), ("apple-m-64", "LoRA", "QLoRA is not available on a Mac"),
-])
+@pytest.mark.parametrize(
+    "preset, method, words",
+    [
+        ("rtx-3060", "QLoRA", "consumer-GPU territory"),
+        ("rtx-4090", "LoRA", "full fine-tuning fits small"),
+        ("a100-80", "LoRA", "any method is viable"),
+        ("apple-m-64", "LoRA", "QLoRA is not available on a Mac"),
+    ],
+)
 def test_hardware_page_recommends_a_method_with_reasons(no_gpu, preset, method, words):
     at = app()
     at.switch_page("app_pages/hardware.py").run()

@@ -1,21 +1,21 @@
 """Pipelines (engine/runs/pipeline.py) with real trainer processes of a tiny model: the stages of one plan queued
 at once, each starting from the one before; a stopped stage holds the rest, resuming it continues the plan."""
+
 import json
 
 import pytest
 import yaml
+from test_runs import finished, spec
 
 from conftest import run_cli, wait_for
 from engine import runs
 from engine.runs import pipeline
 from engine.spec import RunSpec
 from engine.users import OWNER
-from test_runs import finished, spec
 
 
 def stage(model, name, steps=2, **kw):
-    return spec(model, steps, stage=name, **({"model_name_or_path": str(model)} if name in ("sft", "pt") else {}),
-                **kw)
+    return spec(model, steps, stage=name, **({"model_name_or_path": str(model)} if name in ("sft", "pt") else {}), **kw)
 
 
 def states(ids):
@@ -44,8 +44,14 @@ def test_cli_chain_runs_sft_then_dpo_from_its_result(tmp_path, tiny_model):
 
 
 def test_rlhf_chain_gives_rl_the_reward_model_it_trained(tiny_model):
-    ids = runs.submit_chain([stage(tiny_model, "sft"), stage(tiny_model, "rm"),
-                             stage(tiny_model, "rl", extra={"max_completion_length": 8})], OWNER)
+    ids = runs.submit_chain(
+        [
+            stage(tiny_model, "sft"),
+            stage(tiny_model, "rm"),
+            stage(tiny_model, "rl", extra={"max_completion_length": 8}),
+        ],
+        OWNER,
+    )
     rl = wait_for(lambda: finished(ids[2]), timeout=400)
     assert states(ids) == ["completed"] * 3, rl["error"]
     sft, rm = (runs.get(i, OWNER)["run_dir"] for i in ids[:2])
@@ -70,12 +76,15 @@ def test_a_stopped_stage_holds_the_rest_and_resuming_it_continues_the_plan(tiny_
     assert states([first, second]) == ["completed", "completed"]
 
 
-@pytest.mark.parametrize("stages, says", [
-    (["sft"], "at least two stages"),
-    (["dpo", "sft"], r"cannot follow DPO \(preferences\)"),
-    (["sft", "rm"], "only an RL stage can use it"),
-    (["sft", "rl"], "nothing to reward its answers with"),
-])
+@pytest.mark.parametrize(
+    "stages, says",
+    [
+        (["sft"], "at least two stages"),
+        (["dpo", "sft"], r"cannot follow DPO \(preferences\)"),
+        (["sft", "rm"], "only an RL stage can use it"),
+        (["sft", "rl"], "nothing to reward its answers with"),
+    ],
+)
 def test_stages_that_do_not_fit_together_are_refused_before_anything_is_registered(tiny_model, stages, says):
     with pytest.raises(runs.RunError, match=says):
         runs.submit_chain([stage(tiny_model, s) for s in stages], OWNER)
@@ -84,6 +93,7 @@ def test_stages_that_do_not_fit_together_are_refused_before_anything_is_register
 
 def test_dpo_data_for_an_sft_stage_is_refused_with_a_sentence(tiny_model):
     from engine import data
+
     wrong = stage(tiny_model, "sft", dataset_name=str(data.bundled("dpo")))
     with pytest.raises(runs.RunError, match=r"Stage 1 \(supervised fine-tuning\): train.jsonl cannot be used"):
         runs.submit_chain([wrong, stage(tiny_model, "dpo")], OWNER)

@@ -4,6 +4,7 @@ of it the cluster's start (~25-40 s) and the embedded model's loading in each jo
 
 The cluster is a fixture rather than a service of .ci/run, so `pytest tests/test_ray.py` and `make test` need
 nothing else; without `ray` installed the file is skipped."""
+
 import json
 import os
 import signal
@@ -25,6 +26,7 @@ pytestmark = pytest.mark.ray  # a real cluster: `pytest -m "not ray"` leaves the
 @pytest.fixture(scope="module")
 def cluster():
     from ray_cluster import LocalCluster
+
     started = time.time()
     c = LocalCluster().start(workers=1)
     c.start_s = time.time() - started
@@ -43,8 +45,17 @@ def on_cluster(cluster, monkeypatch):
 
 def short(model, steps, **kw):
     """The embedded model, short rows: a few seconds a step on a shared CPU."""
-    return RunSpec(**{"model_name_or_path": str(model), "max_steps": steps, "per_device_train_batch_size": 2,
-                      "max_length": 64, "save_steps": 2, "eval_steps": 10_000, **kw})
+    return RunSpec(
+        **{
+            "model_name_or_path": str(model),
+            "max_steps": steps,
+            "per_device_train_batch_size": 2,
+            "max_length": 64,
+            "save_steps": 2,
+            "eval_steps": 10_000,
+            **kw,
+        }
+    )
 
 
 def ended(run_id):
@@ -59,8 +70,13 @@ def steps_logged(run):
 def test_two_runs_train_at_once_one_stopped_and_resumed_the_app_restarts_meanwhile(on_cluster, embedded_dir):
     a = runs.submit(short(embedded_dir, 100_000), OWNER)  # until stopped; resumed to a few steps more
     b = runs.submit(short(embedded_dir, 8), OWNER)  # still training when the app "restarts"
-    both = wait_for(lambda: all((r := runs.get(i, OWNER))["node"] and steps_logged(r) for i in (a, b))
-                    and [runs.get(i, OWNER) for i in (a, b)], timeout=300)
+    both = wait_for(
+        lambda: (
+            all((r := runs.get(i, OWNER))["node"] and steps_logged(r) for i in (a, b))
+            and [runs.get(i, OWNER) for i in (a, b)]
+        ),
+        timeout=300,
+    )
     assert {r["state"] for r in both} == {"running"}, "two slots: the cluster's two 1-CPU nodes"
     assert len({r["node"] for r in both}) == 2, "one run per node"
     assert all(r["where"].startswith("Ray · ") and r["executor"] == "ray" for r in both)
@@ -103,6 +119,7 @@ def test_two_runs_train_at_once_one_stopped_and_resumed_the_app_restarts_meanwhi
 
 def test_a_broken_config_fails_with_its_sentence_on_the_runs_page(on_cluster, tiny_model, tmp_path):
     from streamlit.testing.v1 import AppTest
+
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "no completion here"}\n' * 3)
     run_id = runs.submit(short(tiny_model, 2, dataset_name=str(bad)), OWNER)
@@ -132,6 +149,7 @@ def test_more_gpus_than_any_node_is_refused_at_submit(on_cluster, tiny_model):
 def test_an_unreachable_cluster_is_a_sentence_and_runs_wait(tiny_model, monkeypatch):
     from conftest import free_port
     from engine.runs import executors
+
     monkeypatch.setenv("TUNEWISE_CLUSTER", f"127.0.0.1:{free_port()}")
     ray_executor._nodes_cache = (0.0, [])
     assert "cannot be reached" in executors.note() and "nothing is lost" in executors.note()
@@ -143,6 +161,7 @@ def test_an_unreachable_cluster_is_a_sentence_and_runs_wait(tiny_model, monkeypa
     out = run_cli("engine.runs", "cluster")
     assert out.returncode == 0 and "cannot be reached" in out.stdout
     from streamlit.testing.v1 import AppTest
+
     at = AppTest.from_file(str(runs.paths.REPO / "app.py"), default_timeout=60)
     at.run()
     at.switch_page("app_pages/runs.py")

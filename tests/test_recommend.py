@@ -1,4 +1,5 @@
 """The lesson's decision tree: its own scenarios must give its own answers (shared/seeds/000_*.txt)."""
+
 import json
 import subprocess
 import sys
@@ -6,9 +7,8 @@ import sys
 import pytest
 
 from engine.hardware import preset_hardware
-from engine.recommend import (STAGE_ORDER, RecommendError, advise_method, compare_dataset, goal_keys, lesson,
-                              recommend)
 from engine.paths import REPO
+from engine.recommend import STAGE_ORDER, RecommendError, advise_method, compare_dataset, goal_keys, lesson, recommend
 from engine.spec import METHODS, STAGES
 
 
@@ -71,11 +71,21 @@ def test_forgetting_caveat_names_lora_as_the_mitigation():
     assert any("forgetting" in c and "LoRA" in c for c in rec.caveats)
 
 
-@pytest.mark.parametrize("preset, peft, tier", [
-    ("rtx-3060", "qlora", "consumer"), ("t4", "qlora", "consumer"), ("rtx-4090", "lora", "professional"),
-    ("l4", "lora", "professional"), ("a100-40", "lora", "professional"), ("a100-80", "lora", "cloud"),
-    ("h100", "lora", "cloud"), ("h200", "lora", "cloud"), ("apple-m-64", "lora", "apple"), ("cpu", "lora", "cpu"),
-])
+@pytest.mark.parametrize(
+    "preset, peft, tier",
+    [
+        ("rtx-3060", "qlora", "consumer"),
+        ("t4", "qlora", "consumer"),
+        ("rtx-4090", "lora", "professional"),
+        ("l4", "lora", "professional"),
+        ("a100-40", "lora", "professional"),
+        ("a100-80", "lora", "cloud"),
+        ("h100", "lora", "cloud"),
+        ("h200", "lora", "cloud"),
+        ("apple-m-64", "lora", "apple"),
+        ("cpu", "lora", "cpu"),
+    ],
+)
 def test_hardware_branch_of_the_decision_tree(preset, peft, tier):
     advice = advise_method(preset_hardware(preset))
     assert (advice.peft, advice.tier) == (peft, tier)
@@ -116,13 +126,23 @@ def test_lesson_tables_are_complete():
     assert set(data["stages"]) == set(STAGES)
     for key in ("spectrum", "rlhf_vs_dpo", "peft", "matrix", "misconceptions"):
         assert data[key], key
-    assert goal_keys() == ["capability", "format", "quality", "style", "style-refine", "safety", "knowledge", "refinement",
-                           "new-language"]
+    assert goal_keys() == [
+        "capability",
+        "format",
+        "quality",
+        "style",
+        "style-refine",
+        "safety",
+        "knowledge",
+        "refinement",
+        "new-language",
+    ]
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "engine.recommend", *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "engine.recommend", *args], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
 
 
 def test_cli_json_for_the_task_api_assistant():
@@ -146,8 +166,13 @@ def test_cli_vram_gib_and_errors_exit_2_with_the_valid_choices():
 def test_applying_a_plan_moves_a_default_learning_rate_but_keeps_a_chosen_one():
     from engine.recommend import apply_to_spec
     from engine.spec import RunSpec, default_learning_rate
+
     spec = apply_to_spec(RunSpec(), stage="dpo", method="qlora")
-    assert (spec.stage, spec.method, spec.learning_rate) == ("dpo", "qlora", default_learning_rate("dpo", "qlora", spec.model_name_or_path))
+    assert (spec.stage, spec.method, spec.learning_rate) == (
+        "dpo",
+        "qlora",
+        default_learning_rate("dpo", "qlora", spec.model_name_or_path),
+    )
     mine = apply_to_spec(RunSpec(learning_rate=3e-4), stage="dpo")
     assert mine.learning_rate == 3e-4
 

@@ -1,4 +1,5 @@
 """The run registry and queue with real trainer processes (a tiny model, so steps take milliseconds)."""
+
 import json
 import os
 import signal
@@ -9,16 +10,24 @@ from pathlib import Path
 
 import pytest
 
+from conftest import run_cli, wait_for
 from engine import rundir, runs
 from engine.runs import queue
-from engine.users import OWNER, User
 from engine.spec import RunSpec
-from conftest import run_cli, wait_for
+from engine.users import OWNER, User
 
 
 def spec(model, steps, **kw):
-    return RunSpec(**{"model_name_or_path": str(model), "max_steps": steps, "per_device_train_batch_size": 2,
-                      "save_steps": 5, "eval_steps": 10_000, **kw})
+    return RunSpec(
+        **{
+            "model_name_or_path": str(model),
+            "max_steps": steps,
+            "per_device_train_batch_size": 2,
+            "save_steps": 5,
+            "eval_steps": 10_000,
+            **kw,
+        }
+    )
 
 
 def finished(run_id):
@@ -78,11 +87,14 @@ def test_cli_submit_list_show(tmp_path, tiny_model):
     assert shown["state"] == "completed"
 
 
-@pytest.mark.parametrize("args, expected", [
-    (["show", "999"], "There is no run 999"),
-    (["stop"], "`stop` needs a run id"),
-    (["submit", "/no/such.yaml"], "Config file /no/such.yaml does not exist"),
-])
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["show", "999"], "There is no run 999"),
+        (["stop"], "`stop` needs a run id"),
+        (["submit", "/no/such.yaml"], "Config file /no/such.yaml does not exist"),
+    ],
+)
 def test_cli_errors(args, expected):
     out = run_cli("engine.runs", *args)
     assert out.returncode == 2 and expected in out.stderr and "Traceback" not in out.stderr
@@ -91,9 +103,11 @@ def test_cli_errors(args, expected):
 def test_a_run_outlives_the_app_process_that_started_it(tmp_path, tiny_model):
     cfg = tmp_path / "run.yaml"
     spec(tiny_model, 6).save(cfg)
-    app = ("import os; from pathlib import Path; from engine import runs; from engine.spec import RunSpec; "
-           "from engine.users import OWNER; "
-           f"print(runs.submit(RunSpec.load(Path({str(cfg)!r})), OWNER), flush=True); os.kill(os.getpid(), 9)")
+    app = (
+        "import os; from pathlib import Path; from engine import runs; from engine.spec import RunSpec; "
+        "from engine.users import OWNER; "
+        f"print(runs.submit(RunSpec.load(Path({str(cfg)!r})), OWNER), flush=True); os.kill(os.getpid(), 9)"
+    )
     out = subprocess.run([sys.executable, "-c", app], capture_output=True, text=True, cwd=runs.paths.REPO)
     assert out.returncode == -9, "the 'app' died abruptly right after submitting"
     run_id = int(out.stdout.split()[0])
@@ -104,6 +118,7 @@ def test_a_run_outlives_the_app_process_that_started_it(tmp_path, tiny_model):
 
 def test_compare_and_queue_views_on_the_runs_page(tiny_model):
     from streamlit.testing.v1 import AppTest
+
     a = runs.submit(spec(tiny_model, 3), OWNER)
     b = runs.submit(spec(tiny_model, 3, lora_r=8), OWNER)
     wait_for(lambda: finished(a) and finished(b))
@@ -123,7 +138,8 @@ def test_stop_then_resume_continues_the_same_curve(tiny_model):
     stopped_at = max(m["step"] for m in rundir.read_metrics(run["run_dir"]) if "loss" in m)
     checkpoint = int(rundir.last_checkpoint(run["run_dir"]).name.split("-")[1])
     (Path(run["run_dir"]) / "config.yaml").write_text(
-        (Path(run["run_dir"]) / "config.yaml").read_text().replace("max_steps: 100000", f"max_steps: {checkpoint + 4}"))
+        (Path(run["run_dir"]) / "config.yaml").read_text().replace("max_steps: 100000", f"max_steps: {checkpoint + 4}")
+    )
     runs.resume(run_id, OWNER)
     done = wait_for(lambda: finished(run_id))
     assert done["state"] == "completed", done["error"]
@@ -137,24 +153,31 @@ def test_a_run_from_before_a_reboot_is_not_kept_alive_by_a_reused_pid(tmp_path):
     run_dir = tmp_path / "old-run"
     run_dir.mkdir()
     db = runs.connect()
-    run_id = db.execute("INSERT INTO runs (owner, run_dir, stage, method, state, submitted_at, started_at, pid, "
-                        "supervisor_pid, boot_id) VALUES ('me', ?, 'sft', 'lora', 'running', ?, ?, ?, ?, 'a-boot-ago')",
-                        (str(run_dir), time.time() - 600, time.time() - 590, os.getpid(), os.getpid())).lastrowid
-    same_boot = db.execute("INSERT INTO runs (owner, run_dir, stage, method, state, submitted_at, started_at, pid, "
-                           "supervisor_pid, boot_id) VALUES ('me', ?, 'sft', 'lora', 'running', ?, ?, ?, ?, ?)",
-                           (str(run_dir), time.time(), time.time(), os.getpid(), os.getpid(), runs.boot_id())).lastrowid
+    run_id = db.execute(
+        "INSERT INTO runs (owner, run_dir, stage, method, state, submitted_at, started_at, pid, "
+        "supervisor_pid, boot_id) VALUES ('me', ?, 'sft', 'lora', 'running', ?, ?, ?, ?, 'a-boot-ago')",
+        (str(run_dir), time.time() - 600, time.time() - 590, os.getpid(), os.getpid()),
+    ).lastrowid
+    same_boot = db.execute(
+        "INSERT INTO runs (owner, run_dir, stage, method, state, submitted_at, started_at, pid, "
+        "supervisor_pid, boot_id) VALUES ('me', ?, 'sft', 'lora', 'running', ?, ?, ?, ?, ?)",
+        (str(run_dir), time.time(), time.time(), os.getpid(), os.getpid(), runs.boot_id()),
+    ).lastrowid
     states = {r["id"]: r for r in runs.list_runs(OWNER)}
     assert states[run_id]["state"] == "failed" and "disappeared" in states[run_id]["error"]
     assert states[same_boot]["state"] == "running", "a live process recorded in this boot still counts"
 
 
-@pytest.mark.parametrize("around_app, slots, expected", [
-    (None, [1], "1"),            # every GPU NVML sees: slot k is GPU k
-    ("2,3", [0], "2"),           # a server that gives the app GPUs 2 and 3: the first run lands on GPU 2, not 0
-    ("2,3", [0, 1], "2,3"),
-    ("GPU-abc,GPU-def", [1], "GPU-def"),
-    ("3,-1,2", [0], "3"),        # CUDA ignores everything from an invalid entry on
-])
+@pytest.mark.parametrize(
+    "around_app, slots, expected",
+    [
+        (None, [1], "1"),  # every GPU NVML sees: slot k is GPU k
+        ("2,3", [0], "2"),  # a server that gives the app GPUs 2 and 3: the first run lands on GPU 2, not 0
+        ("2,3", [0, 1], "2,3"),
+        ("GPU-abc,GPU-def", [1], "GPU-def"),
+        ("3,-1,2", [0], "3"),  # CUDA ignores everything from an invalid entry on
+    ],
+)
 def test_runs_use_only_the_gpus_the_app_was_given(monkeypatch, around_app, slots, expected):
     """The slot -> GPU mapping the supervisor puts in a trainer's CUDA_VISIBLE_DEVICES (NVML stubbed to 4 GPUs: this
     machine has none)."""
@@ -174,10 +197,14 @@ def test_a_multi_gpu_run_never_gets_two_slots_on_one_gpu(monkeypatch):
     monkeypatch.setattr(queue, "gpu_count", lambda: 2)
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     db = runs.connect()
-    busy = db.execute("INSERT INTO runs (owner, run_dir, stage, method, state, slots_needed, slots, submitted_at) "
-                      "VALUES ('a', 'a', 'sft', 'lora', 'running', 1, '[1]', 1)").lastrowid
-    queued = db.execute("INSERT INTO runs (owner, run_dir, stage, method, state, slots_needed, submitted_at) "
-                        "VALUES ('b', 'b', 'sft', 'lora', 'queued', 2, 2)").lastrowid
+    busy = db.execute(
+        "INSERT INTO runs (owner, run_dir, stage, method, state, slots_needed, slots, submitted_at) "
+        "VALUES ('a', 'a', 'sft', 'lora', 'running', 1, '[1]', 1)"
+    ).lastrowid
+    queued = db.execute(
+        "INSERT INTO runs (owner, run_dir, stage, method, state, slots_needed, submitted_at) "
+        "VALUES ('b', 'b', 'sft', 'lora', 'queued', 2, 2)"
+    ).lastrowid
     slots = queue.claim(db, queued, gpus=2)
     assert slots == [0, 3] and runs.devices_for(slots) == "0,1"
     db.execute("DELETE FROM runs WHERE id IN (?, ?)", (busy, queued))

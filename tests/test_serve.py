@@ -1,5 +1,6 @@
 """The two modes as a server admin starts them: personal listens on 127.0.0.1 only, workshop on every interface and
 only once it is set up; the login page in AppTest."""
+
 import os
 import subprocess
 import sys
@@ -32,9 +33,15 @@ def listening_addresses(port: int) -> set[str]:
 
 def serve(*args, env=None):
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "engine.serve", "--port", str(port), *args], cwd=REPO,
-                            env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            start_new_session=True, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "engine.serve", "--port", str(port), *args],
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        text=True,
+    )
     return port, proc
 
 
@@ -75,6 +82,7 @@ def test_workshop_mode_refuses_to_start_until_set_up_then_listens_everywhere(tun
 @pytest.fixture
 def workshop_app(monkeypatch, tunewise_home):
     from engine import users
+
     monkeypatch.setenv("TUNEWISE_MODE", "workshop")
     users.setup("teach", "teach-pass-1")
     users.add("ana", password="ana-pass-12")
@@ -106,6 +114,7 @@ def test_workshop_pages_stay_behind_the_login(workshop_app):
 
 def test_a_one_time_password_must_be_replaced_first(workshop_app):
     from engine import users
+
     _, one_time = users.add("ben")
     at = workshop_app
     log_in(at, "ben", one_time)

@@ -3,6 +3,7 @@ RL, each with full / LoRA / QLoRA, the app's pipelines sft -> rm -> rl and sft -
 can cause. Runs use the 2-layer tiny llama (real tokenizer and chat template), 16-row files and 128-token
 sequences for 2 steps: each one proves a code path runs and leaves a complete run directory, not that it learns.
 """
+
 import json
 import os
 import subprocess
@@ -17,8 +18,13 @@ from conftest import REPO, read_jsonl, run_cli
 
 FAST = ("--max-steps", "2", "--batch", "2", "--eval-steps", "1000", "--seq", "128")
 # What a person watching each stage's chart looks for, as TRL logs it.
-STAGE_METRICS = {"pt": {"loss", "num_tokens"}, "sft": {"loss"}, "dpo": {"rewards/margins", "rewards/accuracies"},
-                 "rm": {"accuracy", "margin"}, "rl": {"reward", "reward_std"}}
+STAGE_METRICS = {
+    "pt": {"loss", "num_tokens"},
+    "sft": {"loss"},
+    "dpo": {"rewards/margins", "rewards/accuracies"},
+    "rm": {"accuracy", "margin"},
+    "rl": {"reward", "reward_std"},
+}
 DATA_FOR = {"pt": "pt", "sft": "sft", "dpo": "dpo", "rm": "dpo", "rl": "rl"}  # rm trains on preference pairs
 
 
@@ -49,8 +55,14 @@ for line in sys.stdin:
 def trainer(tmp_path_factory):
     """trainer(*args) -> (returncode, stderr) like run_cli("engine.train", *args); stdout and stderr together."""
     logs = tmp_path_factory.mktemp("logs")
-    server = subprocess.Popen([sys.executable, "-c", FORK_SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              text=True, cwd=REPO, env=os.environ.copy())
+    server = subprocess.Popen(
+        [sys.executable, "-c", FORK_SERVER],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        env=os.environ.copy(),
+    )
 
     def run(*args):
         log = logs / f"{len(list(logs.iterdir()))}.log"
@@ -73,6 +85,7 @@ def shell(*args):
 def data_dir(tmp_path_factory):
     """16 rows of each bundled set: no held-out split under 100 rows, so no evaluation pass slows the test."""
     from engine import data
+
     out = tmp_path_factory.mktemp("data")
     for stage in ("pt", "sft", "dpo", "rl"):
         lines = data.bundled(stage).read_text().splitlines()[:16]
@@ -82,8 +95,18 @@ def data_dir(tmp_path_factory):
 
 def train(cli, run: Path, stage: str, method: str, model, data_dir, *extra_args, extra: dict | None = None):
     """`python -m engine.train` through `cli` for a few steps; `extra` goes into config.yaml's `extra:`."""
-    args = ["--stage", stage, "--method", method, "--dataset", str(data_dir / f"{DATA_FOR[stage]}.jsonl"), *FAST,
-            "--output-dir", str(run), *extra_args]
+    args = [
+        "--stage",
+        stage,
+        "--method",
+        method,
+        "--dataset",
+        str(data_dir / f"{DATA_FOR[stage]}.jsonl"),
+        *FAST,
+        "--output-dir",
+        str(run),
+        *extra_args,
+    ]
     if model is not None:
         args += ["--model", str(model)]
     if stage == "rl":  # 16-token answers: generation is most of an RL step on a CPU
@@ -130,8 +153,9 @@ def chain(tmp_path_factory, trainer, tiny_model, data_dir):
 
 def test_rlhf_chain_sft_rm_rl_starts_each_stage_from_the_last(tmp_path, trainer, chain, data_dir):
     run = tmp_path / "rl"
-    result = train(trainer, run, "rl", "lora", None, data_dir, "--init-from", str(chain["sft"]),
-                   "--reward-model", str(chain["rm"]))
+    result = train(
+        trainer, run, "rl", "lora", None, data_dir, "--init-from", str(chain["sft"]), "--reward-model", str(chain["rm"])
+    )
     steps = assert_complete(run, result, "rl", "lora")
     assert all(isinstance(m["reward"], float) for m in steps)
     assert (run / "init_model" / "config.json").is_file(), "the SFT adapter is merged into the policy's start"
@@ -148,14 +172,23 @@ def test_dpo_chain_starts_from_the_sft_run(tmp_path, trainer, chain, data_dir):
     assert yaml.safe_load((run / "config.yaml").read_text())["init_from"] == str(chain["sft"])
 
 
-@pytest.mark.parametrize("stage, method", [
-    ("pt", "full"), ("pt", "lora"), ("pt", "qlora"),
-    ("dpo", "full"), ("dpo", "qlora"),   # dpo/lora: the chain above
-    ("rm", "full"), ("rm", "qlora"),     # rm/lora: the chain fixture
-    ("rl", "full"), ("rl", "qlora"),     # rl/lora: the chain above
-])
-def test_every_stage_and_method_leaves_a_complete_run_directory(tmp_path, trainer, tiny_model, data_dir, chain,
-                                                                stage, method):
+@pytest.mark.parametrize(
+    "stage, method",
+    [
+        ("pt", "full"),
+        ("pt", "lora"),
+        ("pt", "qlora"),
+        ("dpo", "full"),
+        ("dpo", "qlora"),  # dpo/lora: the chain above
+        ("rm", "full"),
+        ("rm", "qlora"),  # rm/lora: the chain fixture
+        ("rl", "full"),
+        ("rl", "qlora"),  # rl/lora: the chain above
+    ],
+)
+def test_every_stage_and_method_leaves_a_complete_run_directory(
+    tmp_path, trainer, tiny_model, data_dir, chain, stage, method
+):
     run = tmp_path / "run"
     reward = ("--reward-model", str(chain["rm"])) if stage == "rl" else ()
     result = train(trainer, run, stage, method, tiny_model, data_dir, *reward)
@@ -173,11 +206,14 @@ def test_rl_without_a_reward_model_says_to_train_one(tmp_path, tiny_model, data_
 
 
 def test_wrong_kinds_of_reward_model_are_refused_with_a_sentence(tmp_path, trainer, tiny_model, data_dir, chain):
-    for n, (reward, expected) in enumerate((
-                             (chain["sft"], "is a supervised fine-tuning run"),
-                             (chain["sft"] / "final", "is a supervised fine-tuning run"),
-                             (tiny_model, "a model that writes text, not one that scores it"),
-                             (tmp_path / "nowhere", "does not exist"))):
+    for n, (reward, expected) in enumerate(
+        (
+            (chain["sft"], "is a supervised fine-tuning run"),
+            (chain["sft"] / "final", "is a supervised fine-tuning run"),
+            (tiny_model, "a model that writes text, not one that scores it"),
+            (tmp_path / "nowhere", "does not exist"),
+        )
+    ):
         run = tmp_path / f"run-{n}"
         result = train(trainer, run, "rl", "lora", tiny_model, data_dir, "--reward-model", str(reward))
         assert result.returncode == 2, result.stderr[-2000:]
@@ -189,9 +225,11 @@ def test_init_from_something_that_is_not_a_finished_run(tmp_path, trainer, data_
     half = tmp_path / "half-run"
     half.mkdir()
     (half / "train.log").write_text("an earlier attempt\n")
-    for source, expected in ((tmp_path / "nowhere", "is not a finished run: it does not exist"),
-                             (half, "is not a finished run: it has no final/ directory"),
-                             (chain["rm"], "is a reward-model run")):
+    for source, expected in (
+        (tmp_path / "nowhere", "is not a finished run: it does not exist"),
+        (half, "is not a finished run: it has no final/ directory"),
+        (chain["rm"], "is a reward-model run"),
+    ):
         run = tmp_path / f"run-{source.name}"
         result = train(trainer, run, "dpo", "lora", None, data_dir, "--init-from", str(source))
         assert result.returncode == 2 and expected in result.stderr, result.stderr[-2000:]
@@ -203,8 +241,18 @@ def test_a_dataset_that_fails_validation_keeps_what_the_run_directory_held(tmp_p
     run = tmp_path / "run"
     run.mkdir()
     (run / "notes.txt").write_text("mine")
-    result = run_cli("engine.train", "--stage", "dpo", "--model", str(tiny_model), "--dataset",
-                     str(data_dir / "sft.jsonl"), *FAST, "--output-dir", str(run))
+    result = run_cli(
+        "engine.train",
+        "--stage",
+        "dpo",
+        "--model",
+        str(tiny_model),
+        "--dataset",
+        str(data_dir / "sft.jsonl"),
+        *FAST,
+        "--output-dir",
+        str(run),
+    )
     assert result.returncode == 2 and "cannot be used for dpo" in result.stderr
     assert json.loads((run / "status.json").read_text())["state"] == "failed"
     assert (run / "notes.txt").read_text() == "mine" and (run / "config.yaml").is_file()
@@ -226,10 +274,16 @@ def test_unknown_stage_is_refused_before_anything_starts(tmp_path):
 def test_every_stage_has_a_bundled_dataset_in_its_trl_layout(stage):
     from engine.spec import RunSpec
     from engine.train.common import load_splits
+
     train_rows, held_out = load_splits(RunSpec(stage=stage))
     assert len(train_rows) >= 500 and held_out
-    expected = {"pt": {"text"}, "sft": {"prompt", "completion"}, "dpo": {"prompt", "chosen", "rejected"},
-                "rm": {"prompt", "chosen", "rejected"}, "rl": {"prompt"}}[stage]
+    expected = {
+        "pt": {"text"},
+        "sft": {"prompt", "completion"},
+        "dpo": {"prompt", "chosen", "rejected"},
+        "rm": {"prompt", "chosen", "rejected"},
+        "rl": {"prompt"},
+    }[stage]
     assert expected <= set(train_rows[0])
 
 
@@ -239,8 +293,22 @@ def test_dpo_with_no_dataset_trains_on_the_bundled_preferences(tmp_path, trainer
     run = tmp_path / "run"
     config = tmp_path / "run.yaml"
     config.write_text(yaml.safe_dump({"extra": {"eval_strategy": "no"}}))
-    result = trainer("--stage", "dpo", "--model", tiny_model, "--max-steps", "1", "--batch", "2", "--seq", "128",
-                     "--config", config, "--output-dir", run)
+    result = trainer(
+        "--stage",
+        "dpo",
+        "--model",
+        tiny_model,
+        "--max-steps",
+        "1",
+        "--batch",
+        "2",
+        "--seq",
+        "128",
+        "--config",
+        config,
+        "--output-dir",
+        run,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert yaml.safe_load((run / "config.yaml").read_text())["dataset_name"] == ""
     assert json.loads((run / "status.json").read_text())["state"] == "completed"
@@ -251,6 +319,7 @@ def test_dpo_with_no_dataset_trains_on_the_bundled_preferences(tmp_path, trainer
 def test_rl_groups_fit_the_batch_or_the_person_is_told_how(batch, grad_accum, expected):
     from engine.spec import RunSpec, SpecError
     from engine.train.rl import num_generations
+
     spec = RunSpec(stage="rl", per_device_train_batch_size=batch, gradient_accumulation_steps=grad_accum)
     if expected is None:
         with pytest.raises(SpecError, match="Raise --batch"):

@@ -1,6 +1,7 @@
 """Experiment tracking on real (tiny, 3-step) runs: TensorBoard's event files and a local MLflow store are read
 back with their own readers and hold the same losses as metrics.jsonl; an MLflow server that does not answer and a
 tracker that is not installed leave the run training, with the sentence on status.json and in train.log."""
+
 import importlib.util
 
 import pytest
@@ -12,8 +13,23 @@ from ui.tracking import tracker_line
 
 
 def train(tiny_model, run, *args, env=None):
-    result = run_cli("engine.train", "--model", str(tiny_model), "--max-steps", "3", "--batch", "2",
-                     "--eval-steps", "1000", "--save-steps", "1000", "--output-dir", str(run), *args, env=env)
+    result = run_cli(
+        "engine.train",
+        "--model",
+        str(tiny_model),
+        "--max-steps",
+        "3",
+        "--batch",
+        "2",
+        "--eval-steps",
+        "1000",
+        "--save-steps",
+        "1000",
+        "--output-dir",
+        str(run),
+        *args,
+        env=env,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert rundir.read_status(run)["state"] == "completed"
     return {r["step"]: r["loss"] for r in read_jsonl(run / "metrics.jsonl") if "loss" in r}, result.stdout
@@ -21,6 +37,7 @@ def train(tiny_model, run, *args, env=None):
 
 def test_tensorboard_events_hold_the_losses_of_metrics_jsonl(tiny_model, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
     run = tmp_path / "tb-run"
     losses, _ = train(tiny_model, run, "--report-to", "tensorboard")
     events = EventAccumulator(str(run / "tensorboard"))
@@ -33,14 +50,16 @@ def test_tensorboard_events_hold_the_losses_of_metrics_jsonl(tiny_model, tmp_pat
 
 def test_mlflow_local_store_holds_the_losses_of_metrics_jsonl(tiny_model, tmp_path, monkeypatch):
     from mlflow.tracking import MlflowClient
+
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     run = tmp_path / "runs" / "mlflow-run"
     losses, _ = train(tiny_model, run, "--report-to", "mlflow")
     store = (tmp_path / "runs" / "mlruns").as_uri()  # beside the runs: every run of a person in one store
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
     client = MlflowClient(store)
-    found = client.search_runs([client.get_experiment_by_name("tunewise").experiment_id],
-                               filter_string="tags.mlflow.runName = 'mlflow-run'")
+    found = client.search_runs(
+        [client.get_experiment_by_name("tunewise").experiment_id], filter_string="tags.mlflow.runName = 'mlflow-run'"
+    )
     assert len(found) == 1 and found[0].info.status == "FINISHED"
     history = {m.step: m.value for m in client.get_metric_history(found[0].info.run_id, "loss")}
     assert history == {step: pytest.approx(loss, rel=1e-6) for step, loss in losses.items()}
@@ -63,8 +82,10 @@ def test_weights_and_biases_runs_offline_or_says_it_is_missing(tiny_model, tmp_p
     train(tiny_model, run, "--report-to", "wandb")
     said = rundir.read_status(run)["tracking"]
     if importlib.util.find_spec("wandb") is None:  # not in the test extras: the fallback is what can be checked
-        assert said == ("tracking is off for this run: the wandb package is not installed (pip install wandb); "
-                        "training goes on without it.")
+        assert said == (
+            "tracking is off for this run: the wandb package is not installed (pip install wandb); "
+            "training goes on without it."
+        )
     else:
         assert said.startswith("Weights & Biases (offline)") and list((run / "wandb").glob("offline-run-*"))
         assert "wandb sync" in tracker_line(run)

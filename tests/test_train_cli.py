@@ -1,4 +1,5 @@
 """Bad input to `python -m engine.train`: a sentence and exit code 2, never a traceback."""
+
 import json
 import os
 
@@ -7,17 +8,20 @@ import pytest
 from conftest import run_cli
 
 
-@pytest.mark.parametrize("args, expected", [
-    (["--stage", "sing"], "invalid choice: 'sing'"),
-    (["--method", "magic"], "invalid choice: 'magic'"),
-    (["--max-steps", "0"], "max_steps is 0"),
-    (["--batch", "0"], "per_device_train_batch_size is 0"),
-    (["--lr", "5"], "learning_rate is 5.0"),
-    (["--seq", "abc"], "invalid int value: 'abc'"),
-    (["--model", "/no/such/model"], "Model directory /no/such/model does not exist"),
-    (["--model", "someone/some-model"], "this machine is offline"),
-    (["--config", "/no/such.yaml"], "Config file /no/such.yaml does not exist"),
-])
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--stage", "sing"], "invalid choice: 'sing'"),
+        (["--method", "magic"], "invalid choice: 'magic'"),
+        (["--max-steps", "0"], "max_steps is 0"),
+        (["--batch", "0"], "per_device_train_batch_size is 0"),
+        (["--lr", "5"], "learning_rate is 5.0"),
+        (["--seq", "abc"], "invalid int value: 'abc'"),
+        (["--model", "/no/such/model"], "Model directory /no/such/model does not exist"),
+        (["--model", "someone/some-model"], "this machine is offline"),
+        (["--config", "/no/such.yaml"], "Config file /no/such.yaml does not exist"),
+    ],
+)
 def test_usage_errors_exit_2_with_a_sentence(tmp_path, args, expected):
     result = run_cli("engine.train", *args, "--output-dir", str(tmp_path / "run"))
     assert result.returncode == 2
@@ -60,10 +64,14 @@ def test_bad_config_field_is_named(tmp_path):
 def test_without_a_gpu_the_cli_defaults_to_the_apps_cpu_plan_and_says_so(tmp_path, capsys, monkeypatch):
     from engine.spec import CPU_RUN
     from engine.train import common
+
     monkeypatch.setattr(common, "_has_gpu", lambda: False)
     spec, _ = common.parse(["--output-dir", str(tmp_path / "run")])
-    assert (spec.max_steps, spec.eval_steps, spec.save_steps) == (100, 100, 50) == tuple(
-        CPU_RUN[k] for k in ("max_steps", "eval_steps", "save_steps"))
+    assert (
+        (spec.max_steps, spec.eval_steps, spec.save_steps)
+        == (100, 100, 50)
+        == tuple(CPU_RUN[k] for k in ("max_steps", "eval_steps", "save_steps"))
+    )
     assert capsys.readouterr().out.startswith("No GPU on this computer: training with the app's CPU plan (100 steps")
     for chosen in (["--max-steps", "7"], ["--epochs", "2"]):  # a length the person gave wins, silently
         spec, _ = common.parse(["--output-dir", str(tmp_path / "run"), *chosen])

@@ -1,4 +1,5 @@
 """End to end on the CPU: the real TRL trainer on the real embedded SmolLM2-135M-Instruct, as the app runs it."""
+
 import json
 
 import yaml
@@ -8,8 +9,21 @@ from conftest import read_jsonl, run_cli
 
 def test_embedded_model_trains_a_few_steps_and_leaves_a_complete_run_directory(tmp_path, embedded_dir):
     run = tmp_path / "run"
-    result = run_cli("engine.train", "--stage", "sft", "--method", "lora", "--max-steps", "3", "--batch", "2",
-                     "--eval-steps", "1000", "--output-dir", str(run))
+    result = run_cli(
+        "engine.train",
+        "--stage",
+        "sft",
+        "--method",
+        "lora",
+        "--max-steps",
+        "3",
+        "--batch",
+        "2",
+        "--eval-steps",
+        "1000",
+        "--output-dir",
+        str(run),
+    )
     assert result.returncode == 0, result.stderr[-3000:]
 
     config = yaml.safe_load((run / "config.yaml").read_text())
@@ -33,11 +47,23 @@ def test_embedded_model_trains_a_few_steps_and_leaves_a_complete_run_directory(t
 
 def test_resume_continues_the_same_curve_from_the_checkpoint(tmp_path, tiny_model):
     run = tmp_path / "run"
-    first = run_cli("engine.train", "--model", str(tiny_model), "--max-steps", "4", "--save-steps", "2",
-                    "--batch", "2", "--output-dir", str(run))
+    first = run_cli(
+        "engine.train",
+        "--model",
+        str(tiny_model),
+        "--max-steps",
+        "4",
+        "--save-steps",
+        "2",
+        "--batch",
+        "2",
+        "--output-dir",
+        str(run),
+    )
     assert first.returncode == 0, first.stderr[-3000:]
     # pretend the run stopped after its step-2 checkpoint: drop what came later
     import shutil
+
     shutil.rmtree(run / "final")
     shutil.rmtree(run / "checkpoint-4")
     again = run_cli("engine.train", "--output-dir", str(run), "--resume", "--max-steps", "6")

@@ -1,6 +1,7 @@
 """After training, on real (tiny) runs: generation side by side, evaluation into eval.json, export of the adapter
 and of a merged model that load and generate; runs that are not finished, prompts that are too long and a disk
 that fills get a sentence, and never a half-written export."""
+
 import errno
 import json
 import os
@@ -12,14 +13,25 @@ import pytest
 import yaml
 
 from conftest import REPO, run_cli
-from engine import export, rundir, taskapi
+from engine import export, rundir
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, tiny_model):
     run = tmp_path_factory.mktemp("after") / "run"
-    result = run_cli("engine.train", "--model", str(tiny_model), "--max-steps", "2", "--batch", "2",
-                     "--eval-steps", "1000", "--output-dir", str(run))
+    result = run_cli(
+        "engine.train",
+        "--model",
+        str(tiny_model),
+        "--max-steps",
+        "2",
+        "--batch",
+        "2",
+        "--eval-steps",
+        "1000",
+        "--output-dir",
+        str(run),
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return run
 
@@ -33,8 +45,20 @@ def unfinished(tmp_path, state, **status):
 
 
 def test_generate_answers_with_the_base_and_the_fine_tuned_model(tiny_run):
-    result = run_cli("engine.generate", "--run", str(tiny_run), "--prompt", "Create a task: water the plants",
-                     "--both", "--sample", "--temperature", "1.0", "--json", "--max-new-tokens", "4")
+    result = run_cli(
+        "engine.generate",
+        "--run",
+        str(tiny_run),
+        "--prompt",
+        "Create a task: water the plants",
+        "--both",
+        "--sample",
+        "--temperature",
+        "1.0",
+        "--json",
+        "--max-new-tokens",
+        "4",
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     answer = json.loads(result.stdout)
     assert set(answer["answers"]) == {"base", "tuned"} and all(isinstance(a, str) for a in answer["answers"].values())
@@ -70,6 +94,7 @@ def test_exported_adapter_loads_with_peft_and_generates(tiny_run, tiny_model, tm
     assert "adapter/adapter_model.safetensors" in zipfile.ZipFile(tmp_path / "adapter.zip").namelist()
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model), str(out))
     ids = AutoTokenizer.from_pretrained(out)("Create a task", return_tensors="pt")
     assert model.generate(**ids, max_new_tokens=3, do_sample=False).shape[1] == ids["input_ids"].shape[1] + 3
@@ -81,20 +106,27 @@ def test_merged_export_loads_as_a_plain_model_and_generates(tiny_run, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert (out / "model.safetensors").is_file() and not (out / "adapter_config.json").exists()
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
     model = AutoModelForCausalLM.from_pretrained(out)
     ids = AutoTokenizer.from_pretrained(out)("Create a task", return_tensors="pt")
     assert model.generate(**ids, max_new_tokens=3, do_sample=False).shape[1] == ids["input_ids"].shape[1] + 3
 
 
-@pytest.mark.parametrize("state,status,words", [
-    ("failed", {"error": "Out of GPU memory"}, "failed (Out of GPU memory)"),
-    ("running", {"step": 3, "max_steps": 40}, "still running (step 3 of 40)"),
-    ("stopped", {}, "was stopped before it finished"),
-])
+@pytest.mark.parametrize(
+    "state,status,words",
+    [
+        ("failed", {"error": "Out of GPU memory"}, "failed (Out of GPU memory)"),
+        ("running", {"step": 3, "max_steps": 40}, "still running (step 3 of 40)"),
+        ("stopped", {}, "was stopped before it finished"),
+    ],
+)
 def test_a_run_without_a_result_gets_a_sentence_and_exit_2(tmp_path, state, status, words):
     run = unfinished(tmp_path, state, **status)
-    for args in (["engine.evaluate", str(run)], ["engine.export", str(run), "--out", str(tmp_path / "out")],
-                 ["engine.generate", "--run", str(run), "--prompt", "hi"]):
+    for args in (
+        ["engine.evaluate", str(run)],
+        ["engine.export", str(run), "--out", str(tmp_path / "out")],
+        ["engine.generate", "--run", str(run), "--prompt", "hi"],
+    ):
         result = run_cli(*args)
         assert result.returncode == 2, (args, result.stderr)
         assert words in result.stderr and "Traceback" not in result.stderr
@@ -128,6 +160,8 @@ def test_export_never_writes_over_an_existing_directory(tiny_run, tmp_path):
 
 
 def test_the_after_training_modules_stay_light_for_the_ui_process():
-    code = ("import sys, engine.generate, engine.evaluate, engine.export, engine.taskapi, ui.try_export; "
-            "heavy = {'torch', 'transformers', 'peft', 'trl'} & set(sys.modules); assert not heavy, heavy")
+    code = (
+        "import sys, engine.generate, engine.evaluate, engine.export, engine.taskapi, ui.try_export; "
+        "heavy = {'torch', 'transformers', 'peft', 'trl'} & set(sys.modules); assert not heavy, heavy"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)

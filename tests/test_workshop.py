@@ -1,6 +1,7 @@
 """Workshop mode in the engine: accounts, logins, isolation of runs and paths, the fair queue and quotas. Real
 SQLite, real argon2 hashes, real trainer processes on a tiny model; every refusal is checked, from Python and from
 the command line."""
+
 import json
 import os
 import sqlite3
@@ -28,8 +29,16 @@ def workshop(monkeypatch, tunewise_home):
 
 
 def tiny_spec(model, steps, **kw):
-    return RunSpec(**{"model_name_or_path": str(model), "max_steps": steps, "per_device_train_batch_size": 2,
-                      "save_steps": 3, "eval_steps": 10_000, **kw})
+    return RunSpec(
+        **{
+            "model_name_or_path": str(model),
+            "max_steps": steps,
+            "per_device_train_batch_size": 2,
+            "save_steps": 3,
+            "eval_steps": 10_000,
+            **kw,
+        }
+    )
 
 
 def shared_model(tiny_model) -> str:
@@ -48,14 +57,20 @@ def fake_run(owner: str, state: str = "completed") -> tuple[int, Path]:
     (run_dir / "final" / "adapter_config.json").write_text("{}")
     RunSpec().save(run_dir / "config.yaml")
     rundir.write_status(run_dir, state)
-    run_id = runs.connect().execute(
-        "INSERT INTO runs (owner, run_dir, stage, method, state, config, submitted_at, started_at, finished_at) "
-        "VALUES (?, ?, 'sft', 'lora', ?, ?, ?, ?, ?)",
-        (owner, str(run_dir), state, RunSpec().to_yaml(), time.time(), time.time(), time.time())).lastrowid
+    run_id = (
+        runs.connect()
+        .execute(
+            "INSERT INTO runs (owner, run_dir, stage, method, state, config, submitted_at, started_at, finished_at) "
+            "VALUES (?, ?, 'sft', 'lora', ?, ?, ?, ?, ?)",
+            (owner, str(run_dir), state, RunSpec().to_yaml(), time.time(), time.time(), time.time()),
+        )
+        .lastrowid
+    )
     return run_id, run_dir
 
 
 # ---------------------------------------------------------------- accounts and logins
+
 
 def test_passwords_are_argon2_hashes_never_plain_text(workshop):
     db = sqlite3.connect(paths.home() / "runs.db")
@@ -90,6 +105,7 @@ def test_guesses_sent_in_parallel_still_lock_the_name(workshop):
             users.login("ben", f"guess-number-{i}")
         except users.AuthError:
             pass
+
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(guess, range(16)))
     with pytest.raises(users.AuthError):
@@ -161,6 +177,7 @@ def test_cli_adds_a_class_from_a_list_and_prints_one_time_passwords(workshop, tm
 
 # ---------------------------------------------------------------- isolation of runs
 
+
 def test_a_student_sees_and_acts_on_their_own_runs_only(workshop):
     ana, ben, teach = workshop["ana"], workshop["ben"], workshop["teach"]
     run_id, run_dir = fake_run("ana")
@@ -177,11 +194,15 @@ def test_a_student_sees_and_acts_on_their_own_runs_only(workshop):
 
 def test_cli_refuses_a_student_acting_on_another_students_run(workshop):
     run_id, run_dir = fake_run("ana")
-    for command in (["engine.runs", "stop", str(run_id)], ["engine.runs", "remove", str(run_id)],
-                    ["engine.runs", "resume", str(run_id)], ["engine.runs", "show", str(run_id)],
-                    ["engine.generate", "--run", str(run_dir), "--prompt", "hi"],
-                    ["engine.evaluate", str(run_dir)],
-                    ["engine.export", str(run_dir), "--out", str(paths.user_area("ben") / "stolen")]):
+    for command in (
+        ["engine.runs", "stop", str(run_id)],
+        ["engine.runs", "remove", str(run_id)],
+        ["engine.runs", "resume", str(run_id)],
+        ["engine.runs", "show", str(run_id)],
+        ["engine.generate", "--run", str(run_dir), "--prompt", "hi"],
+        ["engine.evaluate", str(run_dir)],
+        ["engine.export", str(run_dir), "--out", str(paths.user_area("ben") / "stolen")],
+    ):
         out = run_cli(*command, "--as", "ben")
         assert out.returncode == 2, (command, out.stdout, out.stderr)
         assert "error: " in out.stderr and "Traceback" not in out.stderr, out.stderr
@@ -195,14 +216,20 @@ def test_cli_refuses_a_student_acting_on_another_students_run(workshop):
 
 # ---------------------------------------------------------------- paths
 
+
 def test_paths_are_confined_to_the_users_area_the_bundled_sets_and_shared_folders(workshop):
     ana, ben = workshop["ana"], workshop["ben"]
     upload = save_upload("../../tasks.jsonl", b'{"prompt": "a", "completion": "b"}\n', "ana")
     assert upload.parent == paths.user_area("ana") / "uploads", "path parts of an upload's name are dropped"
     assert access.confine(upload, ana) == upload
     assert access.confine(f"uploads/{upload.name}", ana) == upload, "relative paths start in the user's area"
-    refused = [str(upload), f"../ana/uploads/{upload.name}", "/etc/passwd", str(paths.home() / "runs.db"),
-               str(paths.home() / "secret")]
+    refused = [
+        str(upload),
+        f"../ana/uploads/{upload.name}",
+        "/etc/passwd",
+        str(paths.home() / "runs.db"),
+        str(paths.home() / "secret"),
+    ]
     link = paths.user_area("ben") / "innocent.jsonl"
     link.symlink_to(upload)
     refused.append(str(link))
@@ -210,6 +237,7 @@ def test_paths_are_confined_to_the_users_area_the_bundled_sets_and_shared_folder
         with pytest.raises(access.AccessError, match="outside your own folder"):
             access.confine(typed, ben, "data file")
     from engine.data import bundled
+
     assert access.confine(bundled("sft"), ben) == bundled("sft").resolve()
     shared = paths.shared_dir() / "data" / "class.jsonl"
     shared.write_text("{}\n")
@@ -228,8 +256,12 @@ def test_cli_data_check_follows_the_same_rule(workshop):
 def test_a_run_naming_paths_outside_the_users_area_is_refused_before_it_is_registered(workshop, tiny_model):
     ana = workshop["ana"]
     _, other = fake_run("ben")
-    for field, value in (("dataset_name", "/etc/hostname"), ("model_name_or_path", str(tiny_model)),
-                         ("init_from", str(other)), ("output_dir", str(paths.user_area("ben") / "mine"))):
+    for field, value in (
+        ("dataset_name", "/etc/hostname"),
+        ("model_name_or_path", str(tiny_model)),
+        ("init_from", str(other)),
+        ("output_dir", str(paths.user_area("ben") / "mine")),
+    ):
         with pytest.raises(runs.RunError, match="outside your own folder"):
             runs.submit(RunSpec(**{field: value, "max_steps": 2}), ana)
     with pytest.raises(runs.RunError, match="outside"):
@@ -250,9 +282,11 @@ def test_oversized_uploads_get_a_sentence(workshop, monkeypatch):
 
 # ---------------------------------------------------------------- the fair queue and quotas
 
+
 def test_fair_order_takes_users_in_turn():
-    queued = [{"id": i, "owner": o, "submitted_at": i} for i, o in
-              enumerate(["ana"] * 10 + ["ben", "chloe", "ben"], start=1)]
+    queued = [
+        {"id": i, "owner": o, "submitted_at": i} for i, o in enumerate(["ana"] * 10 + ["ben", "chloe", "ben"], start=1)
+    ]
     order = queue.fair_order(queued, started={"ana": 1})
     owners = [next(q["owner"] for q in queued if q["id"] == i) for i in order]
     assert owners[:2] == ["ben", "chloe"], "ana already trained once: the others' first runs come first"
@@ -266,7 +300,9 @@ def test_every_students_first_run_starts_before_anyones_second(workshop, tiny_mo
     ids = [runs.submit(tiny_spec(model, 2), workshop["ana"]) for _ in range(3)]
     ids.append(runs.submit(tiny_spec(model, 2), workshop["ben"]))
     for run_id in ids:
-        ended = wait_for(lambda: (r := runs.get(run_id, workshop["teach"]))["state"] in rundir.FINISHED and r)
+        ended = wait_for(
+            lambda run_id=run_id: (r := runs.get(run_id, workshop["teach"]))["state"] in rundir.FINISHED and r
+        )
         assert ended["state"] == "completed", ended["error"]
     started = sorted(runs.list_runs(workshop["teach"]), key=lambda r: r["started_at"])
     assert [r["owner"] for r in started] == ["ana", "ben", "ana", "ana"]
@@ -283,8 +319,10 @@ def test_quotas_refuse_with_a_sentence(workshop, tiny_model):
     with pytest.raises(runs.RunError, match="1 GPU\\(s\\) per run"):
         queue.admit(RunSpec(max_steps=5, num_processes=2), "ana", runs.connect())
     db = runs.connect()
-    db.execute("INSERT INTO runs (owner, run_dir, stage, method, state, submitted_at) VALUES "
-               "('ana', 'x', 'sft', 'lora', 'queued', 1)")
+    db.execute(
+        "INSERT INTO runs (owner, run_dir, stage, method, state, submitted_at) VALUES "
+        "('ana', 'x', 'sft', 'lora', 'queued', 1)"
+    )
     with pytest.raises(runs.RunError, match="already have 1 run\\(s\\) waiting"):
         queue.admit(RunSpec(max_steps=5), "ana", db)
     queue.admit(RunSpec(max_steps=5), "teach", db)  # instructors have no quotas
@@ -297,9 +335,14 @@ def test_a_user_at_their_running_limit_is_passed_over_not_blocking(workshop, mon
     queue.set_quota(None, max_running=1)
     db = runs.connect()
     rows = [("ana", "running", "[0]", 1), ("ana", "queued", None, 2), ("ben", "queued", None, 3)]
-    ids = [db.execute("INSERT INTO runs (owner, run_dir, stage, method, state, slots, submitted_at, started_at) "
-                      "VALUES (?, 'x', 'sft', 'lora', ?, ?, ?, ?)", (o, s, sl, t, t if s == "running" else None)
-                      ).lastrowid for o, s, sl, t in rows]
+    ids = [
+        db.execute(
+            "INSERT INTO runs (owner, run_dir, stage, method, state, slots, submitted_at, started_at) "
+            "VALUES (?, 'x', 'sft', 'lora', ?, ?, ?, ?)",
+            (o, s, sl, t, t if s == "running" else None),
+        ).lastrowid
+        for o, s, sl, t in rows
+    ]
     assert queue.claim(db, ids[1]) is None, "ana already trains one run, her limit"
     assert queue.claim(db, ids[2]) == [1], "ben's run takes the free slot"
 
@@ -317,13 +360,17 @@ def test_waiting_runs_have_a_position_and_an_expected_start(workshop, monkeypatc
     monkeypatch.setenv("TUNEWISE_SLOTS", "1")
     db = runs.connect()
     now = time.time()
-    db.execute("INSERT INTO runs (owner, run_dir, stage, method, state, slots, submitted_at, started_at, estimated_s, "
-               "supervisor_pid, boot_id) VALUES ('ana', 'x', 'sft', 'lora', 'running', '[0]', ?, ?, 100, ?, ?)",
-               (now - 10, now - 10, os.getpid(), runs.boot_id()))
+    db.execute(
+        "INSERT INTO runs (owner, run_dir, stage, method, state, slots, submitted_at, started_at, estimated_s, "
+        "supervisor_pid, boot_id) VALUES ('ana', 'x', 'sft', 'lora', 'running', '[0]', ?, ?, 100, ?, ?)",
+        (now - 10, now - 10, os.getpid(), runs.boot_id()),
+    )
     for owner, t in (("ana", 1), ("ben", 2)):
-        db.execute("INSERT INTO runs (owner, run_dir, stage, method, state, submitted_at, estimated_s, supervisor_pid, "
-                   "boot_id) VALUES (?, 'x', 'sft', 'lora', 'queued', ?, 60, ?, ?)", (owner, now + t, os.getpid(),
-                                                                                    runs.boot_id()))
+        db.execute(
+            "INSERT INTO runs (owner, run_dir, stage, method, state, submitted_at, estimated_s, supervisor_pid, "
+            "boot_id) VALUES (?, 'x', 'sft', 'lora', 'queued', ?, 60, ?, ?)",
+            (owner, now + t, os.getpid(), runs.boot_id()),
+        )
     ben = runs.list_runs(workshop["ben"])
     assert len(ben) == 1 and ben[0]["position"] == 1, "ben's first run goes before ana's second"
     assert 80 < ben[0]["expected_start"] - now < 100
@@ -332,6 +379,7 @@ def test_waiting_runs_have_a_position_and_an_expected_start(workshop, monkeypatc
 
 
 # ---------------------------------------------------------------- plans
+
 
 def test_plans_are_kept_per_user_and_the_class_plan_is_a_starting_point(workshop):
     plans.save("ana", {"spec": {"stage": "dpo"}, "goals": ["safety"], "hardware": {"preset": "rtx-4090"}})

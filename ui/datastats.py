@@ -2,6 +2,7 @@
 them. One cached call of `python -m engine.data stats` (a subprocess: the UI process never loads a tokenizer),
 keyed on the file's path, modification time and the settings, so both pages share one answer and the bundled
 set's statistics are there before the Data page is ever visited."""
+
 import json
 import subprocess
 import sys
@@ -24,14 +25,30 @@ def file_version(path: Path) -> tuple:
 
 @st.cache_data(show_spinner="Tokenizing a sample (a few seconds)…", max_entries=32)
 def cached_stats(path: str, stage: str, max_length: int, version: tuple, model: str, acting: str = "") -> dict:
-    cmd = [sys.executable, "-m", "engine.data", "stats", path, "--stage", stage, "--max-length", str(max_length),
-           "--json", "--examples", "3", "--model", model] + (["--as", acting] if acting else [])
+    cmd = [
+        sys.executable,
+        "-m",
+        "engine.data",
+        "stats",
+        path,
+        "--stage",
+        stage,
+        "--max-length",
+        str(max_length),
+        "--json",
+        "--examples",
+        "3",
+        "--model",
+        model,
+    ] + (["--as", acting] if acting else [])
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=paths.REPO)
         return json.loads(done.stdout)
     except (subprocess.TimeoutExpired, json.JSONDecodeError) as e:
-        return {"ok": False, "error": f"token statistics failed ({type(e).__name__}); "
-                                      f"run `{' '.join(cmd)}` to see why."}
+        return {
+            "ok": False,
+            "error": f"token statistics failed ({type(e).__name__}); run `{' '.join(cmd)}` to see why.",
+        }
 
 
 def tokenizer_of(spec: RunSpec) -> str:

@@ -1,5 +1,6 @@
 """The live view of one run: state, progress bar with ETA, loss chart, log tail, stop. Refreshes itself every
 two seconds with st.fragment(run_every=...), reading only the lines metrics.jsonl gained since the last refresh."""
+
 import time
 from pathlib import Path
 
@@ -29,8 +30,14 @@ def loss_chart(records: list[dict], title: str = "Loss") -> go.Figure:
     steps, eval_loss = monitor.series(records, "eval_loss")
     if eval_loss:
         fig.add_scatter(x=steps, y=eval_loss, mode="lines+markers", name="held-out loss")
-    fig.update_layout(title=title, xaxis_title="step", yaxis_title="loss", height=340,
-                      margin={"l": 10, "r": 10, "t": 40, "b": 10}, legend={"orientation": "h", "y": -0.25})
+    fig.update_layout(
+        title=title,
+        xaxis_title="step",
+        yaxis_title="loss",
+        height=340,
+        margin={"l": 10, "r": 10, "t": 40, "b": 10},
+        legend={"orientation": "h", "y": -0.25},
+    )
     return fig
 
 
@@ -39,22 +46,29 @@ def metric_chart(records: list[dict], key: str, title: str, unit: str, line: flo
     fig = go.Figure(go.Scatter(x=steps, y=values, mode="lines", name=title))
     if line is not None:
         fig.add_hline(y=line, line_dash="dash", annotation_text=f"estimated peak {line:.1f}")
-    fig.update_layout(title=title, xaxis_title="step", yaxis_title=unit, height=260,
-                      margin={"l": 10, "r": 10, "t": 40, "b": 10})
+    fig.update_layout(
+        title=title, xaxis_title="step", yaxis_title=unit, height=260, margin={"l": 10, "r": 10, "t": 40, "b": 10}
+    )
     if values and min(values) == max(values) and values[0] > 0:  # a constant (e.g. the learning rate): plotly
-        fig.update_yaxes(range=[0, 2 * values[0]])                 # would centre it in [-1, 1] and it reads as 0
+        fig.update_yaxes(range=[0, 2 * values[0]])  # would centre it in [-1, 1] and it reads as 0
     return fig
 
 
 def build_charts(run_dir: str, records: list[dict]) -> list[tuple[str, go.Figure]]:
     predicted = rundir.read_status(run_dir).get("estimated_peak_gib")
-    panels = [("learning_rate", "Learning rate", "", None), ("grad_norm", "Gradient norm", "", None),
-              ("tokens_per_second", "Speed", "tokens / s", None),
-              ("mfu_percent", "Model FLOP utilisation", "% of the device's peak", None),
-              ("memory_gib", "Memory", "GiB", predicted)]
+    panels = [
+        ("learning_rate", "Learning rate", "", None),
+        ("grad_norm", "Gradient norm", "", None),
+        ("tokens_per_second", "Speed", "tokens / s", None),
+        ("mfu_percent", "Model FLOP utilisation", "% of the device's peak", None),
+        ("memory_gib", "Memory", "GiB", predicted),
+    ]
     figures = [("loss", loss_chart(records))]
-    return figures + [(key, metric_chart(records, key, title, unit, line)) for key, title, unit, line in panels
-                      if monitor.series(records, key)[0]]
+    return figures + [
+        (key, metric_chart(records, key, title, unit, line))
+        for key, title, unit, line in panels
+        if monitor.series(records, key)[0]
+    ]
 
 
 def charts(run_id: int, run_dir: str, records: list[dict], training: bool) -> None:
@@ -70,7 +84,7 @@ def charts(run_id: int, run_dir: str, records: list[dict], training: bool) -> No
     if not small or not st.toggle("More charts (learning rate, speed, memory...)", key=f"more-{run_id}"):
         return
     for row in range(0, len(small), 2):
-        for col, (key, fig) in zip(st.columns(2), small[row: row + 2]):
+        for col, (key, fig) in zip(st.columns(2), small[row : row + 2]):
             col.plotly_chart(fig, key=f"{key}-{run_id}", use_container_width=True)
 
 
@@ -95,7 +109,9 @@ def live_run(run_id: int) -> None:
     head, button = st.columns([4, 1])
     position = f", position {run['position']} in the queue" if run["position"] else ""
     if run["position"] and run.get("expected_start"):
-        position += f", expected to start in about {monitor.format_seconds(max(0, run['expected_start'] - time.time()))}"
+        position += (
+            f", expected to start in about {monitor.format_seconds(max(0, run['expected_start'] - time.time()))}"
+        )
     head.markdown(f"### {STATE_ICONS.get(state, '')} Run {run_id}: {state}{position}")
     if state in ("queued", "running", "waiting") and button.button("Stop", key=f"stop-{run_id}", type="secondary"):
         with st.spinner("Stopping: saving a checkpoint, then ending the process..."):
@@ -104,8 +120,10 @@ def live_run(run_id: int) -> None:
             except runs.RunError as e:  # it finished between the refresh and the click
                 st.info(str(e))
         st.rerun()
-    label = (f"step {prog.step} / {prog.max_steps or '?'} · elapsed {monitor.format_seconds(prog.elapsed_s)}"
-             f" · time left {monitor.eta_text(prog, state)}")
+    label = (
+        f"step {prog.step} / {prog.max_steps or '?'} · elapsed {monitor.format_seconds(prog.elapsed_s)}"
+        f" · time left {monitor.eta_text(prog, state)}"
+    )
     st.progress(prog.fraction, text=label)
     if state == "failed":
         st.error(f"The run failed: {status.get('error') or run.get('error') or 'no reason was recorded'}")
@@ -128,6 +146,7 @@ def live_run(run_id: int) -> None:
 def compare(run_rows: list[dict]) -> None:
     """Overlay the loss curves of several runs and put their settings side by side (only where they differ)."""
     import yaml
+
     fig = go.Figure()
     configs = {}
     for run in run_rows:
@@ -135,13 +154,21 @@ def compare(run_rows: list[dict]) -> None:
         steps, loss = monitor.series(records, "loss")
         fig.add_scatter(x=steps, y=loss, mode="lines", name=f"run {run['id']} ({run['stage']}/{run['method']})")
         configs[f"run {run['id']}"] = yaml.safe_load(run.get("config") or "{}") or {}
-    fig.update_layout(title="Training loss", xaxis_title="step", yaxis_title="loss", height=360,
-                      margin={"l": 10, "r": 10, "t": 40, "b": 10})
+    fig.update_layout(
+        title="Training loss",
+        xaxis_title="step",
+        yaxis_title="loss",
+        height=360,
+        margin={"l": 10, "r": 10, "t": 40, "b": 10},
+    )
     st.plotly_chart(fig, use_container_width=True, key="compare")
     keys = sorted({k for c in configs.values() for k in c if k not in ("output_dir", "extra")})
     differ = [k for k in keys if len({str(c.get(k)) for c in configs.values()}) > 1]
     if differ:
-        st.dataframe([{"setting": k, **{name: str(c.get(k)) for name, c in configs.items()}} for k in differ],
-                     hide_index=True, use_container_width=True)
+        st.dataframe(
+            [{"setting": k, **{name: str(c.get(k)) for name, c in configs.items()}} for k in differ],
+            hide_index=True,
+            use_container_width=True,
+        )
     else:
         st.caption("These runs used the same settings.")

@@ -1,5 +1,6 @@
 """Who is using this browser tab, and their plan: the login of workshop mode (a cookie holding a session token
 the registry checks on every rerun), and the plan kept server-side per user (engine/plans.py)."""
+
 import json
 import os
 
@@ -29,9 +30,10 @@ def _set_cookie(token: str, max_age: int) -> None:
     # SameSite=Strict: no other site's page can make the browser send it. Not HttpOnly: only script can set a
     # cookie from a Streamlit page; the pages render no one's HTML but the app's own.
     secure = "; Secure" if os.environ.get("TUNEWISE_SSL_CERT") else ""  # served over HTTPS (engine/serve.py)
-    st.html(f"<script>document.cookie = '{COOKIE}={token}; path=/; max-age={max_age}; SameSite=Strict{secure}';"
-            "</script>",
-            unsafe_allow_javascript=True)
+    st.html(
+        f"<script>document.cookie = '{COOKIE}={token}; path=/; max-age={max_age}; SameSite=Strict{secure}';</script>",
+        unsafe_allow_javascript=True,
+    )
 
 
 def _cookie() -> str:
@@ -98,8 +100,10 @@ def login_form() -> None:
 
 def choose_password(user: users.User) -> None:
     st.title(f"Welcome, {user.name}")
-    st.write("You logged in with a one-time password. Choose your own password to continue (at least "
-             f"{users.MIN_PASSWORD} characters).")
+    st.write(
+        "You logged in with a one-time password. Choose your own password to continue (at least "
+        f"{users.MIN_PASSWORD} characters)."
+    )
     with st.form("password"):
         old = st.text_input("One-time password", type="password")
         new = st.text_input("New password", type="password")
@@ -127,6 +131,7 @@ def logout_button() -> None:
 
 
 # ---------------------------------------------------------------- the plan, kept per user
+
 
 def restore_plan(user: users.User) -> None:
     """Once per login: the user's saved plan, else the class plan, else a fresh one."""

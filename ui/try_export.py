@@ -1,5 +1,6 @@
 """Helpers of the Try & Export page: finished runs, engine CLIs in a subprocess, the evaluation table and chart.
 No torch here: generation, evaluation and export run in `python -m engine.*` processes."""
+
 import json
 import os
 import shutil
@@ -14,10 +15,12 @@ from engine.evaluate import format_value
 
 LIMITS_S = {"engine.generate": 300, "engine.evaluate": 3600, "engine.export": 1800, "engine.gguf_file": 600}
 # Sizes for SmolLM2-135M (engine/gguf_file.py; 2 bytes a weight for F16/BF16, 34 bytes per 32 weights for Q8_0)
-QUANT_LABELS = {"f16": "F16 (exact to ~0.03 in the logits; 258 MB for 135M)",
-                "bf16": "BF16 (as trained on most GPUs; same size as F16)",
-                "q8_0": "Q8_0 (half the size, answers nearly always the same; 138 MB for 135M)",
-                "q4_k_m": "Q4_K_M (a quarter of F16, through llama.cpp's llama-quantize)"}
+QUANT_LABELS = {
+    "f16": "F16 (exact to ~0.03 in the logits; 258 MB for 135M)",
+    "bf16": "BF16 (as trained on most GPUs; same size as F16)",
+    "q8_0": "Q8_0 (half the size, answers nearly always the same; 138 MB for 135M)",
+    "q4_k_m": "Q4_K_M (a quarter of F16, through llama.cpp's llama-quantize)",
+}
 
 
 def finished_runs(user) -> list[dict]:
@@ -43,13 +46,22 @@ def call(module: str, *args, user=None) -> tuple[dict | None, str]:
     cmd = [sys.executable, "-m", module, *map(str, args), *acting]
     env = dict(os.environ, TOKENIZERS_PARALLELISM="false")
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=LIMITS_S[module], cwd=str(paths.REPO),
-                              env=env, stdin=subprocess.DEVNULL)
+        proc = subprocess.run(
+            cmd,
+            capture_output=True,
+            text=True,
+            timeout=LIMITS_S[module],
+            cwd=str(paths.REPO),
+            env=env,
+            stdin=subprocess.DEVNULL,
+        )
     except subprocess.TimeoutExpired:
-        return None, (f"`{module}` took more than {LIMITS_S[module] // 60} minutes and was stopped. The machine may "
-                      "be busy; try again, or run it from a shell: " + shell(module, *args))
+        return None, (
+            f"`{module}` took more than {LIMITS_S[module] // 60} minutes and was stopped. The machine may "
+            "be busy; try again, or run it from a shell: " + shell(module, *args)
+        )
     if proc.returncode != 0:
-        errors = [line[len("error: "):] for line in proc.stderr.splitlines() if line.startswith("error: ")]
+        errors = [line[len("error: ") :] for line in proc.stderr.splitlines() if line.startswith("error: ")]
         tail = proc.stderr.strip().splitlines()[-1:] or ["no message"]
         return None, errors[-1] if errors else f"`{module}` stopped with exit code {proc.returncode}: {tail[0]}"
     try:
@@ -70,8 +82,14 @@ def ollama_here() -> bool:
 def ollama_create(folder: Path, name: str) -> str:
     """Run `ollama create NAME -f Modelfile` in the export folder; a sentence for the page."""
     try:
-        done = subprocess.run(["ollama", "create", name, "-f", "Modelfile"], cwd=str(folder), capture_output=True,
-                              text=True, timeout=LIMITS_S["engine.export"], stdin=subprocess.DEVNULL)
+        done = subprocess.run(
+            ["ollama", "create", name, "-f", "Modelfile"],
+            cwd=str(folder),
+            capture_output=True,
+            text=True,
+            timeout=LIMITS_S["engine.export"],
+            stdin=subprocess.DEVNULL,
+        )
     except (OSError, subprocess.TimeoutExpired) as e:
         return f"ollama create did not finish ({e}). Run it from a shell in {folder}: {modelfile.create_command(name)}"
     if done.returncode != 0:
@@ -80,8 +98,14 @@ def ollama_create(folder: Path, name: str) -> str:
 
 
 def eval_table(result: dict) -> list[dict]:
-    return [{"metric": m["metric"], "base model": format_value(m["base"], m["kind"]),
-             "fine-tuned": format_value(m["fine_tuned"], m["kind"])} for m in result["metrics"]]
+    return [
+        {
+            "metric": m["metric"],
+            "base model": format_value(m["base"], m["kind"]),
+            "fine-tuned": format_value(m["fine_tuned"], m["kind"]),
+        }
+        for m in result["metrics"]
+    ]
 
 
 def eval_chart(result: dict) -> go.Figure | None:
@@ -96,9 +120,20 @@ def eval_chart(result: dict) -> go.Figure | None:
     fig = go.Figure()
     for key, name, color in (("base", "base model", "#9aa5b1"), ("fine_tuned", "fine-tuned", "#2e7d32")):
         values = [None if m[key] is None else m[key] * scale for m in shares]
-        fig.add_bar(x=[m["metric"] for m in shares], y=values, name=name, marker_color=color,
-                    text=[format_value(m[key], m["kind"]) for m in shares], textposition="outside")
-    fig.update_layout(barmode="group", height=360, yaxis_title="% of held-out answers" if percent else "loss",
-                      yaxis_range=[0, 110] if percent else None, margin={"l": 10, "r": 10, "t": 30, "b": 10},
-                      legend={"orientation": "h", "y": -0.2})
+        fig.add_bar(
+            x=[m["metric"] for m in shares],
+            y=values,
+            name=name,
+            marker_color=color,
+            text=[format_value(m[key], m["kind"]) for m in shares],
+            textposition="outside",
+        )
+    fig.update_layout(
+        barmode="group",
+        height=360,
+        yaxis_title="% of held-out answers" if percent else "loss",
+        yaxis_range=[0, 110] if percent else None,
+        margin={"l": 10, "r": 10, "t": 30, "b": 10},
+        legend={"orientation": "h", "y": -0.2},
+    )
     return fig

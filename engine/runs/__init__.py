@@ -14,6 +14,7 @@ RUN/config.yaml` as its child, and records how it ended. A run needs `num_proces
 has one CPU slot). The run directory stays the source of metrics; the database is the index. A pipeline's later
 stages are runs in state 'waiting' until the stage before them completes (engine/runs/pipeline.py).
 """
+
 from __future__ import annotations
 
 import shutil
@@ -33,8 +34,25 @@ from engine.spec import RunSpec
 if TYPE_CHECKING:
     from engine.users import User
 
-__all__ = ["RunError", "submit", "submit_chain", "list_runs", "get", "stop", "resume", "remove", "connect",
-           "slot_count", "visible_gpus", "gpu_count", "devices_for", "train_command", "record_end", "boot_id", "alive"]
+__all__ = [
+    "RunError",
+    "submit",
+    "submit_chain",
+    "list_runs",
+    "get",
+    "stop",
+    "resume",
+    "remove",
+    "connect",
+    "slot_count",
+    "visible_gpus",
+    "gpu_count",
+    "devices_for",
+    "train_command",
+    "record_end",
+    "boot_id",
+    "alive",
+]
 
 
 def runs_dir_for(actor: User) -> Path:
@@ -50,8 +68,9 @@ def submit(spec: RunSpec, actor: User, after: int | None = None, pipeline_id: in
         raise RunError(str(e)) from None
     executor = executors.current()
     try:  # too many GPUs, a run directory the cluster cannot see: refused here, with a sentence
-        executors.of(executor).check(spec, Path(spec.output_dir).expanduser().resolve().parent if spec.output_dir
-                                     else runs_dir_for(actor))
+        executors.of(executor).check(
+            spec, Path(spec.output_dir).expanduser().resolve().parent if spec.output_dir else runs_dir_for(actor)
+        )
     except ray.Unreachable:
         pass  # the run waits in line until the cluster answers; it is checked again before it is handed over
     db = connect()
@@ -59,10 +78,18 @@ def submit(spec: RunSpec, actor: User, after: int | None = None, pipeline_id: in
     try:
         quota = queue.admit(spec, actor.name, db)
         # 'preparing' until the directory and config exist: neither the queue nor reconcile() touches it before
-        cur = db.execute("INSERT INTO runs (owner, run_dir, stage, method, state, slots_needed, submitted_at, "
-                         "time_limit_s) VALUES (?, '', ?, ?, 'preparing', ?, ?, ?)",
-                         (actor.name, spec.stage, spec.method, spec.num_processes, time.time(),
-                          quota.max_minutes * 60 if quota.max_minutes else None))
+        cur = db.execute(
+            "INSERT INTO runs (owner, run_dir, stage, method, state, slots_needed, submitted_at, "
+            "time_limit_s) VALUES (?, '', ?, ?, 'preparing', ?, ?, ?)",
+            (
+                actor.name,
+                spec.stage,
+                spec.method,
+                spec.num_processes,
+                time.time(),
+                quota.max_minutes * 60 if quota.max_minutes else None,
+            ),
+        )
     finally:
         db.execute("COMMIT")
     run_id = cur.lastrowid
@@ -75,13 +102,15 @@ def submit(spec: RunSpec, actor: User, after: int | None = None, pipeline_id: in
         spec.save(run_dir / "config.yaml")
     except OSError as e:
         db.execute("DELETE FROM runs WHERE id=?", (run_id,))
-        raise RunError(f"Cannot write the run directory {run_dir} ({e.strerror}). Choose another output "
-                       "directory.") from None
+        raise RunError(
+            f"Cannot write the run directory {run_dir} ({e.strerror}). Choose another output directory."
+        ) from None
     state = "waiting" if after else "queued"
     rundir.write_status(run_dir, state, run_id=run_id, estimated_peak_gib=_predicted_peak_gib(spec))
-    db.execute("UPDATE runs SET run_dir=?, config=?, state=?, estimated_s=?, executor=?, pipeline=?, after_run=? "
-               "WHERE id=?", (str(run_dir), spec.to_yaml(), state, _expected_seconds(spec), executor,
-                              pipeline_id, after, run_id))
+    db.execute(
+        "UPDATE runs SET run_dir=?, config=?, state=?, estimated_s=?, executor=?, pipeline=?, after_run=? WHERE id=?",
+        (str(run_dir), spec.to_yaml(), state, _expected_seconds(spec), executor, pipeline_id, after, run_id),
+    )
     if not after:
         local.start_supervisor(run_id)
     return run_id
@@ -110,6 +139,7 @@ def _predicted_peak_gib(spec: RunSpec) -> float | None:
     if not gpu_count():
         return None
     from engine.estimate import EstimateError, peak_gib, request_for
+
     try:
         return peak_gib(request_for(spec))
     except (EstimateError, ValueError, OSError):
@@ -122,12 +152,14 @@ def _expected_seconds(spec: RunSpec) -> float | None:
 
     from engine.estimate import EstimateError, estimate_run, gpu_from_hardware, request_for
     from engine.hardware import this_computer
+
     try:
         if spec.max_steps > 0:
             examples = spec.max_steps * spec.per_device_train_batch_size * spec.gradient_accumulation_steps
             epochs = 1.0
         else:
             from engine import data
+
             path = spec.dataset_name or data.bundled(spec.stage)
             examples, epochs = max(1, data.check(path, spec.stage).rows), spec.num_train_epochs
         req = replace(request_for(spec), examples=examples, epochs=epochs)
@@ -144,8 +176,10 @@ def reconcile(db) -> None:
         if same_boot and alive(run["supervisor_pid"]):
             continue
         executors.of(run).settle(db, run)  # ended meanwhile, still running (a Ray job), or back in line
-    for run in db.execute("SELECT w.after_run FROM runs w JOIN runs r ON r.id = w.after_run WHERE "
-                          "w.state='waiting' AND r.state='completed'").fetchall():  # ended while no one released it
+    for run in db.execute(
+        "SELECT w.after_run FROM runs w JOIN runs r ON r.id = w.after_run WHERE "
+        "w.state='waiting' AND r.state='completed'"
+    ).fetchall():  # ended while no one released it
         for next_id in pipeline.release(db, run["after_run"]):
             local.start_supervisor(next_id)
 
@@ -171,6 +205,7 @@ def list_runs(actor: User) -> list[dict]:
 
 def _remaining(rows: list[dict]) -> dict[int, float | None]:
     from engine import monitor
+
     left = {}
     for r in rows:
         if r["state"] == "running":
@@ -182,9 +217,12 @@ def get(run_id: int, actor: User) -> dict:
     for r in list_runs(actor):
         if r["id"] == run_id:
             return r
-    raise RunError(f"There is no run {run_id} of yours. `python -m engine.runs list` (or the Runs page) shows the "
-                   "runs you can see." if not actor.sees_all else
-                   f"There is no run {run_id}. `python -m engine.runs list` shows the runs there are.")
+    raise RunError(
+        f"There is no run {run_id} of yours. `python -m engine.runs list` (or the Runs page) shows the "
+        "runs you can see."
+        if not actor.sees_all
+        else f"There is no run {run_id}. `python -m engine.runs list` shows the runs there are."
+    )
 
 
 def stop(run_id: int, actor: User) -> dict:
@@ -194,8 +232,10 @@ def stop(run_id: int, actor: User) -> dict:
         raise RunError(f"Run {run_id} is {run['state']}, so there is nothing to stop.")
     if run["state"] != "waiting":  # a pipeline's waiting stage has no process yet
         executors.of(run).stop(run)
-    connect().execute("UPDATE runs SET state='stopped', finished_at=? WHERE id=? AND state IN ('queued', 'running', "
-                      "'waiting')", (time.time(), run_id))
+    connect().execute(
+        "UPDATE runs SET state='stopped', finished_at=? WHERE id=? AND state IN ('queued', 'running', 'waiting')",
+        (time.time(), run_id),
+    )
     status = rundir.read_status(run["run_dir"])
     if status.get("state") not in ("stopped", "completed") and Path(run["run_dir"]).is_dir():
         rundir.write_status(run["run_dir"], "stopped", finished_at=time.time())
@@ -210,10 +250,11 @@ def resume(run_id: int, actor: User) -> dict:
     if run["pipeline"] and not run["started_at"]:  # a pipeline's stage stopped before it began: back in its place
         before = db.execute("SELECT state FROM runs WHERE id=?", (run["after_run"],)).fetchone()
         ready = before is None or before["state"] == "completed"
-        db.execute("UPDATE runs SET state=?, error=NULL, finished_at=NULL, submitted_at=? WHERE id=?",
-                   ("waiting" if run["after_run"] else "queued", time.time(), run_id))
-        rundir.write_status(run["run_dir"], "waiting" if run["after_run"] else "queued", error=None,
-                            finished_at=None)
+        db.execute(
+            "UPDATE runs SET state=?, error=NULL, finished_at=NULL, submitted_at=? WHERE id=?",
+            ("waiting" if run["after_run"] else "queued", time.time(), run_id),
+        )
+        rundir.write_status(run["run_dir"], "waiting" if run["after_run"] else "queued", error=None, finished_at=None)
         if not run["after_run"]:
             local.start_supervisor(run_id)
         elif ready:
@@ -225,8 +266,11 @@ def resume(run_id: int, actor: User) -> dict:
     db.execute("BEGIN IMMEDIATE")
     try:
         queue.admit(RunSpec.from_dict(yaml.safe_load(run["config"]) or {}), run["owner"], db)
-        db.execute("UPDATE runs SET state='queued', resume=1, error=NULL, finished_at=NULL, submitted_at=?, "
-                   "executor=?, job_id=NULL, node=NULL WHERE id=?", (time.time(), executors.current(), run_id))
+        db.execute(
+            "UPDATE runs SET state='queued', resume=1, error=NULL, finished_at=NULL, submitted_at=?, "
+            "executor=?, job_id=NULL, node=NULL WHERE id=?",
+            (time.time(), executors.current(), run_id),
+        )
     finally:
         db.execute("COMMIT")
     rundir.write_status(run["run_dir"], "queued", error=None, finished_at=None)
@@ -240,8 +284,10 @@ def remove(run_id: int, actor: User) -> None:
         raise RunError(f"Run {run_id} is {run['state']}; stop it before removing it.")
     later = connect().execute("SELECT id FROM runs WHERE after_run=? AND state='waiting'", (run_id,)).fetchone()
     if later:
-        raise RunError(f"Run {later['id']}, the next stage of this pipeline, waits for run {run_id} and would start "
-                       f"from its result. Stop run {later['id']} first, then remove both.")
+        raise RunError(
+            f"Run {later['id']}, the next stage of this pipeline, waits for run {run_id} and would start "
+            f"from its result. Stop run {later['id']} first, then remove both."
+        )
     if Path(run["run_dir"]).resolve().is_relative_to(paths.home()) or actor.role == "owner":
         shutil.rmtree(run["run_dir"], ignore_errors=True)  # never delete outside the app's folders for a workshop
     connect().execute("DELETE FROM runs WHERE id=?", (run_id,))

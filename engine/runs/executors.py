@@ -23,6 +23,7 @@ configured share: the cluster has its own users); execute = `sbatch --parsable -
 State,ExitCode,NodeList`; stop = `scancel --signal=TERM --full ID`, `scancel ID` after the grace; settle =
 sacct's state; where = the NodeList. It is not built.
 """
+
 from engine.runs import local, queue, ray
 
 LOCAL, RAY = "local", "ray"

@@ -3,6 +3,7 @@ its child, enforces the instructor's time limit, and records how the run ended.
 
 The supervisor runs in its own session, so it outlives the app; `stop` ends the whole process tree (accelerate
 starts each GPU's worker in a session of its own, out of reach of a killpg)."""
+
 import os
 import signal
 import sqlite3
@@ -17,7 +18,7 @@ from engine.runs import queue
 from engine.runs.registry import RunError, alive, boot_id, connect, record_end
 
 STOP_GRACE_S = 6.5  # graceful stop (checkpoint + exit), then every process of the run is killed...
-KILL_WAIT_S = 2.5   # ...and gone within this: < 10 s in all
+KILL_WAIT_S = 2.5  # ...and gone within this: < 10 s in all
 POLL_S = 1.0
 
 
@@ -28,9 +29,14 @@ def train_command(run: sqlite3.Row) -> list[str]:
 
 def start_supervisor(run_id: int) -> None:
     with open(paths.home() / "supervisor.log", "a") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "engine.runs", "_supervise", str(run_id)],
-                                start_new_session=True, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
-                                cwd=str(paths.REPO))
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "engine.runs", "_supervise", str(run_id)],
+            start_new_session=True,
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+            cwd=str(paths.REPO),
+        )
     threading.Thread(target=proc.wait, daemon=True).start()  # reap it, so it never lingers as a zombie
     connect().execute("UPDATE runs SET supervisor_pid=?, boot_id=? WHERE id=?", (proc.pid, boot_id(), run_id))
 
@@ -38,6 +44,7 @@ def start_supervisor(run_id: int) -> None:
 def supervise(run_id: int) -> None:
     """The run's supervisor: wait for its turn in our queue, then hand it to its executor (here, or a Ray job)."""
     from engine.runs import executors
+
     db = connect()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # a stop while queued ends the wait quietly
     run = db.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
@@ -68,8 +75,9 @@ def execute(db: sqlite3.Connection, run: sqlite3.Row, slots: list[int], gpus: li
     (run_dir / "command.txt").write_text(" ".join(cmd) + "\n")
     limit_s = run["time_limit_s"]
     with open(run_dir / "train.log", "a") as log:
-        trainer = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   env=env, cwd=str(paths.REPO))
+        trainer = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=str(paths.REPO)
+        )
         db.execute("UPDATE runs SET pid=?, boot_id=? WHERE id=?", (trainer.pid, boot_id(), run_id))
         try:
             code = trainer.wait(timeout=limit_s)
@@ -81,19 +89,25 @@ def execute(db: sqlite3.Connection, run: sqlite3.Row, slots: list[int], gpus: li
 
 
 def time_limit_reason(limit_s: float) -> str:
-    return (f"Stopped after {limit_s / 60:g} minutes, the longest run your instructor allows. Its last checkpoint "
-            "is kept: resume it to continue (another turn in the queue), or start a shorter run (fewer steps).")
+    return (
+        f"Stopped after {limit_s / 60:g} minutes, the longest run your instructor allows. Its last checkpoint "
+        "is kept: resume it to continue (another turn in the queue), or start a shorter run (fewer steps)."
+    )
 
 
 def check(spec, run_dir: Path) -> None:
     """Refuse at submit a run this machine cannot hold, with a sentence."""
     gpus = len(queue.visible_gpus())
     if gpus and spec.num_processes > gpus:
-        raise RunError(f"This run asks for {spec.num_processes} GPUs but the app was given {gpus}. Lower the number "
-                       "of GPUs (num_processes), or start the app with more GPUs visible.")
+        raise RunError(
+            f"This run asks for {spec.num_processes} GPUs but the app was given {gpus}. Lower the number "
+            "of GPUs (num_processes), or start the app with more GPUs visible."
+        )
     if spec.num_processes > queue.slot_count():
-        raise RunError(f"This run asks for {spec.num_processes} GPUs but this machine has {queue.slot_count()} "
-                       "slot(s). Lower the number of GPUs (num_processes), or run it on a machine with more GPUs.")
+        raise RunError(
+            f"This run asks for {spec.num_processes} GPUs but this machine has {queue.slot_count()} "
+            "slot(s). Lower the number of GPUs (num_processes), or run it on a machine with more GPUs."
+        )
 
 
 def settle(db: sqlite3.Connection, run: sqlite3.Row) -> None:

@@ -9,6 +9,7 @@ quota). When a stage completes, release() fills in the next one's starting point
 stage that writes answers (not a reward model), `extra.reward_model` = the reward-model stage, for RL - and queues
 it. A stage that fails or is stopped holds the rest (held() says why); resuming it continues the pipeline.
 """
+
 from __future__ import annotations
 
 import sqlite3
@@ -31,30 +32,42 @@ def check(specs: list[RunSpec]) -> None:
     for i, spec in enumerate(specs):
         where = f"Stage {i + 1} ({STAGE_NAMES[spec.stage]})"
         if i and spec.init_from:
-            raise RunError(f"{where} has init_from set, but in a pipeline each stage starts from the one before it. "
-                           "Remove init_from from its config.")
+            raise RunError(
+                f"{where} has init_from set, but in a pipeline each stage starts from the one before it. "
+                "Remove init_from from its config."
+            )
         if i and ORDER[spec.stage] < ORDER[specs[i - 1].stage]:
-            raise RunError(f"{where} cannot follow {STAGE_NAMES[specs[i - 1].stage]}: the lesson's order is "
-                           "continued pretraining, then supervised fine-tuning, then preference tuning or a reward "
-                           "model, then RL. Put the stages in that order.")
+            raise RunError(
+                f"{where} cannot follow {STAGE_NAMES[specs[i - 1].stage]}: the lesson's order is "
+                "continued pretraining, then supervised fine-tuning, then preference tuning or a reward "
+                "model, then RL. Put the stages in that order."
+            )
         if spec.stage == "rm" and (i == len(specs) - 1 or specs[i + 1].stage != "rl"):
-            raise RunError(f"{where} trains a reward model, which scores answers but does not write them: only an "
-                           "RL stage can use it. Add an RL stage right after it, or leave the reward model out.")
-        if spec.stage == "rl" and not (spec.extra.get("reward_checks") or spec.extra.get("reward_model")
-                                       or any(s.stage == "rm" for s in specs[:i])):
-            raise RunError(f"{where} has nothing to reward its answers with: add a reward-model stage before it, or "
-                           "give it checks (extra: {reward_checks: task_api}, or a check file).")
+            raise RunError(
+                f"{where} trains a reward model, which scores answers but does not write them: only an "
+                "RL stage can use it. Add an RL stage right after it, or leave the reward model out."
+            )
+        if spec.stage == "rl" and not (
+            spec.extra.get("reward_checks") or spec.extra.get("reward_model") or any(s.stage == "rm" for s in specs[:i])
+        ):
+            raise RunError(
+                f"{where} has nothing to reward its answers with: add a reward-model stage before it, or "
+                "give it checks (extra: {reward_checks: task_api}, or a check file)."
+            )
         if spec.dataset_name:
             report = data.check(spec.dataset_name, spec.stage)
             if not report.ok:
-                raise RunError(f"{where}: {Path(spec.dataset_name).name} cannot be used for "
-                               f"{STAGE_NAMES[spec.stage]}. {report.summary()}")
+                raise RunError(
+                    f"{where}: {Path(spec.dataset_name).name} cannot be used for "
+                    f"{STAGE_NAMES[spec.stage]}. {report.summary()}"
+                )
 
 
 def sources(db: sqlite3.Connection, run: sqlite3.Row) -> dict:
     """The runs this stage starts from: {"init_from": run dir, "reward_model": run dir (RL after an rm stage)}."""
-    earlier = db.execute("SELECT * FROM runs WHERE pipeline=? AND id < ? ORDER BY id",
-                         (run["pipeline"], run["id"])).fetchall()
+    earlier = db.execute(
+        "SELECT * FROM runs WHERE pipeline=? AND id < ? ORDER BY id", (run["pipeline"], run["id"])
+    ).fetchall()
     policy = [r for r in earlier if r["stage"] != "rm"]
     reward = [r for r in earlier if r["stage"] == "rm"]
     out = {"init_from": policy[-1]["run_dir"]} if policy else {}
@@ -77,8 +90,10 @@ def release(db: sqlite3.Connection, run_id: int) -> list[int]:
         if "reward_model" in found:
             spec.extra = {**spec.extra, "reward_model": found["reward_model"]}
         spec.save(Path(run["run_dir"]) / "config.yaml")
-        changed = db.execute("UPDATE runs SET state='queued', config=?, submitted_at=?, error=NULL WHERE id=? AND "
-                             "state='waiting'", (spec.to_yaml(), time.time(), run["id"])).rowcount
+        changed = db.execute(
+            "UPDATE runs SET state='queued', config=?, submitted_at=?, error=NULL WHERE id=? AND state='waiting'",
+            (spec.to_yaml(), time.time(), run["id"]),
+        ).rowcount
         if changed:
             rundir.write_status(run["run_dir"], "queued", error=None)
             queued.append(run["id"])
@@ -94,8 +109,10 @@ def held(run: dict, by_id: dict[int, dict]) -> str:
         return "The stage before it was removed, so it cannot start; remove this run too."
     name = STAGE_NAMES[before["stage"]]
     if before["state"] in ("failed", "stopped"):
-        return (f"Held: run {before['id']} ({name}) {before['state']}. Resume it on the Runs page and this stage "
-                "follows when it completes.")
+        return (
+            f"Held: run {before['id']} ({name}) {before['state']}. Resume it on the Runs page and this stage "
+            "follows when it completes."
+        )
     return f"Starts when run {before['id']} ({name}) completes."
 
 

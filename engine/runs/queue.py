@@ -7,6 +7,7 @@ the instructor, for the class and per student) bound runs waiting at once, runs 
 steps per run and GPUs per run; they apply to students only. A user at their running limit is passed over,
 never blocks the line.
 """
+
 import json
 import os
 import sqlite3
@@ -16,25 +17,26 @@ from dataclasses import asdict, dataclass
 
 from engine.runs.registry import RunError, connect
 
-FAIR_WINDOW_S = 12 * 3600   # a teaching day: runs started earlier no longer count against a user's turn
+FAIR_WINDOW_S = 12 * 3600  # a teaching day: runs started earlier no longer count against a user's turn
 # What `engine.users setup` gives a new class; the instructor changes them on the Class page or with the CLI.
 WORKSHOP_DEFAULTS = {"max_waiting": 3, "max_running": 1, "max_minutes": 30.0, "max_steps": None, "max_gpus": 1}
-CLASS = "*"                 # the quotas row that holds the class's defaults
+CLASS = "*"  # the quotas row that holds the class's defaults
 
 
 @dataclass
 class Quota:
-    max_waiting: int | None = None     # runs queued at once
-    max_running: int | None = None     # runs training at once
-    max_minutes: float | None = None   # a run is stopped (with a checkpoint) after this long
-    max_steps: int | None = None       # longest run in optimizer steps
-    max_gpus: int | None = None        # GPUs per run
+    max_waiting: int | None = None  # runs queued at once
+    max_running: int | None = None  # runs training at once
+    max_minutes: float | None = None  # a run is stopped (with a checkpoint) after this long
+    max_steps: int | None = None  # longest run in optimizer steps
+    max_gpus: int | None = None  # GPUs per run
 
 
 def slot_count() -> int:
     """Runs that may train at once: this machine's GPUs (one CPU slot without any), or the Ray cluster's slots
     when TUNEWISE_CLUSTER is set (engine/runs/ray.py; 0 while it cannot be reached, so runs wait)."""
     from engine.runs import ray
+
     if ray.address():
         return ray.slot_count()
     if os.environ.get("TUNEWISE_SLOTS"):
@@ -61,6 +63,7 @@ def visible_gpus() -> list[str]:
 def gpu_count() -> int:
     try:
         import pynvml
+
         pynvml.nvmlInit()
         try:
             return pynvml.nvmlDeviceGetCount()
@@ -78,6 +81,7 @@ def devices_for(slots: list[int], gpus: list[str] | None = None) -> str:
 
 
 # ---------------------------------------------------------------- quotas
+
 
 def quota_for(owner: str, db: sqlite3.Connection | None = None) -> Quota:
     """The limits that apply to this owner's runs: none for instructors and personal mode, else the class's
@@ -123,21 +127,29 @@ def admit(spec, owner: str, db: sqlite3.Connection, count_waiting: bool = True) 
     run)."""
     quota = quota_for(owner, db)
     if quota.max_gpus and spec.num_processes > quota.max_gpus:
-        raise RunError(f"Your instructor allows {quota.max_gpus} GPU(s) per run and this run asks for "
-                       f"{spec.num_processes}. Lower the number of GPUs.")
+        raise RunError(
+            f"Your instructor allows {quota.max_gpus} GPU(s) per run and this run asks for "
+            f"{spec.num_processes}. Lower the number of GPUs."
+        )
     if quota.max_steps and not 0 < spec.max_steps <= quota.max_steps:
-        raise RunError(f"Your instructor allows at most {quota.max_steps} steps per run; set Max steps between 1 "
-                       f"and {quota.max_steps} (whole epochs are not allowed under this limit).")
+        raise RunError(
+            f"Your instructor allows at most {quota.max_steps} steps per run; set Max steps between 1 "
+            f"and {quota.max_steps} (whole epochs are not allowed under this limit)."
+        )
     if quota.max_waiting and count_waiting:
-        waiting = db.execute("SELECT COUNT(*) FROM runs WHERE owner=? AND state IN ('queued', 'preparing')",
-                             (owner,)).fetchone()[0]
+        waiting = db.execute(
+            "SELECT COUNT(*) FROM runs WHERE owner=? AND state IN ('queued', 'preparing')", (owner,)
+        ).fetchone()[0]
         if waiting >= quota.max_waiting:
-            raise RunError(f"You already have {waiting} run(s) waiting, the most your instructor allows at once. "
-                           "Wait until one starts, or stop one on the Runs page.")
+            raise RunError(
+                f"You already have {waiting} run(s) waiting, the most your instructor allows at once. "
+                "Wait until one starts, or stop one on the Runs page."
+            )
     return quota
 
 
 # ---------------------------------------------------------------- the fair order
+
 
 def fair_order(queued: list[dict], started: dict[str, int]) -> list[int]:
     """Ids of the waiting runs in the order they get a slot. queued: rows with id, owner, submitted_at;
@@ -154,9 +166,13 @@ def line(db: sqlite3.Connection, now: float | None = None) -> list[sqlite3.Row]:
     """The waiting runs, in fair order."""
     now = time.time() if now is None else now
     queued = db.execute("SELECT * FROM runs WHERE state='queued'").fetchall()
-    started = {r["owner"]: r["n"] for r in db.execute(
-        "SELECT owner, COUNT(*) AS n FROM runs WHERE started_at >= ? AND state != 'queued' GROUP BY owner",
-        (now - FAIR_WINDOW_S,))}
+    started = {
+        r["owner"]: r["n"]
+        for r in db.execute(
+            "SELECT owner, COUNT(*) AS n FROM runs WHERE started_at >= ? AND state != 'queued' GROUP BY owner",
+            (now - FAIR_WINDOW_S,),
+        )
+    }
     by_id = {r["id"]: r for r in queued}
     return [by_id[i] for i in fair_order([dict(r) for r in queued], started)]
 
@@ -187,15 +203,18 @@ def claim(db: sqlite3.Connection, run_id: int, gpus: int = 1) -> list[int] | Non
         taken = taken[: head["slots_needed"]]
         if len(taken) < head["slots_needed"]:
             return None
-        db.execute("UPDATE runs SET state='running', slots=?, started_at=? WHERE id=?",
-                   (json.dumps(taken), time.time(), run_id))
+        db.execute(
+            "UPDATE runs SET state='running', slots=?, started_at=? WHERE id=?",
+            (json.dumps(taken), time.time(), run_id),
+        )
         return taken
     finally:
         db.execute("COMMIT")
 
 
-def expected_starts(db: sqlite3.Connection, remaining_s: dict[int, float | None],
-                    waiting: list[sqlite3.Row] | None = None) -> dict[int, float | None]:
+def expected_starts(
+    db: sqlite3.Connection, remaining_s: dict[int, float | None], waiting: list[sqlite3.Row] | None = None
+) -> dict[int, float | None]:
     """When each waiting run should start (epoch seconds), by playing the fair order forward: running runs free
     their slots after remaining_s (the live ETA, else the estimate), waiting ones hold them for the estimator's run
     time (estimated_s, kept at submit). None where a run ahead has no known duration. waiting: line(db), if the

@@ -1,5 +1,6 @@
 """The SQLite registry: runs, accounts, logins, quotas, saved plans and server settings, in one WAL database
 (TUNEWISE_HOME/runs.db). The run directories can rebuild the runs table's meaning; the database is the index."""
+
 import json
 import os
 import sqlite3
@@ -26,9 +27,16 @@ CREATE TABLE IF NOT EXISTS plans (user TEXT PRIMARY KEY, plan TEXT NOT NULL, upd
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 # Columns added after the first registries were made: (name, SQL type).
-LATER_COLUMNS = (("boot_id", "TEXT"), ("estimated_s", "REAL"), ("time_limit_s", "REAL"),
-                 ("executor", "TEXT"), ("job_id", "TEXT"), ("node", "TEXT"),  # where it ran: engine/runs/executors.py
-                 ("pipeline", "INTEGER"), ("after_run", "INTEGER"))  # stages of one plan: engine/runs/pipeline.py
+LATER_COLUMNS = (
+    ("boot_id", "TEXT"),
+    ("estimated_s", "REAL"),
+    ("time_limit_s", "REAL"),
+    ("executor", "TEXT"),
+    ("job_id", "TEXT"),
+    ("node", "TEXT"),  # where it ran: engine/runs/executors.py
+    ("pipeline", "INTEGER"),
+    ("after_run", "INTEGER"),
+)  # stages of one plan: engine/runs/pipeline.py
 
 
 class RunError(ValueError):
@@ -58,8 +66,10 @@ def setting(key: str, default=None):
 
 
 def set_setting(key: str, value) -> None:
-    connect().execute("INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET "
-                      "value=excluded.value", (key, json.dumps(value)))
+    connect().execute(
+        "INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+        (key, json.dumps(value)),
+    )
 
 
 def boot_id() -> str:
@@ -102,17 +112,29 @@ def record_end(db: sqlite3.Connection, run_id: int, code: int | None, reason: st
             rundir.write_status(run["run_dir"], "stopped", error=reason, finished_at=time.time())
     elif state not in rundir.FINISHED or (state != "failed" and code not in (0, None)):
         state = "failed"
-        how = how or ("the trainer process disappeared (machine restart, or killed from outside)" if code is None
-               else f"the trainer was killed by signal {-code}"
-               + (" (on Linux usually the system running out of memory, or a kill from outside; try a smaller "
-                  "batch or max length)" if code == -9 else "") if code < 0 else f"the trainer exited with code {code}")
+        how = how or (
+            "the trainer process disappeared (machine restart, or killed from outside)"
+            if code is None
+            else f"the trainer was killed by signal {-code}"
+            + (
+                " (on Linux usually the system running out of memory, or a kill from outside; try a smaller "
+                "batch or max length)"
+                if code == -9
+                else ""
+            )
+            if code < 0
+            else f"the trainer exited with code {code}"
+        )
         tail = rundir.log_tail(run["run_dir"], 8)
         error = f"{how}. Last lines of train.log:\n{tail}" if tail else how
         if Path(run["run_dir"]).is_dir():  # a run directory deleted by hand still settles in the registry
             rundir.write_status(run["run_dir"], "failed", error=error, finished_at=time.time())
-    db.execute("UPDATE runs SET state=?, error=?, finished_at=?, final_metrics=? WHERE id=?",
-               (state, error, time.time(), json.dumps(status.get("final_metrics") or {}), run_id))
+    db.execute(
+        "UPDATE runs SET state=?, error=?, finished_at=?, final_metrics=? WHERE id=?",
+        (state, error, time.time(), json.dumps(status.get("final_metrics") or {}), run_id),
+    )
     if state == "completed" and run["pipeline"]:  # the next stage of its pipeline starts from this result
         from engine.runs import local, pipeline
+
         for next_id in pipeline.release(db, run_id):
             local.start_supervisor(next_id)

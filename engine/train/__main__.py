@@ -8,6 +8,7 @@
 
 Exit codes: 0 completed or stopped on request, 1 failed while training, 2 a setting, model or dataset is wrong.
 """
+
 import importlib
 import os
 import sys
@@ -45,8 +46,19 @@ def main(argv=None) -> int:
         return common.fail(None, str(e), 2)
     if spec.num_processes > 1 and "LOCAL_RANK" not in os.environ:
         # One process per GPU, started by accelerate (DDP); the same flags reach every process.
-        os.execvp(sys.executable, [sys.executable, "-m", "accelerate.commands.launch", "--num_processes",
-                                   str(spec.num_processes), "-m", "engine.train", *argv])
+        os.execvp(
+            sys.executable,
+            [
+                sys.executable,
+                "-m",
+                "accelerate.commands.launch",
+                "--num_processes",
+                str(spec.num_processes),
+                "-m",
+                "engine.train",
+                *argv,
+            ],
+        )
     try:
         run_dir = common.prepare_run_dir(spec, resume)
     except SpecError as e:
@@ -60,6 +72,7 @@ def main(argv=None) -> int:
     common.StopRequested.install()
     from engine.data import DataError
     from engine.models import ModelError
+
     try:
         stage = importlib.import_module(f"engine.train.{spec.stage}")
         return stage.main(spec, run_dir, resume)

@@ -2,6 +2,7 @@
 config, the callback that writes metrics/status, and turning failures into sentences. Plain functions, no base
 class: each stage file (sft.py, dpo.py, ...) reads top to bottom on its own.
 """
+
 import argparse
 import json
 import os
@@ -19,12 +20,26 @@ from engine.spec import CPU_RUN, METHODS, REPORT_TO, STAGES, RunSpec, SpecError
 
 # flag -> RunSpec field. Flags override the config file; the YAML keeps TRL's field names.
 FLAGS = {
-    "--stage": "stage", "--method": "method", "--model": "model_name_or_path", "--dataset": "dataset_name",
-    "--max-steps": "max_steps", "--epochs": "num_train_epochs", "--lr": "learning_rate", "--seq": "max_length",
-    "--batch": "per_device_train_batch_size", "--grad-accum": "gradient_accumulation_steps",
-    "--lora-r": "lora_r", "--output-dir": "output_dir", "--init-from": "init_from", "--optim": "optim",
-    "--seed": "seed", "--save-steps": "save_steps", "--eval-steps": "eval_steps",
-    "--num-processes": "num_processes", "--lora-dropout": "lora_dropout", "--report-to": "report_to",
+    "--stage": "stage",
+    "--method": "method",
+    "--model": "model_name_or_path",
+    "--dataset": "dataset_name",
+    "--max-steps": "max_steps",
+    "--epochs": "num_train_epochs",
+    "--lr": "learning_rate",
+    "--seq": "max_length",
+    "--batch": "per_device_train_batch_size",
+    "--grad-accum": "gradient_accumulation_steps",
+    "--lora-r": "lora_r",
+    "--output-dir": "output_dir",
+    "--init-from": "init_from",
+    "--optim": "optim",
+    "--seed": "seed",
+    "--save-steps": "save_steps",
+    "--eval-steps": "eval_steps",
+    "--num-processes": "num_processes",
+    "--lora-dropout": "lora_dropout",
+    "--report-to": "report_to",
 }
 
 
@@ -32,22 +47,41 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m engine.train",
         description="Train a model with one stage of the lesson's spectrum, writing a run directory.",
-        epilog="Example: python -m engine.train --stage sft --method lora --max-steps 20 --output-dir runs/demo")
+        epilog="Example: python -m engine.train --stage sft --method lora --max-steps 20 --output-dir runs/demo",
+    )
     p.add_argument("--config", help="config.yaml to start from (flags override it)")
     types = {f.name: f.type for f in fields(RunSpec)}
     for flag, name in FLAGS.items():
         kind = types[name] if types[name] in (int, float) else str
-        p.add_argument(flag, dest=name, type=kind, default=None,
-                       choices={"stage": STAGES, "method": METHODS, "report_to": REPORT_TO}.get(name))
-    p.add_argument("--grad-ckpt", dest="gradient_checkpointing", action="store_true", default=None,
-                   help="gradient checkpointing: less activation memory, ~30%% more compute")
-    p.add_argument("--reward-model", dest="reward_model", default=None,
-                   help="rl only: the reward-model run (--stage rm) that scores answers; stored as extra.reward_model")
-    p.add_argument("--reward", dest="reward_checks", default=None, metavar="CHECKS",
-                   help="rl only: reward answers by checks (a YAML check file, or the preset task_api; "
-                        "engine/checks.py) instead of a reward model; stored as extra.reward_checks")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the run in --output-dir from its last checkpoint")
+        p.add_argument(
+            flag,
+            dest=name,
+            type=kind,
+            default=None,
+            choices={"stage": STAGES, "method": METHODS, "report_to": REPORT_TO}.get(name),
+        )
+    p.add_argument(
+        "--grad-ckpt",
+        dest="gradient_checkpointing",
+        action="store_true",
+        default=None,
+        help="gradient checkpointing: less activation memory, ~30%% more compute",
+    )
+    p.add_argument(
+        "--reward-model",
+        dest="reward_model",
+        default=None,
+        help="rl only: the reward-model run (--stage rm) that scores answers; stored as extra.reward_model",
+    )
+    p.add_argument(
+        "--reward",
+        dest="reward_checks",
+        default=None,
+        metavar="CHECKS",
+        help="rl only: reward answers by checks (a YAML check file, or the preset task_api; "
+        "engine/checks.py) instead of a reward model; stored as extra.reward_checks",
+    )
+    p.add_argument("--resume", action="store_true", help="continue the run in --output-dir from its last checkpoint")
     return p
 
 
@@ -60,23 +94,32 @@ def parse(argv=None) -> tuple[RunSpec, bool]:
         config = str(Path(args.output_dir) / "config.yaml")
     if config:
         values = _spec_values(RunSpec.load(Path(config)))
-    values.update({k: v for k, v in vars(args).items()
-                   if v is not None and k not in ("config", "resume", "reward_model", "reward_checks")})
+    values.update(
+        {
+            k: v
+            for k, v in vars(args).items()
+            if v is not None and k not in ("config", "resume", "reward_model", "reward_checks")
+        }
+    )
     for key in ("reward_model", "reward_checks"):
         if getattr(args, key) is not None:
             values["extra"] = {**values.get("extra", {}), key: getattr(args, key)}
     if not args.resume and not {"max_steps", "num_train_epochs"} & set(values) and not _has_gpu():
         # The app's plan for a computer without a GPU (the Hardware page's), unless the person chose a length
         values = {**CPU_RUN, **values}
-        print(f"No GPU on this computer: training with the app's CPU plan ({CPU_RUN['max_steps']} steps, one "
-              "held-out pass at the end; a few minutes for the embedded model). Give --max-steps or --epochs to "
-              "choose the length yourself.", flush=True)
+        print(
+            f"No GPU on this computer: training with the app's CPU plan ({CPU_RUN['max_steps']} steps, one "
+            "held-out pass at the end; a few minutes for the embedded model). Give --max-steps or --epochs to "
+            "choose the length yourself.",
+            flush=True,
+        )
     return RunSpec.from_dict(values), args.resume
 
 
 def _has_gpu() -> bool:
     """An NVIDIA GPU seen through NVML, without importing torch (the flags are read before the slow imports)."""
     from engine.runs.queue import gpu_count
+
     return gpu_count() > 0
 
 
@@ -99,8 +142,9 @@ def prepare_run_dir(spec: RunSpec, resume: bool) -> Path:
         probe.write_text("ok")
         probe.unlink()
     except OSError as e:
-        raise SpecError(f"Cannot write to the output directory {run_dir} ({e.strerror}). "
-                        "Choose a directory you can write to.") from None
+        raise SpecError(
+            f"Cannot write to the output directory {run_dir} ({e.strerror}). Choose a directory you can write to."
+        ) from None
     spec.output_dir = str(run_dir)
     if is_main_process():
         spec.save(run_dir / "config.yaml")
@@ -110,27 +154,40 @@ def prepare_run_dir(spec: RunSpec, resume: bool) -> Path:
 def record_versions(run_dir: Path, device: str) -> None:
     if not is_main_process():
         return
-    import peft, torch, transformers, trl  # noqa: E401  (already imported by the stage; cheap here)
-    info = {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
-            "trl": trl.__version__, "peft": peft.__version__, "device": device,
-            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+    import peft  # noqa: E401  (already imported by the stage; cheap here)
+    import torch
+    import transformers
+    import trl
+
+    info = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "trl": trl.__version__,
+        "peft": peft.__version__,
+        "device": device,
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
     (run_dir / "versions.json").write_text(json.dumps(info, indent=1))
 
 
 def device_and_dtype():
     """(device, torch dtype for weights, TrainingArguments precision flags). bf16 needs compute capability >= 8."""
     import torch
+
     if torch.cuda.is_available():
         if torch.cuda.is_bf16_supported():  # Ampere or newer: TF32 for the few fp32 matrix products left
             return "cuda", torch.bfloat16, {"bf16": True, "fp16": False, "tf32": True}
         return "cuda", torch.float32, {"bf16": False, "fp16": True}  # T4/V100: fp32 master weights, fp16 autocast
     from engine.train import fast
+
     fast.score_only_labelled_positions()
     return "cpu", torch.float32, {"bf16": False, "fp16": False, "use_cpu": True}  # bf16 autocast is slow on most CPUs
 
 
 def load_tokenizer(model_path: str):
     from transformers import AutoTokenizer
+
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -140,15 +197,17 @@ def load_tokenizer(model_path: str):
 def model_kwargs(spec: RunSpec, dtype) -> dict:
     """from_pretrained kwargs for the method: QLoRA = NF4 with double quantisation (Dettmers et al. 2023)."""
     import torch
+
     kwargs = {"dtype": dtype}
     if spec.method == "qlora":
         from transformers import BitsAndBytesConfig
+
         if torch.cuda.is_available():  # bitsandbytes places 4-bit weights at load time
             kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}
         compute = torch.bfloat16 if dtype == torch.bfloat16 else torch.float32
         kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=compute)
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=compute
+        )
     return kwargs
 
 
@@ -156,13 +215,20 @@ def lora_config(spec: RunSpec, task_type: str = "CAUSAL_LM"):
     if not spec.uses_peft:
         return None
     from peft import LoraConfig
-    return LoraConfig(r=spec.lora_r, lora_alpha=spec.lora_alpha, lora_dropout=spec.lora_dropout,
-                      target_modules=spec.lora_target_modules, task_type=task_type)
+
+    return LoraConfig(
+        r=spec.lora_r,
+        lora_alpha=spec.lora_alpha,
+        lora_dropout=spec.lora_dropout,
+        target_modules=spec.lora_target_modules,
+        task_type=task_type,
+    )
 
 
 def base_model_path(spec: RunSpec, run_dir: Path) -> str:
     """The weights this stage starts from: the chosen model, or an earlier run's final/ (adapters merged in)."""
     from engine.train.loading import base_model_path as resolve_start
+
     return resolve_start(spec, run_dir)
 
 
@@ -172,7 +238,9 @@ def decide_grad_ckpt(spec: RunSpec, model_path: str, device: str) -> None:
     if spec.gradient_checkpointing or device != "cuda":
         return
     import torch
+
     from engine import estimate
+
     free = torch.cuda.mem_get_info(int(os.environ.get("LOCAL_RANK", "0")))[0] / 2**30
     try:
         needed, without = estimate.checkpointing_needed(estimate.request_for(spec, model_path), free)
@@ -180,8 +248,11 @@ def decide_grad_ckpt(spec: RunSpec, model_path: str, device: str) -> None:
         return  # a model the estimator cannot read trains as asked
     if needed:
         spec.gradient_checkpointing = True
-        print(f"gradient checkpointing: on (without it this run needs ~{without:.1f} GiB; this GPU has "
-              f"{free:.1f} GiB free)", flush=True)
+        print(
+            f"gradient checkpointing: on (without it this run needs ~{without:.1f} GiB; this GPU has "
+            f"{free:.1f} GiB free)",
+            flush=True,
+        )
         if is_main_process():
             spec.save(Path(spec.output_dir) / "config.yaml")  # a resume continues with the same setting
 
@@ -189,30 +260,47 @@ def decide_grad_ckpt(spec: RunSpec, model_path: str, device: str) -> None:
 def training_args(spec: RunSpec, run_dir: Path, precision: dict, has_eval: bool) -> dict:
     """TrainingArguments fields every stage shares; the stage adds its own and builds its TRL config."""
     return dict(
-        output_dir=str(run_dir), max_steps=spec.max_steps, num_train_epochs=spec.num_train_epochs,
-        learning_rate=spec.learning_rate, lr_scheduler_type=spec.lr_scheduler_type,
+        output_dir=str(run_dir),
+        max_steps=spec.max_steps,
+        num_train_epochs=spec.num_train_epochs,
+        learning_rate=spec.learning_rate,
+        lr_scheduler_type=spec.lr_scheduler_type,
         per_device_train_batch_size=spec.per_device_train_batch_size,
         per_device_eval_batch_size=spec.per_device_train_batch_size,
         gradient_accumulation_steps=spec.gradient_accumulation_steps,
-        gradient_checkpointing=spec.gradient_checkpointing, optim=spec.optim, seed=spec.seed, data_seed=spec.seed,
-        logging_steps=spec.logging_steps, save_strategy="steps", save_steps=spec.save_steps, save_total_limit=2,
-        eval_strategy="steps" if has_eval else "no", eval_steps=spec.eval_steps,
+        gradient_checkpointing=spec.gradient_checkpointing,
+        optim=spec.optim,
+        seed=spec.seed,
+        data_seed=spec.seed,
+        logging_steps=spec.logging_steps,
+        save_strategy="steps",
+        save_steps=spec.save_steps,
+        save_total_limit=2,
+        eval_strategy="steps" if has_eval else "no",
+        eval_steps=spec.eval_steps,
         # With held-out data, checkpoint rotation never deletes the one with the lowest held-out loss, so a
         # stop after overfitting began still has the best model on disk (status.json names it).
-        metric_for_best_model="eval_loss" if has_eval else None, greater_is_better=False if has_eval else None,
+        metric_for_best_model="eval_loss" if has_eval else None,
+        greater_is_better=False if has_eval else None,
         # Off unless asked; a tracker that cannot work is turned off with a sentence, never fails the run.
-        report_to=tracking.setup(spec.report_to, run_dir, is_main_process()), run_name=Path(run_dir).name,
-        disable_tqdm=False, dataloader_num_workers=0, **precision)
+        report_to=tracking.setup(spec.report_to, run_dir, is_main_process()),
+        run_name=Path(run_dir).name,
+        disable_tqdm=False,
+        dataloader_num_workers=0,
+        **precision,
+    )
 
 
 class StopRequested:
     """SIGTERM/SIGINT ask for a graceful stop: finish the step, save a checkpoint, exit."""
+
     requested = False
 
     @classmethod
     def install(cls):
         def handler(signum, frame):
             cls.requested = True
+
         signal.signal(signal.SIGTERM, handler)
         signal.signal(signal.SIGINT, handler)
 
@@ -223,7 +311,9 @@ def mfu_basis(spec: RunSpec, model_path: str) -> tuple[float, float] | None:
     the device's peak is unknown."""
     try:
         import torch
+
         from engine import estimate, hardware
+
         per_token = estimate.model_flops_per_token(estimate._shape(model_path), spec.stage, spec.method)
         if torch.cuda.is_available():
             props = torch.cuda.get_device_properties(0)
@@ -248,17 +338,27 @@ def run_dir_callback(run_dir: Path, mfu: tuple[float, float] | None = None):
         def on_train_begin(self, args, state, control, **kw):
             if not state.is_world_process_zero:
                 return
-            rundir.write_status(run_dir, "running", step=state.global_step, max_steps=state.max_steps,
-                                started_at=time.time(), pid=os.getpid(), finished_at=None)
+            rundir.write_status(
+                run_dir,
+                "running",
+                step=state.global_step,
+                max_steps=state.max_steps,
+                started_at=time.time(),
+                pid=os.getpid(),
+                finished_at=None,
+            )
 
         def on_step_end(self, args, state, control, **kw):
             if StopRequested.requested:
                 control.should_save = True
                 control.should_training_stop = True
             now = time.time()
-            if state.is_world_process_zero and now - self.last_status > 1.0:  # throttled: a fast GPU step should not wait on a file write
-                rundir.write_status(run_dir, "running", step=state.global_step, max_steps=state.max_steps,
-                                    epoch=state.epoch)
+            if (
+                state.is_world_process_zero and now - self.last_status > 1.0
+            ):  # throttled: a fast GPU step should not wait on a file write
+                rundir.write_status(
+                    run_dir, "running", step=state.global_step, max_steps=state.max_steps, epoch=state.epoch
+                )
                 self.last_status = now
 
         def on_log(self, args, state, control, logs=None, **kw):
@@ -281,6 +381,7 @@ def run_dir_callback(run_dir: Path, mfu: tuple[float, float] | None = None):
 def _memory_gib() -> float:
     """Peak memory of this process: CUDA reserved on a GPU, max resident set size on the CPU."""
     import torch
+
     if torch.cuda.is_available():
         return torch.cuda.max_memory_reserved() / 2**30
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux reports KiB
@@ -290,6 +391,7 @@ def load_splits(spec: RunSpec) -> tuple[list[dict], list[dict]]:
     """Train and held-out rows in TRL's layout for the stage. The bundled sets ship a test split; a user's file
     gives up 5 % (at most 200 rows) for evaluation when it has at least 100 rows."""
     from engine import data
+
     if not spec.dataset_name:
         train = data.load_for_stage(data.bundled(spec.stage, "train"), spec.stage)
         held_out = data.load_for_stage(data.bundled(spec.stage, "test"), spec.stage)
@@ -323,24 +425,34 @@ def trim_metrics_after(run_dir: Path, step: int) -> None:
 def explain_failure(exc: BaseException) -> str:
     """A sentence for status.json: what happened and the cheapest change that would help."""
     import re
+
     text = str(exc)
     if type(exc).__name__ == "OutOfMemoryError" or "out of memory" in text.lower():
         asked = re.search(r"Tried to allocate ([\d.]+ \w+)", text)
         total = re.search(r"total capacity of ([\d.]+ \w+)", text)
-        return (f"Out of GPU memory: the step tried to allocate {asked[1] if asked else '?'} more on a GPU with "
-                f"{total[1] if total else '?'} in all. " + CHEAPER)
+        return (
+            f"Out of GPU memory: the step tried to allocate {asked[1] if asked else '?'} more on a GPU with "
+            f"{total[1] if total else '?'} in all. " + CHEAPER
+        )
     if "can't allocate memory" in text:  # the CPU allocator's words
         asked = re.search(r"allocate (\d+) bytes", text)
-        return (f"Out of memory (RAM): the step asked for {int(asked[1]) / 2**30:.1f} GiB more. " if asked else
-                "Out of memory (RAM). ") + CHEAPER
+        return (
+            f"Out of memory (RAM): the step asked for {int(asked[1]) / 2**30:.1f} GiB more. "
+            if asked
+            else "Out of memory (RAM). "
+        ) + CHEAPER
     if "bitsandbytes" in text.lower() or type(exc).__module__.startswith("bitsandbytes"):
-        return (f"QLoRA failed in bitsandbytes, which does the 4-bit part ({text.strip()[:300]}). bitsandbytes needs "
-                "a backend for this device (CUDA, or its CPU backend); choose LoRA here, or run QLoRA on a GPU.")
+        return (
+            f"QLoRA failed in bitsandbytes, which does the 4-bit part ({text.strip()[:300]}). bitsandbytes needs "
+            "a backend for this device (CUDA, or its CPU backend); choose LoRA here, or run QLoRA on a GPU."
+        )
     return f"{type(exc).__name__}: {text}".strip()
 
 
-CHEAPER = ("Cheapest changes, in order: halve the batch size (raise gradient accumulation to keep the effective "
-           "batch), turn on gradient checkpointing, shorten the maximum length, or switch to QLoRA.")
+CHEAPER = (
+    "Cheapest changes, in order: halve the batch size (raise gradient accumulation to keep the effective "
+    "batch), turn on gradient checkpointing, shorten the maximum length, or switch to QLoRA."
+)
 
 
 def finish_ok(trainer, tokenizer, run_dir: Path) -> int:
@@ -349,8 +461,13 @@ def finish_ok(trainer, tokenizer, run_dir: Path) -> int:
     if StopRequested.requested:
         if not is_main_process():
             return 0
-        rundir.write_status(run_dir, "stopped", step=trainer.state.global_step, finished_at=time.time(),
-                            best_checkpoint=trainer.state.best_model_checkpoint)
+        rundir.write_status(
+            run_dir,
+            "stopped",
+            step=trainer.state.global_step,
+            finished_at=time.time(),
+            best_checkpoint=trainer.state.best_model_checkpoint,
+        )
         return 0
     final = run_dir / "final"
     tmp = run_dir / "final.tmp"
@@ -362,10 +479,14 @@ def finish_ok(trainer, tokenizer, run_dir: Path) -> int:
     tokenizer.save_pretrained(str(tmp))
     shutil.rmtree(final, ignore_errors=True)  # a resumed, extended run replaces its old result
     os.replace(tmp, final)  # a half-written final/ never looks finished
-    summary = {k: v for k, v in (trainer.state.log_history[-1] if trainer.state.log_history else {}).items()
-               if isinstance(v, (int, float))}
-    rundir.write_status(run_dir, "completed", step=trainer.state.global_step, finished_at=time.time(),
-                        final_metrics=summary)
+    summary = {
+        k: v
+        for k, v in (trainer.state.log_history[-1] if trainer.state.log_history else {}).items()
+        if isinstance(v, (int, float))
+    }
+    rundir.write_status(
+        run_dir, "completed", step=trainer.state.global_step, finished_at=time.time(), final_metrics=summary
+    )
     return 0
 
 

@@ -11,6 +11,7 @@ where it prefers the chosen one).
 On a GPU, the policy's and the reference's forward passes skip the padding (engine/train/fast.py,
 `pack_padded_calls`); `extra: {padding_free: false}` turns that off.
 """
+
 from pathlib import Path
 
 from engine.spec import RunSpec
@@ -38,12 +39,18 @@ def main(spec: RunSpec, run_dir: Path, resume: bool) -> int:
     shared = common.training_args(spec, run_dir, precision, has_eval=bool(eval_rows))
     config = trl_config(DPOConfig, "dpo", {**shared, "max_length": spec.max_length}, spec.extra)
     trainer = DPOTrainer(
-        model=model, ref_model=None, args=config, processing_class=tokenizer, peft_config=common.lora_config(spec),
+        model=model,
+        ref_model=None,
+        args=config,
+        processing_class=tokenizer,
+        peft_config=common.lora_config(spec),
         train_dataset=Dataset.from_list(train_rows),
         eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
-        callbacks=[common.run_dir_callback(run_dir, common.mfu_basis(spec, model_path))])
+        callbacks=[common.run_dir_callback(run_dir, common.mfu_basis(spec, model_path))],
+    )
     if padding_free:
         from peft import PeftModel
+
         policy = trainer.model.get_base_model() if isinstance(trainer.model, PeftModel) else trainer.model
         for patched in (policy, trainer.ref_model):  # the objects TRL gave its fused LM head
             if patched is not None:

@@ -16,6 +16,7 @@ the padded layout TRL expects.
 Everything outside a padding-free training batch (generation, padded evaluation) falls through to transformers'
 own SDPA path, so a model loaded this way behaves like an "sdpa" model. The saved model does not record the name.
 """
+
 import inspect
 from functools import lru_cache
 
@@ -41,8 +42,9 @@ def attention(module, query, key, value, attention_mask, dropout=0.0, scaling=No
 
     cu = kwargs.get("cu_seq_lens_q")
     if cu is None or query.shape[0] != 1:  # not a padding-free batch: the stock SDPA path
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
-                                      **kwargs)
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
+        )
     rows, longest = cu.shape[0] - 1, kwargs.get("max_length_q")
     if longest is not None and rows > 1 and rows * longest == query.shape[2]:
         # Every example has the same length (rows that fill max_length): that is a plain batch, and SDPA's own
@@ -73,8 +75,11 @@ def attention(module, query, key, value, attention_mask, dropout=0.0, scaling=No
             qs, ks, vs = (t[start:end].transpose(0, 1) for t in (q, k, v))
             if groups > 1:
                 ks, vs = ks.repeat_interleave(groups, dim=0), vs.repeat_interleave(groups, dim=0)
-            parts.append(torch.nn.functional.scaled_dot_product_attention(
-                qs, ks, vs, is_causal=True, scale=scaling).transpose(0, 1))
+            parts.append(
+                torch.nn.functional.scaled_dot_product_attention(qs, ks, vs, is_causal=True, scale=scaling).transpose(
+                    0, 1
+                )
+            )
         out = torch.cat(parts)
     return out.unsqueeze(0), None  # (1, tokens, heads, head_dim), as the interface expects
 
@@ -83,6 +88,7 @@ def _mask(*args, **kwargs):
     """No mask for a padding-free batch (the lengths say it all) or an unpadded one (plain causal); a padded batch
     (e.g. evaluation without the padding-free collator) gets SDPA's mask."""
     from transformers.masking_utils import sdpa_mask
+
     if kwargs.get("attention_mask") is None:
         return None
     return sdpa_mask(*args, **kwargs)
@@ -92,6 +98,7 @@ def register() -> str:
     """Make `attn_implementation="varlen_sdpa"` known to transformers; returns the name."""
     from transformers import AttentionInterface
     from transformers.masking_utils import AttentionMaskInterface
+
     AttentionInterface.register(ATTENTION, attention)
     AttentionMaskInterface.register(ATTENTION, _mask)
     return ATTENTION
@@ -104,6 +111,7 @@ def wanted(device: str) -> bool:
     if device != "cuda" or _varlen_kernel() is None:
         return False
     import torch
+
     return torch.cuda.get_device_capability()[0] >= 8
 
 
@@ -112,6 +120,7 @@ def unsupported(model_path: str, max_length: int) -> str:
     are plain causal attention, so a model whose attention does more (logit softcapping, a sliding window shorter
     than the rows) or that transformers cannot run through SDPA at all (Gemma-2) keeps padded batches."""
     from transformers import AutoConfig, AutoModelForCausalLM
+
     config = AutoConfig.from_pretrained(model_path)
     text = config.get_text_config()
     try:
@@ -143,14 +152,22 @@ def collator(tokenizer):
     TRL refuses padding_free + max_length without packing, although it truncates to max_length while preparing
     the dataset either way (trl/trainer/sft_trainer.py, _prepare_dataset)."""
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
     return DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id, padding_free=True)
 
 
 PER_TOKEN = ("log_probs", "entropy", "log_sum_sq_probs", "mean_logits", "is_top1")  # TRL's FusedCausalLMOutput
 
 
-PLAN = ("packed_index", "packed_position_ids", "packed_starts", "packed_cu", "packed_longest", "unpack_to",
-        "unpack_from")  # what PackingPlan adds to a padded batch; pack_padded_calls consumes it
+PLAN = (
+    "packed_index",
+    "packed_position_ids",
+    "packed_starts",
+    "packed_cu",
+    "packed_longest",
+    "unpack_to",
+    "unpack_from",
+)  # what PackingPlan adds to a padded batch; pack_padded_calls consumes it
 
 
 class PackingPlan:
@@ -170,6 +187,7 @@ class PackingPlan:
 
 def packing_plan(attention_mask) -> dict:
     import torch
+
     mask = attention_mask.bool()
     lengths = mask.sum(1)
     cu = torch.zeros(len(lengths) + 1, dtype=torch.int32)
@@ -177,9 +195,15 @@ def packing_plan(attention_mask) -> dict:
     real = mask.flatten().nonzero().squeeze(1)  # flat positions of the real tokens, row by row
     packed_position = (mask.flatten().long().cumsum(0) - 1).view_as(mask)
     scored = mask[:, 1:].flatten().nonzero().squeeze(1)  # padded position c holds the score of token c + 1
-    return {"packed_index": real, "packed_position_ids": ((mask.long().cumsum(1) - 1).flatten()[real])[None],
-            "packed_starts": cu[:-1].long(), "packed_cu": cu, "packed_longest": int(lengths.max()),
-            "unpack_to": scored, "unpack_from": packed_position[:, :-1].flatten()[scored]}
+    return {
+        "packed_index": real,
+        "packed_position_ids": ((mask.long().cumsum(1) - 1).flatten()[real])[None],
+        "packed_starts": cu[:-1].long(),
+        "packed_cu": cu,
+        "packed_longest": int(lengths.max()),
+        "unpack_to": scored,
+        "unpack_from": packed_position[:, :-1].flatten()[scored],
+    }
 
 
 def pack_padded_calls(model) -> None:
@@ -204,9 +228,16 @@ def pack_padded_calls(model) -> None:
         # continuation of the previous example, so it gets no label.
         packed_labels = labels.flatten()[index].index_fill(0, plan["packed_starts"], -100)
         cu, longest = plan["packed_cu"], plan["packed_longest"]
-        out = inner(input_ids=input_ids.flatten()[index][None], labels=packed_labels[None],
-                    position_ids=plan["packed_position_ids"], cu_seq_lens_q=cu, cu_seq_lens_k=cu,
-                    max_length_q=longest, max_length_k=longest, **kwargs)
+        out = inner(
+            input_ids=input_ids.flatten()[index][None],
+            labels=packed_labels[None],
+            position_ids=plan["packed_position_ids"],
+            cu_seq_lens_q=cu,
+            cu_seq_lens_k=cu,
+            max_length_q=longest,
+            max_length_k=longest,
+            **kwargs,
+        )
         for name in PER_TOKEN:
             values = getattr(out, name, None)
             if values is not None:
@@ -228,6 +259,7 @@ def lora_inputs_in_compute_dtype(model) -> int:
     updates) stay fp32. Only for bf16 autocast training, which the Trainer applies to every forward it makes;
     returns how many layers were switched."""
     from peft.tuners.tuners_utils import BaseTunerLayer
+
     layers = [m for m in model.modules() if isinstance(m, BaseTunerLayer)]
     for layer in layers:
         layer.cast_input_dtype_enabled = False
@@ -250,5 +282,6 @@ def score_only_labelled_positions() -> None:
 
     def compact(device):
         return device.type == "cpu" or original(device)
+
     compact._tunewise = True
     utils._use_triton = compact

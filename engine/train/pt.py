@@ -7,6 +7,7 @@ built with, on your own corpus, so it picks up a domain's vocabulary and facts b
 The loss counts every token (a `text` dataset has no prompt to mask). The corpus is joined and cut into blocks of
 --seq tokens (packing, see engine/train/defaults.py), so no step is spent on padding.
 """
+
 from pathlib import Path
 
 from engine.spec import RunSpec
@@ -28,12 +29,17 @@ def main(spec: RunSpec, run_dir: Path, resume: bool) -> int:
     common.record_versions(run_dir, device)
 
     shared = common.training_args(spec, run_dir, precision, has_eval=bool(eval_rows))
-    config = trl_config(SFTConfig, "pt", {**shared, "max_length": spec.max_length, "dataset_text_field": "text"},
-                        spec.extra)
+    config = trl_config(
+        SFTConfig, "pt", {**shared, "max_length": spec.max_length, "dataset_text_field": "text"}, spec.extra
+    )
     trainer = SFTTrainer(
-        model=model, args=config, processing_class=tokenizer, peft_config=common.lora_config(spec),
+        model=model,
+        args=config,
+        processing_class=tokenizer,
+        peft_config=common.lora_config(spec),
         train_dataset=Dataset.from_list(train_rows),
         eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
-        callbacks=[common.run_dir_callback(run_dir, common.mfu_basis(spec, model_path))])
+        callbacks=[common.run_dir_callback(run_dir, common.mfu_basis(spec, model_path))],
+    )
     common.train(trainer, run_dir, resume)
     return common.finish_ok(trainer, tokenizer, run_dir)

@@ -14,10 +14,12 @@ trainer). What scores them is one of:
         --max-steps 50 --output-dir runs/rl
 
 --batch counts answers, not prompts: each step samples batch / num_generations prompts. Logged per step: reward
-(mean score of the sampled answers; with checks also rewards/<check>/mean), reward_std, completions/mean_length, kl (distance from the
-starting policy). Defaults (answers per prompt, answer length, KL weight) are in engine/train/defaults.py.
+(mean score of the sampled answers; with checks also rewards/<check>/mean), reward_std, completions/mean_length,
+kl (distance from the starting policy). Defaults (answers per prompt, answer length, KL weight) are in
+engine/train/defaults.py.
 No held-out evaluation: it would mean generating for every held-out prompt, minutes on a CPU.
 """
+
 from pathlib import Path
 
 from engine import checks
@@ -35,8 +37,10 @@ def num_generations(spec: RunSpec) -> int:
     for size in (STAGE_DEFAULTS["rl"]["num_generations"], 3, 2):
         if answers % size == 0:
             return size
-    raise SpecError(f"RL samples at least 2 answers per prompt and compares them, but a step holds only {answers} "
-                    "answer(s). Raise --batch (or --grad-accum) to 2 or more.")
+    raise SpecError(
+        f"RL samples at least 2 answers per prompt and compares them, but a step holds only {answers} "
+        "answer(s). Raise --batch (or --grad-accum) to 2 or more."
+    )
 
 
 def reward_source(spec: RunSpec, run_dir: Path):
@@ -57,8 +61,10 @@ def main(spec: RunSpec, run_dir: Path, resume: bool) -> int:
     by_checks, reward_path = reward_source(spec, run_dir)
     train_rows, _ = common.load_splits(spec)
     if by_checks and any(c.kind == "equal" for c in by_checks.checks) and not all("expected" in r for r in train_rows):
-        raise SpecError("The checks compare answers with a reference, but the prompts carry none: give every row an "
-                        "`expected` answer (as the bundled task_prompts set does), or use checks without `equal`.")
+        raise SpecError(
+            "The checks compare answers with a reference, but the prompts carry none: give every row an "
+            "`expected` answer (as the bundled task_prompts set does), or use checks without `equal`."
+        )
     model_path = common.base_model_path(spec, run_dir)
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
@@ -81,7 +87,13 @@ def main(spec: RunSpec, run_dir: Path, resume: bool) -> int:
         reward_args = {"reward_funcs": reward_model, "reward_processing_classes": common.load_tokenizer(reward_path)}
     config = trl_config(GRPOConfig, "rl", shared, extra)
     trainer = GRPOTrainer(
-        model=model, args=config, processing_class=tokenizer, peft_config=common.lora_config(spec),
-        train_dataset=Dataset.from_list(train_rows), callbacks=[common.run_dir_callback(run_dir)], **reward_args)
+        model=model,
+        args=config,
+        processing_class=tokenizer,
+        peft_config=common.lora_config(spec),
+        train_dataset=Dataset.from_list(train_rows),
+        callbacks=[common.run_dir_callback(run_dir)],
+        **reward_args,
+    )
     common.train(trainer, run_dir, resume)
     return common.finish_ok(trainer, tokenizer, run_dir)

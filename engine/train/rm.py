@@ -8,6 +8,7 @@ The score head starts random. With LoRA/QLoRA it is trained in full next to the 
 saves it with the adapter). Logged per step: accuracy (share of pairs scored the right way round), margin
 (mean chosen - rejected score) and min/mean/max_reward.
 """
+
 from pathlib import Path
 
 from engine.spec import RunSpec, SpecError
@@ -26,22 +27,28 @@ def main(spec: RunSpec, run_dir: Path, resume: bool) -> int:
     common.decide_grad_ckpt(spec, model_path, device)
     tokenizer = common.load_tokenizer(model_path)
     model = AutoModelForSequenceClassification.from_pretrained(
-        model_path, num_labels=1, **common.model_kwargs(spec, dtype))
+        model_path, num_labels=1, **common.model_kwargs(spec, dtype)
+    )
     model.config.pad_token_id = tokenizer.pad_token_id  # the score is read at the last non-pad token
     common.record_versions(run_dir, device)
 
     shared = common.training_args(spec, run_dir, precision, has_eval=bool(eval_rows))
     config = trl_config(RewardConfig, "rm", {**shared, "max_length": spec.max_length}, spec.extra)
     trainer = RewardTrainer(
-        model=model, args=config, processing_class=tokenizer,
+        model=model,
+        args=config,
+        processing_class=tokenizer,
         peft_config=common.lora_config(spec, task_type="SEQ_CLS"),
         train_dataset=Dataset.from_list(train_rows),
         eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
-        callbacks=[common.run_dir_callback(run_dir)])
+        callbacks=[common.run_dir_callback(run_dir)],
+    )
     if len(trainer.train_dataset) == 0:  # TRL drops pairs longer than max_length rather than cutting them
-        raise SpecError(f"All {len(train_rows)} preference pairs are longer than max_length={spec.max_length} "
-                        "tokens, and the reward trainer skips such pairs, so nothing is left to train on. Raise "
-                        "--seq (max length), or shorten the prompts and answers.")
+        raise SpecError(
+            f"All {len(train_rows)} preference pairs are longer than max_length={spec.max_length} "
+            "tokens, and the reward trainer skips such pairs, so nothing is left to train on. Raise "
+            "--seq (max length), or shorten the prompts and answers."
+        )
     if spec.method == "qlora":
         # TRL stores QLoRA's trainable weights in bf16 (QLoRA paper). LoRA layers cast their input themselves; the
         # plain score head does not, and without autocast (CPU) float32 hidden states meet bf16 weights. float32

@@ -7,6 +7,7 @@ taught to answer, not to repeat the question (TRL's completion_only_loss, on by 
 On a GPU, batches are padding-free (engine/train/fast.py): no compute on pad tokens. `extra: {padding_free: false}`
 turns that off, `true` forces it (the CPU then runs an exact but slower per-example attention).
 """
+
 from pathlib import Path
 
 from engine.spec import RunSpec
@@ -35,11 +36,15 @@ def main(spec: RunSpec, run_dir: Path, resume: bool) -> int:
     shared = common.training_args(spec, run_dir, precision, has_eval=bool(eval_rows))
     config = trl_config(SFTConfig, "sft", {**shared, "max_length": spec.max_length}, spec.extra)
     trainer = SFTTrainer(
-        model=model, args=config, processing_class=tokenizer, peft_config=common.lora_config(spec),
+        model=model,
+        args=config,
+        processing_class=tokenizer,
+        peft_config=common.lora_config(spec),
         data_collator=fast.collator(tokenizer) if padding_free else None,
         train_dataset=Dataset.from_list(train_rows),
         eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
-        callbacks=[common.run_dir_callback(run_dir, common.mfu_basis(spec, model_path))])
+        callbacks=[common.run_dir_callback(run_dir, common.mfu_basis(spec, model_path))],
+    )
     if spec.uses_peft and precision.get("bf16"):
         fast.lora_inputs_in_compute_dtype(trainer.model)
     common.train(trainer, run_dir, resume)

@@ -7,7 +7,7 @@ Written for this project; no outside text.
 TOPICS = {
     "prioritising": [
         "Priority says what happens first when there is not time for everything.",
-        "A useful rule is that no more than a third of open tasks should be high priority; when everything is urgent, nothing is.",
+        "A useful rule is that no more than a third of open tasks should be high priority; when everything is urgent, nothing is.",  # noqa: E501
         "Low priority does not mean unimportant: it means the task can wait without harm.",
         "Teams that review priorities weekly spend less time arguing about them daily.",
         "When two high-priority tasks collide, the one that blocks other people usually goes first.",
@@ -89,13 +89,21 @@ TOPICS = {
     ],
 }
 
-CONNECTIVES = ["", "", "", "In practice, ", "For most teams, ", "As a rule, ", "Experience shows that ",
-               "It helps to remember that ", "On a busy week, "]
+CONNECTIVES = [
+    "",
+    "",
+    "",
+    "In practice, ",
+    "For most teams, ",
+    "As a rule, ",
+    "Experience shows that ",
+    "It helps to remember that ",
+    "On a busy week, ",
+]
 EXAMPLES = [
     "For example, '{title}' might be tracked with {priority} priority while it is {status_words}.",
     "Take '{title}': a tracker would store it as {json}.",
-    "A request such as \"{request}\" becomes the record {json}.",
+    'A request such as "{request}" becomes the record {json}.',
     "Consider a task called '{title}'; marked {priority} priority, it is {status_words}.",
 ]
-STATUS_WORDS = {"pending": "still waiting to be started", "in_progress": "being worked on",
-                "done": "already finished"}
+STATUS_WORDS = {"pending": "still waiting to be started", "in_progress": "being worked on", "done": "already finished"}

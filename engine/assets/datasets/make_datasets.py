@@ -19,6 +19,7 @@ pretrain_text/  continued pretraining: paragraphs about task management composed
              (corpus_parts.py): 3-5 sentences of one topic in shuffled order, plus a worked example that uses a
              task title and its JSON record.
 """
+
 import json
 import random
 from pathlib import Path
@@ -30,47 +31,203 @@ RL_TRAIN, RL_TEST = 1000, 100
 PT_TRAIN, PT_TEST = 600, 60
 
 # ---- titles: verb + object + qualifier -------------------------------------------------------------------------
-VERBS = ["Review", "Update", "Draft", "Prepare", "Fix", "Schedule", "Email", "Call", "Book", "Renew", "Submit",
-         "Clean up", "Plan", "Organize", "Finalize", "Test", "Deploy", "Write", "Order", "Pay", "Cancel", "Migrate",
-         "Refactor", "Research", "Compare", "Back up", "Archive", "Proofread", "Translate", "Print", "Sign",
-         "Approve", "Reconcile", "Audit", "Share", "Present", "Collect", "Confirm", "Set up", "Follow up on"]
-OBJECTS = ["Q4 budget", "Q1 roadmap", "the onboarding docs", "vendor contract", "marketing plan", "sprint backlog",
-           "login bug", "release notes", "team offsite", "insurance policy", "expense report", "tax return",
-           "client proposal", "website copy", "API documentation", "database schema", "CI pipeline",
-           "holiday schedule", "board slides", "hiring plan", "job description", "performance reviews",
-           "customer survey", "support tickets", "invoice #4411", "invoice #2087", "office lease",
-           "laptop order", "conference talk", "travel itinerary", "dentist appointment", "car service",
-           "gym membership", "rent payment", "grocery list", "birthday gift for Mom", "wedding RSVP",
-           "passport renewal", "security audit", "password rotation", "SSL certificate", "server logs",
-           "analytics dashboard", "pricing page", "newsletter", "blog post", "podcast episode", "demo video",
-           "user interviews", "design mockups", "style guide", "test plan", "load tests", "mobile app build",
-           "payment gateway", "refund requests", "shipping labels", "inventory count", "supplier quotes",
-           "training materials", "safety checklist", "meeting notes", "project charter", "risk register",
-           "stakeholder update", "weekly report", "monthly metrics", "annual report", "grant application",
-           "research paper", "literature review", "lab results", "data export", "backup script",
-           "README", "changelog", "license review", "legal memo", "NDA", "partnership deck", "sales forecast",
-           "lead list", "CRM cleanup", "quarterly OKRs", "team retro", "1:1 agenda", "podcast guests",
-           "kitchen repairs", "garden plan", "photo album", "recipe book"]
-QUALIFIERS = ["", "", "", "", "", "for the board meeting", "with Sarah", "with the design team", "for Acme Corp",
-              "before the launch", "for next sprint", "with legal", "for the Berlin office", "for the new hire",
-              "with finance", "for Monday's standup", "with the client", "for the v2 release", "with Priya",
-              "for the audit", "with marketing", "for the conference", "with Tom", "for the family",
-              "for the school trip"]
+VERBS = [
+    "Review",
+    "Update",
+    "Draft",
+    "Prepare",
+    "Fix",
+    "Schedule",
+    "Email",
+    "Call",
+    "Book",
+    "Renew",
+    "Submit",
+    "Clean up",
+    "Plan",
+    "Organize",
+    "Finalize",
+    "Test",
+    "Deploy",
+    "Write",
+    "Order",
+    "Pay",
+    "Cancel",
+    "Migrate",
+    "Refactor",
+    "Research",
+    "Compare",
+    "Back up",
+    "Archive",
+    "Proofread",
+    "Translate",
+    "Print",
+    "Sign",
+    "Approve",
+    "Reconcile",
+    "Audit",
+    "Share",
+    "Present",
+    "Collect",
+    "Confirm",
+    "Set up",
+    "Follow up on",
+]
+OBJECTS = [
+    "Q4 budget",
+    "Q1 roadmap",
+    "the onboarding docs",
+    "vendor contract",
+    "marketing plan",
+    "sprint backlog",
+    "login bug",
+    "release notes",
+    "team offsite",
+    "insurance policy",
+    "expense report",
+    "tax return",
+    "client proposal",
+    "website copy",
+    "API documentation",
+    "database schema",
+    "CI pipeline",
+    "holiday schedule",
+    "board slides",
+    "hiring plan",
+    "job description",
+    "performance reviews",
+    "customer survey",
+    "support tickets",
+    "invoice #4411",
+    "invoice #2087",
+    "office lease",
+    "laptop order",
+    "conference talk",
+    "travel itinerary",
+    "dentist appointment",
+    "car service",
+    "gym membership",
+    "rent payment",
+    "grocery list",
+    "birthday gift for Mom",
+    "wedding RSVP",
+    "passport renewal",
+    "security audit",
+    "password rotation",
+    "SSL certificate",
+    "server logs",
+    "analytics dashboard",
+    "pricing page",
+    "newsletter",
+    "blog post",
+    "podcast episode",
+    "demo video",
+    "user interviews",
+    "design mockups",
+    "style guide",
+    "test plan",
+    "load tests",
+    "mobile app build",
+    "payment gateway",
+    "refund requests",
+    "shipping labels",
+    "inventory count",
+    "supplier quotes",
+    "training materials",
+    "safety checklist",
+    "meeting notes",
+    "project charter",
+    "risk register",
+    "stakeholder update",
+    "weekly report",
+    "monthly metrics",
+    "annual report",
+    "grant application",
+    "research paper",
+    "literature review",
+    "lab results",
+    "data export",
+    "backup script",
+    "README",
+    "changelog",
+    "license review",
+    "legal memo",
+    "NDA",
+    "partnership deck",
+    "sales forecast",
+    "lead list",
+    "CRM cleanup",
+    "quarterly OKRs",
+    "team retro",
+    "1:1 agenda",
+    "podcast guests",
+    "kitchen repairs",
+    "garden plan",
+    "photo album",
+    "recipe book",
+]
+QUALIFIERS = [
+    "",
+    "",
+    "",
+    "",
+    "",
+    "for the board meeting",
+    "with Sarah",
+    "with the design team",
+    "for Acme Corp",
+    "before the launch",
+    "for next sprint",
+    "with legal",
+    "for the Berlin office",
+    "for the new hire",
+    "with finance",
+    "for Monday's standup",
+    "with the client",
+    "for the v2 release",
+    "with Priya",
+    "for the audit",
+    "with marketing",
+    "for the conference",
+    "with Tom",
+    "for the family",
+    "for the school trip",
+]
 
 # ---- priority wording: (words, value), placed at the start, in the middle (before "task") or at the end ------
-PRIORITY_START = {"high": ["Urgent:", "ASAP:", "P1:", "High priority:", "Top priority -", "Critical:",
-                           "Important:", "URGENT -"],
-                  "medium": ["Medium priority:", "P2:", "Normal priority:", "Moderate priority -"],
-                  "low": ["Low priority:", "Whenever:", "P3:", "Low-key:", "No rush -", "Someday:"]}
-PRIORITY_MIDDLE = {"high": ["high priority", "urgent", "P1", "top-priority", "critical", "high-priority"],
-                   "medium": ["medium priority", "normal-priority", "P2", "medium-priority", "moderate"],
-                   "low": ["low priority", "low-key", "P3", "low-priority", "minor"]}
-PRIORITY_END = {"high": [", it's urgent", " asap", " (P1)", ", high priority", " - this is critical",
-                         ", needs to happen today", ". Top priority.", ", mark it high"],
-                "medium": [", medium priority", " (P2)", ", normal priority", ". Medium importance.",
-                           ", mark it medium"],
-                "low": [", no rush", " whenever you can", ", low priority", " (P3)", ", low-key",
-                        ". It can wait.", ", mark it low", ", whenever"]}
+PRIORITY_START = {
+    "high": ["Urgent:", "ASAP:", "P1:", "High priority:", "Top priority -", "Critical:", "Important:", "URGENT -"],
+    "medium": ["Medium priority:", "P2:", "Normal priority:", "Moderate priority -"],
+    "low": ["Low priority:", "Whenever:", "P3:", "Low-key:", "No rush -", "Someday:"],
+}
+PRIORITY_MIDDLE = {
+    "high": ["high priority", "urgent", "P1", "top-priority", "critical", "high-priority"],
+    "medium": ["medium priority", "normal-priority", "P2", "medium-priority", "moderate"],
+    "low": ["low priority", "low-key", "P3", "low-priority", "minor"],
+}
+PRIORITY_END = {
+    "high": [
+        ", it's urgent",
+        " asap",
+        " (P1)",
+        ", high priority",
+        " - this is critical",
+        ", needs to happen today",
+        ". Top priority.",
+        ", mark it high",
+    ],
+    "medium": [", medium priority", " (P2)", ", normal priority", ". Medium importance.", ", mark it medium"],
+    "low": [
+        ", no rush",
+        " whenever you can",
+        ", low priority",
+        " (P3)",
+        ", low-key",
+        ". It can wait.",
+        ", mark it low",
+        ", whenever",
+    ],
+}
 
 OPENERS = ["", "", "", "Please ", "Hey, ", "Could you ", "Can you ", "Hi! ", "Quick one: ", "I need you to "]
 CLOSERS = ["", "", "", "", ".", " please", ", thanks", " Thanks!", " please and thank you"]
@@ -95,13 +252,27 @@ def status_request(title: str, status: str, rng: random.Random) -> str:
     """Requests whose wording says the task has started or finished."""
     t = as_phrase(title, rng)
     if status == "done":
-        forms = [f"Log that I already finished {t}", f"I finished {t} - record it as done",
-                 f"Add {t} and mark it done", f"Mark {t} as completed", f"Track {t}, it's already done",
-                 f"Record a completed task: {t}", f"{t} is done, please log it", f"Done: {t}"]
+        forms = [
+            f"Log that I already finished {t}",
+            f"I finished {t} - record it as done",
+            f"Add {t} and mark it done",
+            f"Mark {t} as completed",
+            f"Track {t}, it's already done",
+            f"Record a completed task: {t}",
+            f"{t} is done, please log it",
+            f"Done: {t}",
+        ]
     else:
-        forms = [f"I'm already working on {t}, add it as in progress", f"Add {t} - status: in progress",
-                 f"Log {t} as in progress", f"Started on {t}, track it", f"Create a task {t} and mark it in progress",
-                 f"In progress: {t}", f"Track {t}; I've begun working on it", f"{t} is underway, add it"]
+        forms = [
+            f"I'm already working on {t}, add it as in progress",
+            f"Add {t} - status: in progress",
+            f"Log {t} as in progress",
+            f"Started on {t}, track it",
+            f"Create a task {t} and mark it in progress",
+            f"In progress: {t}",
+            f"Track {t}; I've begun working on it",
+            f"{t} is underway, add it",
+        ]
     return rng.choice(forms)
 
 
@@ -112,14 +283,17 @@ def creation_request(title: str, priority: str | None, rng: random.Random) -> st
     a_noun = ("an " if noun[0] in "aeiou" else "a ") + noun
     place = "none" if priority is None else rng.choice(["start", "middle", "end"])
     if place == "start":
-        body = f"{rng.choice(PRIORITY_START[priority])} {rng.choice([t, f'{verb} {t}', f'{verb} {a_noun} to {t[0].lower() + t[1:]}'])}"
+        body = f"{rng.choice(PRIORITY_START[priority])} {rng.choice([t, f'{verb} {t}', f'{verb} {a_noun} to {t[0].lower() + t[1:]}'])}"  # noqa: E501
         return body + closer(body, rng)
     imperative, other = [], []  # imperative forms take any opener ("Could you add ..."), the others only neutral ones
     if place == "middle":
         adj = rng.choice(PRIORITY_MIDDLE[priority])
         article = "an" if adj[0].lower() in "aeiou" else "a"
-        imperative = [f"{verb} {article} {adj} {noun}: {t}", f"{verb} {article} {adj} {noun} for {t}",
-                      f"{verb} {t} as {article} {adj} {noun}"]
+        imperative = [
+            f"{verb} {article} {adj} {noun}: {t}",
+            f"{verb} {article} {adj} {noun} for {t}",
+            f"{verb} {t} as {article} {adj} {noun}",
+        ]
         other = [f"new {adj} {noun} - {t}", f"{adj} {noun}: {t}"]
     elif place == "end":
         end = rng.choice(PRIORITY_END[priority])
@@ -127,8 +301,12 @@ def creation_request(title: str, priority: str | None, rng: random.Random) -> st
         other = [f"new {noun}: {t}{end}", f"{noun} - {t}{end}"]
     else:
         low = t[0].lower() + t[1:]
-        imperative = [f"{verb} {a_noun}: {t}", f"{verb} {a_noun} to {low}", f"remind me to {low}",
-                      f"{verb} {t} to my list"]
+        imperative = [
+            f"{verb} {a_noun}: {t}",
+            f"{verb} {a_noun} to {low}",
+            f"remind me to {low}",
+            f"{verb} {t} to my list",
+        ]
         other = [f"new {noun}: {t}", f"I need to {low}, {verb} it", f"{noun}: {t}"]
     if rng.random() < len(imperative) / (len(imperative) + len(other)):
         opener, form = rng.choice(OPENERS), rng.choice(imperative)
@@ -164,16 +342,22 @@ def worse_answer(answer: dict, rng: random.Random) -> str:
     if mistake == "priority":
         return json.dumps({**answer, "priority": rng.choice([p for p in ("high", "medium", "low") if p != priority])})
     if mistake == "status":
-        return json.dumps({**answer, "status": rng.choice([s for s in ("pending", "in_progress", "done") if s != status])})
+        return json.dumps(
+            {**answer, "status": rng.choice([s for s in ("pending", "in_progress", "done") if s != status])}
+        )
     if mistake == "title":
         words = title.split()
-        short = " ".join(words[:max(1, len(words) // 2)])
+        short = " ".join(words[: max(1, len(words) // 2)])
         wrong = rng.choice([short, title.lower(), f"Task: {title}", title.replace(words[0], "Do", 1)])
         return json.dumps({**answer, "title": wrong if wrong != title else short + "..."})
     if mistake == "prose":
-        return rng.choice([f"Sure! I've created the task \"{title}\" with {priority} priority.",
-                           f"Done - {title} is on your list ({priority} priority, {status.replace('_', ' ')}).",
-                           f"OK, added {title}."])
+        return rng.choice(
+            [
+                f'Sure! I\'ve created the task "{title}" with {priority} priority.',
+                f"Done - {title} is on your list ({priority} priority, {status.replace('_', ' ')}).",
+                f"OK, added {title}.",
+            ]
+        )
     if mistake == "missing":
         drop = rng.choice(["priority", "status"])
         return json.dumps({k: v for k, v in answer.items() if k != drop})
@@ -186,20 +370,28 @@ def worse_answer(answer: dict, rng: random.Random) -> str:
 
 def preference_pair(title: str, rng: random.Random) -> dict:
     example = task_example(title, rng)
-    return {"prompt": example["input"], "chosen": example["output"],
-            "rejected": worse_answer(json.loads(example["output"]), rng)}
+    return {
+        "prompt": example["input"],
+        "chosen": example["output"],
+        "rejected": worse_answer(json.loads(example["output"]), rng),
+    }
 
 
 def paragraph(titles: list[str], rng: random.Random) -> dict:
     from corpus_parts import CONNECTIVES, EXAMPLES, STATUS_WORDS, TOPICS
+
     topic = rng.choice(sorted(TOPICS))
     sentences = rng.sample(TOPICS[topic], rng.randint(3, min(5, len(TOPICS[topic]))))
-    sentences = [(c + s[0].lower() + s[1:]) if c else s for s, c in
-                 ((s, rng.choice(CONNECTIVES)) for s in sentences)]
+    sentences = [(c + s[0].lower() + s[1:]) if c else s for s, c in ((s, rng.choice(CONNECTIVES)) for s in sentences)]
     example = task_example(rng.choice(titles), rng)
     answer = json.loads(example["output"])
-    worked = rng.choice(EXAMPLES).format(title=answer["title"], priority=answer["priority"], json=example["output"],
-                                         status_words=STATUS_WORDS[answer["status"]], request=example["input"])
+    worked = rng.choice(EXAMPLES).format(
+        title=answer["title"],
+        priority=answer["priority"],
+        json=example["output"],
+        status_words=STATUS_WORDS[answer["status"]],
+        request=example["input"],
+    )
     sentences.insert(rng.randint(1, len(sentences)), worked)
     return {"text": " ".join(sentences)}
 
@@ -214,7 +406,7 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
 def main() -> None:
     rng = random.Random(0)
     titles = make_titles(rng)
-    sft_titles, rest = titles[:SFT_TRAIN + SFT_TEST], titles[SFT_TRAIN + SFT_TEST:]
+    sft_titles, rest = titles[: SFT_TRAIN + SFT_TEST], titles[SFT_TRAIN + SFT_TEST :]
     sft = [task_example(t, rng) for t in sft_titles]
     write_jsonl(HERE / "task_api" / "train.jsonl", sft[:SFT_TRAIN])
     write_jsonl(HERE / "task_api" / "test.jsonl", sft[SFT_TRAIN:])
@@ -222,7 +414,7 @@ def main() -> None:
     pref = [preference_pair(t, rng) for t in rest[:n_pref]]
     write_jsonl(HERE / "task_preferences" / "train.jsonl", pref[:PREF_TRAIN])
     write_jsonl(HERE / "task_preferences" / "test.jsonl", pref[PREF_TRAIN:])
-    prompts = [task_example(t, rng) for t in rest[n_pref:n_pref + RL_TRAIN + RL_TEST]]
+    prompts = [task_example(t, rng) for t in rest[n_pref : n_pref + RL_TRAIN + RL_TEST]]
     prompts = [{"prompt": e["input"], "expected": e["output"]} for e in prompts]
     write_jsonl(HERE / "task_prompts" / "train.jsonl", prompts[:RL_TRAIN])
     write_jsonl(HERE / "task_prompts" / "test.jsonl", prompts[RL_TRAIN:])
