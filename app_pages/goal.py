@@ -5,11 +5,11 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from engine import data as datasets
 from engine import plans, users
 from engine.hardware import this_computer
 from engine.recommend import METHOD_NAMES, apply_to_spec, compare_dataset, lesson, recommend
 from engine.spec import STAGE_NAMES
+from ui.datastats import count_rows
 
 LESSON = lesson()
 
@@ -18,15 +18,10 @@ def stage_name(stage: str) -> str:
     return STAGE_NAMES[stage][:1].upper() + STAGE_NAMES[stage][1:]
 
 
-@st.cache_data(show_spinner=False, max_entries=16)
-def count_rows(path: str, stage: str, mtime: float) -> int:  # mtime: a changed file is counted again
-    return datasets.check(path, stage).rows
-
-
 st.title("🎯 What should the model learn?")
 st.write(
     "Fine-tuning is not one thing: some training adds **skills**, some shapes **behaviour**. "
-    "Tick everything you need. We put the training steps in order and tell you why."
+    "Tick everything you need. We put the training stages in order and tell you why."
 )
 with st.expander("The three kinds of training, and what each costs"):
     st.table(pd.DataFrame(LESSON["spectrum"]).set_index("Kind"))
@@ -119,7 +114,7 @@ spec = st.session_state.spec
 target = next((d for d in rec.data_by_stage if d.stage == spec.stage), rec.data)
 n_examples = None
 if spec.dataset_name and Path(spec.dataset_name).is_file():
-    n_examples = count_rows(spec.dataset_name, target.stage, Path(spec.dataset_name).stat().st_mtime)
+    n_examples = count_rows(spec.dataset_name, target.stage)
     st.caption(
         f"Your dataset **{Path(spec.dataset_name).name}** has {n_examples:,} usable rows for "
         f"{STAGE_NAMES[target.stage]}."

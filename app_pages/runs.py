@@ -5,7 +5,7 @@ import time
 
 import streamlit as st
 
-from engine import monitor, runs, users
+from engine import monitor, rundir, runs, users
 from engine.recommend import METHOD_NAMES
 from engine.runs import executors, pipeline
 from ui.monitor import STAGE_SHORT, STATE_ICONS, compare, live_run
@@ -16,7 +16,8 @@ user = actor()
 st.title("Runs")
 workshop = users.mode() == "workshop"
 st.caption(
-    "Runs keep training when you close the browser; come back any time. One run per GPU at a time; "
+    "Runs keep training when you close the browser; come back any time. "
+    + ("One run per GPU at a time; " if runs.gpu_count() else "One run at a time on this computer's processor; ")
     + (
         "waiting runs take turns across students, so everyone's first run starts before anyone's second."
         if workshop
@@ -122,12 +123,22 @@ if line := tracker_line(run["run_dir"]):
     st.caption(line)
 if run["state"] in ("stopped", "failed", "completed"):
     resume_col, remove_col = st.columns(2)
-    if run["state"] != "completed" and resume_col.button("Resume from the last checkpoint", key=f"resume-{chosen}"):
-        try:
-            runs.resume(chosen, user)
-            st.rerun()
-        except runs.RunError as e:
-            st.error(str(e))
+    resumable = rundir.last_checkpoint(run["run_dir"]) is not None or (run["pipeline"] and not run["started_at"])
+    if run["state"] != "completed" and resumable:
+        if resume_col.button("Resume from the last checkpoint", key=f"resume-{chosen}"):
+            try:
+                runs.resume(chosen, user)
+                st.rerun()
+            except runs.RunError as e:
+                st.error(str(e))
+    elif run["state"] != "completed":
+        resume_col.caption("No checkpoint yet to resume from (one is saved every few steps, see save steps).")
+        if resume_col.button("Start again with the same settings", key=f"again-{chosen}"):
+            try:
+                st.session_state.current_run = runs.submit(runs.spec_of(run), user)
+                st.rerun()
+            except runs.RunError as e:
+                st.error(str(e))
     confirming = st.session_state.get("confirm_remove") == chosen
     if not confirming and remove_col.button(
         "Remove this run…",
@@ -156,5 +167,7 @@ if run["state"] in ("stopped", "failed", "completed"):
 st.divider()
 st.subheader("Compare runs")
 picked = st.multiselect("Runs to overlay", ids, default=ids[:2] if len(ids) > 1 else ids, format_func=label)
-if picked:
+if len(picked) > 1:
     compare([r for r in all_runs if r["id"] in picked])
+else:
+    st.caption("Pick two or more runs to overlay their loss curves and see which settings differ.")

@@ -6,8 +6,10 @@ from pathlib import Path
 import streamlit as st
 
 from engine import access, data, models, paths, runs
+from engine.hardware import this_computer
 from engine.recommend import METHOD_NAMES
 from engine.spec import METHODS, REPORT_TO, STAGE_NAMES, STAGES, RunSpec, SpecError
+from ui.datastats import count_rows
 from ui.monitor import live_run
 from ui.session import actor
 
@@ -47,6 +49,29 @@ st.caption(
     "Settings come from the earlier steps; change anything here. Start puts the run in the queue, and it "
     "trains in its own process: closing this tab or restarting the app does not stop it."
 )
+
+here, planned = this_computer(), st.session_state.get("hardware")
+if planned is not None and not planned.detected and planned.kind != here.kind:
+    st.warning(
+        f"Your plan is for **{planned.name}**, but runs train on this computer (**{here.name}**): the estimates "
+        "on the Estimate page are for the planned machine, not this one."
+    )
+try:
+    rows = count_rows(spec.dataset_name, spec.stage)
+except (OSError, ValueError):
+    rows = 0
+per_step = spec.per_device_train_batch_size * spec.gradient_accumulation_steps * spec.num_processes
+if rows and spec.max_steps > 0:
+    seen = spec.max_steps * per_step
+    st.caption(
+        f"Your plan trains **{spec.max_steps} steps × {per_step} examples = {seen:,} examples**, "
+        f"{seen / rows:.2g} of one pass over the data's {rows:,} rows (Max steps wins over Epochs)."
+    )
+elif rows:
+    st.caption(
+        f"Your plan trains **{spec.num_train_epochs:g} pass(es) over {rows:,} rows = about "
+        f"{max(1, round(rows * spec.num_train_epochs / per_step)):,} steps** of {per_step} examples."
+    )
 
 launched = "current_run" in st.session_state
 if launched:  # the run you started comes first; the form folds away below it

@@ -100,7 +100,7 @@ def test_runs_page_follows_a_growing_run_directory(tmp_path, monkeypatch):
     at.switch_page("app_pages/runs.py")
     at.run()
     assert not at.exception, at.exception
-    assert len(at.get("plotly_chart")) == 2, "the loss chart (and the comparison); the others on request"
+    assert len(at.get("plotly_chart")) == 1, "the loss chart; the others on request (no comparison of one run)"
     at.toggle(key=f"more-{run_id}").set_value(True).run()
     assert any(f"Run {run_id}: running" in m.value for m in at.markdown)
     bar = at.get("progress")[0]
@@ -138,3 +138,15 @@ def test_train_page_picks_data_and_rewards_and_checks_the_data_at_start():
     at.run()
     assert any("train.jsonl cannot be used for supervised fine-tuning" in e.value for e in at.error)
     assert runs.list_runs(OWNER) == [], "nothing was launched"
+
+
+def test_a_stopped_run_without_a_checkpoint_offers_to_start_again_not_to_resume(tmp_path, monkeypatch):
+    monkeypatch.setattr(runs, "reconcile", lambda db: None)
+    run_id, run_dir = fake_run(tmp_path, steps=10)
+    runs.connect().execute("UPDATE runs SET state='stopped', config='stage: sft' WHERE id=?", (run_id,))
+    at = app()
+    at.switch_page("app_pages/runs.py")
+    at.run()
+    labels = [b.label for b in at.button]
+    assert "Start again with the same settings" in labels and "Resume from the last checkpoint" not in labels
+    assert any("No checkpoint yet" in c.value for c in at.caption)

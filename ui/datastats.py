@@ -23,6 +23,19 @@ def file_version(path: Path) -> tuple:
         return 0, 0
 
 
+def count_rows(path: str, stage: str) -> int:
+    """Usable rows of a data file for a stage (the bundled set's when path is empty), cached per file version."""
+    file = Path(path) if path else bundled(stage)
+    return _rows(str(file), stage, file_version(file))
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _rows(path: str, stage: str, version: tuple) -> int:
+    from engine.data import check
+
+    return check(path, stage).rows
+
+
 @st.cache_data(show_spinner="Tokenizing a sample (a few seconds)…", max_entries=32)
 def cached_stats(path: str, stage: str, max_length: int, version: tuple, model: str, acting: str = "") -> dict:
     cmd = [

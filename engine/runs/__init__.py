@@ -242,6 +242,12 @@ def stop(run_id: int, actor: User) -> dict:
     return get(run_id, actor)
 
 
+def spec_of(run: dict) -> RunSpec:
+    """A run's settings, as a new run would take them (its own directory left out): "start again"."""
+    values = yaml.safe_load(run["config"] or "{}") or {}
+    return RunSpec.from_dict({**values, "output_dir": ""})
+
+
 def resume(run_id: int, actor: User) -> dict:
     run = get(run_id, actor)
     if run["state"] not in ("stopped", "failed"):
