@@ -69,7 +69,7 @@ def start_run(tab, model, steps, another=False):
     if another:  # the run started from this tab comes first; the form folds away below it
         tab.get_by_text("Start another run").click()
     tab.get_by_role("textbox", name="Model", exact=True).fill(model)
-    tab.get_by_role("spinbutton", name="Max steps (-1 = whole epochs)").fill(str(steps))
+    tab.get_by_role("spinbutton", name="Max steps (optimizer steps; -1 = use Epochs)").fill(str(steps))
     tab.get_by_role("spinbutton", name="Batch size per device").fill("2")
     tab.get_by_role("button", name="Start training").click()
     tab.get_by_text("python -m engine.train --config").first.wait_for(timeout=300_000)
