@@ -19,18 +19,18 @@ import json
 import multiprocessing
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
+sys.path.insert(0, str(REPO / "tests"))
+from conftest import start_app  # noqa: E402  (one way to start the app, shared with the tests)
 
 
 def student(args):
@@ -113,23 +113,7 @@ def main():
             cwd=REPO,
         )
     make_tiny_model(model)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen(
-        [sys.executable, "-m", "engine.serve", "--workshop", "--port", str(port)],
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(120):
-        try:
-            urllib.request.urlopen(f"{url}/_stcore/health", timeout=1)
-            break
-        except OSError:
-            time.sleep(0.5)
+    url, server = start_app("--workshop")  # as `make workshop` starts it, once it answers its health check
     barrier = multiprocessing.Manager().Barrier(a.students)
     t0 = time.time()
     with multiprocessing.Pool(a.students) as pool:
@@ -147,7 +131,7 @@ def main():
     while any(r["state"] in ("queued", "running") for r in runs.list_runs(teach)):
         time.sleep(2)
     listed = runs.list_runs(teach)
-    server.kill()
+    os.killpg(server.pid, 9)  # the server and the Streamlit process it started
     order = [r["owner"] for r in sorted(listed, key=lambda r: r["started_at"] or 0)]
     seen, second_before_first = set(), False
     for owner in order:

@@ -12,11 +12,11 @@ import time
 from pathlib import Path
 
 import pytest
+from test_runs import finished, spec
 
 from conftest import run_cli, wait_for
 from engine import rundir, runs
 from engine.runs import ray as ray_executor
-from engine.spec import RunSpec
 from engine.users import OWNER
 
 pytest.importorskip("ray")
@@ -44,23 +44,8 @@ def on_cluster(cluster, monkeypatch):
 
 
 def short(model, steps, **kw):
-    """The embedded model, short rows: a few seconds a step on a shared CPU."""
-    return RunSpec(
-        **{
-            "model_name_or_path": str(model),
-            "max_steps": steps,
-            "per_device_train_batch_size": 2,
-            "max_length": 64,
-            "save_steps": 2,
-            "eval_steps": 10_000,
-            **kw,
-        }
-    )
-
-
-def ended(run_id):
-    run = runs.get(run_id, OWNER)
-    return run if run["state"] in ("completed", "failed", "stopped") else None
+    """test_runs' run with short rows: a few seconds a step of the embedded model on a shared CPU."""
+    return spec(model, steps, **{"max_length": 64, "save_steps": 2, **kw})
 
 
 def steps_logged(run):
@@ -102,7 +87,7 @@ def test_two_runs_train_at_once_one_stopped_and_resumed_the_app_restarts_meanwhi
     config.write_text(config.read_text().replace("max_steps: 100000", f"max_steps: {checkpoint + 2}"))
 
     runs.resume(a, OWNER)
-    done_a, done_b = wait_for(lambda: ended(a), timeout=300), wait_for(lambda: ended(b), timeout=300)
+    done_a, done_b = wait_for(lambda: finished(a), timeout=300), wait_for(lambda: finished(b), timeout=300)
     assert done_b["state"] == "completed", done_b["error"]
     assert done_a["state"] == "completed", done_a["error"]
     assert steps_logged(done_a) == list(range(1, checkpoint + 3)), "the resumed run continues from its checkpoint"
@@ -123,7 +108,7 @@ def test_a_broken_config_fails_with_its_sentence_on_the_runs_page(on_cluster, ti
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "no completion here"}\n' * 3)
     run_id = runs.submit(short(tiny_model, 2, dataset_name=str(bad)), OWNER)
-    run = wait_for(lambda: ended(run_id), timeout=180)
+    run = wait_for(lambda: finished(run_id), timeout=180)
     assert run["state"] == "failed" and run["error"] and "exited with code" not in run["error"], run["error"]
     at = AppTest.from_file(str(runs.paths.REPO / "app.py"), default_timeout=60)
     at.run()
@@ -179,7 +164,7 @@ def test_a_node_dying_with_a_run_fails_it_with_the_reason(on_cluster, tiny_model
     victim = next(i for i in ids if runs.get(i, OWNER)["node"] == second.label)
     wait_for(lambda: rundir.last_checkpoint(runs.get(victim, OWNER)["run_dir"]), timeout=240)
     os.killpg(on_cluster.groups[1], signal.SIGKILL)  # the second node's raylet and agents: a machine gone
-    lost = wait_for(lambda: ended(victim), timeout=120)
+    lost = wait_for(lambda: finished(victim), timeout=120)
     assert lost["state"] == "failed" and "its node stopped answering" in lost["error"], lost["error"]
     assert "resume it to continue" in lost["error"] and rundir.last_checkpoint(lost["run_dir"])
     for i in ids:

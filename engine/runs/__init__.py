@@ -180,8 +180,7 @@ def reconcile(db) -> None:
         "SELECT w.after_run FROM runs w JOIN runs r ON r.id = w.after_run WHERE "
         "w.state='waiting' AND r.state='completed'"
     ).fetchall():  # ended while no one released it
-        for next_id in pipeline.release(db, run["after_run"]):
-            local.start_supervisor(next_id)
+        pipeline.release(db, run["after_run"])
 
 
 def list_runs(actor: User) -> list[dict]:
@@ -264,8 +263,7 @@ def resume(run_id: int, actor: User) -> dict:
         if not run["after_run"]:
             local.start_supervisor(run_id)
         elif ready:
-            for next_id in pipeline.release(db, run["after_run"]):
-                local.start_supervisor(next_id)
+            pipeline.release(db, run["after_run"])
         return get(run_id, actor)
     if rundir.last_checkpoint(run["run_dir"]) is None:
         raise RunError(f"Run {run_id} has no checkpoint to resume from; start it again instead.")

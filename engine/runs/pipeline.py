@@ -19,6 +19,7 @@ from pathlib import Path
 import yaml
 
 from engine import data, rundir
+from engine.runs import local
 from engine.runs.registry import RunError
 from engine.spec import STAGE_NAMES, RunSpec
 
@@ -77,8 +78,8 @@ def sources(db: sqlite3.Connection, run: sqlite3.Row) -> dict:
 
 
 def release(db: sqlite3.Connection, run_id: int) -> list[int]:
-    """After run_id ended: if it completed, fill in and queue the stage waiting for it. Returns the ids queued;
-    the caller starts their supervisors."""
+    """After run_id ended: if it completed, fill in and queue the stage waiting for it, and start its supervisor
+    (which hands it to the executor when its turn comes). Returns the ids queued."""
     done = db.execute("SELECT state FROM runs WHERE id=?", (run_id,)).fetchone()
     if done is None or done["state"] != "completed":
         return []
@@ -96,6 +97,7 @@ def release(db: sqlite3.Connection, run_id: int) -> list[int]:
         ).rowcount
         if changed:
             rundir.write_status(run["run_dir"], "queued", error=None)
+            local.start_supervisor(run["id"])
             queued.append(run["id"])
     return queued
 

@@ -134,7 +134,6 @@ def record_end(db: sqlite3.Connection, run_id: int, code: int | None, reason: st
         (state, error, time.time(), json.dumps(status.get("final_metrics") or {}), run_id),
     )
     if state == "completed" and run["pipeline"]:  # the next stage of its pipeline starts from this result
-        from engine.runs import local, pipeline
+        from engine.runs import pipeline
 
-        for next_id in pipeline.release(db, run_id):
-            local.start_supervisor(next_id)
+        pipeline.release(db, run_id)
