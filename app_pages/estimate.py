@@ -115,6 +115,22 @@ optimizer = left.selectbox(
     index=list(OPTIMIZERS).index(spec.optim) if spec.optim in OPTIMIZERS else 0,
     help="How the weights are updated. AdamW (the default) suits almost every run; the 8-bit ones save GPU memory.",
 )
+distributed, offload = "ddp", False
+if gpu.count > 1:  # several GPUs: a whole copy on each (DDP) or the model sharded across them (FSDP)
+    distributed = left.radio(
+        f"How the {gpu.count} GPUs share the model",
+        ["ddp", "fsdp"],
+        index=["ddp", "fsdp"].index(spec.distributed),
+        horizontal=True,
+        format_func={"ddp": "A whole copy on each (DDP)", "fsdp": "Sharded across them (FSDP)"}.get,
+        help="DDP is simplest and fastest when the model fits one GPU. FSDP splits the weights, gradients and "
+        "optimizer state between the GPUs and gathers one layer at a time, so a model too big for one GPU trains.",
+    )
+    offload = left.checkbox(
+        "Keep the shards in CPU memory (FSDP offload; slower, for the largest models)",
+        spec.fsdp_offload,
+        disabled=distributed != "fsdp",
+    )
 # The plan's data (the stage's bundled set unless the Data page chose a file): its rows and its tokens per example,
 # cut at the sequence length. A run capped at max_steps sees steps x batch x accumulation examples.
 user = actor()
@@ -154,6 +170,9 @@ try:
         examples=int(examples),
         epochs=epochs,
         tokens_per_example=min(int(tokens_each), seq),
+        gpus=gpu.count,
+        distributed=distributed,
+        offload=offload and distributed == "fsdp",
     )
     est = estimate_run(req, gpu)
 except EstimateError as e:
@@ -162,7 +181,7 @@ except EstimateError as e:
 
 a, b, c, d = st.columns(4)
 a.metric(
-    f"Peak {memory_word}" if on_gpu else f"Peak memory ({memory_word})",
+    (f"Peak {memory_word}" + (" per GPU" if gpu.count > 1 else "")) if on_gpu else f"Peak memory ({memory_word})",
     f"{est.peak_gib:.1f} GiB",
     f"{est.headroom_gib:+.1f} GiB headroom",
     delta_color="normal" if est.fits else "inverse",
@@ -189,6 +208,14 @@ else:
     st.error(
         f"Does not fit: needs {est.peak_gib:.1f} GiB, {has} (short by {-est.headroom_gib:.1f} GiB). "
         f"Cheapest change: {est.fix}."
+    )
+if est.sharding:
+    st.info(est.sharding + " Choose “Sharded across them (FSDP)” above.")
+elif distributed == "fsdp":
+    st.caption(
+        "FSDP figures are per GPU: this GPU's share of the weights, gradients and optimizer state, the layers "
+        "gathered at the moment, and the activations of its own micro-batch. Not yet measured on GPUs here; "
+        "the arithmetic is checked against published FSDP + QLoRA peaks (bench/results/fsdp_per_gpu.md)."
     )
 
 fig = go.Figure()
@@ -270,7 +297,11 @@ if st.button("Use these settings for training", type="primary"):
         gradient_checkpointing=ckpt,
         lora_r=lora_r,
         optim=optimizer,
+        distributed=distributed,
+        fsdp_offload=offload and distributed == "fsdp",
     )
+    if gpu.count > 1:
+        changes["num_processes"] = gpu.count
     if int(examples) != default_examples or batch != spec.per_device_train_batch_size and planned:
         changes["max_steps"] = math.ceil(int(examples) * epochs / (batch * accum))  # the examples timed above
     st.session_state.spec = apply_to_spec(spec, **changes)
@@ -279,6 +310,11 @@ if st.button("Use these settings for training", type="primary"):
         f"Saved to your plan: {STAGE_NAMES[saved.stage]}, {METHOD_NAMES[saved.method]}, "
         f"{EMBEDDED_LABEL if saved.model_name_or_path == 'embedded' else saved.model_name_or_path}, "
         f"{saved.max_length} tokens, batch {saved.per_device_train_batch_size}, "
+        + (
+            f"{saved.num_processes} GPUs ({'FSDP' if saved.distributed == 'fsdp' else 'DDP'}), "
+            if saved.num_processes > 1
+            else ""
+        )
         + (f"{saved.max_steps} steps" if saved.max_steps > 0 else f"{saved.num_train_epochs:g} epoch(s)")
         + ". The Train page will use them; the tokens per example come from the data."
     )

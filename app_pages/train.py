@@ -167,6 +167,26 @@ with form_area, st.form("train"):
         help="What scores RL's answers: checks that can be verified (engine/checks.py), or a "
         "reward model you trained (a finished reward-model run)",
     )
+    gpus_here = runs.gpu_count()
+    procs, sharing, offload = spec.num_processes, spec.distributed, spec.fsdp_offload
+    if gpus_here > 1 or spec.num_processes > 1:  # several GPUs: how many, and how they share the model
+        procs = left.number_input(
+            "GPUs for this run (one training process each)",
+            min_value=1,
+            max_value=max(gpus_here, spec.num_processes),
+            value=spec.num_processes,
+        )
+        sharing = right.selectbox(
+            "How the GPUs share the model",
+            ["ddp", "fsdp"],
+            index=["ddp", "fsdp"].index(spec.distributed),
+            format_func={"ddp": "A whole copy on each (DDP)", "fsdp": "Sharded across them (FSDP)"}.get,
+            help="DDP when the model fits one GPU (fastest); FSDP splits weights, gradients and optimizer state "
+            "across the GPUs, for models too big for one. The Estimate page says which fits.",
+        )
+        offload = right.checkbox(
+            "FSDP: keep the shards in CPU memory (slower; the largest models)", value=spec.fsdp_offload
+        )
     tracking = left.selectbox(
         "Experiment tracking",
         REPORT_TO,
@@ -198,6 +218,9 @@ if start:
                 "method": method,
                 "model_name_or_path": chosen_model,
                 "dataset_name": dataset,
+                "num_processes": int(procs),
+                "distributed": sharing,
+                "fsdp_offload": bool(offload) and sharing == "fsdp",
                 "max_steps": int(max_steps),
                 "num_train_epochs": epochs,
                 "learning_rate": lr,

@@ -21,7 +21,7 @@ import yaml
 
 from engine import catalog, paths, vram
 from engine.models import ModelError
-from engine.spec import METHODS, STAGES, RunSpec
+from engine.spec import DISTRIBUTED, METHODS, STAGES, RunSpec
 
 _DEFAULT = RunSpec()
 
@@ -57,6 +57,9 @@ class EstimateRequest:
     examples: int = 1000
     epochs: float = _DEFAULT.num_train_epochs
     tokens_per_example: int = 0  # mean tokens of an example; 0 = every example fills seq
+    gpus: int = 1  # processes training together, one per GPU (RunSpec.num_processes)
+    distributed: str = _DEFAULT.distributed  # ddp | fsdp (engine/distributed.py)
+    offload: bool = _DEFAULT.fsdp_offload  # fsdp: shards wait in CPU memory
 
     def __post_init__(self):
         if self.stage not in STAGES:
@@ -73,6 +76,10 @@ class EstimateRequest:
                 raise EstimateError(f"{name} is {getattr(self, name)}; give a whole number from {low} to {high}.")
         if not 0 < self.epochs <= 1000:
             raise EstimateError(f"epochs is {self.epochs}; give a number above 0 and at most 1000.")
+        if not 1 <= self.gpus <= 1024:
+            raise EstimateError(f"gpus is {self.gpus}; give a whole number from 1 to 1024.")
+        if self.distributed not in DISTRIBUTED:
+            raise EstimateError(f"Unknown distributed mode '{self.distributed}'. Choose ddp or fsdp.")
         if self.optimizer not in vram.OPTIMIZERS:
             raise EstimateError(f"Unknown optimizer '{self.optimizer}'. Choose one of: {', '.join(vram.OPTIMIZERS)}.")
         if self.attn not in ("sdpa", "flash_attention_2", "eager"):
@@ -98,6 +105,9 @@ class Estimate:
     hours: float = 0.0
     usd: float | None = None
     fix: str = ""  # the cheapest change that makes a run that does not fit, fit
+    gpus: int = 1  # the figures are per GPU, each of this many
+    distributed: str = "ddp"
+    sharding: str = ""  # engine.estimate.sharding_advice: FSDP would fit where DDP does not
 
 
 def load_gpu(key: str) -> Gpu:
@@ -159,6 +169,9 @@ def _plan(req: EstimateRequest) -> vram.MemoryPlan:
         lora_dropout=req.lora_dropout,
         optimizer=req.optimizer,
         attn=req.attn,
+        gpus=req.gpus,
+        distributed=req.distributed,
+        offload=req.offload,
     )
 
 
@@ -179,6 +192,9 @@ def request_for(spec: RunSpec, model: str | None = None) -> EstimateRequest:
         lora_targets=spec.lora_target_modules,
         lora_dropout=spec.lora_dropout,
         optimizer=spec.optim,
+        gpus=spec.num_processes,
+        distributed=spec.distributed,
+        offload=spec.fsdp_offload,
     )
 
 
@@ -225,7 +241,7 @@ def hours(req: EstimateRequest, gpu: Gpu) -> tuple[float, float]:
     gpu_s = step_tokens * flops_per_token / (gpu.tflops_bf16 * 1e12 * mfu)
     host_s = cls.get("host_ms_per_layer", {}).get(req.method, 0.0) / 1000 * shape.layers
     host_s *= (1.3 if req.grad_ckpt else 1.0) * (1.3 if req.stage == "dpo" else 1.0)
-    seconds = tokens / step_tokens * math.hypot(gpu_s, host_s) / gpu.count
+    seconds = tokens / step_tokens * math.hypot(gpu_s, host_s) / max(req.gpus, gpu.count)
     return tokens, seconds / 3600
 
 
@@ -267,6 +283,15 @@ def cheapest_fix(req: EstimateRequest, capacity_gib: float) -> str:
         )
     if req.optimizer.startswith("adamw_torch"):
         tries.append((replace(req, optimizer="paged_adamw_8bit"), "use the 8-bit optimizer paged_adamw_8bit"))
+    if req.gpus > 1 and req.distributed == "ddp":
+        tries.append(
+            (
+                replace(req, distributed="fsdp"),
+                f"shard the model across the {req.gpus} GPUs with FSDP (distributed: fsdp)",
+            )
+        )
+    if req.distributed == "fsdp" and not req.offload:
+        tries.append((replace(req, offload=True), "keep the shards in CPU memory (fsdp_offload; slower)"))
     for m in ("lora", "qlora"):
         if METHODS.index(m) > METHODS.index(req.method):
             tries.append((replace(req, method=m), f"switch to {m.upper() if m == 'qlora' else 'LoRA'}"))
@@ -313,8 +338,28 @@ def mean_tokens(lengths: list[int], seq: int) -> int:
     return round(sum(min(n, seq) for n in lengths) / len(lengths)) if lengths else 0
 
 
+def sharding_advice(req: EstimateRequest, capacity_gib: float) -> str:
+    """A sentence when a several-GPU run does not fit as DDP (a whole copy per GPU) but does with FSDP, saying why;
+    "" otherwise."""
+    if req.gpus < 2 or req.distributed != "ddp" or peak_gib(req) <= capacity_gib:
+        return ""
+    sharded = replace(req, distributed="fsdp")
+    if peak_gib(sharded) > capacity_gib:
+        sharded = replace(sharded, offload=True)
+        if peak_gib(sharded) > capacity_gib:
+            return ""
+    how = "FSDP with its shards in CPU memory (distributed: fsdp, fsdp_offload)" if sharded.offload else "FSDP"
+    return (
+        f"With DDP every one of the {req.gpus} GPUs holds the whole model, its gradients and optimizer state: "
+        f"{peak_gib(req):.1f} GiB each, more than {capacity_gib:.0f} GiB. {how} splits them {req.gpus} ways and "
+        f"gathers one layer at a time: {peak_gib(sharded):.1f} GiB per GPU."
+    )
+
+
 def estimate_run(req: EstimateRequest, gpu: Gpu | None = None) -> Estimate:
     gpu = gpu or load_gpu(req.gpu)
+    if gpu.count > 1 and req.gpus == 1:  # the hardware's GPUs train together (one process each)
+        req = replace(req, gpus=gpu.count)
     shape = _shape(req.model)
     parts = vram.breakdown_bytes(shape, _plan(req))
     peak = sum(parts.values()) / vram.GIB
@@ -334,7 +379,10 @@ def estimate_run(req: EstimateRequest, gpu: Gpu | None = None) -> Estimate:
         max_seq=largest_fitting(req, gpu.vram_gib, "seq", 131072, step=128),
         tokens=tokens,
         hours=hrs,
-        usd=None if gpu.usd_per_hour is None else round(hrs * gpu.usd_per_hour * gpu.count, 2),
+        usd=None if gpu.usd_per_hour is None else round(hrs * gpu.usd_per_hour * max(gpu.count, req.gpus), 2),
+        gpus=req.gpus,
+        distributed=req.distributed,
+        sharding=sharding_advice(req, gpu.vram_gib),
     )
     if not est.fits:
         est.fix = cheapest_fix(req, gpu.vram_gib)
@@ -357,6 +405,9 @@ def main(argv=None) -> int:
     p.add_argument("--optimizer", default=_DEFAULT.optim)
     p.add_argument("--attn", default="sdpa")
     p.add_argument("--gpu", default="h200", help="preset key from engine/assets/gpus.yaml")
+    p.add_argument("--gpus", type=int, default=1, help="GPUs training together; figures are per GPU")
+    p.add_argument("--distributed", default=_DEFAULT.distributed, choices=DISTRIBUTED)
+    p.add_argument("--offload", action="store_true", help="fsdp: keep the shards in CPU memory")
     p.add_argument("--examples", type=int, default=1000)
     p.add_argument("--epochs", type=float, default=_DEFAULT.num_train_epochs)
     p.add_argument("--json", action="store_true")
@@ -373,6 +424,9 @@ def main(argv=None) -> int:
             optimizer=a.optimizer,
             attn=a.attn,
             gpu=a.gpu,
+            gpus=a.gpus,
+            distributed=a.distributed,
+            offload=a.offload,
             examples=a.examples,
             epochs=a.epochs,
         )
@@ -383,8 +437,9 @@ def main(argv=None) -> int:
     if a.json:
         print(json.dumps(asdict(est), indent=1))
         return 0
+    per = f" per GPU, each of {est.gpus} ({est.distributed.upper()})" if est.gpus > 1 else ""
     print(
-        f"{est.model} on {est.gpu}: {est.peak_gib:.1f} GiB of {est.capacity_gib:.0f} -> "
+        f"{est.model} on {est.gpu}: {est.peak_gib:.1f} GiB{per} of {est.capacity_gib:.0f} -> "
         + ("fits" if est.fits else f"does NOT fit (short by {-est.headroom_gib:.1f} GiB)")
     )
     for part, gib in est.breakdown_gib.items():
@@ -395,6 +450,8 @@ def main(argv=None) -> int:
     )
     if est.fix:
         print(f"to fit: {est.fix}")
+    if est.sharding:
+        print(est.sharding)
     return 0
 
 

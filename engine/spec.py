@@ -58,6 +58,9 @@ CPU_RUN = {"max_steps": 100, "eval_steps": 100, "save_steps": 50, "lora_dropout"
 # Experiment trackers, by transformers' report_to names (engine/tracking.py says where each one writes)
 REPORT_TO = ("none", "tensorboard", "mlflow", "wandb")
 
+# How the processes of a several-GPU run share the model (engine/distributed.py)
+DISTRIBUTED = ("ddp", "fsdp")
+
 SCHEDULERS = (
     "linear",
     "constant",
@@ -119,7 +122,10 @@ class RunSpec:
     logging_steps: int = 1  # every step, so the live chart moves; costs nothing measurable
     save_steps: int = 50  # checkpoints, so a stopped run can resume
     eval_steps: int = 50  # held-out loss every N steps (and at the end); a CPU eval pass is slow
-    num_processes: int = 1  # > 1: started through `accelerate launch` (DDP), one per GPU
+    num_processes: int = 1  # > 1: started through `accelerate launch`, one per GPU
+    distributed: str = "ddp"  # with num_processes > 1: ddp (a whole copy per GPU) | fsdp (FSDP2: sharded);
+    # engine/distributed.py
+    fsdp_offload: bool = False  # fsdp only: parameters and optimizer state wait in CPU memory between uses
     report_to: str = "none"  # also log to tensorboard | mlflow | wandb (offline); off by default
     extra: dict = field(default_factory=dict)  # stage-specific TRL fields (e.g. beta for DPO), passed through
 
@@ -150,6 +156,11 @@ class RunSpec:
             )
         if not 0 <= self.lora_dropout < 1:
             raise SpecError(f"lora_dropout is {self.lora_dropout}; give a value in [0, 1).")
+        if self.distributed not in DISTRIBUTED:
+            raise SpecError(
+                f"Unknown distributed mode '{self.distributed}'. Choose ddp (a whole copy of the model per GPU) "
+                "or fsdp (the model sharded across the GPUs)."
+            )
         if self.report_to not in REPORT_TO:
             raise SpecError(f"Unknown experiment tracker '{self.report_to}'. Choose one of: {', '.join(REPORT_TO)}.")
         if self.lr_scheduler_type and self.lr_scheduler_type not in SCHEDULERS:

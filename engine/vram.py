@@ -156,10 +156,91 @@ class MemoryPlan:
     lora_dropout: float = 0.0
     optimizer: str = "adamw_torch"
     attn: str = "sdpa"
+    gpus: int = 1  # processes training together, one per GPU
+    distributed: str = "ddp"  # ddp: a whole copy per GPU | fsdp: FSDP2, sharded (engine/distributed.py)
+    offload: bool = False  # fsdp only: parameters, gradients and optimizer state wait in CPU memory
+
+
+# Several GPUs. Not yet measured (the two-GPU issue measures them): arithmetic from how DDP and FSDP2 allocate.
+# DDP (torch.nn.parallel.DistributedDataParallel, gradient_as_bucket_view=False as transformers leaves it) copies
+# every gradient into flat all-reduce buckets that live as long as the model: a second copy of the gradients.
+# NCCL's own buffers and streams per process: ~0.3-0.6 GiB on 2-8 GPUs of one host (NCCL_BUFFSIZE 4 MiB x channels
+# x peers, plus its CUDA graphs' pools); the upper end, so the figure errs high.
+NCCL_GIB = 0.6
+# FSDP2 (torch.distributed.fsdp.fully_shard) keeps 1/N of every parameter, gradient and optimizer state; a wrapped
+# decoder layer is all-gathered for its forward and again for its backward, with the next one prefetched (two
+# layers unsharded at once), and its unsharded gradients wait for the reduce-scatter. The root unit (embeddings,
+# final norm, LM head) stays unsharded from the forward to the end of the backward (FSDP2's root never reshards
+# after forward).
+FSDP_LAYERS_GATHERED = 2
+# With CPU offload the shards are copied to the GPU before each all-gather and the gradients back after each
+# reduce-scatter; the two published offload peaks (AnswerDotAI/fsdp_qlora, benchmarks_03_2024.md: Yi-34B and
+# Llama-2-70B QLoRA on 2 GPUs) sit 21-27 % above the arithmetic without that staging
+# (bench/results/fsdp_per_gpu.md). Until it is measured here, the offload figure takes the upper end.
+OFFLOAD_MARGIN = 0.27
 
 
 def breakdown_bytes(shape: Shape, plan: MemoryPlan) -> dict[str, float]:
-    """Peak memory by part, in bytes, at the worse of the two moments (see module docstring)."""
+    """Peak memory of one GPU by part, in bytes, at the worse of the two moments (see module docstring); with
+    several GPUs, of each one (they all hold the same amount: every rank trains on its own micro-batch)."""
+    if plan.gpus <= 1 or plan.distributed == "ddp":
+        parts = _one_gpu_bytes(shape, plan)
+        if plan.gpus > 1:
+            trainable, t_bytes = _trainable(shape, plan)
+            parts["DDP gradient buckets"] = trainable * t_bytes
+            parts["NCCL buffers"] = NCCL_GIB * GIB
+        return parts
+    return _fsdp_bytes(shape, plan)
+
+
+def _trainable(shape: Shape, plan: MemoryPlan) -> tuple[int, float]:
+    """(trainable parameters, bytes each): full fine-tuning trains every bf16 weight; PEFT keeps LoRA adapters in
+    fp32, TRL casts QLoRA's to bf16."""
+    if plan.method == "full":
+        return shape.params(), 2.0
+    return shape.lora_params(plan.lora_r, plan.lora_targets), 4.0 if plan.method == "lora" else 2.0
+
+
+def _fsdp_bytes(shape: Shape, plan: MemoryPlan) -> dict[str, float]:
+    """Per GPU under FSDP2 over plan.gpus GPUs: weights, gradients and optimizer state divided by N (or in CPU memory
+    with offload), activations as on one GPU (each rank trains on its own micro-batch), plus what FSDP holds
+    unsharded at the worst moment (see FSDP_LAYERS_GATHERED)."""
+    m = _quantities(shape, plan)
+    share = 0.0 if plan.offload else 1.0 / plan.gpus
+    root = _root_bytes(shape)
+    layer = max(0.0, m["weights"] - root) / shape.layers  # one decoder layer's weights as stored (NF4 for QLoRA)
+    layer_grads = (
+        m["gradients"] / shape.layers if plan.method != "full" else (shape.params() * 2.0 - root) / shape.layers
+    )
+    parts = {
+        "weights (this GPU's shard)": m["weights"] * share,
+        "reference / reward model": m["reference / reward model"] * share,
+        "optimizer state (shard)": m["optimizer state"] * share,
+        "gathered layers and root": FSDP_LAYERS_GATHERED * layer + root,
+    }
+    moment_a = m["activations"] + m["logits and loss"] + layer_grads  # + one layer's grads before reduce-scatter
+    moment_b = (m["gradients"] + m["optimizer temporaries"]) * share
+    if moment_a >= moment_b:
+        parts["activations"] = m["activations"]
+        parts["logits and loss"] = m["logits and loss"]
+        parts["unsharded gradients of one layer"] = layer_grads
+    else:
+        parts["gradients (shard)"] = moment_b
+    parts["allocator reserve"] = _reserve(shape, plan, max(moment_a, moment_b))
+    parts["NCCL buffers"] = NCCL_GIB * GIB
+    if plan.offload:
+        parts["offload staging"] = OFFLOAD_MARGIN * sum(parts.values())
+    parts["CUDA context"] = CONTEXT_GIB * GIB
+    return parts
+
+
+def _root_bytes(shape: Shape) -> float:
+    """Embeddings, the LM head when untied and the final norm, in 16 bit (QLoRA keeps them unquantised too)."""
+    return (shape.vocab * shape.hidden * (1 if shape.tied else 2) + shape.hidden) * 2.0
+
+
+def _quantities(shape: Shape, plan: MemoryPlan) -> dict[str, float]:
+    """Bytes of each thing a training step holds on one GPU (not all at once: see _one_gpu_bytes)."""
     P, T = shape.params(), 0
     if plan.method == "full":
         weights = P * 2.0  # bf16 (engine.train loads in bf16 on GPUs that have it)
@@ -203,16 +284,31 @@ def breakdown_bytes(shape: Shape, plan: MemoryPlan) -> dict[str, float]:
         head += shape.vocab * shape.hidden * 4.0
     if plan.stage == "rl":  # generation: KV cache of the rollouts, 2 (k, v) x layers x kv width x bf16
         head += tokens * shape.layers * 2 * shape.kv_width * 2.0
-    moment_a = activations + head
-    moment_b = grads + foreach_tmp
-    parts = {"weights": weights, "reference / reward model": ref_model, "optimizer state": optimizer}
-    if moment_a >= moment_b:
-        parts.update({"activations": activations, "logits and loss": head})
-    else:
-        parts.update({"gradients": grads, "optimizer temporaries": foreach_tmp})
-    reserve = FRAG_BASE_GIB * GIB + FRAG_DYNAMIC * max(moment_a, moment_b)
+    return {
+        "weights": weights,
+        "reference / reward model": ref_model,
+        "optimizer state": optimizer,
+        "activations": activations,
+        "logits and loss": head,
+        "gradients": grads,
+        "optimizer temporaries": foreach_tmp,
+    }
+
+
+def _reserve(shape: Shape, plan: MemoryPlan, dynamic: float) -> float:
     if plan.method == "full":
-        reserve = FRAG_BASE_GIB * GIB + FRAG_FULL_HEAD * shape.vocab * shape.hidden * 4.0
-    parts["allocator reserve"] = reserve
+        return FRAG_BASE_GIB * GIB + FRAG_FULL_HEAD * shape.vocab * shape.hidden * 4.0
+    return FRAG_BASE_GIB * GIB + FRAG_DYNAMIC * dynamic
+
+
+def _one_gpu_bytes(shape: Shape, plan: MemoryPlan) -> dict[str, float]:
+    """Peak memory by part, in bytes, at the worse of the two moments (see module docstring)."""
+    m = _quantities(shape, plan)
+    moment_a = m["activations"] + m["logits and loss"]
+    moment_b = m["gradients"] + m["optimizer temporaries"]
+    parts = {k: m[k] for k in ("weights", "reference / reward model", "optimizer state")}
+    keep = ("activations", "logits and loss") if moment_a >= moment_b else ("gradients", "optimizer temporaries")
+    parts.update({k: m[k] for k in keep})
+    parts["allocator reserve"] = _reserve(shape, plan, max(moment_a, moment_b))
     parts["CUDA context"] = CONTEXT_GIB * GIB
     return parts

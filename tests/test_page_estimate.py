@@ -165,3 +165,19 @@ def test_a_plan_for_qlora_shows_the_recommended_lora_on_a_cpu():
     at.session_state.spec = dataclasses.replace(at.session_state.spec, method="qlora")
     at.switch_page("app_pages/estimate.py").run()
     assert not at.exception and _widget(at.radio, "Method").value == "lora"
+
+
+def test_two_gpus_offer_fsdp_where_ddp_does_not_fit_and_the_plan_keeps_it():
+    at = _open(hardware=preset_hardware("rtx-4090", count=2))
+    _widget(at.selectbox, "Model").set_value("meta-llama/Llama-3.2-3B").run()
+    _widget(at.radio, "Method").set_value("full").run()
+    _widget(at.checkbox, "Gradient checkpointing").check().run()
+    words = _words(at)
+    assert "Peak GPU memory per GPU" in words
+    assert "With DDP every one of the 2 GPUs holds the whole model" in words, words
+    _widget(at.radio, "How the 2 GPUs share the model").set_value("fsdp").run()
+    assert not at.exception and not at.error, "sharded, it fits"
+    at.button[0].click().run()
+    spec = at.session_state.spec
+    assert (spec.num_processes, spec.distributed, spec.method) == (2, "fsdp", "full")
+    assert "2 GPUs (FSDP)" in at.success[-1].value

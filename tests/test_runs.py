@@ -208,5 +208,5 @@ def test_a_multi_gpu_run_never_gets_two_slots_on_one_gpu(monkeypatch):
     slots = queue.claim(db, queued, gpus=2)
     assert slots == [0, 3] and runs.devices_for(slots) == "0,1"
     db.execute("DELETE FROM runs WHERE id IN (?, ?)", (busy, queued))
-    with pytest.raises(runs.RunError, match="the app was given 2"):
+    with pytest.raises(runs.RunError, match="but 2 are visible here"):
         runs.submit(RunSpec(num_processes=3), OWNER)

@@ -13,9 +13,10 @@ import threading
 import time
 from pathlib import Path
 
-from engine import paths
+from engine import distributed, paths
 from engine.runs import queue
 from engine.runs.registry import RunError, alive, boot_id, connect, record_end
+from engine.spec import SpecError
 
 STOP_GRACE_S = 6.5  # graceful stop (checkpoint + exit), then every process of the run is killed...
 KILL_WAIT_S = 2.5  # ...and gone within this: < 10 s in all
@@ -52,7 +53,8 @@ def supervise(run_id: int) -> None:
         return executors.of(run).watch(db, run)  # after an app restart: follow the cluster's job again
     remote = run is not None and run["executor"] not in (None, executors.LOCAL)
     gpus = [] if remote else queue.visible_gpus()  # NVML once for this run
-    spread = queue.slot_count() if remote else max(1, len(gpus))  # a cluster's slots are not this machine's GPUs
+    # a run's slots on different GPUs; a cluster's slots are not this machine's GPUs, and processes on a CPU share it
+    spread = queue.slot_count() if remote or not gpus else len(gpus)
     while (slots := queue.claim(db, run_id, max(1, spread))) is None:
         row = db.execute("SELECT state FROM runs WHERE id=?", (run_id,)).fetchone()
         if row is None or row["state"] != "queued":
@@ -98,11 +100,10 @@ def time_limit_reason(limit_s: float) -> str:
 def check(spec, run_dir: Path) -> None:
     """Refuse at submit a run this machine cannot hold, with a sentence."""
     gpus = len(queue.visible_gpus())
-    if gpus and spec.num_processes > gpus:
-        raise RunError(
-            f"This run asks for {spec.num_processes} GPUs but the app was given {gpus}. Lower the number "
-            "of GPUs (num_processes), or start the app with more GPUs visible."
-        )
+    try:
+        distributed.check(spec, gpus)  # FSDP on one GPU or none, more GPUs than visible
+    except SpecError as e:
+        raise RunError(str(e)) from None
     if spec.num_processes > queue.slot_count():
         raise RunError(
             f"This run asks for {spec.num_processes} GPUs but this machine has {queue.slot_count()} "

@@ -5,6 +5,7 @@
     python -m engine.train --config runs/demo/config.yaml              # what the app starts
     python -m engine.train --output-dir runs/demo --resume             # continue from the last checkpoint
     python -m engine.train --num-processes 2 ...                       # several GPUs, through `accelerate launch`
+    python -m engine.train --num-processes 2 --distributed fsdp ...    # the model sharded across them (FSDP2)
 
 Exit codes: 0 completed or stopped on request, 1 failed while training, 2 a setting, model or dataset is wrong.
 """
@@ -14,7 +15,7 @@ import os
 import sys
 import traceback
 
-from engine import rundir
+from engine import distributed, rundir
 from engine.spec import SpecError
 from engine.train import common
 
@@ -45,20 +46,18 @@ def main(argv=None) -> int:
     except SpecError as e:
         return common.fail(None, str(e), 2)
     if spec.num_processes > 1 and "LOCAL_RANK" not in os.environ:
-        # One process per GPU, started by accelerate (DDP); the same flags reach every process.
-        os.execvp(
-            sys.executable,
-            [
-                sys.executable,
-                "-m",
-                "accelerate.commands.launch",
-                "--num_processes",
-                str(spec.num_processes),
-                "-m",
-                "engine.train",
-                *argv,
-            ],
-        )
+        if os.environ.get(distributed.LAUNCHED_ENV):
+            return common.fail(None, "accelerate started this process without a rank (LOCAL_RANK is not set).", 1)
+        # One process per GPU, started by accelerate (DDP or FSDP2); the same flags reach every process.
+        from engine.models import ModelError
+
+        try:
+            distributed.check(spec, common.gpu_count())
+            cmd, env = distributed.launch(spec, argv, sys.executable)
+        except (SpecError, ModelError) as e:
+            return common.fail(None, str(e), 2)
+        os.environ.update(env)
+        os.execvp(cmd[0], cmd)
     try:
         run_dir = common.prepare_run_dir(spec, resume)
     except SpecError as e:

@@ -16,7 +16,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from engine import paths, rundir, tracking
-from engine.spec import CPU_RUN, METHODS, REPORT_TO, STAGES, RunSpec, SpecError
+from engine.spec import CPU_RUN, DISTRIBUTED, METHODS, REPORT_TO, STAGES, RunSpec, SpecError
 
 # flag -> RunSpec field. Flags override the config file; the YAML keeps TRL's field names.
 FLAGS = {
@@ -40,6 +40,7 @@ FLAGS = {
     "--num-processes": "num_processes",
     "--lora-dropout": "lora_dropout",
     "--report-to": "report_to",
+    "--distributed": "distributed",
 }
 
 
@@ -58,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
             dest=name,
             type=kind,
             default=None,
-            choices={"stage": STAGES, "method": METHODS, "report_to": REPORT_TO}.get(name),
+            choices={"stage": STAGES, "method": METHODS, "report_to": REPORT_TO, "distributed": DISTRIBUTED}.get(name),
         )
     p.add_argument(
         "--grad-ckpt",
@@ -66,6 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         default=None,
         help="gradient checkpointing: less activation memory, ~30%% more compute",
+    )
+    p.add_argument(
+        "--fsdp-offload",
+        dest="fsdp_offload",
+        action="store_true",
+        default=None,
+        help="with --distributed fsdp: keep parameters and optimizer state in CPU memory between uses",
     )
     p.add_argument(
         "--reward-model",
@@ -116,10 +124,14 @@ def parse(argv=None) -> tuple[RunSpec, bool]:
     return RunSpec.from_dict(values), args.resume
 
 
-def _has_gpu() -> bool:
-    """An NVIDIA GPU seen through NVML, without importing torch (the flags are read before the slow imports)."""
-    from engine.runs.queue import gpu_count
+def gpu_count() -> int:
+    """NVIDIA GPUs seen through NVML, without importing torch (the flags are read before the slow imports)."""
+    from engine.runs.queue import gpu_count as count
 
+    return count()
+
+
+def _has_gpu() -> bool:
     return gpu_count() > 0
 
 
@@ -175,6 +187,14 @@ def device_and_dtype():
     """(device, torch dtype for weights, TrainingArguments precision flags). bf16 needs compute capability >= 8."""
     import torch
 
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # the process group first: under FSDP, rank 0 alone then reads the weights (CPU-RAM-efficient loading)
+        from accelerate.state import PartialState
+
+        from engine import distributed
+
+        distributed.allow_on_cpu()
+        PartialState()
     if torch.cuda.is_available():
         if torch.cuda.is_bf16_supported():  # Ampere or newer: TF32 for the few fp32 matrix products left
             return "cuda", torch.bfloat16, {"bf16": True, "fp16": False, "tf32": True}
@@ -202,11 +222,17 @@ def model_kwargs(spec: RunSpec, dtype) -> dict:
     if spec.method == "qlora":
         from transformers import BitsAndBytesConfig
 
-        if torch.cuda.is_available():  # bitsandbytes places 4-bit weights at load time
+        if torch.cuda.is_available() and not sharded():  # bitsandbytes places 4-bit weights at load time
             kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}
         compute = torch.bfloat16 if dtype == torch.bfloat16 else torch.float32
         kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=compute
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=compute,
+            # FSDP shards tensors of one dtype: the packed 4-bit bytes are stored as the weights' dtype (the
+            # recipe of Answer.AI's FSDP + QLoRA, in PEFT's and accelerate's docs)
+            **({"bnb_4bit_quant_storage": dtype} if sharded() else {}),
         )
     return kwargs
 
@@ -268,7 +294,8 @@ def training_args(spec: RunSpec, run_dir: Path, precision: dict, has_eval: bool)
         per_device_train_batch_size=spec.per_device_train_batch_size,
         per_device_eval_batch_size=spec.per_device_train_batch_size,
         gradient_accumulation_steps=spec.gradient_accumulation_steps,
-        gradient_checkpointing=spec.gradient_checkpointing,
+        # under FSDP each wrapped layer checkpoints itself (fsdp_activation_checkpointing, engine/distributed.py)
+        gradient_checkpointing=spec.gradient_checkpointing and not sharded(),
         optim=spec.optim,
         seed=spec.seed,
         data_seed=spec.seed,
@@ -288,6 +315,8 @@ def training_args(spec: RunSpec, run_dir: Path, precision: dict, has_eval: bool)
         disable_tqdm=False,
         dataloader_num_workers=0,
         **precision,
+        # the CPU test path of FSDP keeps the state distributed.allow_on_cpu set (TrainingArguments resets it)
+        **({"accelerator_config": {"use_configured_state": True}} if sharded() and precision.get("use_cpu") else {}),
     )
 
 
@@ -410,6 +439,11 @@ def train(trainer, run_dir: Path, resume: bool) -> None:
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
 
 
+def sharded() -> bool:
+    """This process is one of an FSDP run's (engine/distributed.py sets accelerate's environment for it)."""
+    return os.environ.get("ACCELERATE_USE_FSDP") == "true" and int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
 def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
@@ -473,7 +507,10 @@ def finish_ok(trainer, tokenizer, run_dir: Path) -> int:
     tmp = run_dir / "final.tmp"
     if is_main_process():
         shutil.rmtree(tmp, ignore_errors=True)
-    trainer.save_model(str(tmp))
+    if sharded():  # checkpoints stay sharded for resume; final/ is one ordinary model (or adapter)
+        save_gathered(trainer, tmp)
+    else:
+        trainer.save_model(str(tmp))
     if not is_main_process():
         return 0
     tokenizer.save_pretrained(str(tmp))
@@ -488,6 +525,31 @@ def finish_ok(trainer, tokenizer, run_dir: Path) -> int:
         run_dir, "completed", step=trainer.state.global_step, finished_at=time.time(), final_metrics=summary
     )
     return 0
+
+
+def save_gathered(trainer, out: Path) -> None:
+    """FSDP: gather the full weights from every rank (each calls this) and let rank 0 save one ordinary model or
+    adapter. PEFT's own save finds adapter weights by walking the model's modules, whose names FSDP's activation
+    checkpointing changes (`._checkpoint_wrapped_module`), so it would write an empty adapter: the adapter is taken
+    from the gathered state by name here, in PEFT's file layout."""
+    state = trainer.accelerator.get_state_dict(trainer.model)  # a collective: every rank takes part
+    if not is_main_process():
+        return
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if not hasattr(model, "peft_config"):
+        model.save_pretrained(str(out), state_dict=state)
+        return
+    from safetensors.torch import save_file
+
+    name = "default"
+    adapter = {
+        k.replace("_checkpoint_wrapped_module.", "").replace(f".{name}.", "."): v.contiguous()
+        for k, v in state.items()
+        if ".lora_" in k and f".{name}." in k
+    }
+    Path(out).mkdir(parents=True, exist_ok=True)
+    model.peft_config[name].save_pretrained(str(out))
+    save_file(adapter, str(Path(out) / "adapter_model.safetensors"), metadata={"format": "pt"})
 
 
 def fail(run_dir: Path | None, message: str, code: int) -> int:
