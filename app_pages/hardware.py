@@ -3,7 +3,7 @@
 import pandas as pd
 import streamlit as st
 
-from engine.estimate import SHOWCASE_RUN, gpu_from_hardware, largest_model
+from engine.estimate import SHOWCASE_RUN, EstimateRequest, gpu_from_hardware, largest_model
 from engine.hardware import detect_gpus, load_presets, preset_hardware, this_computer
 from engine.recommend import METHOD_NAMES, advise_method, apply_to_spec, lesson, recommend
 from engine.runs import executors
@@ -16,6 +16,20 @@ def largest(advice) -> dict:
     return {
         METHOD_NAMES[m]: (f"~{b:g}B" if b is not None else "not offered here")
         for m, b in advice.largest_model_b.items()
+    }
+
+
+# "The largest model I could fine-tune" is worked out by the estimator at one stated setting, not by scaling the
+# lesson's 7B table: 2048 tokens, micro-batch 1, gradient checkpointing, LoRA r 16 (the smallest run worth doing).
+LARGEST_AT = EstimateRequest(seq=2048, batch=1, grad_ckpt=True)
+
+
+def largest_estimated(hw, distributed: str = "ddp") -> dict:
+    """Method -> the catalog model with the most parameters whose run at LARGEST_AT fits every GPU of hw."""
+    req = EstimateRequest(**{**LARGEST_AT.__dict__, "gpus": hw.count, "distributed": distributed})
+    return {
+        METHOD_NAMES[m]: largest_model(req, hw.vram_gib, m) or "none fits" if b is not None else "not offered here"
+        for m, b in advise_method(hw).largest_model_b.items()
     }
 
 
@@ -128,13 +142,27 @@ if hw.kind == "cpu":
         "On a processor, memory would hold large models, but each step would take far too long to be "
         "useful: the second row is what trains the showcase-sized run (100 steps) in an hour or less."
     )
+    st.info(
+        "These sizes scale the lesson's table for a 7B model (full 60+ GB, LoRA 16 GB, QLoRA 6 GB). The "
+        "**Estimate** page refines this with real numbers for your model, text length and batch size."
+    )
 else:
-    st.table(pd.DataFrame([largest(advice)], index=["Parameters"]))
-st.info(
-    "These sizes scale the lesson's table for a 7B model (full 60+ GB, LoRA 16 GB, QLoRA 6 GB). Longer texts "
-    "and bigger batches need more. The **Estimate** page refines this with real numbers for your model, "
-    "text length and batch size: what actually fits, how long it takes and what it costs."
-)
+    table = {"One copy per GPU" if hw.count > 1 else "Largest catalog model": largest_estimated(hw)}
+    if hw.count > 1:
+        table[f"Sharded across the {hw.count} GPUs (FSDP)"] = largest_estimated(hw, "fsdp")
+    st.table(pd.DataFrame(list(table.values()), index=list(table)))
+    st.caption(
+        "Worked out by the estimator for 2048-token examples, one per GPU per step, with gradient checkpointing: "
+        "the smallest run worth doing. Longer texts and bigger batches need more; the **Estimate** page checks "
+        "your own model, length and batch."
+    )
+    if hw.count > 1 and table[f"Sharded across the {hw.count} GPUs (FSDP)"] != table["One copy per GPU"]:
+        st.info(
+            f"With one copy per GPU (DDP) every GPU must hold the whole model, its gradients and optimizer state, "
+            f"so {hw.count} GPUs train nothing bigger than one does, only faster. FSDP splits all three "
+            f"{hw.count} ways and gathers one layer at a time, so bigger models fit: choose it on the Estimate "
+            "or Train page."
+        )
 st.page_link("app_pages/estimate.py", label="Check what actually fits on the Estimate page", icon="📐")
 
 goals = st.session_state.get("goals")
@@ -175,14 +203,15 @@ with st.expander("Exercise: RTX 4090 vs A100 80 GB vs M3 Max 64 GB"):
             {
                 "Machine": presets[key].name,
                 "Recommended": METHOD_NAMES[option.peft],
-                **largest(option),
+                **largest_estimated(preset_hardware(key)),
                 "Price": f"${presets[key].usd_per_hour:g}/h" if presets[key].usd_per_hour else "owned",
             }
         )
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
     st.caption(
-        "The 4090 trains 7B-class models with LoRA and reaches ~28B with QLoRA. The A100 can fully "
-        "fine-tune a 7B model or QLoRA a 70B one. The Mac has lots of memory but no QLoRA, and it is "
-        "much slower: fine for LoRA on mid-size models if you can wait. Rent the A100 when time matters "
+        "Largest catalog model per method at 2048 tokens, one example per step, with checkpointing (the "
+        "estimator). The 4090 trains 8B-class models with LoRA and twice that with QLoRA; the A100 fully "
+        "fine-tunes 8B and QLoRAs 70B. The Mac holds nearly as much as the A100 but has no QLoRA (bitsandbytes needs "
+        "NVIDIA) and trains several times slower: fine for LoRA if you can wait. Rent the A100 when time matters "
         "more than the hourly price."
     )
