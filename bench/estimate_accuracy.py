@@ -4,6 +4,8 @@
     python bench/estimate_accuracy.py run --grid final --out $OUT
     # here, afterwards: re-score the stored measurements with the current estimator and write the summary
     python bench/estimate_accuracy.py score bench/results/estimate_accuracy.jsonl
+    # the GPU runs users trained (each records its predicted and NVML-measured peak in status.json):
+    python bench/estimate_accuracy.py score-runs ~/.tunewise/runs
 
 Models are random-weight copies of public configs from the catalog (memory does not depend on weight values),
 saved once to /tmp so QLoRA can quantize them on load. Every row of the synthetic data set is longer than `seq`
@@ -446,6 +448,43 @@ def score(args):
         )
 
 
+def score_runs(args):
+    """Every run directory under args.runs whose trainer recorded a prediction and an NVML peak (status.json
+    `memory`, engine/train/common.py): users' own GPU runs keep the estimator honest. Re-predicts each with the
+    current estimator from its config.yaml, next to the prediction made at the time."""
+    from engine import estimate
+    from engine.spec import RunSpec
+
+    lines, errors = [], []
+    for status_file in sorted(Path(args.runs).glob("*/status.json")):
+        memory = json.loads(status_file.read_text()).get("memory") or {}
+        measured = memory.get("measured_peak_gib")
+        if not measured or "predicted_peak_gib" not in memory:
+            continue
+        spec = RunSpec.load(status_file.parent / "config.yaml")
+        try:
+            now = estimate.peak_gib(estimate.request_for(spec))
+        except (estimate.EstimateError, ValueError, OSError):
+            now = float("nan")
+        err = (now - measured) / measured
+        errors.append(err)
+        lines.append(
+            f"| {status_file.parent.name} | {spec.model_name_or_path} | {spec.stage} | {spec.method} | "
+            f"{spec.max_length} | {spec.per_device_train_batch_size} | {measured:.2f} | "
+            f"{memory['predicted_peak_gib']:.2f} | {now:.2f} | {err:+.1%} |"
+        )
+    if not errors:
+        print(f"No run under {args.runs} recorded a predicted and a measured GPU peak (GPU runs record both).")
+        return
+    print(
+        f"{len(errors)} runs: median |error| {statistics.median(abs(e) for e in errors):.1%}, "
+        f"lowest {min(errors):+.1%} (under-predicted), highest {max(errors):+.1%}"
+    )
+    print("| run | model | stage | method | seq | batch | NVML GiB | predicted then | predicted now | error now |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("\n".join(lines))
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -459,11 +498,15 @@ if __name__ == "__main__":
     s = sub.add_parser("score")
     s.add_argument("results")
     s.add_argument("--markdown", default="")
+    sr = sub.add_parser("score-runs", help="score the runs users trained (their status.json memory records)")
+    sr.add_argument("runs", help="a runs folder, e.g. ~/.tunewise/runs")
     m = sub.add_parser("make-model")
     m.add_argument("name")
     m.add_argument("root")
     a = parser.parse_args()
     if a.cmd == "make-model":
         make_model_dir(a.name, Path(a.root))
+    elif a.cmd == "score-runs":
+        score_runs(a)
     else:
         run(a) if a.cmd == "run" else score(a)

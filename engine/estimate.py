@@ -108,6 +108,7 @@ class Estimate:
     gpus: int = 1  # the figures are per GPU, each of this many
     distributed: str = "ddp"
     sharding: str = ""  # engine.estimate.sharding_advice: FSDP would fit where DDP does not
+    alternatives: list = field(default_factory=list)  # [{change, peak_gib}] that fit, cheapest first
 
 
 def load_gpu(key: str) -> Gpu:
@@ -259,14 +260,15 @@ def largest_fitting(req: EstimateRequest, capacity_gib: float, name: str, high: 
     return lo * step
 
 
-def cheapest_fix(req: EstimateRequest, capacity_gib: float) -> str:
-    """One change that makes the run fit, cheapest first: what costs only time, then memory-saving tricks that
-    keep quality, then the method, and shorter sequences last (they change what the model learns from)."""
+def _changes(req: EstimateRequest) -> list[tuple[EstimateRequest, str]]:
+    """Single changes that lower the peak, cheapest first: what costs only time, then memory-saving tricks that
+    keep quality, then sharding, then the method, and shorter sequences last (they change what the model learns
+    from). Never one that is already on."""
     tries = []
     if not req.grad_ckpt:
         tries.append((replace(req, grad_ckpt=True), "turn on gradient checkpointing (about 30% slower)"))
     for b in (req.batch // 2, req.batch // 4, 1):
-        if 1 <= b < req.batch:
+        if 1 <= b < req.batch and all(c.batch != b or c.grad_ckpt != req.grad_ckpt for c, _ in tries):
             tries.append(
                 (
                     replace(req, batch=b),
@@ -281,8 +283,8 @@ def cheapest_fix(req: EstimateRequest, capacity_gib: float) -> str:
                 f"turn on gradient checkpointing and use micro-batch 1 with gradient accumulation x{req.batch}",
             )
         )
-    if req.optimizer.startswith("adamw_torch"):
-        tries.append((replace(req, optimizer="paged_adamw_8bit"), "use the 8-bit optimizer paged_adamw_8bit"))
+    if req.optimizer.startswith("adamw_torch") and req.method == "full":  # LoRA's optimizer state is tiny
+        tries.append((replace(req, optimizer="adamw_8bit"), "use the 8-bit optimizer adamw_8bit"))
     if req.gpus > 1 and req.distributed == "ddp":
         tries.append(
             (
@@ -294,20 +296,56 @@ def cheapest_fix(req: EstimateRequest, capacity_gib: float) -> str:
         tries.append((replace(req, offload=True), "keep the shards in CPU memory (fsdp_offload; slower)"))
     for m in ("lora", "qlora"):
         if METHODS.index(m) > METHODS.index(req.method):
-            tries.append((replace(req, method=m), f"switch to {m.upper() if m == 'qlora' else 'LoRA'}"))
-            tries.append(
-                (
-                    replace(req, method=m, grad_ckpt=True, batch=1),
-                    f"switch to {m} with gradient checkpointing and micro-batch 1",
-                )
-            )
+            name = "QLoRA" if m == "qlora" else "LoRA"
+            tries.append((replace(req, method=m), f"switch to {name}"))
+            if not req.grad_ckpt or req.batch > 1:
+                how = "micro-batch 1" if req.grad_ckpt else "gradient checkpointing and micro-batch 1"
+                tries.append((replace(req, method=m, grad_ckpt=True, batch=1), f"switch to {name} with {how}"))
     for s in (req.seq // 2, req.seq // 4):
         if s >= 128:
             tries.append((replace(req, seq=s), f"shorten the maximum length to {s} tokens"))
-    for candidate, sentence in tries:
-        if peak_gib(candidate) <= capacity_gib:
-            return f"{sentence}: {peak_gib(candidate):.1f} GiB"
+    return tries
+
+
+def alternatives(req: EstimateRequest, capacity_gib: float, most: int = 5) -> list[dict]:
+    """The cheapest single changes that make the run fit capacity_gib, each with its peak: [{change, peak_gib}]."""
+    out = []
+    for candidate, sentence in _changes(req):
+        peak = peak_gib(candidate)
+        if peak <= capacity_gib:
+            out.append({"change": sentence, "peak_gib": round(peak, 1)})
+        if len(out) == most:
+            break
+    return out
+
+
+def cheapest_fix(req: EstimateRequest, capacity_gib: float) -> str:
+    """One change that makes the run fit, cheapest first (alternatives)."""
+    found = alternatives(req, capacity_gib, most=1)
+    if found:
+        return f"{found[0]['change']}: {found[0]['peak_gib']:.1f} GiB"
     return "no single change fits this model on this GPU: choose a smaller model or a GPU with more memory"
+
+
+def preflight(req: EstimateRequest, free_gib: float, where: str = "this GPU") -> str:
+    """ "" when the run fits free_gib with checkpointing (engine.train turns it on by itself when needed); else a
+    refusal that lists the cheapest changes that do fit, each with its estimate. free_gib: memory free for the run
+    on the GPU, the CUDA context included (what NVML reports free before the process starts)."""
+    ckpt = replace(req, grad_ckpt=True)
+    need = peak_gib(ckpt)
+    if need <= free_gib:
+        return ""
+    options = alternatives(ckpt, free_gib)
+    lines = "; ".join(f"{o['change']} ({o['peak_gib']:.1f} GiB)" for o in options)
+    return (
+        f"This run needs about {need:.1f} GiB even with gradient checkpointing, and {where} has {free_gib:.1f} "
+        f"GiB free. "
+        + (
+            f"Changes that fit: {lines}."
+            if options
+            else "No single change fits: choose a smaller model, or a GPU with more free memory."
+        )
+    )
 
 
 def largest_model(
@@ -386,6 +424,7 @@ def estimate_run(req: EstimateRequest, gpu: Gpu | None = None) -> Estimate:
     )
     if not est.fits:
         est.fix = cheapest_fix(req, gpu.vram_gib)
+        est.alternatives = alternatives(req, gpu.vram_gib)
     return est
 
 

@@ -41,11 +41,15 @@ FOREACH_OPTIMIZERS = ("adamw_torch",)  # the multi-tensor path allocates sqrt(ex
 
 @dataclass(frozen=True)
 class Shape:
-    """What the memory depends on, read from config.json."""
+    """What the memory depends on, read from config.json.
+
+    Mixture-of-experts models (Qwen3-MoE: num_experts; gpt-oss, Mixtral: num_local_experts) have `experts` MLPs of
+    width `intermediate` in each layer (moe_intermediate_size for Qwen3-MoE, intermediate_size for gpt-oss), of which
+    each token uses `active_experts` (num_experts_per_tok); dense models have one of each."""
 
     model_type: str
     hidden: int
-    intermediate: int
+    intermediate: int  # the MLP width; of one expert in a mixture-of-experts model
     layers: int
     heads: int
     kv_heads: int
@@ -53,28 +57,63 @@ class Shape:
     vocab: int
     tied: bool
     qkv_bias: bool
+    experts: int = 1  # expert MLPs per layer (all of them are weights in memory)
+    active_experts: int = 1  # experts each token is routed to
+    o_bias: bool = False  # attention_bias also gives o_proj a bias (llama, mistral, qwen3, gpt-oss; not qwen2)
+    qk_norm: bool = False  # an RMSNorm over head_dim on the queries and another on the keys, per layer
+    norms_per_layer: int = 2  # RMSNorms of `hidden` per decoder layer
+    expert_bias: bool = False  # gpt-oss: the experts' projections and the router have biases
+    sinks: bool = False  # gpt-oss: one learned attention-sink logit per head and layer
+
+    # transformers' config classes fill in what a config.json leaves out; these are their defaults for the fields
+    # read here (transformers 5.24 configuration_*.py). Gemma-3 4B's published config gives only hidden_size,
+    # intermediate_size and num_hidden_layers in text_config.
+    _DEFAULTS = {
+        "gemma3_text": {"vocab_size": 262208, "num_attention_heads": 8, "num_key_value_heads": 4, "head_dim": 256},
+    }
+    _TIED_BY_DEFAULT = ("gemma", "gemma2", "gemma3", "gemma3_text", "smollm3")  # tie_word_embeddings defaults True
+    _QK_NORM = ("qwen3", "qwen3_moe", "gemma3", "gemma3_text")  # q_norm/k_norm in every attention layer
+    _FOUR_NORMS = ("gemma2", "gemma3", "gemma3_text")  # input, post-attention, pre- and post-feed-forward norms
 
     @classmethod
     def from_config(cls, cfg: dict) -> "Shape":
         cfg = cfg.get("text_config", cfg)  # multimodal configs nest the language model
+        mtype = cfg.get("model_type", "llama")
+        cfg = {**cls._DEFAULTS.get(mtype, {}), **{k: v for k, v in cfg.items() if v is not None}}
         missing = [k for k in ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size") if k not in cfg]
         if missing:
             raise ValueError(
                 f"config.json lacks {', '.join(missing)}, so this is not a decoder-only language "
-                "model the estimator understands (llama, mistral, qwen2, gemma, phi3 families)."
+                "model the estimator understands (llama, mistral, qwen2/3, gemma, phi3, gpt-oss families)."
             )
         h, a = int(cfg["hidden_size"]), int(cfg["num_attention_heads"])
+        experts = int(cfg.get("num_experts") or cfg.get("num_local_experts") or 1)
+        if experts > 1:
+            # Qwen-MoE names the expert width moe_intermediate_size (its intermediate_size is for dense layers);
+            # gpt-oss and Mixtral give every expert intermediate_size
+            intermediate = int(cfg.get("moe_intermediate_size") or cfg.get("intermediate_size") or 4 * h)
+            active = int(cfg.get("num_experts_per_tok") or cfg.get("experts_per_token") or 1)
+        else:
+            intermediate, active = int(cfg.get("intermediate_size") or 4 * h), 1
+        attention_bias = bool(cfg.get("attention_bias", False))
         return cls(
-            model_type=cfg.get("model_type", "llama"),
+            model_type=mtype,
             hidden=h,
-            intermediate=int(cfg.get("intermediate_size") or 4 * h),
+            intermediate=intermediate,
             layers=int(cfg["num_hidden_layers"]),
             heads=a,
             kv_heads=int(cfg.get("num_key_value_heads") or a),
             head_dim=int(cfg.get("head_dim") or h // a),
             vocab=int(cfg["vocab_size"]),
-            tied=bool(cfg.get("tie_word_embeddings", cfg.get("model_type") in ("gemma", "gemma2"))),
-            qkv_bias=cfg.get("model_type") == "qwen2" or bool(cfg.get("attention_bias", False)),
+            tied=bool(cfg.get("tie_word_embeddings", mtype in cls._TIED_BY_DEFAULT)),
+            qkv_bias=mtype == "qwen2" or attention_bias,
+            experts=experts,
+            active_experts=active,
+            o_bias=attention_bias,
+            qk_norm=mtype in cls._QK_NORM,
+            norms_per_layer=4 if mtype in cls._FOUR_NORMS else 2,
+            expert_bias=experts > 1 and mtype == "gpt_oss",
+            sinks=mtype == "gpt_oss",
         )
 
     @property
@@ -86,24 +125,42 @@ class Shape:
         return self.kv_heads * self.head_dim
 
     def linear_params(self) -> int:
-        """Weights of the attention and MLP projections (the ones QLoRA quantises and LoRA adapts)."""
+        """Weights of the attention and MLP projections (the ones QLoRA quantises and LoRA adapts); with experts,
+        every expert's gate, up and down projection and the router (hidden x experts)."""
         h, i = self.hidden, self.intermediate
-        per_layer = h * self.q_width * 2 + h * self.kv_width * 2 + 3 * h * i
+        per_layer = h * self.q_width * 2 + h * self.kv_width * 2 + 3 * h * i * self.experts
         if self.qkv_bias:
             per_layer += self.q_width + 2 * self.kv_width
+        if self.o_bias:
+            per_layer += h
+        if self.experts > 1:
+            per_layer += h * self.experts  # the router
+            if self.expert_bias:  # gpt-oss: gate_up (2i) and down (h) biases per expert, one router bias each
+                per_layer += self.experts * (2 * i + h + 1)
         return per_layer * self.layers
 
     def other_params(self) -> int:
         """Embeddings, the LM head when untied, and the norms: kept in 16 bit by QLoRA."""
-        norms = (2 * self.layers + 1) * self.hidden
-        return self.vocab * self.hidden * (1 if self.tied else 2) + norms
+        per_layer = self.norms_per_layer * self.hidden
+        if self.qk_norm:
+            per_layer += 2 * self.head_dim
+        if self.sinks:
+            per_layer += self.heads
+        return self.vocab * self.hidden * (1 if self.tied else 2) + per_layer * self.layers + self.hidden
 
     def params(self) -> int:
         return self.linear_params() + self.other_params()
 
     def lora_params(self, r: int, targets: str = "all-linear") -> int:
         """LoRA adds r x (in + out) per adapted projection (Hu et al. 2021). Phi-3 fuses q/k/v and gate/up into
-        one projection each, so it gets one adapter where llama gets three (or two)."""
+        one projection each, so it gets one adapter where llama gets three (or two).
+
+        Mixture-of-experts layers keep their experts as fused 3-D parameters (transformers 5), which "all-linear"
+        (nn.Linear only) does not reach by itself. For Qwen3-MoE PEFT 0.21 maps the per-expert gate_proj, up_proj,
+        down_proj and the router (gate) onto those parameters with rank r per expert: measured with tiny random
+        models under transformers 5.24 / PEFT 0.21.2, gate_up_proj gets A (2rE x h) and B (2i x 2rE), down_proj
+        A (rE x i) and B (h x rE), the router A (r x h) and B (E x r). gpt-oss has no such mapping: its LoRA
+        adapts the attention only."""
         h, i, q, kv = self.hidden, self.intermediate, self.q_width, self.kv_width
         mods = {
             "q_proj": h + q,
@@ -116,6 +173,15 @@ class Shape:
         }
         if self.model_type == "phi3":
             mods = {"qkv_proj": h + q + 2 * kv, "o_proj": q + h, "gate_up_proj": h + 2 * i, "down_proj": i + h}
+        if self.experts > 1:
+            e = self.experts
+            attention = {k: mods[k] for k in ("q_proj", "k_proj", "v_proj", "o_proj")}
+            if self.model_type in ("qwen3_moe", "qwen2_moe"):
+                # gate_proj and up_proj each bring half of gate_up_proj's adapter: rE x (h + 2i)
+                mods = {**attention, "gate_proj": e * (h + 2 * i), "up_proj": e * (h + 2 * i)}
+                mods |= {"down_proj": e * (i + h), "gate": h + e}
+            else:
+                mods = attention
         wanted = list(mods) if targets in ("all-linear", "all_linear") else [t.strip() for t in targets.split(",")]
         return r * self.layers * sum(mods.get(t, 0) for t in wanted)
 

@@ -55,7 +55,8 @@ def metric_chart(records: list[dict], key: str, title: str, unit: str, line: flo
 
 
 def build_charts(run_dir: str, records: list[dict]) -> list[tuple[str, go.Figure]]:
-    predicted = rundir.read_status(run_dir).get("estimated_peak_gib")
+    status = rundir.read_status(run_dir)
+    predicted = (status.get("memory") or {}).get("predicted_peak_gib") or status.get("estimated_peak_gib")
     panels = [
         ("learning_rate", "Learning rate", "", None),
         ("grad_norm", "Gradient norm", "", None),
@@ -89,6 +90,18 @@ def charts(run_id: int, run_dir: str, records: list[dict], training: bool) -> No
 
 
 @st.fragment(run_every=2.0)
+def memory_line(status: dict) -> str:
+    """Predicted and NVML-measured GPU memory of a run, as the trainer recorded them (engine/train/common.py)."""
+    memory = status.get("memory") or {}
+    predicted, measured = memory.get("predicted_peak_gib"), memory.get("measured_peak_gib")
+    if predicted is None:
+        return ""
+    text = f"GPU memory: {predicted:.1f} GiB predicted"
+    if measured:
+        text += f", {measured:.1f} GiB measured by NVML ({100 * (predicted - measured) / measured:+.0f} %)"
+    return text + f" · {memory.get('free_at_start_gib', 0):.1f} GiB were free at the start."
+
+
 def live_run(run_id: int) -> None:
     listed = runs.list_runs(actor())
     run = next((r for r in listed if r["id"] == run_id), None)
@@ -125,6 +138,8 @@ def live_run(run_id: int) -> None:
         f" · time left {monitor.eta_text(prog, state)}"
     )
     st.progress(prog.fraction, text=label)
+    if line := memory_line(status):
+        st.caption(line)
     if state == "failed":
         st.error(f"The run failed: {status.get('error') or run.get('error') or 'no reason was recorded'}")
     if run.get("held"):

@@ -109,6 +109,29 @@ def check(spec, run_dir: Path) -> None:
             f"This run asks for {spec.num_processes} GPUs but this machine has {queue.slot_count()} "
             "slot(s). Lower the number of GPUs (num_processes), or run it on a machine with more GPUs."
         )
+    if gpus:
+        memory_check(spec)
+
+
+def memory_check(spec) -> None:
+    """The pre-flight at submit (engine.estimate.preflight): refuse a run that cannot fit the best visible GPU even
+    with gradient checkpointing. A GPU counts with its free memory now, or all of it while runs of this app train
+    (a queued run waits for them). The trainer checks again with the memory free when it starts."""
+    from engine import estimate, hardware
+
+    visible = set(queue.visible_gpus())
+    found = [g for g in hardware.detect_gpus(refresh=True).gpus if str(g.index) in visible]
+    if not found:
+        return
+    busy = connect().execute("SELECT COUNT(*) FROM runs WHERE state='running'").fetchone()[0] > 0
+    best = max(found, key=lambda g: g.total_gib if busy else g.free_gib)
+    room = best.total_gib if busy else best.free_gib
+    try:
+        refusal = estimate.preflight(estimate.request_for(spec), room, where=f"GPU {best.index} ({best.name})")
+    except (estimate.EstimateError, ValueError, OSError):
+        return  # a model the estimator cannot read is checked by the trainer, or trains as asked
+    if refusal:
+        raise RunError(refusal)
 
 
 def settle(db: sqlite3.Connection, run: sqlite3.Row) -> None:

@@ -258,20 +258,33 @@ def base_model_path(spec: RunSpec, run_dir: Path) -> str:
     return resolve_start(spec, run_dir)
 
 
-def decide_grad_ckpt(spec: RunSpec, model_path: str, device: str) -> None:
-    """On a GPU, when the person did not ask for gradient checkpointing, turn it on only if the estimator says the
-    run would not fit in this GPU's free memory without it (engine.estimate.checkpointing_needed), and say so."""
-    if spec.gradient_checkpointing or device != "cuda":
+# What the pre-flight saw on this GPU (decide_grad_ckpt), for the out-of-memory sentence and status.json
+MEMORY: dict = {}
+
+
+def decide_grad_ckpt(spec: RunSpec, model_path: str, device: str, run_dir: Path | None = None) -> None:
+    """The pre-flight on a GPU, before any weights load. A run that cannot fit this GPU's free memory even with
+    gradient checkpointing is refused with the changes that would fit (engine.estimate.preflight). Otherwise, when
+    the person did not ask for checkpointing, it is turned on only if the run would not fit without it
+    (engine.estimate.checkpointing_needed), and said so. The prediction and the free memory are recorded in
+    status.json (`memory`), next to the peak NVML measures while training."""
+    if device != "cuda":
         return
     import torch
 
     from engine import estimate
 
+    # free besides this process's CUDA context, which torch has just created (the estimate counts it)
     free = torch.cuda.mem_get_info(int(os.environ.get("LOCAL_RANK", "0")))[0] / 2**30
     try:
-        needed, without = estimate.checkpointing_needed(estimate.request_for(spec, model_path), free)
+        req = estimate.request_for(spec, model_path)
+        refusal = estimate.preflight(req, free + estimate.vram.CONTEXT_GIB)
+        needed, without = (False, 0.0) if spec.gradient_checkpointing else estimate.checkpointing_needed(req, free)
     except (estimate.EstimateError, ValueError, OSError):
         return  # a model the estimator cannot read trains as asked
+    MEMORY.update(free_at_start_gib=round(free, 2), checkpointing_was_on=spec.gradient_checkpointing)
+    if refusal:
+        raise SpecError(refusal + " Nothing was loaded; change the settings and start again.")
     if needed:
         spec.gradient_checkpointing = True
         print(
@@ -281,6 +294,32 @@ def decide_grad_ckpt(spec: RunSpec, model_path: str, device: str) -> None:
         )
         if is_main_process():
             spec.save(Path(spec.output_dir) / "config.yaml")  # a resume continues with the same setting
+    MEMORY["predicted_peak_gib"] = round(estimate.peak_gib(estimate.request_for(spec, model_path)), 2)
+    MEMORY["request"] = estimate.request_for(spec, model_path)
+    if is_main_process():
+        rundir.write_status(
+            Path(spec.output_dir), "running", memory={k: v for k, v in MEMORY.items() if k != "request"}
+        )
+
+
+def measured_peak_gib() -> float | None:
+    """What NVML shows this process using on its GPU, in GiB (the CUDA context included, as nvidia-smi shows it);
+    None without NVML or when this process is not listed."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        gpu = int(os.environ.get("LOCAL_RANK", "0"))
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+        if visible and visible.split(",")[gpu].strip().isdigit():
+            gpu = int(visible.split(",")[gpu])
+        handle = pynvml.nvmlDeviceGetHandleByIndex(gpu)
+        for proc in pynvml.nvmlDeviceGetComputeRunningProcesses(handle):
+            if proc.pid == os.getpid() and proc.usedGpuMemory:
+                return proc.usedGpuMemory / 2**30
+    except Exception:  # noqa: BLE001  (no NVML, no permission, a GPU named by UUID: no measurement)
+        return None
+    return None
 
 
 def training_args(spec: RunSpec, run_dir: Path, precision: dict, has_eval: bool) -> dict:
@@ -363,6 +402,7 @@ def run_dir_callback(run_dir: Path, mfu: tuple[float, float] | None = None):
         def __init__(self):
             self.last_status = 0.0
             self.last_log = None  # (time, tokens) for tokens/s
+            self.peak = 0.0  # GiB NVML showed this process using, the highest so far
 
         def on_train_begin(self, args, state, control, **kw):
             if not state.is_world_process_zero:
@@ -403,6 +443,10 @@ def run_dir_callback(run_dir: Path, mfu: tuple[float, float] | None = None):
                 self.last_log = (record["time"], tokens)
             record["memory_gib"] = _memory_gib()
             rundir.append_metrics(run_dir, record)
+            if "predicted_peak_gib" in MEMORY and (used := measured_peak_gib()) and used > self.peak + 0.01:
+                self.peak = used  # NVML's figure for this process: the allocator's reserve + the CUDA context
+                memory = {k: v for k, v in MEMORY.items() if k != "request"}
+                rundir.write_status(run_dir, "running", memory={**memory, "measured_peak_gib": round(used, 2)})
 
     return RunDirCallback()
 
@@ -466,7 +510,13 @@ def explain_failure(exc: BaseException) -> str:
         total = re.search(r"total capacity of ([\d.]+ \w+)", text)
         return (
             f"Out of GPU memory: the step tried to allocate {asked[1] if asked else '?'} more on a GPU with "
-            f"{total[1] if total else '?'} in all. " + CHEAPER
+            f"{total[1] if total else '?'} in all"
+            + (
+                f", {MEMORY['free_at_start_gib']:.1f} GiB of it free when this run started. "
+                if "free_at_start_gib" in MEMORY
+                else ". "
+            )
+            + oom_advice()
         )
     if "can't allocate memory" in text:  # the CPU allocator's words
         asked = re.search(r"allocate (\d+) bytes", text)
@@ -481,6 +531,24 @@ def explain_failure(exc: BaseException) -> str:
             "a backend for this device (CUDA, or its CPU backend); choose LoRA here, or run QLoRA on a GPU."
         )
     return f"{type(exc).__name__}: {text}".strip()
+
+
+def oom_advice() -> str:
+    """The changes that would fit the memory that was free, from the estimator, never one already on; the generic
+    list when the pre-flight did not run (a model the estimator cannot read)."""
+    req, free = MEMORY.get("request"), MEMORY.get("free_at_start_gib")
+    if req is None or free is None:
+        return CHEAPER
+    from engine import estimate
+
+    # the run did not fit, so ask for changes that fit below what the estimate said this run needs
+    budget = min(free + estimate.vram.CONTEXT_GIB, MEMORY.get("predicted_peak_gib", free) * 0.9)
+    options = estimate.alternatives(req, budget)
+    if not options:
+        return "Choose a smaller model or a GPU with more free memory."
+    return (
+        "Changes that would need less: " + "; ".join(f"{o['change']} (~{o['peak_gib']:.1f} GiB)" for o in options) + "."
+    )
 
 
 CHEAPER = (

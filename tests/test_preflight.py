@@ -1,0 +1,141 @@
+"""The pre-flight: a run that cannot fit the GPU's free memory even with checkpointing is refused before any weights
+load, with the cheapest changes that fit, each with its estimate; as arithmetic, from the CLI, at submit and through
+the Train page (NVML replaced by a 24 GB card with 23 GiB free; the estimator and the queue are real)."""
+
+import json
+from types import SimpleNamespace
+
+import pynvml
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from conftest import run_cli
+from engine import catalog, hardware, runs
+from engine.estimate import EstimateRequest, alternatives, peak_gib, preflight
+from engine.paths import REPO
+from engine.spec import RunSpec
+from engine.train import common
+from engine.users import OWNER
+
+MIB = 1024**2
+THREE_B_FULL = EstimateRequest(model="meta-llama/Llama-3.2-3B", method="full", seq=1024, batch=4)
+
+
+def test_a_run_that_fits_passes():
+    assert preflight(EstimateRequest(model="meta-llama/Llama-3.2-1B", method="lora", seq=512, batch=4), 23.0) == ""
+
+
+def test_a_run_that_cannot_fit_even_with_checkpointing_is_refused_with_changes_that_fit():
+    refusal = preflight(THREE_B_FULL, 23.0)
+    assert "even with gradient checkpointing" in refusal and "23.0 GiB free" in refusal
+    options = alternatives(THREE_B_FULL.__class__(**{**THREE_B_FULL.__dict__, "grad_ckpt": True}), 23.0)
+    assert len(options) >= 3
+    for option in options:
+        assert option["peak_gib"] <= 23.0
+        assert f"{option['change']} ({option['peak_gib']:.1f} GiB)" in refusal
+        assert "gradient checkpointing" not in option["change"].split(" with ")[0], "never what is already on"
+    assert any("8-bit" in o["change"] for o in options) and any("LoRA" in o["change"] for o in options)
+
+
+def test_alternatives_never_offer_what_is_on():
+    on = EstimateRequest(
+        model="meta-llama/Llama-3.1-8B", method="qlora", seq=4096, batch=1, grad_ckpt=True, optimizer="adamw_8bit"
+    )
+    for option in alternatives(on, peak_gib(on) - 0.01, most=20):
+        change = option["change"]
+        assert "checkpointing" not in change and "QLoRA" not in change and "8-bit" not in change
+        assert "micro-batch" not in change, "the micro-batch is already 1"
+
+
+def test_several_gpus_offer_fsdp():
+    two = EstimateRequest(**{**THREE_B_FULL.__dict__, "gpus": 2})
+    assert "shard the model across the 2 GPUs with FSDP" in preflight(two, 23.0)
+
+
+def test_estimate_cli_lists_alternatives():
+    out = run_cli(
+        "engine.estimate",
+        "--model",
+        "meta-llama/Llama-3.2-3B",
+        "--method",
+        "full",
+        "--seq",
+        "1024",
+        "--batch",
+        "4",
+        "--gpu",
+        "rtx-4090",
+        "--json",
+    )
+    assert out.returncode == 0, out.stderr
+    est = json.loads(out.stdout)
+    assert not est["fits"]
+    assert est["alternatives"] and all(set(a) == {"change", "peak_gib"} for a in est["alternatives"])
+    assert all(a["peak_gib"] <= est["capacity_gib"] for a in est["alternatives"])
+
+
+def test_out_of_memory_names_the_free_memory_and_changes_not_already_on(monkeypatch):
+    req = EstimateRequest(**{**THREE_B_FULL.__dict__, "grad_ckpt": True})
+    monkeypatch.setattr(
+        common,
+        "MEMORY",
+        {"free_at_start_gib": 23.0, "predicted_peak_gib": peak_gib(req), "request": req, "checkpointing_was_on": True},
+    )
+    text = common.explain_failure(
+        RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB. total capacity of 23.5 GiB")
+    )
+    assert "23.0 GiB of it free when this run started" in text
+    assert "turn on gradient checkpointing" not in text
+    assert "8-bit optimizer" in text
+
+
+@pytest.fixture
+def a_24gb_card_with_23_free(monkeypatch):
+    monkeypatch.setattr(pynvml, "nvmlInit", lambda: None)
+    monkeypatch.setattr(pynvml, "nvmlShutdown", lambda: None)
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetCount", lambda: 1)
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetHandleByIndex", lambda i: i)
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetName", lambda h: "NVIDIA GeForce RTX 4090")
+    monkeypatch.setattr(
+        pynvml,
+        "nvmlDeviceGetMemoryInfo",
+        lambda h: SimpleNamespace(total=24564 * MIB, used=1012 * MIB, free=23552 * MIB),
+    )
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetCudaComputeCapability", lambda h: (8, 9))
+    monkeypatch.setattr(pynvml, "nvmlSystemGetDriverVersion", lambda: "570.86.15")
+    monkeypatch.setattr(pynvml, "nvmlSystemGetCudaDriverVersion", lambda: 12080)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    hardware._read_nvml.cache_clear()
+    yield
+    hardware._read_nvml.cache_clear()
+
+
+@pytest.fixture
+def three_b_model(tmp_path):
+    """A model directory with Llama-3.2-3B's published config; its weights are never read."""
+    path = tmp_path / "llama-3b"
+    path.mkdir()
+    (path / "config.json").write_text(json.dumps(catalog.load_config("meta-llama/Llama-3.2-3B")))
+    (path / "model.safetensors").write_bytes(b"")
+    return path
+
+
+def test_submit_refuses_what_the_free_memory_cannot_hold(a_24gb_card_with_23_free, three_b_model):
+    spec = RunSpec(model_name_or_path=str(three_b_model), method="full", max_length=1024, per_device_train_batch_size=4)
+    with pytest.raises(runs.RunError, match=r"GPU 0 \(NVIDIA GeForce RTX 4090\) has 23.0 GiB free"):
+        runs.submit(spec, OWNER)
+    assert runs.list_runs(OWNER) == [], "nothing was queued"
+
+
+def test_the_train_page_refuses_with_the_changes_that_fit(a_24gb_card_with_23_free, three_b_model):
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
+    at.session_state["spec"] = RunSpec(method="full", max_length=1024, per_device_train_batch_size=4)
+    at.run()
+    at.switch_page("app_pages/train.py").run()
+    next(t for t in at.text_input if t.label == "Model").set_value(str(three_b_model))
+    next(b for b in at.button if b.label == "Start training").click().run()
+    assert not at.exception
+    errors = " ".join(e.value for e in at.error)
+    assert "even with gradient checkpointing" in errors and "Changes that fit:" in errors, errors
+    assert "8-bit optimizer" in errors and "GiB)" in errors
+    assert runs.list_runs(OWNER) == []
