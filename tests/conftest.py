@@ -114,3 +114,25 @@ def start_app(*serve_args, env=None) -> tuple[str, subprocess.Popen]:
         except OSError:
             time.sleep(0.5)
     return url, proc
+
+
+def fake_nvml(monkeypatch, name: str, count: int, total_mib: int, used_mib: int, capability=(9, 0)) -> None:
+    """NVML answering as `count` GPUs called `name` (the app's detection code and the queue run unchanged)."""
+    from types import SimpleNamespace
+
+    import pynvml
+
+    from engine import hardware
+
+    mib = 1024**2
+    monkeypatch.setattr(pynvml, "nvmlInit", lambda: None)
+    monkeypatch.setattr(pynvml, "nvmlShutdown", lambda: None)
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetCount", lambda: count)
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetHandleByIndex", lambda i: i)
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetName", lambda h: name)
+    memory = SimpleNamespace(total=total_mib * mib, used=used_mib * mib, free=(total_mib - used_mib) * mib)
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetMemoryInfo", lambda h: memory)
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetCudaComputeCapability", lambda h: capability)
+    monkeypatch.setattr(pynvml, "nvmlSystemGetDriverVersion", lambda: "570.86.15")
+    monkeypatch.setattr(pynvml, "nvmlSystemGetCudaDriverVersion", lambda: 12080)
+    hardware._read_nvml.cache_clear()

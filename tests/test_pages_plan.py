@@ -1,12 +1,12 @@
 """AppTest for the Goal and Hardware pages: what a student sees and what the pages hand to the next steps."""
 
 import dataclasses
-from types import SimpleNamespace
 
 import pynvml
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from conftest import fake_nvml
 from engine import hardware
 from engine.hardware import preset_hardware
 from engine.paths import REPO
@@ -29,20 +29,7 @@ def no_gpu(monkeypatch):
 
 @pytest.fixture
 def two_h200s(monkeypatch):
-    monkeypatch.setattr(pynvml, "nvmlInit", lambda: None)
-    monkeypatch.setattr(pynvml, "nvmlShutdown", lambda: None)
-    monkeypatch.setattr(pynvml, "nvmlDeviceGetCount", lambda: 2)
-    monkeypatch.setattr(pynvml, "nvmlDeviceGetHandleByIndex", lambda i: i)
-    monkeypatch.setattr(pynvml, "nvmlDeviceGetName", lambda h: "NVIDIA H200")
-    monkeypatch.setattr(
-        pynvml,
-        "nvmlDeviceGetMemoryInfo",
-        lambda h: SimpleNamespace(total=143771 * MIB, used=4096 * MIB, free=139675 * MIB),
-    )
-    monkeypatch.setattr(pynvml, "nvmlDeviceGetCudaComputeCapability", lambda h: (9, 0))
-    monkeypatch.setattr(pynvml, "nvmlSystemGetDriverVersion", lambda: "570.86.15")
-    monkeypatch.setattr(pynvml, "nvmlSystemGetCudaDriverVersion", lambda: 12080)
-    hardware._read_nvml.cache_clear()
+    fake_nvml(monkeypatch, "NVIDIA H200", 2, total_mib=143771, used_mib=4096)
     yield
     hardware._read_nvml.cache_clear()
 

@@ -3,13 +3,11 @@ load, with the cheapest changes that fit, each with its estimate; as arithmetic,
 the Train page (NVML replaced by a 24 GB card with 23 GiB free; the estimator and the queue are real)."""
 
 import json
-from types import SimpleNamespace
 
-import pynvml
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from conftest import run_cli
+from conftest import fake_nvml, run_cli
 from engine import catalog, hardware, runs
 from engine.estimate import EstimateRequest, alternatives, peak_gib, preflight
 from engine.paths import REPO
@@ -91,21 +89,8 @@ def test_out_of_memory_names_the_free_memory_and_changes_not_already_on(monkeypa
 
 @pytest.fixture
 def a_24gb_card_with_23_free(monkeypatch):
-    monkeypatch.setattr(pynvml, "nvmlInit", lambda: None)
-    monkeypatch.setattr(pynvml, "nvmlShutdown", lambda: None)
-    monkeypatch.setattr(pynvml, "nvmlDeviceGetCount", lambda: 1)
-    monkeypatch.setattr(pynvml, "nvmlDeviceGetHandleByIndex", lambda i: i)
-    monkeypatch.setattr(pynvml, "nvmlDeviceGetName", lambda h: "NVIDIA GeForce RTX 4090")
-    monkeypatch.setattr(
-        pynvml,
-        "nvmlDeviceGetMemoryInfo",
-        lambda h: SimpleNamespace(total=24564 * MIB, used=1012 * MIB, free=23552 * MIB),
-    )
-    monkeypatch.setattr(pynvml, "nvmlDeviceGetCudaComputeCapability", lambda h: (8, 9))
-    monkeypatch.setattr(pynvml, "nvmlSystemGetDriverVersion", lambda: "570.86.15")
-    monkeypatch.setattr(pynvml, "nvmlSystemGetCudaDriverVersion", lambda: 12080)
+    fake_nvml(monkeypatch, "NVIDIA GeForce RTX 4090", 1, total_mib=24564, used_mib=1012, capability=(8, 9))
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    hardware._read_nvml.cache_clear()
     yield
     hardware._read_nvml.cache_clear()
 
