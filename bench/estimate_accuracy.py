@@ -100,6 +100,56 @@ GRIDS = {
 }
 
 
+# Families this project was never calibrated on (2026-12-01). fam_calib is what the estimator's family rules (eager
+# softcapped attention, sliding-window masks, the 8-bit optimizer, pt and rm stages) were checked on; fam_heldout
+# is only scored afterwards, to report. A 7th field is the optimizer.
+G2, G3, QW06, QW17, QW4, QW8 = (
+    "google/gemma-2-2b",
+    "google/gemma-3-1b-pt",
+    "Qwen/Qwen3-0.6B",
+    "Qwen/Qwen3-1.7B",
+    "Qwen/Qwen3-4B",
+    "Qwen/Qwen3-8B",
+)
+SM3, PHI4 = "HuggingFaceTB/SmolLM3-3B", "microsoft/Phi-4-mini-instruct"
+GRIDS["fam_calib"] = [
+    (G2, S, L, 1024, 4, False),  # the issue's -28.8 % case
+    (G3, S, L, 2048, 4, False),
+    (QW17, S, F, 1024, 4, False),
+    (QW06, "dpo", L, 1024, 2, False),
+    (PHI4, S, Q, 1024, 4, True),
+    (L1, "pt", L, 2048, 4, False),
+    (QW06, "rm", L, 1024, 4, False),
+    (QW17, S, F, 512, 4, True, "adamw_8bit"),
+]
+GRIDS["fam_heldout"] = [
+    (SM3, S, L, 2048, 4, False),
+    (G3, "dpo", Q, 2048, 2, True),
+    (QW4, S, Q, 2048, 8, True),
+    (QW8, S, L, 1024, 2, False),
+    (PHI4, "dpo", L, 512, 4, False),
+    (QW17, "pt", F, 2048, 2, True),
+    (G2, S, F, 512, 4, True),
+    (QW06, S, L, 8192, 1, False),
+    (QW4, "rm", L, 2048, 2, True),
+    (L3, S, F, 1024, 2, True, "adamw_8bit"),
+]
+
+
+# A second held-out grid, defined after fam_heldout was scored and folded into the fit (2026-12-01): scored only
+M7, SM17, Q15 = "mistralai/Mistral-7B-v0.3", "HuggingFaceTB/SmolLM2-1.7B", "Qwen/Qwen2.5-1.5B"
+GRIDS["fam_heldout2"] = [
+    (QW17, S, Q, 4096, 4, False),
+    (SM17, S, F, 2048, 2, True),
+    (QW06, S, F, 4096, 2, False),
+    (Q15, "dpo", F, 512, 2, False),
+    (PHI4, S, L, 2048, 2, True),
+    (G2, "dpo", L, 1024, 2, False),
+    (L3, S, F, 1024, 2, True, "adamw_8bit"),
+    (M7, "dpo", Q, 1024, 2, True),
+]
+
+
 class NvmlPeak(threading.Thread):
     """Highest `used` memory NVML reports for one GPU while running (what nvidia-smi shows and what runs out):
     `index`, or the first GPU this process is given."""
@@ -168,8 +218,13 @@ def make_dataset(stage: str, seq: int, rows: int, path: Path) -> Path:
     with path.open("w") as f:
         for _ in range(rows):  # every row longer than seq: truncation makes each sequence exactly seq tokens
             # ~5 tokens a word; prompts short, answers long: truncation leaves exactly seq tokens, most of them scored
-            if stage == "dpo":
+            if stage == "rm":  # TRL's reward trainer drops pairs longer than max_length instead of cutting them
+                side = max(1, (seq - seq // 40 * 6) // 7)  # ~6 byte-tokens a word: prompt + answer fill ~seq
+                row = {"prompt": words(seq // 40 + 1), "chosen": words(side), "rejected": words(side)}
+            elif stage == "dpo":
                 row = {"prompt": words(seq // 40 + 1), "chosen": words(seq // 3), "rejected": words(seq // 3)}
+            elif stage == "pt":
+                row = {"text": words(seq // 2)}
             else:
                 row = {"prompt": words(seq // 40 + 1), "completion": words(seq // 3)}
             f.write(json.dumps(row) + "\n")
@@ -180,30 +235,36 @@ def train_engine(row, model_dir, data, work, steps):
     """One `python -m engine.train` run in its own process; step time and torch's reserved peak from metrics.jsonl."""
     import shutil
 
-    model, stage, method, seq, batch, ckpt = row
+    model, stage, method, seq, batch, ckpt = row[:6]
     out = work / "run"
     shutil.rmtree(out, ignore_errors=True)
-    cmd = [
-        sys.executable,
-        "-m",
-        "engine.train",
-        "--stage",
-        stage,
-        "--method",
-        method,
-        "--model",
-        str(model_dir),
-        "--dataset",
-        str(data),
-        "--max-steps",
-        str(steps),
-        "--seq",
-        str(seq),
-        "--batch",
-        str(batch),
-        "--output-dir",
-        str(out),
-    ] + (["--grad-ckpt"] if ckpt else [])
+    cmd = (
+        [
+            sys.executable,
+            "-m",
+            "engine.train",
+            "--stage",
+            stage,
+            "--method",
+            method,
+            "--model",
+            str(model_dir),
+            "--dataset",
+            str(data),
+            "--max-steps",
+            str(steps),
+            "--seq",
+            str(seq),
+            "--batch",
+            str(batch),
+            "--output-dir",
+            str(out),
+        ]
+        + (["--grad-ckpt"] if ckpt else [])
+        + (["--optim", row[6]] if len(row) > 6 else [])
+    )
+    if stage == "rl":
+        cmd += ["--reward", "task_api"]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr[-1500:])
@@ -213,6 +274,10 @@ def train_engine(row, model_dir, data, work, steps):
     return {
         "step_s": statistics.median(gaps[1:]) if len(gaps) > 1 else None,
         "torch_reserved_gib": max((r.get("memory_gib") or 0) for r in logs) if logs else None,
+        # what the trainer itself recorded: its pre-flight prediction and NVML's figure for its process
+        "trainer_memory": json.loads((out / "status.json").read_text()).get("memory"),
+        "padded": "batches: padded" in (out / "train.log").read_text(),
+        "checkpointing_turned_on": "gradient checkpointing: on" in (out / "train.log").read_text(),
     }
 
 
@@ -310,7 +375,7 @@ def predict(row, optimizer="adamw_torch", lora_dropout=0.05):
     try:
         from engine import estimate
 
-        model, stage, method, seq, batch, ckpt = row
+        model, stage, method, seq, batch, ckpt = row[:6]
         return estimate.peak_gib(
             estimate.EstimateRequest(
                 model=model,
@@ -352,7 +417,11 @@ def run(args):
     rows = GRIDS[args.grid]
     if args.only:
         rows = [rows[int(i)] for i in args.only.split(",")]
-    for row in rows:
+    for i, row in enumerate(rows):
+        if args.trainer != "mini" and i and rows[i - 1][0] not in [r[0] for r in rows[i:]]:
+            import shutil  # the GPU machine's disk holds a few random-weight copies, not a whole grid's
+
+            shutil.rmtree(models_root / rows[i - 1][0].replace("/", "--"), ignore_errors=True)
         if time.time() - start > args.budget_s:
             print("budget spent; skipping", row, flush=True)
             continue
@@ -380,12 +449,12 @@ def run(args):
             "seq": row[3],
             "batch": row[4],
             "grad_ckpt": row[5],
+            "optim": row[6] if len(row) > 6 else optim,
             "measured_gib": peak / 2**30,
             "idle_used_gib": baseline / 2**30,
             "wall_s": time.time() - t0,
-            "optim": optim,
             "lora_dropout": dropout,
-            "predicted_gib": predict(row, optim, dropout),
+            "predicted_gib": predict(row, row[6] if len(row) > 6 else optim, dropout),
             "error": error,
             **extra,
         }

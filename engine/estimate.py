@@ -52,7 +52,7 @@ class EstimateRequest:
     lora_targets: str = _DEFAULT.lora_target_modules
     lora_dropout: float = _DEFAULT.lora_dropout
     optimizer: str = _DEFAULT.optim
-    attn: str = "sdpa"  # transformers' default; "eager" stores the seq x seq scores
+    attn: str = "auto"  # the family's choice in transformers (eager for softcapped Gemma-2); sdpa | eager
     gpu: str = "h200"  # a key of assets/gpus.yaml (engine.hardware presets)
     examples: int = 1000
     epochs: float = _DEFAULT.num_train_epochs
@@ -82,9 +82,9 @@ class EstimateRequest:
             raise EstimateError(f"Unknown distributed mode '{self.distributed}'. Choose ddp or fsdp.")
         if self.optimizer not in vram.OPTIMIZERS:
             raise EstimateError(f"Unknown optimizer '{self.optimizer}'. Choose one of: {', '.join(vram.OPTIMIZERS)}.")
-        if self.attn not in ("sdpa", "flash_attention_2", "eager"):
+        if self.attn not in ("auto", "sdpa", "flash_attention_2", "eager"):
             raise EstimateError(
-                f"Unknown attention implementation '{self.attn}'; use sdpa, flash_attention_2 or eager."
+                f"Unknown attention implementation '{self.attn}'; use auto, sdpa, flash_attention_2 or eager."
             )
 
 
@@ -109,6 +109,7 @@ class Estimate:
     distributed: str = "ddp"
     sharding: str = ""  # engine.estimate.sharding_advice: FSDP would fit where DDP does not
     alternatives: list = field(default_factory=list)  # [{change, peak_gib}] that fit, cheapest first
+    caveat: str = ""  # where the figure is less certain than usual, and which way it errs
 
 
 def load_gpu(key: str) -> Gpu:
@@ -376,6 +377,25 @@ def mean_tokens(lengths: list[int], seq: int) -> int:
     return round(sum(min(n, seq) for n in lengths) / len(lengths)) if lengths else 0
 
 
+def caveat(shape: vram.Shape, req: EstimateRequest) -> str:
+    """A sentence where the estimate has not been measured for this kind of run, saying which side it errs on."""
+    if shape.experts > 1:
+        return (
+            f"{shape.model_type} is a mixture of experts ({shape.experts} experts, {shape.active_experts} per "
+            "token): its memory has not been measured here yet. The figure counts every expert's weights "
+            "(in 16 bit even with QLoRA, where bitsandbytes leaves fused experts unquantised) and each token's "
+            "experts' activations, but not the router's buffers; leave 10 % spare."
+        )
+    if req.distributed == "fsdp" and req.gpus > 1:
+        return (
+            "FSDP figures are arithmetic not yet measured on GPUs here; checked against published FSDP + QLoRA "
+            "peaks within 0.93-1.08 (bench/results/fsdp_per_gpu.md)."
+        )
+    if req.seq > 8192:
+        return f"Sequences of {req.seq} tokens are longer than any run measured here (8192); leave 10 % spare."
+    return ""
+
+
 def sharding_advice(req: EstimateRequest, capacity_gib: float) -> str:
     """A sentence when a several-GPU run does not fit as DDP (a whole copy per GPU) but does with FSDP, saying why;
     "" otherwise."""
@@ -422,6 +442,7 @@ def estimate_run(req: EstimateRequest, gpu: Gpu | None = None) -> Estimate:
         distributed=req.distributed,
         sharding=sharding_advice(req, gpu.vram_gib),
     )
+    est.caveat = caveat(shape, req)
     if not est.fits:
         est.fix = cheapest_fix(req, gpu.vram_gib)
         est.alternatives = alternatives(req, gpu.vram_gib)
@@ -442,7 +463,7 @@ def main(argv=None) -> int:
     p.add_argument("--grad-ckpt", action="store_true", default=_DEFAULT.gradient_checkpointing)
     p.add_argument("--lora-r", type=int, default=_DEFAULT.lora_r)
     p.add_argument("--optimizer", default=_DEFAULT.optim)
-    p.add_argument("--attn", default="sdpa")
+    p.add_argument("--attn", default="auto", help="auto (the family's), sdpa, flash_attention_2 or eager")
     p.add_argument("--gpu", default="h200", help="preset key from engine/assets/gpus.yaml")
     p.add_argument("--gpus", type=int, default=1, help="GPUs training together; figures are per GPU")
     p.add_argument("--distributed", default=_DEFAULT.distributed, choices=DISTRIBUTED)
@@ -491,6 +512,8 @@ def main(argv=None) -> int:
         print(f"to fit: {est.fix}")
     if est.sharding:
         print(est.sharding)
+    if est.caveat:
+        print(f"note: {est.caveat}")
     return 0
 
 

@@ -35,6 +35,9 @@ OPTIMIZERS = {  # bytes of state per trainable parameter, as a multiple of the p
     "paged_adamw_8bit": None,  # the same, in pages the driver can evict to CPU under pressure
     "sgd": 0.0,
 }
+# fit: padded batches (pt, softcapped or windowed attention: Shape.padded) ran 5 % above the padding-free figure on
+# rows that fill max_length (Gemma-3-1B LoRA 2048 x 4, Llama-3.2-1B pt LoRA 2048 x 4; estimate_fam_calib.jsonl)
+PADDED_MARGIN = 1.05
 CKPT_RECOMPUTE = 1.3  # fit: the layer being recomputed keeps its activations and its gradients' transients
 FOREACH_OPTIMIZERS = ("adamw_torch",)  # the multi-tensor path allocates sqrt(exp_avg_sq) for all parameters at once
 
@@ -64,6 +67,8 @@ class Shape:
     norms_per_layer: int = 2  # RMSNorms of `hidden` per decoder layer
     expert_bias: bool = False  # gpt-oss: the experts' projections and the router have biases
     sinks: bool = False  # gpt-oss: one learned attention-sink logit per head and layer
+    softcap: bool = False  # attention scores capped by tanh (Gemma-2): transformers runs eager attention for it
+    window: int = 0  # a sliding attention window in some or all layers (tokens); 0 = none
 
     # transformers' config classes fill in what a config.json leaves out; these are their defaults for the fields
     # read here (transformers 5.24 configuration_*.py). Gemma-3 4B's published config gives only hidden_size,
@@ -114,7 +119,26 @@ class Shape:
             norms_per_layer=4 if mtype in cls._FOUR_NORMS else 2,
             expert_bias=experts > 1 and mtype == "gpt_oss",
             sinks=mtype == "gpt_oss",
+            softcap=bool(cfg.get("attn_logit_softcapping")),
+            window=int(cfg.get("sliding_window") or 0) if cfg.get("use_sliding_window", True) is not False else 0,
         )
+
+    def expert_params(self) -> int:
+        """Weights of the expert MLPs of a mixture-of-experts model (gate, up and down of each); 0 for dense."""
+        return 0 if self.experts <= 1 else self.layers * self.experts * 3 * self.hidden * self.intermediate
+
+    def padded(self, stage: str, seq: int) -> bool:
+        """engine.train keeps padded batches (not padding-free) for continued pretraining and for models whose
+        attention the varlen kernel cannot compute: softcapping, or a window shorter than the rows
+        (engine/train/fast.py unsupported)."""
+        return stage == "pt" or self.softcap or 0 < self.window < seq
+
+    def attention(self, attn: str) -> str:
+        """The attention implementation engine.train gets: "auto" is transformers' choice for the family (eager for
+        softcapped scores, which SDPA cannot cap), else what was asked."""
+        if attn != "auto":
+            return attn
+        return "eager" if self.softcap else "sdpa"
 
     @property
     def q_width(self) -> int:
@@ -192,20 +216,33 @@ class Shape:
         attention keeps rotated q, k, v and its output + the o_proj input copy (6 q + 4 kv), the MLP gate, up,
         SiLU(gate) and their product (8i). With frozen projections (LoRA/QLoRA) autograd skips the inputs of the
         frozen matmuls and the norm outputs, but each adapter's dropout keeps a mask and a copy of its input
-        (3 bytes x in_features, for q,k,v,gate,up on h, o on q, down on i)."""
-        h, i, q, kv = self.hidden, self.intermediate, self.q_width, self.kv_width
+        (3 bytes x in_features, for q,k,v,gate,up on h, o on q, down on i). A mixture-of-experts token goes through
+        active_experts MLPs, each keeping its own (not measured yet; the router's buffers are not counted)."""
+        h, q, kv = self.hidden, self.q_width, self.kv_width
+        i = self.intermediate * self.active_experts
         if method == "full" or not dropout:
             # without adapter dropout (TRL's DPO and reward trainers disable dropout) the adapters keep the same
             # inputs the trained projections would: the same bytes as full fine-tuning
             per = 12 * h + 8 * i + 6 * q + 4 * kv
         else:
             per = 8 * h + 15 * h + 9 * i + 7 * q + 4 * kv
+        trains = method == "full" or not dropout
+        # Norms beyond llama's two, and the q/k norms (Qwen3, Gemma-3): a trained norm keeps its fp32 input and bf16
+        # output (6 bytes an element). Frozen, Gemma's extra norms of the residual stream keep ~1 byte an element and
+        # the q/k norms ~3 (fp32 input, some freed early), fit on estimate_fam_calib + estimate_fam_heldout (Qwen3
+        # with q wider than hidden was 5-6 % under without it)
+        per += (6 if method == "full" else 1) * (self.norms_per_layer - 2) * h
+        if self.qk_norm:
+            per += (6 if method == "full" else 3) * (q + kv)
         per += LSE_BYTES * self.heads
+        attn = self.attention(attn)
         if attn == "eager":
             # eager attention keeps the fp32 softmax and its bf16 copy: 6 bytes x heads x seq per token
-            # (Korthikanti's 5as/h term with fp32 softmax and no attention dropout)
-            per += 6 * self.heads * seq
-        return per * (1 + ACT_OVERHEAD["full" if method == "full" or not dropout else method])
+            # (Korthikanti's 5as/h term with fp32 softmax and no attention dropout); Gemma-2's softcapping adds the
+            # tanh's output (8 bytes, fit: Gemma-2-2B LoRA 1024 x 4 measured 27.9 GiB, 20.3 predicted
+            # with SDPA's figure, bench/results/estimate_fam_calib.jsonl)
+            per += (8 if self.softcap else 6) * self.heads * seq
+        return per * (1 + ACT_OVERHEAD["full" if trains else method])
 
 
 @dataclass(frozen=True)
@@ -221,7 +258,7 @@ class MemoryPlan:
     lora_targets: str = "all-linear"
     lora_dropout: float = 0.0
     optimizer: str = "adamw_torch"
-    attn: str = "sdpa"
+    attn: str = "auto"  # the family's (Shape.attention)
     gpus: int = 1  # processes training together, one per GPU
     distributed: str = "ddp"  # ddp: a whole copy per GPU | fsdp: FSDP2, sharded (engine/distributed.py)
     offload: bool = False  # fsdp only: parameters, gradients and optimizer state wait in CPU memory
@@ -316,7 +353,10 @@ def _quantities(shape: Shape, plan: MemoryPlan) -> dict[str, float]:
         T, t_bytes = shape.lora_params(plan.lora_r, plan.lora_targets), 4.0  # PEFT upcasts adapters to fp32
         weights += T * t_bytes  # (peft/tuners/tuners_utils.py cast_adapter_dtype, autocast_adapter_dtype=True)
     else:  # qlora
-        weights = shape.linear_params() * NF4_BYTES + shape.other_params() * 2.0
+        # bitsandbytes quantises nn.Linear layers; transformers 5 keeps a mixture's experts as fused 3-D tensors,
+        # which stay in 16 bit (the never-low side: not measured yet)
+        experts = shape.expert_params()
+        weights = (shape.linear_params() - experts) * NF4_BYTES + (shape.other_params() + experts) * 2.0
         T, t_bytes = shape.lora_params(plan.lora_r, plan.lora_targets), 2.0  # TRL casts QLoRA adapters to bf16
         weights += T * t_bytes  # (trl/trainer/sft_trainer.py, following the QLoRA paper)
     # Full fine-tuning DPO/RL keeps a frozen copy of the starting weights as the reference (TRL loads it in the
@@ -329,6 +369,10 @@ def _quantities(shape: Shape, plan: MemoryPlan) -> dict[str, float]:
     grads = T * t_bytes
     state_factor = OPTIMIZERS.get(plan.optimizer, 2.0)
     optimizer = T * 2.0 if state_factor is None else T * t_bytes * state_factor
+    if state_factor is None and plan.method == "full":
+        # transformers keeps 32-bit state for embeddings under bitsandbytes' 8-bit optimizers (trainer.py,
+        # register_module_override(..., {"optim_bits": 32})): 8 bytes a parameter there, not 2
+        optimizer += shape.vocab * shape.hidden * (8.0 - 2.0)
     foreach_tmp = T * t_bytes if plan.optimizer in FOREACH_OPTIMIZERS else 0.0
 
     # Tokens in one forward: DPO and reward models see chosen and rejected together (TRL concatenates them).
@@ -343,6 +387,8 @@ def _quantities(shape: Shape, plan: MemoryPlan) -> dict[str, float]:
     else:
         activations = tokens * shape.layers * per_layer
     activations += tokens * shape.hidden * (2 + 6)  # embedding output, final norm (fp32 in + bf16 out)
+    if shape.padded(plan.stage, plan.seq):
+        activations *= PADDED_MARGIN
     # LM head + loss: the fused log-prob keeps the scored hidden states (bf16) and backward fills an fp32 gradient
     # for them, plus an fp32 gradient of the head's weight when it trains; tiles of logits, never all of them.
     head = tokens * shape.hidden * (2 + 4) + min(tokens, 4096) * LOGPROB_TILE_BYTES
@@ -363,7 +409,10 @@ def _quantities(shape: Shape, plan: MemoryPlan) -> dict[str, float]:
 
 def _reserve(shape: Shape, plan: MemoryPlan, dynamic: float) -> float:
     if plan.method == "full":
-        return FRAG_BASE_GIB * GIB + FRAG_FULL_HEAD * shape.vocab * shape.hidden * 4.0
+        # tied embeddings: the embedding's own bf16 gradient (V x h) exists next to the head's until they are summed
+        # (Gemma-2-2B full 512 x 4: -4.8 % without it; Qwen2.5-0.5B full: -4.3 %; estimate_fam_heldout.jsonl)
+        tied = shape.vocab * shape.hidden * 2.0 if shape.tied else 0.0
+        return FRAG_BASE_GIB * GIB + FRAG_FULL_HEAD * shape.vocab * shape.hidden * 4.0 + tied
     return FRAG_BASE_GIB * GIB + FRAG_DYNAMIC * dynamic
 
 
