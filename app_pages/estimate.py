@@ -211,12 +211,8 @@ else:
     )
 if est.sharding:
     st.info(est.sharding + " Choose “Sharded across them (FSDP)” above.")
-elif distributed == "fsdp":
-    st.caption(
-        "FSDP figures are per GPU: this GPU's share of the weights, gradients and optimizer state, the layers "
-        "gathered at the moment, and the activations of its own micro-batch. Not yet measured on GPUs here; "
-        "the arithmetic is checked against published FSDP + QLoRA peaks (bench/results/fsdp_per_gpu.md)."
-    )
+if est.caveat:
+    st.caption(est.caveat)
 
 fig = go.Figure()
 for part, gib in est.breakdown_gib.items():

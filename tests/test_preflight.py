@@ -32,7 +32,7 @@ def test_a_run_that_cannot_fit_even_with_checkpointing_is_refused_with_changes_t
         assert option["peak_gib"] <= 23.0
         assert f"{option['change']} ({option['peak_gib']:.1f} GiB)" in refusal
         assert "gradient checkpointing" not in option["change"].split(" with ")[0], "never what is already on"
-    assert any("8-bit" in o["change"] for o in options) and any("LoRA" in o["change"] for o in options)
+    assert any(o["change"] == "switch to LoRA" for o in options) and any("QLoRA" in o["change"] for o in options)
 
 
 def test_alternatives_never_offer_what_is_on():
@@ -122,5 +122,5 @@ def test_the_train_page_refuses_with_the_changes_that_fit(a_24gb_card_with_23_fr
     assert not at.exception
     errors = " ".join(e.value for e in at.error)
     assert "even with gradient checkpointing" in errors and "Changes that fit:" in errors, errors
-    assert "8-bit optimizer" in errors and "GiB)" in errors
+    assert "switch to LoRA (" in errors and "GiB)" in errors
     assert runs.list_runs(OWNER) == []
