@@ -131,7 +131,7 @@ st.subheader(f"Recommended method: {METHOD_NAMES[advice.peft]}")
 st.markdown("\n".join(f"- {r}" for r in advice.reasons))
 for caveat in advice.caveats:
     st.warning(caveat)
-st.markdown("**Largest model that fits, roughly**")
+st.markdown("**Largest model that fits**" if hw.kind == "cpu" else "**Largest catalog model that fits**")
 if hw.kind == "cpu":
     st.table(
         pd.DataFrame(

@@ -93,6 +93,20 @@ class Recommendation:
         return asdict(self)
 
 
+def largest_billions(capacity_gib: float, gpus: int = 1) -> dict[str, float]:
+    """Method -> parameters (billions) of the largest catalog model the estimator fits in capacity_gib per GPU with
+    one copy per GPU, at 2048 tokens x 1 with gradient checkpointing (the smallest run worth doing): the lesson's
+    "largest model I could fine-tune", from the arithmetic rather than its 7B table scaled. 0 = none fits."""
+    from engine import estimate
+
+    req = estimate.EstimateRequest(seq=2048, batch=1, grad_ckpt=True, gpus=gpus)
+    out = {}
+    for method in GIB_PER_BILLION:
+        name = estimate.largest_model(req, capacity_gib, method)
+        out[method] = round(estimate._shape(name).params() / 1e9, 1) if name else 0.0
+    return out
+
+
 def advise_method(hw: Hardware | None) -> MethodAdvice:
     """The lesson's hardware branch, with reasons. A rule of thumb; the Estimate page checks what really fits."""
     if hw is None:
@@ -107,7 +121,7 @@ def advise_method(hw: Hardware | None) -> MethodAdvice:
             {m: None for m in GIB_PER_BILLION},
         )
     usable = hw.vram_gib * (MPS_USABLE_FRACTION if hw.kind == "mps" else 1.0)
-    largest = {m: round(usable / g, 1) for m, g in GIB_PER_BILLION.items()}
+    largest = largest_billions(usable, hw.count)
     caveats = []
     if hw.kind == "cpu":
         largest["qlora"] = None
@@ -146,8 +160,8 @@ def advise_method(hw: Hardware | None) -> MethodAdvice:
         )
     if hw.count > 1:
         caveats.append(
-            f"{hw.count} GPUs train faster (each works on part of the data), but each holds the whole "
-            "model, so one GPU's memory decides which models fit."
+            f"{hw.count} GPUs train faster (each works on part of the data), but with one copy per GPU (DDP, "
+            "the default) one GPU's memory decides which models fit; sharding them (FSDP) fits bigger ones."
         )
     if hw.vram_gib < CONSUMER_BELOW_GIB:
         if hw.vram_gib < 6:
