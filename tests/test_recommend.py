@@ -103,7 +103,8 @@ def test_seed_exercise_three_machines_largest_model_and_method():
 
 def test_t4_warns_there_is_no_bf16_and_several_gpus_say_memory_is_per_gpu():
     assert any("bfloat16" in c for c in advise_method(preset_hardware("t4")).caveats)
-    assert any("each holds the whole model" in c for c in advise_method(preset_hardware("l4", count=4)).caveats)
+    caveat = next(c for c in advise_method(preset_hardware("l4", count=4)).caveats if "GPUs" in c)
+    assert "one GPU's memory decides" in caveat and "FSDP" in caveat
 
 
 def test_dataset_size_is_compared_with_the_stage_range():
