@@ -51,6 +51,9 @@ def main(argv=None) -> int:
         # One process per GPU, started by accelerate (DDP or FSDP2); the same flags reach every process.
         from engine.models import ModelError
 
+        if not spec.output_dir:  # one name for every rank (each would otherwise stamp its own)
+            spec.output_dir = str(common.new_run_dir(spec))
+            argv = [*argv, "--output-dir", spec.output_dir]
         try:
             distributed.check(spec, common.gpu_count())
             cmd, env = distributed.launch(spec, argv, sys.executable)

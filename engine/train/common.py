@@ -139,10 +139,15 @@ def _spec_values(spec: RunSpec) -> dict:
     return {f.name: getattr(spec, f.name) for f in fields(spec)}
 
 
+def new_run_dir(spec: RunSpec) -> Path:
+    """Where a run started without --output-dir writes: TUNEWISE_HOME/runs/DATE-TIME-STAGE-METHOD."""
+    return paths.runs_dir() / time.strftime(f"%Y%m%d-%H%M%S-{spec.stage}-{spec.method}")
+
+
 def prepare_run_dir(spec: RunSpec, resume: bool) -> Path:
     """Create (or reopen, for --resume) the run directory and record what was asked."""
     if not spec.output_dir:
-        spec.output_dir = str(paths.runs_dir() / time.strftime(f"%Y%m%d-%H%M%S-{spec.stage}-{spec.method}"))
+        spec.output_dir = str(new_run_dir(spec))
     run_dir = Path(spec.output_dir).expanduser().resolve()
     if resume and rundir.last_checkpoint(run_dir) is None:
         raise SpecError(f"Cannot resume {run_dir}: it has no checkpoint-* directory yet. Start a new run instead.")
