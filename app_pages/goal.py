@@ -107,6 +107,32 @@ for alt in rec.alternatives:
     st.info(f"**Plan B: {' → '.join(stage_name(s) for s in alt['pipeline'])}.** {alt['when']}")
 st.warning("**Watch out**\n" + "\n".join(f"- {c}" for c in rec.caveats if "RAG" not in c))
 
+if rec.base_models:
+    st.subheader("Which model to start from")
+    st.dataframe(
+        pd.DataFrame(
+            [
+                {
+                    "Model": "SmolLM2-135M-Instruct (bundled)" if b["model"] == "embedded" else b["model"],
+                    "Size": f"{b['billions']:g}B",
+                    "Kind": b["kind"],
+                    "Licence": b["licence"],
+                    "Languages": b["languages"],
+                    "Why": b["why"],
+                }
+                for b in rec.base_models
+            ]
+        ),
+        hide_index=True,
+        width="stretch",
+    )
+    st.caption(
+        f"Models of the offline catalog that fit **{planned_for}** with {METHOD_NAMES[rec.peft]} (the estimator, "
+        "1024 tokens × 4 with checkpointing). Size against the task: a narrow task (one format, one skill) with "
+        "a few thousand examples rarely needs more than 8B; broad knowledge or reasoning gains from the largest "
+        "that fits. Check the languages your users write in, and the licence before you ship."
+    )
+
 st.subheader("How much data")
 for d in rec.data_by_stage:
     st.markdown(f"- **{stage_name(d.stage)}**: {d.min_examples:,}–{d.max_examples:,} {d.unit}. {d.note}")

@@ -88,6 +88,7 @@ class Recommendation:
     per_goal: list[GoalAdvice]
     alternatives: list[dict] = field(default_factory=list)  # {"pipeline": [...], "when": "..."}
     hardware: str = ""
+    base_models: list[dict] = field(default_factory=list)  # base_models(): what to start from, and why
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -104,6 +105,103 @@ def largest_billions(capacity_gib: float, gpus: int = 1) -> dict[str, float]:
     for method in GIB_PER_BILLION:
         name = estimate.largest_model(req, capacity_gib, method)
         out[method] = round(estimate._shape(name).params() / 1e9, 1) if name else 0.0
+    return out
+
+
+PERMISSIVE = ("Apache-2.0", "MIT")
+PLAN_FOR_GIB = 24.0  # a base model is suggested for a 24 GB card until the Hardware page says otherwise
+
+
+@functools.lru_cache(maxsize=1)
+def model_notes() -> dict:
+    """assets/model_notes.yaml: kind (base | instruct), licence and languages of each catalog model."""
+    return yaml.safe_load((ASSETS / "model_notes.yaml").read_text())
+
+
+def base_models(pipeline: list[str], hw: Hardware | None, method: str, seq: int = 1024) -> list[dict]:
+    """Two or three catalog models to start from, with reasons: the lesson's Prompt 3. Each must fit the hardware
+    with the method (the estimator at `seq` tokens, micro-batch 4, checkpointing, 10 % to spare). Chosen for the
+    first stage: continued pretraining starts from a base model, preference stages from an instruct model, SFT from
+    either (an instruct model already follows instructions, so a narrow task needs fewer examples). Ranked by a
+    permissive licence first, then size: the largest that fits, then a small one for quick first runs, then
+    another family. [{model, billions, kind, licence, languages, why}]"""
+    from engine import catalog, estimate
+
+    first = pipeline[0] if pipeline else "sft"
+    if hw is not None and hw.kind == "cpu":
+        return [
+            {
+                "model": "embedded",
+                "billions": 0.135,
+                "kind": "instruct",
+                "licence": "Apache-2.0",
+                "languages": "English",
+                "why": "SmolLM2-135M-Instruct, bundled with the app: on a processor it trains the showcase in "
+                "minutes; larger models take hours a run here. Plan a bigger one on a GPU (Hardware page).",
+            }
+        ]
+    capacity = (hw.vram_gib if hw is not None else PLAN_FOR_GIB) * 0.9
+    gpus = hw.count if hw is not None else 1
+    wanted = "base" if first == "pt" else "instruct" if first in ("dpo", "rm", "rl") else None
+    notes = model_notes()
+    fits = []
+    for name in catalog.names():
+        note = notes.get(name)
+        if note is None or name == "HuggingFaceTB/SmolLM2-135M-Instruct":
+            continue
+        req = estimate.EstimateRequest(
+            model=name, stage=first, method=method, seq=seq, batch=4, grad_ckpt=True, gpus=gpus
+        )
+        try:
+            peak = estimate.peak_gib(req)
+        except estimate.EstimateError:
+            continue
+        if peak <= capacity and (wanted is None or note["kind"] == wanted):
+            fits.append((estimate._shape(name).params() / 1e9, name, note, peak))
+    if not fits:
+        return []
+    fits.sort(key=lambda f: (f[2]["licence"] in PERMISSIVE, f[0]), reverse=True)
+    picks = [fits[0]]
+    small = [f for f in fits if f[0] <= picks[0][0] / 3 and f[0] >= 0.3]
+    if small:
+        picks.append(
+            max(
+                small,
+                key=lambda f: (f[2]["licence"] in PERMISSIVE, f[1].split("/")[0] == fits[0][1].split("/")[0], f[0]),
+            )
+        )
+    family = lambda f: f[1].split("/")[0]  # noqa: E731
+    others = [f for f in fits if family(f) not in {family(p) for p in picks}]
+    if others:
+        picks.append(max(others, key=lambda f: f[0]))
+    where = f"{hw.name}" + (f" × {hw.count}" if hw is not None and hw.count > 1 else "") if hw else "a 24 GB GPU"
+    out, how = [], METHOD_NAMES[method].lower() if method == "full" else METHOD_NAMES[method]
+    for i, (billions, name, note, peak) in enumerate(picks):
+        role = (
+            f"the largest that fits {where} with {how} ({peak:.0f} GiB at {seq} tokens x 4, checkpointing): the "
+            "most capacity for the task"
+            if i == 0
+            else f"{billions:.1f}B: a quick first run to check the data and the settings before the large one"
+            if picks[i] in small
+            else "another family, to compare on your evaluation set"
+        )
+        kind = {
+            "base": "a base model: right for continued pretraining and for teaching a format from a few "
+            "thousand examples; it needs SFT before it chats",
+            "instruct": "already follows instructions, so a narrow task or a preference stage needs fewer examples",
+        }[note["kind"]]
+        licence = note["licence"] + ("" if note["licence"] in PERMISSIVE else " (read its terms before you ship)")
+        out.append(
+            {
+                "model": name,
+                "billions": round(billions, 1),
+                "kind": note["kind"],
+                "licence": licence,
+                "languages": note["languages"],
+                "why": f"{role[0].upper()}{role[1:]}; {kind}."
+                + (f" {note['note'][0].upper()}{note['note'][1:]}." if note.get("note") else ""),
+            }
+        )
     return out
 
 
@@ -293,6 +391,7 @@ def recommend(goals: list[str], hardware: Hardware | None = None) -> Recommendat
         per_goal=per_goal,
         alternatives=alternatives,
         hardware=hardware.name if hardware else "",
+        base_models=base_models(pipeline, hardware, method.peft),
     )
 
 

@@ -204,3 +204,12 @@ def test_hardware_with_several_gpus_shows_what_fsdp_adds(no_gpu):
     one, sharded = table.loc["One copy per GPU", "LoRA"], table.loc["Sharded across the 2 GPUs (FSDP)", "LoRA"]
     assert 7 < billions(one) < 9 and billions(sharded) > billions(one), "bigger, sharded"
     assert any("FSDP splits all three 2 ways" in i.value for i in at.info)
+
+
+def test_the_goal_page_names_models_to_start_from_for_the_hardware(no_gpu):
+    at = app(hardware=preset_hardware("rtx-4090"))
+    at = tick(at, "capability")
+    table = next(df.value for df in at.dataframe if "Licence" in df.value.columns)
+    assert 2 <= len(table) <= 3 and set(table.columns) >= {"Model", "Size", "Kind", "Licence", "Languages", "Why"}
+    assert "fits NVIDIA RTX 4090 24 GB" in table["Why"].iloc[0]
+    assert any("Which model to start from" in s.value for s in at.subheader)

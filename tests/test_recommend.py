@@ -6,9 +6,19 @@ import sys
 
 import pytest
 
-from engine.hardware import preset_hardware
+from engine.hardware import preset_hardware, this_computer
 from engine.paths import REPO
-from engine.recommend import STAGE_ORDER, RecommendError, advise_method, compare_dataset, goal_keys, lesson, recommend
+from engine.recommend import (
+    PERMISSIVE,
+    STAGE_ORDER,
+    RecommendError,
+    advise_method,
+    base_models,
+    compare_dataset,
+    goal_keys,
+    lesson,
+    recommend,
+)
 from engine.spec import METHODS, STAGES
 
 
@@ -182,3 +192,32 @@ def test_a_consistent_output_format_is_its_own_goal_and_means_sft():
     rec = recommend(["format"])
     assert rec.pipeline == ["sft"]
     assert "format" in lesson()["goals"]["format"]["why"] and "JSON" in lesson()["goals"]["format"]["label"]
+
+
+def test_the_plan_names_base_models_that_fit_with_reasons():
+    from engine import estimate
+
+    rec = recommend(["capability"], preset_hardware("rtx-4090"))
+    models = rec.base_models
+    assert 2 <= len(models) <= 3
+    assert len({m["model"].split("/")[0] for m in models}) >= 2, "more than one family to compare"
+    for m in models:
+        peak = estimate.peak_gib(
+            estimate.EstimateRequest(model=m["model"], method=rec.peft, seq=1024, batch=4, grad_ckpt=True)
+        )
+        assert peak <= 24 * 0.9, "each one fits the card with the plan's method"
+        assert m["licence"] and m["languages"] and m["why"]
+    assert models[1]["billions"] <= models[0]["billions"] / 3, "a small one for quick first runs"
+
+
+def test_preference_stages_start_from_instruct_models_and_pretraining_from_base_models():
+    a100 = preset_hardware("a100-80")
+    assert all(m["kind"] == "instruct" for m in base_models(["dpo"], a100, "lora"))
+    assert all(m["kind"] == "base" for m in base_models(["pt", "sft"], a100, "lora"))
+    restrictive = [m for m in base_models(["pt", "sft"], a100, "lora") if m["licence"].split(" (")[0] not in PERMISSIVE]
+    assert all("read its terms before you ship" in m["licence"] for m in restrictive)
+
+
+def test_a_cpu_plan_starts_from_the_embedded_model():
+    models = recommend(["format"], this_computer()).base_models
+    assert [m["model"] for m in models] == ["embedded"]
