@@ -109,22 +109,12 @@ st.warning("**Watch out**\n" + "\n".join(f"- {c}" for c in rec.caveats if "RAG" 
 
 if rec.base_models:
     st.subheader("Which model to start from")
-    st.dataframe(
-        pd.DataFrame(
-            [
-                {
-                    "Model": "SmolLM2-135M-Instruct (bundled)" if b["model"] == "embedded" else b["model"],
-                    "Size": f"{b['billions']:g}B",
-                    "Kind": b["kind"],
-                    "Licence": b["licence"],
-                    "Languages": b["languages"],
-                    "Why": b["why"],
-                }
-                for b in rec.base_models
-            ]
-        ),
-        hide_index=True,
-        width="stretch",
+    st.markdown(
+        "\n".join(
+            f"- **{'SmolLM2-135M-Instruct (bundled)' if b['model'] == 'embedded' else b['model']}** · "
+            f"{b['billions']:g}B · {b['kind']} · {b['licence']} · {b['languages']}  \n  {b['why']}"
+            for b in rec.base_models
+        )
     )
     st.caption(
         f"Models of the offline catalog that fit **{planned_for}** with {METHOD_NAMES[rec.peft]} (the estimator, "

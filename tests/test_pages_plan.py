@@ -209,7 +209,8 @@ def test_hardware_with_several_gpus_shows_what_fsdp_adds(no_gpu):
 def test_the_goal_page_names_models_to_start_from_for_the_hardware(no_gpu):
     at = app(hardware=preset_hardware("rtx-4090"))
     at = tick(at, "capability")
-    table = next(df.value for df in at.dataframe if "Licence" in df.value.columns)
-    assert 2 <= len(table) <= 3 and set(table.columns) >= {"Model", "Size", "Kind", "Licence", "Languages", "Why"}
-    assert "fits NVIDIA RTX 4090 24 GB" in table["Why"].iloc[0]
+    shown = next(m.value for m in at.markdown if "The largest that fits" in m.value)
+    lines = [line for line in shown.splitlines() if line.startswith("- **")]
+    assert 2 <= len(lines) <= 3 and all(" · " in line and "B · " in line for line in lines)
+    assert "fits NVIDIA RTX 4090 24 GB" in shown and "Apache-2.0" in shown
     assert any("Which model to start from" in s.value for s in at.subheader)
