@@ -174,3 +174,13 @@ def test_a_bad_recorded_run_is_caught_within_a_few_steps(name):
     caught = next((step for step, alerts in replay(records) if any(words in a.title for a in alerts)), None)
     assert caught is not None, f"{name}: no '{words}' alert"
     assert trouble_from <= caught <= trouble_from + allowed, f"{name}: caught at step {caught}"
+
+
+def test_the_run_panel_states_predicted_and_measured_gpu_memory():
+    from ui.monitor import memory_line
+
+    status = {"memory": {"predicted_peak_gib": 20.4, "measured_peak_gib": 20.0, "free_at_start_gib": 23.0}}
+    assert memory_line(status) == (
+        "GPU memory: 20.4 GiB predicted, 20.0 GiB measured by NVML (+2 %) · 23.0 GiB were free at the start."
+    )
+    assert memory_line({}) == "", "a CPU run records no GPU memory"

@@ -89,7 +89,6 @@ def charts(run_id: int, run_dir: str, records: list[dict], training: bool) -> No
             col.plotly_chart(fig, key=f"{key}-{run_id}", use_container_width=True)
 
 
-@st.fragment(run_every=2.0)
 def memory_line(status: dict) -> str:
     """Predicted and NVML-measured GPU memory of a run, as the trainer recorded them (engine/train/common.py)."""
     memory = status.get("memory") or {}
@@ -102,6 +101,7 @@ def memory_line(status: dict) -> str:
     return text + f" · {memory.get('free_at_start_gib', 0):.1f} GiB were free at the start."
 
 
+@st.fragment(run_every=2.0)
 def live_run(run_id: int) -> None:
     listed = runs.list_runs(actor())
     run = next((r for r in listed if r["id"] == run_id), None)
