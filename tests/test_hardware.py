@@ -220,4 +220,8 @@ def test_the_page_with_a_gpu_lists_it_and_sizes_by_memory(fake_nvml):
     at = _hardware_page()
     assert "Found 1 NVIDIA GPU" in at.success[0].value
     assert not any(e.label == "Details" for e in at.expander)
-    assert list(at.table[0].value.index) == ["Parameters"]
+    table = at.table[0].value
+    assert list(table.index) == ["Largest catalog model"]
+    from engine import catalog
+
+    assert table.loc["Largest catalog model", "LoRA"] in catalog.names(), "the estimator's answer, a real model"
