@@ -136,7 +136,8 @@ def test_two_students_and_an_instructor(workshop_server):
 
         teach = log_in(browser, url, "teach")
         go(teach, "6 · Runs")
-        teach.get_by_text("ana").first.wait_for()
+        # the runs table lists ana's runs (a data grid: its cells are in the page for screen readers, drawn on a canvas)
+        teach.get_by_role("gridcell", name="ana", exact=True, include_hidden=True).first.wait_for(state="attached")
         go(teach, "Class")
         teach.get_by_text("1 training").wait_for()
         teach.screenshot(path=str(SHOTS / "workshop-instructor.png"), full_page=True)
