@@ -19,7 +19,7 @@ from engine.estimate import (
 )
 from engine.hardware import load_presets
 from engine.recommend import METHOD_NAMES, advise_method, apply_to_spec
-from engine.spec import METHODS, STAGE_NAMES, RunSpec
+from engine.spec import DISTRIBUTED, DISTRIBUTED_NAMES, METHODS, STAGE_NAMES, RunSpec
 from engine.vram import OPTIMIZERS
 from ui.datastats import plan_stats
 from ui.session import actor
@@ -119,10 +119,10 @@ distributed, offload = "ddp", False
 if gpu.count > 1:  # several GPUs: a whole copy on each (DDP) or the model sharded across them (FSDP)
     distributed = left.radio(
         f"How the {gpu.count} GPUs share the model",
-        ["ddp", "fsdp"],
-        index=["ddp", "fsdp"].index(spec.distributed),
+        list(DISTRIBUTED),
+        index=DISTRIBUTED.index(spec.distributed),
         horizontal=True,
-        format_func={"ddp": "A whole copy on each (DDP)", "fsdp": "Sharded across them (FSDP)"}.get,
+        format_func=DISTRIBUTED_NAMES.get,
         help="DDP is simplest and fastest when the model fits one GPU. FSDP splits the weights, gradients and "
         "optimizer state between the GPUs and gathers one layer at a time, so a model too big for one GPU trains.",
     )

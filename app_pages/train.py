@@ -8,7 +8,7 @@ import streamlit as st
 from engine import access, data, models, paths, runs
 from engine.hardware import this_computer
 from engine.recommend import METHOD_NAMES
-from engine.spec import METHODS, REPORT_TO, STAGE_NAMES, STAGES, RunSpec, SpecError
+from engine.spec import DISTRIBUTED, DISTRIBUTED_NAMES, METHODS, REPORT_TO, STAGE_NAMES, STAGES, RunSpec, SpecError
 from ui.datastats import count_rows
 from ui.monitor import live_run
 from ui.session import actor
@@ -178,9 +178,9 @@ with form_area, st.form("train"):
         )
         sharing = right.selectbox(
             "How the GPUs share the model",
-            ["ddp", "fsdp"],
-            index=["ddp", "fsdp"].index(spec.distributed),
-            format_func={"ddp": "A whole copy on each (DDP)", "fsdp": "Sharded across them (FSDP)"}.get,
+            list(DISTRIBUTED),
+            index=DISTRIBUTED.index(spec.distributed),
+            format_func=DISTRIBUTED_NAMES.get,
             help="DDP when the model fits one GPU (fastest); FSDP splits weights, gradients and optimizer state "
             "across the GPUs, for models too big for one. The Estimate page says which fits.",
         )

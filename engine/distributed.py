@@ -77,16 +77,15 @@ def check(spec: RunSpec, gpus: int) -> None:
 def layer_classes(model_path: str) -> list[str]:
     """The decoder-layer classes FSDP wraps one unit each (the model class's `_no_split_modules`), or a sentence
     when the model class has none. Reads config.json only; no weights load."""
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(model_path)
-    try:
-        cls = AutoModelForCausalLM._model_mapping[type(config)]
-    except KeyError:
+    cls = causal_lm_class(config)
+    if cls is None:
         raise SpecError(
             f"FSDP cannot shard {model_path}: transformers has no causal-LM class for model type "
             f"'{config.model_type}'. Use distributed: ddp, or a model of a family transformers knows."
-        ) from None
+        )
     layers = list(getattr(cls, "_no_split_modules", None) or [])
     if not layers:
         raise SpecError(
@@ -94,6 +93,16 @@ def layer_classes(model_path: str) -> list[str]:
             "so there is no unit to gather one at a time. Use distributed: ddp for this model."
         )
     return layers
+
+
+def causal_lm_class(config):
+    """The class AutoModelForCausalLM builds for this config, or None when transformers has none."""
+    from transformers import AutoModelForCausalLM
+
+    try:
+        return AutoModelForCausalLM._model_mapping[type(config)]
+    except KeyError:
+        return None
 
 
 def fsdp_settings(spec: RunSpec, layers: list[str]) -> dict:

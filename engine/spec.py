@@ -60,6 +60,7 @@ REPORT_TO = ("none", "tensorboard", "mlflow", "wandb")
 
 # How the processes of a several-GPU run share the model (engine/distributed.py)
 DISTRIBUTED = ("ddp", "fsdp")
+DISTRIBUTED_NAMES = {"ddp": "A whole copy on each (DDP)", "fsdp": "Sharded across them (FSDP)"}  # as pages say it
 
 SCHEDULERS = (
     "linear",

@@ -299,8 +299,8 @@ def decide_grad_ckpt(spec: RunSpec, model_path: str, device: str, run_dir: Path 
         )
         if is_main_process():
             spec.save(Path(spec.output_dir) / "config.yaml")  # a resume continues with the same setting
-    MEMORY["predicted_peak_gib"] = round(estimate.peak_gib(estimate.request_for(spec, model_path)), 2)
-    MEMORY["request"] = estimate.request_for(spec, model_path)
+    MEMORY["request"] = estimate.request_for(spec, model_path)  # with checkpointing as decided
+    MEMORY["predicted_peak_gib"] = round(estimate.peak_gib(MEMORY["request"]), 2)
     if is_main_process():
         rundir.write_status(
             Path(spec.output_dir), "running", memory={k: v for k, v in MEMORY.items() if k != "request"}

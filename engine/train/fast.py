@@ -119,14 +119,13 @@ def unsupported(model_path: str, max_length: int) -> str:
     """Why this model cannot take padding-free batches ("" if it can): the varlen kernel and the per-example loop
     are plain causal attention, so a model whose attention does more (logit softcapping, a sliding window shorter
     than the rows) or that transformers cannot run through SDPA at all (Gemma-2) keeps padded batches."""
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoConfig
+
+    from engine.distributed import causal_lm_class
 
     config = AutoConfig.from_pretrained(model_path)
     text = config.get_text_config()
-    try:
-        cls = AutoModelForCausalLM._model_mapping[type(config)]
-    except KeyError:
-        cls = None
+    cls = causal_lm_class(config)
     if cls is not None and not getattr(cls, "_supports_sdpa", False):
         return f"{cls.__name__} has no SDPA attention in transformers"
     if getattr(text, "attn_logit_softcapping", None):
