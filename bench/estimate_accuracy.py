@@ -149,6 +149,31 @@ GRIDS["fam_heldout2"] = [
     (M7, "dpo", Q, 1024, 2, True),
 ]
 
+# After the memory snapshots (bench/memory_snapshot.py, 2026-12-01 evening): the rows whose engine path changed
+# (pt and reward LoRA keep adapter inputs in bf16 as SFT/DPO do; a batch of one takes SDPA's plain path), and a
+# third held-out grid of families, stages and settings none of the earlier grids had together: scored only.
+G34, Q7, PHI3, SM360 = (
+    "google/gemma-3-4b-pt",
+    "Qwen/Qwen2.5-7B",
+    "microsoft/Phi-3-mini-4k-instruct",
+    "HuggingFaceTB/SmolLM2-360M",
+)
+GRIDS["remeasure"] = [(L1, "pt", L, 2048, 4, False), (QW06, "rm", L, 1024, 4, False), (QW06, S, L, 8192, 1, False)]
+GRIDS["fam_heldout3"] = [
+    (QW4, S, L, 1024, 4, False),
+    (L3, "dpo", L, 1024, 2, True),
+    (G34, S, Q, 2048, 2, True),
+    (M7, S, L, 2048, 2, True),
+    (Q7, S, Q, 1024, 4, False),
+    (SM3, S, Q, 4096, 2, True),
+    (PHI3, S, L, 1024, 2, False),
+    (QW17, "dpo", L, 2048, 2, False),
+    (G2, S, Q, 2048, 2, False),
+    (QW06, S, F, 2048, 8, True),
+    (SM360, S, F, 1024, 8, False),
+    (L8, "dpo", Q, 2048, 2, True),
+]
+
 
 class NvmlPeak(threading.Thread):
     """Highest `used` memory NVML reports for one GPU while running (what nvidia-smi shows and what runs out):
@@ -375,6 +400,9 @@ def predict(row, optimizer="adamw_torch", lora_dropout=0.05):
     try:
         from engine import estimate
 
+        # every row of this benchmark fills max_length, so engine.train takes SDPA's plain path, never varlen's
+        # k/v repeat (which the estimator adds for torch < 2.13 where lengths differ)
+        estimate.varlen_repeats_kv = lambda: False
         model, stage, method, seq, batch, ckpt = row[:6]
         return estimate.peak_gib(
             estimate.EstimateRequest(

@@ -60,7 +60,12 @@ def profiler_callback(first: int, last: int, label: str):
                     flush=True,
                 )
                 print(
-                    events.table(sort_by="self_device_time_total", row_limit=18, max_name_column_width=60), flush=True
+                    events.table(
+                        sort_by="self_device_time_total" if kernels else "self_cpu_time_total",
+                        row_limit=25,
+                        max_name_column_width=60,
+                    ),
+                    flush=True,
                 )
                 self.prof = None
 

@@ -174,7 +174,21 @@ def _plan(req: EstimateRequest) -> vram.MemoryPlan:
         gpus=req.gpus,
         distributed=req.distributed,
         offload=req.offload,
+        gqa_repeat=varlen_repeats_kv(),
     )
+
+
+@lru_cache(maxsize=1)
+def varlen_repeats_kv() -> bool:
+    """torch's varlen attention gained enable_gqa in 2.13; before, engine/train/fast.py repeats k and v for
+    grouped-query models (read from the installed version: this process never imports torch)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        major, minor = (int(x) for x in version("torch").split(".")[:2])
+    except (PackageNotFoundError, ValueError):
+        return True  # unknown: the larger figure
+    return (major, minor) < (2, 13)
 
 
 def peak_gib(req: EstimateRequest) -> float:

@@ -38,7 +38,7 @@ OPTIMIZERS = {  # bytes of state per trainable parameter, as a multiple of the p
 # fit: padded batches (pt, softcapped or windowed attention: Shape.padded) ran 5 % above the padding-free figure on
 # rows that fill max_length (Gemma-3-1B LoRA 2048 x 4, Llama-3.2-1B pt LoRA 2048 x 4; estimate_fam_calib.jsonl)
 PADDED_MARGIN = 1.05
-CKPT_RECOMPUTE = 1.3  # fit: the layer being recomputed keeps its activations and its gradients' transients
+CKPT_RECOMPUTE = 1.6  # fit: the layer being recomputed keeps its activations and its gradients' transients (all 25 checkpointed rows of the stored grids at -1.6 % or above)
 FOREACH_OPTIMIZERS = ("adamw_torch",)  # the multi-tensor path allocates sqrt(exp_avg_sq) for all parameters at once
 
 
@@ -209,7 +209,9 @@ class Shape:
         wanted = list(mods) if targets in ("all-linear", "all_linear") else [t.strip() for t in targets.split(",")]
         return r * self.layers * sum(mods.get(t, 0) for t in wanted)
 
-    def activation_bytes_per_token_layer(self, method: str, attn: str, seq: int, dropout: bool = True) -> float:
+    def activation_bytes_per_token_layer(
+        self, method: str, attn: str, seq: int, dropout: bool = True, gqa_repeat: bool = False
+    ) -> float:
         """Bytes autograd keeps per token and decoder layer in bf16 (Korthikanti et al. 2022, "Reducing Activation
         Recomputation in Large Transformer Models", sec. 4.1, redone for a llama block: RMSNorm, RoPE, SwiGLU, no
         dropout in the block). Full fine-tuning: each RMSNorm keeps its fp32 input and bf16 output (2 x 6h), the
@@ -220,20 +222,30 @@ class Shape:
         active_experts MLPs, each keeping its own (not measured yet; the router's buffers are not counted)."""
         h, q, kv = self.hidden, self.q_width, self.kv_width
         i = self.intermediate * self.active_experts
-        if method == "full" or not dropout:
-            # without adapter dropout (TRL's DPO and reward trainers disable dropout) the adapters keep the same
-            # inputs the trained projections would: the same bytes as full fine-tuning
-            per = 12 * h + 8 * i + 6 * q + 4 * kv
-        else:
-            per = 8 * h + 15 * h + 9 * i + 7 * q + 4 * kv
         trains = method == "full" or not dropout
-        # Norms beyond llama's two, and the q/k norms (Qwen3, Gemma-3): a trained norm keeps its fp32 input and bf16
-        # output (6 bytes an element). Frozen, Gemma's extra norms of the residual stream keep ~1 byte an element and
-        # the q/k norms ~3 (fp32 input, some freed early), fit on estimate_fam_calib + estimate_fam_heldout (Qwen3
-        # with q wider than hidden was 5-6 % under without it)
-        per += (6 if method == "full" else 1) * (self.norms_per_layer - 2) * h
+        if trains:
+            # Without adapter dropout (the default; TRL's DPO and reward trainers disable it) the adapters keep the
+            # same inputs the trained projections would. Read off torch's allocator history at the peak
+            # (bench/memory_snapshot.py, bench/results/memory_snapshot.jsonl; Qwen3, SmolLM3, Llama, Qwen2.5 rows
+            # within 1 % of it): two norms of fp32 input + bf16 output (12h; 16h when their weights train, which
+            # keeps the bf16 normalised input for the weight's gradient too), the MLP's gate, up, SiLU and product
+            # (8i), the rotated q and k, v, and SDPA's output (2q + 2kv + 2kv + 2q: SDPA's output is laid out so
+            # that o_proj reads it without a copy).
+            per = (16 if method == "full" else 12) * h + 8 * i + 4 * q
+        else:
+            per = 8 * h + 15 * h + 9 * i + 7 * q
+        # k and v: 2 bytes each per kv element; torch's varlen kernel before 2.13 has no enable_gqa, so a
+        # padding-free batch of examples of different lengths repeats k and v to the query's width
+        # (engine/train/fast.py attention; the Qwen3 batch-of-one snapshot before it took the plain path)
+        per += 4 * (q if gqa_repeat else kv)
+        if self.model_type == "phi3":  # the fused qkv_proj's output stays alive as long as v (a view of it) is
+            per += 2 * q + 2 * kv
+        # Norms beyond llama's two, and the q/k norms (Qwen3, Gemma-3). A trained norm keeps its fp32 input and bf16
+        # output (6 bytes an element); a frozen one its fp32 input only (4: the Qwen3 QLoRA snapshot's q/k norms;
+        # Gemma's extra norms of the residual stream, whose outputs only meet an addition, likewise)
+        per += (6 if method == "full" else 4) * (self.norms_per_layer - 2) * h
         if self.qk_norm:
-            per += (6 if method == "full" else 3) * (q + kv)
+            per += (6 if method == "full" else 4) * (q + kv)
         per += LSE_BYTES * self.heads
         attn = self.attention(attn)
         if attn == "eager":
@@ -242,7 +254,7 @@ class Shape:
             # tanh's output (8 bytes, fit: Gemma-2-2B LoRA 1024 x 4 measured 27.9 GiB, 20.3 predicted
             # with SDPA's figure, bench/results/estimate_fam_calib.jsonl)
             per += (8 if self.softcap else 6) * self.heads * seq
-        return per * (1 + ACT_OVERHEAD["full" if trains else method])
+        return per * (1 + (0.0 if trains else ACT_OVERHEAD[method]))
 
 
 @dataclass(frozen=True)
@@ -262,6 +274,7 @@ class MemoryPlan:
     gpus: int = 1  # processes training together, one per GPU
     distributed: str = "ddp"  # ddp: a whole copy per GPU | fsdp: FSDP2, sharded (engine/distributed.py)
     offload: bool = False  # fsdp only: parameters, gradients and optimizer state wait in CPU memory
+    gqa_repeat: bool = False  # the trainer's torch repeats k/v in varlen attention (estimate.varlen_repeats_kv)
 
 
 # Several GPUs. Not yet measured (the two-GPU issue measures them): arithmetic from how DDP and FSDP2 allocate.
@@ -379,11 +392,16 @@ def _quantities(shape: Shape, plan: MemoryPlan) -> dict[str, float]:
     seqs = plan.batch * (2 if plan.stage in ("dpo", "rm") else 1)
     tokens = seqs * plan.seq
     dropout = plan.lora_dropout > 0 and plan.stage not in ("dpo", "rm")  # TRL: disable_dropout=True there
-    per_layer = shape.activation_bytes_per_token_layer(plan.method, plan.attn, plan.seq, dropout)
+    varlen = plan.stage in ("sft", "dpo") and not shape.padded(plan.stage, plan.seq)
+    repeat = plan.gqa_repeat and varlen and shape.kv_width < shape.q_width
+    per_layer = shape.activation_bytes_per_token_layer(plan.method, plan.attn, plan.seq, dropout, repeat)
+    # the first layer's activations (rebuilt, with checkpointing) are still alive while the last gradients appear
+    # (SmolLM2-1.7B full with checkpointing: 0.55 GiB over the gradients, bench/results/memory_snapshot.jsonl)
+    last_layer = tokens * per_layer * (CKPT_RECOMPUTE if plan.grad_ckpt else 1.0)
     if plan.grad_ckpt:
         # Full recomputation (Korthikanti et al. 2022, sec. 5): each layer keeps its bf16 input (2h per token);
         # backward rebuilds one layer's activations at a time.
-        activations = tokens * (shape.layers * 2 * shape.hidden + CKPT_RECOMPUTE * per_layer)
+        activations = tokens * shape.layers * 2 * shape.hidden + last_layer
     else:
         activations = tokens * shape.layers * per_layer
     activations += tokens * shape.hidden * (2 + 6)  # embedding output, final norm (fp32 in + bf16 out)
@@ -404,6 +422,7 @@ def _quantities(shape: Shape, plan: MemoryPlan) -> dict[str, float]:
         "logits and loss": head,
         "gradients": grads,
         "optimizer temporaries": foreach_tmp,
+        "last layer": last_layer,
     }
 
 
@@ -420,10 +439,13 @@ def _one_gpu_bytes(shape: Shape, plan: MemoryPlan) -> dict[str, float]:
     """Peak memory by part, in bytes, at the worse of the two moments (see module docstring)."""
     m = _quantities(shape, plan)
     moment_a = m["activations"] + m["logits and loss"]
-    moment_b = m["gradients"] + m["optimizer temporaries"]
+    moment_b = m["gradients"] + m["optimizer temporaries"] + m["last layer"]
     parts = {k: m[k] for k in ("weights", "reference / reward model", "optimizer state")}
-    keep = ("activations", "logits and loss") if moment_a >= moment_b else ("gradients", "optimizer temporaries")
-    parts.update({k: m[k] for k in keep})
+    if moment_a >= moment_b:
+        parts.update({k: m[k] for k in ("activations", "logits and loss")})
+    else:
+        parts.update({k: m[k] for k in ("gradients", "optimizer temporaries")})
+        parts["activations"] = m["last layer"]
     parts["allocator reserve"] = _reserve(shape, plan, max(moment_a, moment_b))
     parts["CUDA context"] = CONTEXT_GIB * GIB
     return parts

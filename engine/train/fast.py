@@ -46,9 +46,9 @@ def attention(module, query, key, value, attention_mask, dropout=0.0, scaling=No
             module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
         )
     rows, longest = cu.shape[0] - 1, kwargs.get("max_length_q")
-    if longest is not None and rows > 1 and rows * longest == query.shape[2]:
-        # Every example has the same length (rows that fill max_length): that is a plain batch, and SDPA's own
-        # causal kernel (cuDNN's on Hopper) is faster than varlen FlashAttention-2 on it (the 1B shape at 2048:
+    if longest is not None and rows * longest == query.shape[2]:
+        # Every example has the same length (rows that fill max_length, or a batch of one): a plain batch. SDPA's
+        # own causal kernel (cuDNN's on Hopper) is faster than varlen FlashAttention-2 on it (the 1B shape at 2048:
         # 0.95x plain TRL's tokens/s through varlen, 0.98x through this, bench/results/throughput.md).
         batch = [t[0].unflatten(1, (rows, longest)).transpose(0, 1) for t in (query, key, value)]
         out, _ = sdpa_attention_forward(module, *batch, None, dropout=dropout, scaling=scaling)

@@ -11,7 +11,7 @@ The loss counts every token (a `text` dataset has no prompt to mask). The corpus
 from pathlib import Path
 
 from engine.spec import RunSpec
-from engine.train import common
+from engine.train import common, fast
 from engine.train.defaults import trl_config
 
 
@@ -41,5 +41,7 @@ def main(spec: RunSpec, run_dir: Path, resume: bool) -> int:
         eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
         callbacks=[common.run_dir_callback(run_dir, common.mfu_basis(spec, model_path))],
     )
+    if spec.uses_peft and precision.get("bf16"):  # as SFT and DPO do: no fp32 copy of each adapter's input
+        fast.lora_inputs_in_compute_dtype(trainer.model)
     common.train(trainer, run_dir, resume)
     return common.finish_ok(trainer, tokenizer, run_dir)
