@@ -34,6 +34,9 @@ from engine.spec import CPU_RUN  # noqa: E402
 #   linear 3e-3, 80                   80.4 %
 #   constant 1e-3, 80                 90.0 %
 #   constant 1e-3, 100                96.3 % (96.2 % generated; ~2.5-3 s/step after the CPU changes)
+#   constant 2e-3, 70 / 80            80.4 % / 95.0 %   4.1 (2026-12-01 evening: the same code, a slower host)
+#   constant 2e-3, LoRA on the top 15 of 30 layers only, 10..50: 57, 46, 58, 73, 57 %   3.0 (backward stops at
+#     layer 15: 0.74x the step time, but priority does not settle)
 # (teacher-forced: bench/priority_probe.py RUN_DIR)
 RECIPE = {"--stage": "sft", "--method": "lora", **{"--" + k.replace("_", "-"): str(v) for k, v in CPU_RUN.items()}}
 TARGETS = {"valid JSON": 0.95, "priority right": 0.95, "title exact": 0.90}
