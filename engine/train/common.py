@@ -339,7 +339,7 @@ def training_args(spec: RunSpec, run_dir: Path, precision: dict, has_eval: bool)
         per_device_eval_batch_size=spec.per_device_train_batch_size,
         gradient_accumulation_steps=spec.gradient_accumulation_steps,
         # under FSDP each wrapped layer checkpoints itself (fsdp_activation_checkpointing, engine/distributed.py)
-        gradient_checkpointing=spec.gradient_checkpointing and not sharded(),
+        activation_checkpointing=spec.gradient_checkpointing and not sharded(),  # transformers 5.24: the new name
         optim=spec.optim,
         seed=spec.seed,
         data_seed=spec.seed,
