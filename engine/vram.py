@@ -38,7 +38,9 @@ OPTIMIZERS = {  # bytes of state per trainable parameter, as a multiple of the p
 # fit: padded batches (pt, softcapped or windowed attention: Shape.padded) ran 5 % above the padding-free figure on
 # rows that fill max_length (Gemma-3-1B LoRA 2048 x 4, Llama-3.2-1B pt LoRA 2048 x 4; estimate_fam_calib.jsonl)
 PADDED_MARGIN = 1.05
-CKPT_RECOMPUTE = 1.6  # fit: the layer being recomputed keeps its activations and its gradients' transients (all 25 checkpointed rows of the stored grids at -1.6 % or above)
+# fit: the layer being recomputed keeps its activations and its gradients' transients (all 25 checkpointed rows of
+# the stored grids at -1.6 % or above)
+CKPT_RECOMPUTE = 1.6
 FOREACH_OPTIMIZERS = ("adamw_torch",)  # the multi-tensor path allocates sqrt(exp_avg_sq) for all parameters at once
 
 

@@ -185,3 +185,49 @@ def test_models_whose_attention_does_more_keep_padded_batches(tmp_path, tiny_mod
     MistralConfig(sliding_window=512).save_pretrained(tmp_path / "window")
     assert "512-token window" in fast.unsupported(str(tmp_path / "window"), 1024)
     assert fast.unsupported(str(tmp_path / "window"), 512) == ""
+
+
+def test_a_shared_prefix_row_gives_the_same_loss_and_gradients_with_fewer_tokens(tiny_model):
+    """SharedPrefix (the CPU's SFT batches): examples that begin with the same unlabelled tokens (a chat template's
+    system prompt) carry them once. Every kept token's logits, the loss and every gradient must be those of the
+    plain packed row, or the CPU path would train a different model."""
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    head = tok("system: you are a helpful assistant. user:", add_special_tokens=False)["input_ids"]
+    examples = []
+    for prompt, answer in [("add a task", "done, high"), ("list my tasks for the week", "none"), ("hi", "hello there")]:
+        p, a = tok(prompt, add_special_tokens=False)["input_ids"], tok(answer, add_special_tokens=False)["input_ids"]
+        examples.append({"input_ids": head + p + a, "labels": [-100] * (len(head) + len(p)) + a})
+    plain = fast.collator(tok)(examples)
+    shared = fast.share_prefix(plain)
+    assert shared[fast.SHARED_PREFIX] == len(head)
+    assert shared["input_ids"].shape[1] == plain["input_ids"].shape[1] - 2 * len(head)
+
+    model = sharp(
+        AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32, attn_implementation=fast.register())
+    )
+    results = []
+    for batch in (plain, shared):
+        model.zero_grad()
+        out = model(**batch)
+        out.loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results.append((out.logits[0].detach(), out.loss.detach(), grads))
+    (logits_plain, loss_plain, grads_plain), (logits_shared, loss_shared, grads_shared) = results
+    keep = torch.ones(plain["input_ids"].shape[1], dtype=torch.bool)
+    starts = plain["cu_seq_lens_q"].tolist()[1:-1]
+    for start in starts:
+        keep[start : start + len(head)] = False
+    torch.testing.assert_close(logits_shared, logits_plain[keep], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(loss_shared, loss_plain, atol=1e-6, rtol=1e-5)
+    assert grads_plain.keys() == grads_shared.keys() and grads_plain
+    for name in grads_plain:
+        torch.testing.assert_close(grads_shared[name], grads_plain[name], atol=1e-6, rtol=1e-4, msg=name)
+
+
+def test_a_prefix_that_carries_labels_or_differs_early_is_not_shared(tiny_model):
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    ids = [tok(t, add_special_tokens=False)["input_ids"] for t in ("one two three four five six", "one two three x")]
+    labelled = [{"input_ids": x, "labels": x} for x in ids]  # continued pretraining: every token is a target
+    assert fast.SHARED_PREFIX not in fast.share_prefix(fast.collator(tok)(labelled))
+    short = [{"input_ids": x, "labels": [-100] * len(x)} for x in ids]  # only 3 tokens alike: not worth it
+    assert fast.SHARED_PREFIX not in fast.share_prefix(fast.collator(tok)(short))

@@ -25,11 +25,17 @@ def main(spec: RunSpec, run_dir: Path, resume: bool) -> int:
     model_path = common.base_model_path(spec, run_dir)
     common.decide_grad_ckpt(spec, model_path, device)
     tokenizer = common.load_tokenizer(model_path)
-    padding_free = fast.choose(spec, device, model_path)
+    padding_free = fast.choose(spec, device, model_path, on_cpu=True)
+    share = padding_free and device == "cpu"  # the CPU's attention loop can let examples see a shared prefix
     kwargs = common.model_kwargs(spec, dtype)
     if padding_free:
         kwargs["attn_implementation"] = fast.register()
-        print("batches: padding-free (each batch is one row of whole examples; varlen attention)", flush=True)
+        print(
+            "batches: padding-free (each batch is one row of whole examples; varlen attention"
+            + ("; a prompt prefix every example shares is computed once" if share else "")
+            + ")",
+            flush=True,
+        )
     model = AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
     common.record_versions(run_dir, device)
 
@@ -40,7 +46,9 @@ def main(spec: RunSpec, run_dir: Path, resume: bool) -> int:
         args=config,
         processing_class=tokenizer,
         peft_config=common.lora_config(spec),
-        data_collator=fast.collator(tokenizer) if padding_free else None,
+        data_collator=(fast.SharedPrefix(fast.collator(tokenizer)) if share else fast.collator(tokenizer))
+        if padding_free
+        else None,
         train_dataset=Dataset.from_list(train_rows),
         eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
         callbacks=[common.run_dir_callback(run_dir, common.mfu_basis(spec, model_path))],
