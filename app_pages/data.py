@@ -41,14 +41,14 @@ acting = "" if user.role == "owner" else user.name  # whose folder uploads go to
 st.title("4 · Data")
 st.markdown(
     f"Data for **{STAGE_NAMES[spec.stage]}** (the stage chosen on the Goal page). Every problem is caught "
-    "here, before a GPU minute is spent."
+    "here, before any training time is spent."
 )
 
 source = st.radio("Where is your data?", SOURCES, horizontal=True, key="data_source")
 path = None
 if source == SOURCES[0]:
     path = bundled(spec.stage)
-    st.caption(f"{BUNDLED_ABOUT[spec.stage]} File: `{path.relative_to(paths.REPO)}`")
+    st.caption(BUNDLED_ABOUT[spec.stage])
 elif source == SOURCES[1]:
     upload = st.file_uploader(
         f"JSONL, JSON, CSV or Parquet, up to {max_upload_mb():,.0f} MB",

@@ -35,9 +35,9 @@ spec = st.session_state.spec
 
 st.title("📐 Will it fit, how long, what will it cost?")
 st.write(
-    "Memory is what stops most first runs. This estimate is arithmetic on the model's config.json, checked "
-    "against real runs on an H200 (median error 2 % over 19 runs, 135M to 8B; see "
-    "bench/results/estimate_accuracy.md)."
+    "Memory is what stops most first runs. This estimate is arithmetic on the model's published shape, checked "
+    "against 44 real training runs on an H200 (135M to 8B parameters, eight model families): half of them came "
+    "within 2.4 % of the memory the GPU showed."
 )
 
 hardware = st.session_state.get("hardware")
@@ -185,14 +185,18 @@ a.metric(
     f"{est.peak_gib:.1f} GiB",
     f"{est.headroom_gib:+.1f} GiB headroom",
     delta_color="normal" if est.fits else "inverse",
+    delta_arrow="off",
 )
 b.metric("Largest micro-batch" if on_gpu else "Largest batch", est.max_batch or "none")
 c.metric("Largest sequence", est.max_seq or "none")
 d.metric(
     "Time · cost",
-    f"{est.hours * 60:.0f} min" if est.hours < 1 else f"{est.hours:.1f} h",
-    ("owned GPU" if on_gpu else "your computer") if est.usd is None else f"${est.usd:,.2f}",
+    ("< 1 min" if est.hours * 60 < 0.5 else f"{est.hours * 60:.0f} min") if est.hours < 1 else f"{est.hours:.1f} h",
+    ("owned GPU" if on_gpu else "your computer")
+    if est.usd is None
+    else ("< $0.01" if est.usd < 0.005 else f"${est.usd:,.2f}"),
     delta_color="off",
+    delta_arrow="off",
 )
 with_ckpt = peak_gib(dataclasses.replace(req, grad_ckpt=True))
 has = f"the GPU has {gpu.vram_gib:.0f} GiB" if on_gpu else f"this computer has {gpu.vram_gib:.0f} GiB of {memory_word}"

@@ -179,8 +179,8 @@ if st.button(f"Use {METHOD_NAMES[advice.peft]} on this hardware", type="primary"
         f"Saved: method **{METHOD_NAMES[advice.peft]}**"
         + (f" on {hw.count} GPUs" if changes.get("num_processes", 1) > 1 else "")
         + (
-            f", {CPU_RUN['max_steps']} steps with one held-out pass at the end (a few minutes for the embedded "
-            "model on a laptop; raise it on the Train page)"
+            f", {CPU_RUN['max_steps']} training steps, then one check on examples it never saw (a few minutes "
+            "for the bundled SmolLM2-135M model on a laptop; change the steps on the Train page)"
             if hw.kind == "cpu"
             else ""
         )
@@ -210,8 +210,8 @@ with st.expander("Exercise: RTX 4090 vs A100 80 GB vs M3 Max 64 GB"):
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
     st.caption(
         "Largest catalog model per method at 2048 tokens, one example per step, with checkpointing (the "
-        "estimator). The 4090 trains 8B-class models with LoRA and twice that with QLoRA; the A100 fully "
-        "fine-tunes 8B and QLoRAs 70B. The Mac holds nearly as much as the A100 but has no QLoRA (bitsandbytes needs "
-        "NVIDIA) and trains several times slower: fine for LoRA if you can wait. Rent the A100 when time matters "
-        "more than the hourly price."
+        "estimator). On the same card QLoRA's 4-bit base reaches models several times the size LoRA reaches, and "
+        "the A100's 80 GB reach further still. The Mac holds nearly as much as the A100 but has no QLoRA "
+        "(bitsandbytes needs NVIDIA) and trains several times slower: fine for LoRA if you can wait. Rent the A100 "
+        "when time matters more than the hourly price."
     )

@@ -6,10 +6,12 @@ from pathlib import Path
 import streamlit as st
 
 from engine import access, data, models, paths, runs
+from engine.estimate import EstimateError, gpu_from_hardware, mean_tokens, request_for
+from engine.estimate import hours as estimate_hours
 from engine.hardware import this_computer
 from engine.recommend import METHOD_NAMES
 from engine.spec import DISTRIBUTED, DISTRIBUTED_NAMES, METHODS, REPORT_TO, STAGE_NAMES, STAGES, RunSpec, SpecError
-from ui.datastats import count_rows
+from ui.datastats import count_rows, plan_stats
 from ui.monitor import live_run
 from ui.session import actor
 
@@ -53,7 +55,7 @@ st.caption(
 here, planned = this_computer(), st.session_state.get("hardware")
 if planned is not None and not planned.detected and planned.kind != here.kind:
     st.warning(
-        f"Your plan is for **{planned.name}**, but runs train on this computer (**{here.name}**): the estimates "
+        f"Your plan is for **{planned.name}**, but runs train here (**{here.name}**): the estimates "
         "on the Estimate page are for the planned machine, not this one."
     )
 try:
@@ -61,16 +63,38 @@ try:
 except (OSError, ValueError):
     rows = 0
 per_step = spec.per_device_train_batch_size * spec.gradient_accumulation_steps * spec.num_processes
+
+
+def time_here(examples: int) -> str:
+    """' About N min on this computer.' for the plan's run (the Estimate page's arithmetic, with the data's
+    tokens per example), or '' for a model the estimator does not know."""
+    stats = plan_stats(spec, spec.stage, "" if actor().role == "owner" else actor().name)
+    try:
+        req = dataclasses.replace(
+            request_for(spec),
+            examples=examples,
+            epochs=1.0,
+            tokens_per_example=mean_tokens(stats["lengths"], spec.max_length) if stats else 0,
+        )
+        hours = estimate_hours(req, gpu_from_hardware(here))[1]
+    except EstimateError:
+        return ""
+    minutes = hours * 60
+    said = "under a minute" if minutes < 1 else f"{minutes:.0f} min" if minutes < 90 else f"{hours:.1f} h"
+    return f" About **{said}** on {'this computer' if here.kind == 'cpu' else here.name}."
+
+
 if rows and spec.max_steps > 0:
     seen = spec.max_steps * per_step
     st.caption(
         f"Your plan trains **{spec.max_steps} steps × {per_step} examples = {seen:,} examples**, "
-        f"{seen / rows:.2g} of one pass over the data's {rows:,} rows (Max steps wins over Epochs)."
+        f"{seen / rows:.2g} of one pass over the data's {rows:,} rows (Max steps wins over Epochs)." + time_here(seen)
     )
 elif rows:
     st.caption(
         f"Your plan trains **{spec.num_train_epochs:g} pass(es) over {rows:,} rows = about "
         f"{max(1, round(rows * spec.num_train_epochs / per_step)):,} steps** of {per_step} examples."
+        + time_here(round(rows * spec.num_train_epochs))
     )
 
 launched = "current_run" in st.session_state
@@ -83,13 +107,15 @@ else:
 with form_area, st.form("train"):
     left, right = st.columns(2)
     stage = left.selectbox("Stage", STAGES, index=STAGES.index(spec.stage), format_func=lambda s: STAGE_NAMES[s])
+    # QLoRA's 4-bit base saves memory only on an NVIDIA GPU (the Hardware page says so): not offered without one
+    offered = [m for m in METHODS if m != "qlora" or here.kind == "cuda"]
     method = right.selectbox(
         "Method",
-        METHODS,
-        index=METHODS.index(spec.method),
+        offered,
+        index=offered.index(spec.method if spec.method in offered else "lora"),
         format_func=METHOD_NAMES.get,
-        help="Full fine-tuning: every weight; LoRA: small adapters; QLoRA: adapters on a 4-bit "
-        "base (needs an NVIDIA GPU to save memory)",
+        help="Full fine-tuning: every weight; LoRA: small adapters"
+        + ("; QLoRA: adapters on a 4-bit base" if "qlora" in offered else " (QLoRA needs an NVIDIA GPU)"),
     )
     model = left.text_input(
         "Model",
@@ -127,7 +153,7 @@ with form_area, st.form("train"):
         value=st.session_state.get("lr_choice", 0.0),
         format="%g",
         min_value=0.0,
-        help="0 picks the usual rate for the stage and method (engine/spec.py)",
+        help="0 picks the usual rate for the stage and method",
     )
     seq = right.number_input("Max length (tokens)", value=spec.max_length, min_value=16, step=64)
     batch = left.number_input("Batch size per device", value=spec.per_device_train_batch_size, min_value=1)
@@ -164,7 +190,7 @@ with form_area, st.form("train"):
         list(rewards),
         format_func=rewards.get,
         index=list(rewards).index(chosen_reward) if chosen_reward in rewards else 0,
-        help="What scores RL's answers: checks that can be verified (engine/checks.py), or a "
+        help="What scores RL's answers: checks that can be verified, or a "
         "reward model you trained (a finished reward-model run)",
     )
     gpus_here = runs.gpu_count()

@@ -228,7 +228,7 @@ def advise_method(hw: Hardware | None) -> MethodAdvice:
             "cpu",
             [
                 "No GPU: training runs on the processor, which is 50-100x slower than a GPU. LoRA keeps the work "
-                "small; expect only tiny models such as the embedded 135M one to finish in minutes."
+                "small; expect only tiny models such as the bundled SmolLM2-135M to finish in minutes."
             ],
             [
                 "QLoRA is not offered here: its 4-bit base (bitsandbytes) does run on a CPU, but each step takes "

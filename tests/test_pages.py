@@ -134,6 +134,7 @@ def test_train_page_picks_data_and_rewards_and_checks_the_data_at_start():
     assert any(o.startswith("Checks: Task API") for o in reward.options)
     method = next(w for w in at.selectbox if w.label == "Method")
     assert "LoRA" in method.options and "lora" not in method.options, "names as people say them"
+    assert "QLoRA" not in method.options, "no NVIDIA GPU here: the Hardware page said QLoRA is not offered"
     at.button[0].click()
     at.run()
     assert any("train.jsonl cannot be used for supervised fine-tuning" in e.value for e in at.error)

@@ -1,6 +1,7 @@
 """AppTest for the Goal and Hardware pages: what a student sees and what the pages hand to the next steps."""
 
 import dataclasses
+import re
 
 import pynvml
 import pytest
@@ -135,7 +136,7 @@ def test_hardware_page_without_a_gpu_plans_for_this_computer_and_offers_presets(
         "constant",
         0.0,
     )
-    assert "100 steps with one held-out pass" in texts(at, "success")
+    assert "100 training steps, then one check on examples it never saw" in texts(at, "success")
 
 
 @pytest.mark.parametrize(
@@ -214,3 +215,8 @@ def test_the_goal_page_names_models_to_start_from_for_the_hardware(no_gpu):
     assert 2 <= len(lines) <= 3 and all(" · " in line and "B · " in line for line in lines)
     assert "fits NVIDIA RTX 4090 24 GB" in shown and "Apache-2.0" in shown
     assert any("Which model to start from" in s.value for s in at.subheader)
+    at.switch_page("app_pages/train.py").run()  # the Train page says how long that run takes here, before Start
+    assert not at.exception
+    plan_line = next(c for c in texts(at, "caption").split("\n") if "Your plan trains" in c)
+    minutes = re.search(r"About \*\*(\d+) min\*\* on this computer", plan_line)
+    assert minutes and 1 <= int(minutes.group(1)) <= 15, plan_line
