@@ -27,8 +27,10 @@ def cached_check(path: str, stage: str, version: tuple) -> dict:
 
 
 def problems_table(items: list, count: int, kind: str):
-    frame = pd.DataFrame([{"line": str(i["line"] or ""), kind: i["message"]} for i in items])  # one type: Arrow
-    st.table(frame)  # a table wraps long messages; a dataframe would cut them off
+    rows = [{"line": str(i["line"] or ""), kind: i["message"]} for i in items]  # one type per column: Arrow
+    if not any(r["line"] for r in rows):  # notes about the whole file have no line: no empty column
+        rows = [{kind: r[kind]} for r in rows]
+    st.table(pd.DataFrame(rows))  # a table wraps long messages; a dataframe would cut them off
     if count > len(items):
         st.caption(f"… and {count - len(items):,} more {kind}s like these. Fix the first ones; they often repeat.")
 
@@ -109,8 +111,9 @@ if report["error_count"]:
     )
     problems_table(report["errors"], report["error_count"], "error")
 if report["warning_count"]:
-    with st.expander(f"{report['warning_count']} note(s)", expanded=not report["error_count"]):
-        problems_table(report["warnings"], report["warning_count"], "warning")
+    notes = report["warning_count"]
+    with st.expander(f"{notes} note{'s' if notes > 1 else ''} about the file", expanded=not report["error_count"]):
+        problems_table(report["warnings"], notes, "note")
 if not report["ok"]:
     st.info("Your plan is unchanged: fix the file and it is checked again, or choose another source.")
     st.stop()
@@ -156,6 +159,7 @@ else:
 chosen = "" if source == SOURCES[0] else str(path)
 if spec.dataset_name == chosen:
     st.success("Your plan uses this data.")
+    st.page_link("app_pages/train.py", label="Next: start training on the Train page", icon="🚀")
 elif st.button("Use this data", type="primary"):
     st.session_state.spec = dataclasses.replace(spec, dataset_name=chosen)
     st.rerun()

@@ -249,6 +249,10 @@ st.caption(
 )
 
 st.subheader(f"Largest catalog model on {gpu.name if on_gpu else 'this computer'}, with these settings")
+st.caption(
+    f"{seq:,} tokens × {batch} per step, checkpointing {'on' if ckpt else 'off'}. The Hardware page's table "
+    "assumes 2048 tokens × 1 with checkpointing, the smallest run worth doing, so it reaches bigger models."
+)
 rows = [
     {"Method": METHOD_NAMES[m], f"Fits in {memory_word}": largest_model(req, gpu.vram_gib, m) or "none fits"}
     | (

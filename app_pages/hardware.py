@@ -1,5 +1,7 @@
 """Step 2 · Hardware: detect NVIDIA GPUs (NVML) or pick a machine to plan for -> full / LoRA / QLoRA, and why."""
 
+import os
+
 import pandas as pd
 import streamlit as st
 
@@ -109,17 +111,26 @@ st.session_state.hardware = hw
 
 a, b, c, d = st.columns(4)
 a.metric("Memory per GPU" if hw.kind == "cuda" else "Memory", f"{hw.vram_gib:g} GiB")
-b.metric(
-    "bf16",
-    "yes" if hw.bf16 else "no",
-    help="bfloat16 trains as fast as fp16 but is more stable. NVIDIA "
-    "GPUs need compute capability 8.0 (Ampere) or newer.",
-)
-c.metric(
-    "Peak speed",
-    f"{hw.tflops_bf16:g} TFLOP/s" if hw.tflops_bf16 else "unknown",
-    help="Dense 16-bit tensor peak per GPU from the datasheet. Real training reaches 30-50% of it.",
-)
+if hw.kind == "cpu":  # 16-bit formats and tensor peaks are GPU words: say what a processor is good for
+    b.metric("Cores", os.cpu_count() or "unknown", help="Training on a processor uses all of them.")
+    c.metric(
+        "Speed",
+        "small models only",
+        help=f"About {hw.tflops_bf16:g} TFLOP/s at best: 50-100x below a GPU. Fine for the bundled 135M model "
+        "(a few minutes), too slow for billions of parameters.",
+    )
+else:
+    b.metric(
+        "bf16",
+        "yes" if hw.bf16 else "no",
+        help="bfloat16 trains as fast as fp16 but is more stable. NVIDIA "
+        "GPUs need compute capability 8.0 (Ampere) or newer.",
+    )
+    c.metric(
+        "Peak speed",
+        f"{hw.tflops_bf16:g} TFLOP/s" if hw.tflops_bf16 else "unknown",
+        help="Dense 16-bit tensor peak per GPU from the datasheet. Real training reaches 30-50% of it.",
+    )
 d.metric(
     "Price",
     f"${hw.total_usd_per_hour:.2f}/h" if hw.usd_per_hour is not None else "owned",

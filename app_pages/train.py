@@ -10,7 +10,17 @@ from engine.estimate import EstimateError, gpu_from_hardware, mean_tokens, reque
 from engine.estimate import hours as estimate_hours
 from engine.hardware import this_computer
 from engine.recommend import METHOD_NAMES
-from engine.spec import DISTRIBUTED, DISTRIBUTED_NAMES, METHODS, REPORT_TO, STAGE_NAMES, STAGES, RunSpec, SpecError
+from engine.spec import (
+    DISTRIBUTED,
+    DISTRIBUTED_NAMES,
+    METHODS,
+    REPORT_TO,
+    STAGE_NAMES,
+    STAGES,
+    RunSpec,
+    SpecError,
+    default_learning_rate,
+)
 from ui.datastats import count_rows, plan_stats
 from ui.monitor import live_run
 from ui.session import actor
@@ -148,12 +158,13 @@ with form_area, st.form("train"):
         min_value=0.01,
         step=0.5,
     )
+    usual = default_learning_rate(spec.stage, spec.method, spec.model_name_or_path)
     lr = left.number_input(
-        "Learning rate (0 = default for stage and method)",
+        f"Learning rate (0 = the usual rate: {usual:g} for this plan)",
         value=st.session_state.get("lr_choice", 0.0),
         format="%g",
         min_value=0.0,
-        help="0 picks the usual rate for the stage and method",
+        help="0 picks the usual rate for the stage and method chosen here (with another stage or method, its own)",
     )
     seq = right.number_input("Max length (tokens)", value=spec.max_length, min_value=16, step=64)
     batch = left.number_input("Batch size per device", value=spec.per_device_train_batch_size, min_value=1)
