@@ -137,6 +137,11 @@ def test_hardware_page_without_a_gpu_plans_for_this_computer_and_offers_presets(
         0.0,
     )
     assert "100 training steps, then one check on examples it never saw" in texts(at, "success")
+    at.switch_page("app_pages/train.py").run()  # the Train page says how long that run takes here, before Start
+    assert not at.exception
+    plan_line = next(c for c in texts(at, "caption").split("\n") if "Your plan trains" in c)
+    minutes = re.search(r"About \*\*(\d+) min\*\* on this computer", plan_line)
+    assert minutes and 1 <= int(minutes.group(1)) <= 15, plan_line
 
 
 @pytest.mark.parametrize(
@@ -215,8 +220,3 @@ def test_the_goal_page_names_models_to_start_from_for_the_hardware(no_gpu):
     assert 2 <= len(lines) <= 3 and all(" · " in line and "B · " in line for line in lines)
     assert "fits NVIDIA RTX 4090 24 GB" in shown and "Apache-2.0" in shown
     assert any("Which model to start from" in s.value for s in at.subheader)
-    at.switch_page("app_pages/train.py").run()  # the Train page says how long that run takes here, before Start
-    assert not at.exception
-    plan_line = next(c for c in texts(at, "caption").split("\n") if "Your plan trains" in c)
-    minutes = re.search(r"About \*\*(\d+) min\*\* on this computer", plan_line)
-    assert minutes and 1 <= int(minutes.group(1)) <= 15, plan_line
