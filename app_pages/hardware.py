@@ -115,7 +115,7 @@ if hw.kind == "cpu":  # 16-bit formats and tensor peaks are GPU words: say what 
     b.metric("Cores", os.cpu_count() or "unknown", help="Training on a processor uses all of them.")
     c.metric(
         "Speed",
-        "small models only",
+        "slow",
         help=f"About {hw.tflops_bf16:g} TFLOP/s at best: 50-100x below a GPU. Fine for the bundled 135M model "
         "(a few minutes), too slow for billions of parameters.",
     )
