@@ -349,7 +349,7 @@ def recommend(goals: list[str], hardware: Hardware | None = None) -> Recommendat
     if "dpo" in pipeline and "sft" not in pipeline:
         caveats.append(
             "DPO starts from a model that already follows instructions (a chat or instruct model, "
-            "like the embedded one). Starting from a base model? Run SFT first."
+            "like the bundled SmolLM2-135M-Instruct). Starting from a base model? Run supervised fine-tuning first."
         )
     if {"sft", "pt"} & set(pipeline):
         caveats.append(
