@@ -51,7 +51,7 @@ def main() -> int:
             page.get_by_role("link", name="3 · Estimate").click()
             page.get_by_text("Will it fit").wait_for()
             text = page.inner_text("body")
-            found = re.search(r"Time · cost[^\n]*\n([^\n]+)", text)  # the Estimate page's time metric
+            found = re.search(r"Time · cost\s*\n\s*([^\n]+)", text)  # the Estimate page's time metric
             out["estimate_page_time"] = found.group(1).strip() if found else None
             page.get_by_role("link", name="4 · Data").click()
             page.get_by_text("Usable rows").wait_for()
