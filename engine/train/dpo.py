@@ -57,7 +57,6 @@ def main(spec: RunSpec, run_dir: Path, resume: bool) -> int:
                 fast.pack_padded_calls(patched)
         trainer.data_collator = fast.PackingPlan(trainer.data_collator)
         print("batches: padding-free (chosen and rejected answers packed into one row; varlen attention)", flush=True)
-    if spec.uses_peft and precision.get("bf16"):
-        fast.lora_inputs_in_compute_dtype(trainer.model)
+    fast.adapter_inputs_in_compute_dtype(trainer, spec, precision)
     common.train(trainer, run_dir, resume)
     return common.finish_ok(trainer, tokenizer, run_dir)

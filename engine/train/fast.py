@@ -151,13 +151,14 @@ def choose(spec, device: str, model_path: str, on_cpu: bool = False) -> bool:
     return padding_free and not why_not
 
 
-def collator(tokenizer):
-    """TRL's own collator in padding-free mode. Passed explicitly (with SFTConfig.padding_free left False) because
-    TRL refuses padding_free + max_length without packing, although it truncates to max_length while preparing
-    the dataset either way (trl/trainer/sft_trainer.py, _prepare_dataset)."""
+def collator(tokenizer, shared_prefix: bool = False):
+    """TRL's own collator in padding-free mode, wrapped in SharedPrefix with shared_prefix. Passed explicitly (with
+    SFTConfig.padding_free left False) because TRL refuses padding_free + max_length without packing, although it
+    truncates to max_length while preparing the dataset either way (trl/trainer/sft_trainer.py, _prepare_dataset)."""
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
-    return DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id, padding_free=True)
+    inner = DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id, padding_free=True)
+    return SharedPrefix(inner) if shared_prefix else inner
 
 
 SHARED_PREFIX = "shared_prefix_len"  # the batch key SharedPrefix adds and `attention` reads
@@ -306,6 +307,12 @@ def pack_padded_calls(model) -> None:
 
     forward._tunewise_packed = True
     model.forward = forward
+
+
+def adapter_inputs_in_compute_dtype(trainer, spec, precision: dict) -> None:
+    """Every stage's one call: lora_inputs_in_compute_dtype for LoRA/QLoRA runs under bf16 autocast."""
+    if spec.uses_peft and precision.get("bf16"):
+        lora_inputs_in_compute_dtype(trainer.model)
 
 
 def lora_inputs_in_compute_dtype(model) -> int:

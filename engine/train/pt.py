@@ -41,7 +41,6 @@ def main(spec: RunSpec, run_dir: Path, resume: bool) -> int:
         eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
         callbacks=[common.run_dir_callback(run_dir, common.mfu_basis(spec, model_path))],
     )
-    if spec.uses_peft and precision.get("bf16"):  # as SFT and DPO do: no fp32 copy of each adapter's input
-        fast.lora_inputs_in_compute_dtype(trainer.model)
+    fast.adapter_inputs_in_compute_dtype(trainer, spec, precision)
     common.train(trainer, run_dir, resume)
     return common.finish_ok(trainer, tokenizer, run_dir)

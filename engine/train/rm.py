@@ -56,7 +56,6 @@ def main(spec: RunSpec, run_dir: Path, resume: bool) -> int:
         for name, param in trainer.model.named_parameters():
             if param.requires_grad and "score" in name.split("."):
                 param.data = param.data.float()
-    if spec.uses_peft and precision.get("bf16"):  # as SFT and DPO do: no fp32 copy of each adapter's input
-        fast.lora_inputs_in_compute_dtype(trainer.model)
+    fast.adapter_inputs_in_compute_dtype(trainer, spec, precision)
     common.train(trainer, run_dir, resume)
     return common.finish_ok(trainer, tokenizer, run_dir)

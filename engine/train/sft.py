@@ -46,14 +46,11 @@ def main(spec: RunSpec, run_dir: Path, resume: bool) -> int:
         args=config,
         processing_class=tokenizer,
         peft_config=common.lora_config(spec),
-        data_collator=(fast.SharedPrefix(fast.collator(tokenizer)) if share else fast.collator(tokenizer))
-        if padding_free
-        else None,
+        data_collator=fast.collator(tokenizer, shared_prefix=share) if padding_free else None,
         train_dataset=Dataset.from_list(train_rows),
         eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
         callbacks=[common.run_dir_callback(run_dir, common.mfu_basis(spec, model_path))],
     )
-    if spec.uses_peft and precision.get("bf16"):
-        fast.lora_inputs_in_compute_dtype(trainer.model)
+    fast.adapter_inputs_in_compute_dtype(trainer, spec, precision)
     common.train(trainer, run_dir, resume)
     return common.finish_ok(trainer, tokenizer, run_dir)
