@@ -16,7 +16,7 @@ from engine.datafile import max_upload_mb
 from engine.datastats import mask_html
 from engine.spec import STAGE_NAMES, RunSpec
 from ui.datastats import cached_stats, file_version, tokenizer_of
-from ui.session import actor
+from ui.session import acting_name, actor
 
 SOURCES = ("Bundled example set", "Upload a file", "A file on this machine")
 
@@ -39,7 +39,7 @@ if "spec" not in st.session_state:  # a deep link on a fresh server can run this
     st.session_state.spec = RunSpec()
 spec = st.session_state.spec
 user = actor()
-acting = "" if user.role == "owner" else user.name  # whose folder uploads go to; --as for the subprocess
+acting = acting_name(user)  # whose folder uploads go to; --as for the subprocess
 st.title("4 · Data")
 st.markdown(
     f"Data for **{STAGE_NAMES[spec.stage]}** (the stage chosen on the Goal page). Every problem is caught "

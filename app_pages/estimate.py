@@ -22,7 +22,7 @@ from engine.recommend import METHOD_NAMES, advise_method, apply_to_spec
 from engine.spec import DISTRIBUTED, DISTRIBUTED_NAMES, METHODS, STAGE_NAMES, RunSpec
 from engine.vram import OPTIMIZERS
 from ui.datastats import plan_stats
-from ui.session import actor
+from ui.session import acting_name, actor
 
 LESSON_7B = {"full": "60+ GB", "lora": "16 GB", "qlora": "6 GB"}  # the lesson's PEFT comparison table
 SEVEN_B = "mistralai/Mistral-7B-v0.3"
@@ -134,7 +134,7 @@ if gpu.count > 1:  # several GPUs: a whole copy on each (DDP) or the model shard
 # The plan's data (the stage's bundled set unless the Data page chose a file): its rows and its tokens per example,
 # cut at the sequence length. A run capped at max_steps sees steps x batch x accumulation examples.
 user = actor()
-stats = plan_stats(spec, stage, "" if user.role == "owner" else user.name)
+stats = plan_stats(spec, stage, acting_name(user))
 accum = spec.gradient_accumulation_steps
 planned = spec.max_steps * spec.per_device_train_batch_size * accum if spec.max_steps > 0 else None
 default_examples = planned or (stats["rows"] if stats else 2000)

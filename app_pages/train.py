@@ -23,7 +23,7 @@ from engine.spec import (
 )
 from ui.datastats import count_rows, plan_stats
 from ui.monitor import live_run
-from ui.session import actor
+from ui.session import acting_name, actor
 
 CHECK_PRESETS = {"task_api": "Task API answers (valid JSON, the right keys, priority, status, title)"}
 TRACKERS = {
@@ -78,7 +78,7 @@ per_step = spec.per_device_train_batch_size * spec.gradient_accumulation_steps *
 def time_here(examples: int) -> str:
     """' About N min on this computer.' for the plan's run (the Estimate page's arithmetic, with the data's
     tokens per example), or '' for a model the estimator does not know."""
-    stats = plan_stats(spec, spec.stage, "" if actor().role == "owner" else actor().name)
+    stats = plan_stats(spec, spec.stage, acting_name(actor()))
     try:
         req = dataclasses.replace(
             request_for(spec),

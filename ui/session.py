@@ -26,6 +26,11 @@ def actor() -> users.User:
         st.stop()
 
 
+def acting_name(user: users.User) -> str:
+    """What engine subprocesses get as --as: "" for the machine's one person, else the logged-in user's name."""
+    return "" if user.role == "owner" else user.name
+
+
 def _set_cookie(token: str, max_age: int) -> None:
     # SameSite=Strict: no other site's page can make the browser send it. Not HttpOnly: only script can set a
     # cookie from a Streamlit page; the pages render no one's HTML but the app's own.
