@@ -256,40 +256,22 @@ def make_dataset(stage: str, seq: int, rows: int, path: Path) -> Path:
     return path
 
 
+def engine_flags(row, model_dir, data, out, steps) -> list[str]:
+    """`python -m engine.train` flags for a grid row (bench/memory_snapshot.py runs the same ones in-process)."""
+    model, stage, method, seq, batch, ckpt = row[:6]
+    flags = ["--stage", stage, "--method", method, "--model", str(model_dir), "--dataset", str(data)]
+    flags += ["--max-steps", str(steps), "--seq", str(seq), "--batch", str(batch), "--output-dir", str(out)]
+    flags += (["--grad-ckpt"] if ckpt else []) + (["--optim", row[6]] if len(row) > 6 else [])
+    return flags + (["--reward", "task_api"] if stage == "rl" else [])
+
+
 def train_engine(row, model_dir, data, work, steps):
     """One `python -m engine.train` run in its own process; step time and torch's reserved peak from metrics.jsonl."""
     import shutil
 
-    model, stage, method, seq, batch, ckpt = row[:6]
     out = work / "run"
     shutil.rmtree(out, ignore_errors=True)
-    cmd = (
-        [
-            sys.executable,
-            "-m",
-            "engine.train",
-            "--stage",
-            stage,
-            "--method",
-            method,
-            "--model",
-            str(model_dir),
-            "--dataset",
-            str(data),
-            "--max-steps",
-            str(steps),
-            "--seq",
-            str(seq),
-            "--batch",
-            str(batch),
-            "--output-dir",
-            str(out),
-        ]
-        + (["--grad-ckpt"] if ckpt else [])
-        + (["--optim", row[6]] if len(row) > 6 else [])
-    )
-    if stage == "rl":
-        cmd += ["--reward", "task_api"]
+    cmd = [sys.executable, "-m", "engine.train", *engine_flags(row, model_dir, data, out, steps)]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr[-1500:])

@@ -115,41 +115,17 @@ def run_one(args) -> int:
     torch.cuda.empty_cache()
     data = ea.make_dataset(stage, row[3], row[4] * (args.step + 2), work / "data.jsonl")
     out = {"row": args.one}
-    from transformers import Trainer
-
-    original = Trainer.__init__
-
-    def init(self, *a, **k):
-        original(self, *a, **k)
-        self.add_callback(recorder(args.step, out))
-
-    Trainer.__init__ = init
+    from bench.profile_run import with_callback
     from engine.spec import RunSpec
     from engine.train.__main__ import main as train
 
-    flags = [
-        "--stage",
-        stage,
-        "--method",
-        method,
-        "--model",
-        str(model_dir),
-        "--dataset",
-        str(data),
-        "--max-steps",
-        str(args.step),
-        "--seq",
-        seq,
-        "--batch",
-        batch,
-        "--output-dir",
-        str(work / "run"),
+    with_callback(lambda: recorder(args.step, out))
+    flags = ea.engine_flags(row, model_dir, data, work / "run", args.step) + [
         "--save-steps",
         "1000",
         "--eval-steps",
         "1000",
     ]
-    flags += (["--grad-ckpt"] if ckpt == "1" else []) + (["--optim", optim[0]] if optim else [])
     out["exit"] = train(flags)
     request = estimate.EstimateRequest(
         model=model,

@@ -74,13 +74,18 @@ def profiler_callback(first: int, last: int, label: str):
 
 def with_profiler(first: int, last: int, label: str):
     """Make every Trainer this process builds carry the profiler callback."""
+    with_callback(lambda: profiler_callback(first, last, label))
+
+
+def with_callback(make) -> None:
+    """Make every Trainer this process builds carry the callback make() returns (bench/memory_snapshot.py too)."""
     from transformers import Trainer
 
     original = Trainer.__init__
 
     def init(self, *args, **kwargs):
         original(self, *args, **kwargs)
-        self.add_callback(profiler_callback(first, last, label))
+        self.add_callback(make())
 
     Trainer.__init__ = init
 
