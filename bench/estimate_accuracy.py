@@ -173,6 +173,17 @@ GRIDS["fam_heldout3"] = [
     (SM360, S, F, 1024, 8, False),
     (L8, "dpo", Q, 2048, 2, True),
 ]
+# What no grid measured yet (issue 18, item 1): long context, RL (GRPO rewarded by checks: no reward model, no
+# reference), and a mixture-of-experts family. "@layers=N" keeps N decoder layers of a published config, so a
+# 30B-parameter shape fits the GPU machine's disk; the estimator reads the same trimmed config.
+MOE = "Qwen/Qwen3-30B-A3B@layers=6"
+GRIDS["coverage"] = [
+    (QW17, S, L, 16384, 1, True),
+    (L1, S, L, 32768, 1, True),
+    (QW06, "rl", L, 256, 8, False),
+    (MOE, S, L, 1024, 2, True),
+    (MOE, S, L, 2048, 4, False),
+]
 
 
 class NvmlPeak(threading.Thread):
@@ -204,18 +215,40 @@ class NvmlPeak(threading.Thread):
         return self.peak
 
 
+def model_config(name: str) -> dict:
+    """The catalog's config.json for a grid row's model; "<id>@layers=N" keeps the first N decoder layers."""
+    from engine import catalog
+
+    base, _, layers = name.partition("@layers=")
+    values = {k: v for k, v in catalog.load_config(base).items() if k != "_name_or_path"}
+    if layers:
+        values["num_hidden_layers"] = int(layers)
+        if isinstance(values.get("layer_types"), list):  # one entry a layer
+            values["layer_types"] = values["layer_types"][: int(layers)]
+    return values
+
+
+def estimator_model(name: str) -> str:
+    """What the estimator is given for a grid row's model: the catalog id, or a directory holding the trimmed
+    config.json of an "@layers=N" row."""
+    if "@layers=" not in name:
+        return name
+    target = Path("/tmp/tw_configs") / name.replace("/", "--").replace("@", "_")
+    target.mkdir(parents=True, exist_ok=True)
+    (target / "config.json").write_text(json.dumps(model_config(name)))
+    return str(target)
+
+
 def make_model_dir(name: str, root: Path) -> Path:
     """A random-weight bf16 copy of a catalog model, with a word-level tokenizer (no network on the GPU machine)."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast
 
-    from engine import catalog
-
     target = root / name.replace("/", "--")
     if (target / "config.json").is_file():
         return target
-    values = {k: v for k, v in catalog.load_config(name).items() if k != "_name_or_path"}
+    values = model_config(name)
     cfg = AutoConfig.for_model(**values)
     with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
         model = AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16)
@@ -250,6 +283,9 @@ def make_dataset(stage: str, seq: int, rows: int, path: Path) -> Path:
                 row = {"prompt": words(seq // 40 + 1), "chosen": words(seq // 3), "rejected": words(seq // 3)}
             elif stage == "pt":
                 row = {"text": words(seq // 2)}
+            elif stage == "rl":  # a prompt of about seq - 64 tokens; GRPO samples up to 64 more (its default)
+                task = {"title": words(3), "priority": "high", "status": "pending"}
+                row = {"prompt": words(max(1, (seq - 64) // 6)), "expected": json.dumps(task)}
             else:
                 row = {"prompt": words(seq // 40 + 1), "completion": words(seq // 3)}
             f.write(json.dumps(row) + "\n")
@@ -388,7 +424,7 @@ def predict(row, optimizer="adamw_torch", lora_dropout=0.05):
         model, stage, method, seq, batch, ckpt = row[:6]
         return estimate.peak_gib(
             estimate.EstimateRequest(
-                model=model,
+                model=estimator_model(model),
                 stage=stage,
                 method=method,
                 seq=seq,

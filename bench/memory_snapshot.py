@@ -128,7 +128,7 @@ def run_one(args) -> int:
     ]
     out["exit"] = train(flags)
     request = estimate.EstimateRequest(
-        model=model,
+        model=ea.estimator_model(model),
         stage=stage,
         method=method,
         seq=int(seq),
@@ -137,7 +137,7 @@ def run_one(args) -> int:
         optimizer=optim[0] if optim else RunSpec().optim,
         lora_dropout=RunSpec().lora_dropout,
     )
-    parts = vram.breakdown_bytes(estimate._shape(model), estimate._plan(request))
+    parts = vram.breakdown_bytes(estimate._shape(request.model), estimate._plan(request))
     out["estimate_gib"] = {k: round(v / GIB, 3) for k, v in parts.items()}
     Path(args.out).mkdir(parents=True, exist_ok=True)
     with (Path(args.out) / "memory_snapshot.jsonl").open("a") as f:

@@ -38,8 +38,10 @@ OPTIMIZERS = {  # bytes of state per trainable parameter, as a multiple of the p
 # fit: padded batches (pt, softcapped or windowed attention: Shape.padded) ran 5 % above the padding-free figure on
 # rows that fill max_length (Gemma-3-1B LoRA 2048 x 4, Llama-3.2-1B pt LoRA 2048 x 4; estimate_fam_calib.jsonl)
 PADDED_MARGIN = 1.05
-# fit: the layer being recomputed keeps its activations and its gradients' transients (all 25 checkpointed rows of
-# the stored grids at -1.6 % or above)
+# fit: the layer being rebuilt under checkpointing keeps its activations, its gradients' transients and the
+# allocator's blocks that the rebuild cycle leaves split: snapshots (bench/results/memory_snapshot.jsonl) show
+# 0.3x the rebuilt layer from autograd's thread beside it (Qwen3-0.6B full 2048 x 8), and reserved-but-free
+# memory of 0.4-0.9x it at the peak (Qwen3-0.6B full; Llama-3.2-1B LoRA 1024 x 4; Qwen3-4B QLoRA 2048 x 8, 1.85 GiB)
 CKPT_RECOMPUTE = 1.6
 FOREACH_OPTIMIZERS = ("adamw_torch",)  # the multi-tensor path allocates sqrt(exp_avg_sq) for all parameters at once
 
@@ -211,6 +213,18 @@ class Shape:
         wanted = list(mods) if targets in ("all-linear", "all_linear") else [t.strip() for t in targets.split(",")]
         return r * self.layers * sum(mods.get(t, 0) for t in wanted)
 
+    def merged_expert_bytes(self, method: str, targets: str = "all-linear") -> float:
+        """One layer's expert weights as PEFT's LoRA on fused expert parameters builds them each forward
+        (peft/tuners/lora/layer.py _LoraFactorsProxy: baddbmm(W, lhs, rhs), the whole stack W + BA in bf16), which
+        the grouped matmul keeps for its backward; 0 where the experts carry no adapter. Qwen3-30B-A3B trimmed to 6
+        layers, LoRA 1024 x 2 with checkpointing: 1.125 GiB at that line, 0.75 for its gate_up gradient."""
+        if self.experts <= 1 or method == "full" or self.model_type not in ("qwen3_moe", "qwen2_moe"):
+            return 0.0
+        wanted = ("all-linear", "all_linear", "gate_proj", "up_proj", "down_proj")
+        if targets not in wanted[:2] and not any(t.strip() in wanted[2:] for t in targets.split(",")):
+            return 0.0
+        return self.experts * 3 * self.hidden * self.intermediate * 2.0
+
     def activation_bytes_per_token_layer(
         self, method: str, attn: str, seq: int, dropout: bool = True, gqa_repeat: bool = False
     ) -> float:
@@ -240,8 +254,11 @@ class Shape:
         # padding-free batch of examples of different lengths repeats k and v to the query's width
         # (engine/train/fast.py attention; the Qwen3 batch-of-one snapshot before it took the plain path)
         per += 4 * (q if gqa_repeat else kv)
-        if self.model_type == "phi3":  # the fused qkv_proj's output stays alive as long as v (a view of it) is
-            per += 2 * q + 2 * kv
+        if self.model_type == "phi3":
+            # the fused qkv_proj's output stays alive as long as v (a view of it) is, and SDPA's output is copied
+            # before o_proj (transformers' sdpa_attention.py `.transpose(1, 2).contiguous()` allocates here, where
+            # for other families it is a no-op: the Phi-3-mini LoRA 1024 x 2 snapshot, 2q at that line)
+            per += 4 * q + 2 * kv
         # Norms beyond llama's two, and the q/k norms (Qwen3, Gemma-3). A trained norm keeps its fp32 input and bf16
         # output (6 bytes an element); a frozen one its fp32 input only (4: the Qwen3 QLoRA snapshot's q/k norms;
         # Gemma's extra norms of the residual stream, whose outputs only meet an addition, likewise)
@@ -400,12 +417,17 @@ def _quantities(shape: Shape, plan: MemoryPlan) -> dict[str, float]:
     # the first layer's activations (rebuilt, with checkpointing) are still alive while the last gradients appear
     # (SmolLM2-1.7B full with checkpointing: 0.55 GiB over the gradients, bench/results/memory_snapshot.jsonl)
     last_layer = tokens * per_layer * (CKPT_RECOMPUTE if plan.grad_ckpt else 1.0)
+    # LoRA on fused experts: each layer's merged expert stack, and in backward the gradient of its largest part
+    # (gate_up, 2/3 of it)
+    merged = shape.merged_expert_bytes(plan.method, plan.lora_targets)
+    last_layer += merged * (1 + 2 / 3)
     if plan.grad_ckpt:
         # Full recomputation (Korthikanti et al. 2022, sec. 5): each layer keeps its bf16 input (2h per token);
         # backward rebuilds one layer's activations at a time.
-        activations = tokens * shape.layers * 2 * shape.hidden + last_layer
+        checkpoints = tokens * shape.layers * 2 * shape.hidden
+        activations = checkpoints + last_layer
     else:
-        activations = tokens * shape.layers * per_layer
+        activations = tokens * shape.layers * per_layer + shape.layers * merged + merged * 2 / 3
     activations += tokens * shape.hidden * (2 + 6)  # embedding output, final norm (fp32 in + bf16 out)
     if shape.padded(plan.stage, plan.seq):
         activations *= PADDED_MARGIN
@@ -414,6 +436,14 @@ def _quantities(shape: Shape, plan: MemoryPlan) -> dict[str, float]:
     head = tokens * shape.hidden * (2 + 4) + min(tokens, 4096) * LOGPROB_TILE_BYTES
     if plan.method == "full":
         head += shape.vocab * shape.hidden * 4.0
+    if plan.grad_ckpt and plan.method == "full":
+        # The head's backward ends (its logit tiles and saved hidden states freed, its fp32 weight gradient cast to
+        # bf16) before the last layer is rebuilt, so the two never meet: the worse of the head's backward and the
+        # rebuilt layer's, which has only the hidden states' gradient and the bf16 head gradient beside it.
+        # Qwen3-0.6B full 2048 x 8: the snapshot's peak is the rebuilt layer next to a 0.29 GiB bf16 head gradient
+        # (trl/kernels/chunked_logprob.py); +21 % with the whole head added to it, +13.5 % now.
+        beside = tokens * shape.hidden * 4 + shape.vocab * shape.hidden * 2.0
+        head = max(head, last_layer + beside) - last_layer
     if plan.stage == "rl":  # generation: KV cache of the rollouts, 2 (k, v) x layers x kv width x bf16
         head += tokens * shape.layers * 2 * shape.kv_width * 2.0
     return {
