@@ -2,6 +2,7 @@
 gets alone, or training silently learns across examples. On the CPU the attention runs as one SDPA call per
 example; the GPU's varlen kernel is checked against the same padded reference in bench/throughput.py."""
 
+import pytest
 import torch
 import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -231,3 +232,33 @@ def test_a_prefix_that_carries_labels_or_differs_early_is_not_shared(tiny_model)
     assert fast.SHARED_PREFIX not in fast.share_prefix(fast.collator(tok)(labelled))
     short = [{"input_ids": x, "labels": [-100] * len(x)} for x in ids]  # only 3 tokens alike: not worth it
     assert fast.SHARED_PREFIX not in fast.share_prefix(fast.collator(tok)(short))
+
+
+@pytest.mark.parametrize("softcap, bias", [(None, False), (30.0, True)])
+def test_the_cpu_lm_head_gives_trl_s_log_probs_entropy_and_gradients(softcap, bias):
+    # engine/train/fast.py _CpuLogProbs stands in for TRL's ChunkedLogProbFunction on the CPU: the same outputs
+    # (log-probs, entropy, log sum p^2, mean logit, is-top-1) and the same gradients for the hidden states and head
+    from trl.kernels import ChunkedLogProbFunction
+
+    torch.manual_seed(0)
+    n, h, v = 37, 24, 1000
+    outputs = ("log_probs", "entropy", "log_sum_sq_probs", "mean_logits", "is_top1")
+    results = []
+    for head in (ChunkedLogProbFunction, fast._CpuLogProbs(ChunkedLogProbFunction)):
+        torch.manual_seed(1)
+        hidden = torch.randn(n, h, requires_grad=True)
+        weight = (torch.randn(v, h) * 0.3).requires_grad_()
+        b = torch.randn(v, requires_grad=True) if bias else None
+        targets = torch.randint(0, v, (n,))
+        targets[0] = int((hidden[0] @ weight.t()).argmax())  # one target that is the top logit
+        out = head.apply(hidden, weight, b, targets, 0.7, 256, softcap, 1.3, outputs)
+        (out[0].sum() + 0.1 * out[1].sum()).backward()
+        results.append((out, hidden.grad, weight.grad))
+    (trl, trl_dh, trl_dw), (ours, dh, dw) = results
+    for a, b in zip(trl, ours):
+        if a.dtype == torch.bool:
+            assert torch.equal(a, b) and bool(a[0])
+        else:
+            torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(dh, trl_dh, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(dw, trl_dw, rtol=1e-4, atol=1e-5)

@@ -39,8 +39,29 @@ class _Tee:
         return getattr(self.stream, name)
 
 
+def keep_freed_memory() -> None:
+    """Ask glibc's malloc to keep what a training step frees for the next step. By default it hands blocks of a few
+    MiB back to the kernel (mmap/munmap, heap trimming), and the next step's tensors of the same sizes fault every
+    page in again, zeroed: on the embedded model's CPU steps, 1.1 M page faults and 5.6 s of kernel time over eight
+    steps and the load, 0.45 M and 2.5 s with this (`perf`: clear_page_erms). Host memory only; a no-op elsewhere."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name and sys.platform.startswith("linux") else None
+        mallopt = libc.mallopt if libc is not None else None
+    except (OSError, AttributeError):  # not glibc (musl, macOS)
+        return
+    if mallopt is not None:
+        mallopt(-3, 32 * 2**20)  # M_MMAP_THRESHOLD: blocks under 32 MiB (the most it allows) come from the heap
+        mallopt(-1, 2**31 - 1)  # M_TRIM_THRESHOLD: never give the top of the heap back
+        mallopt(-2, 256 * 2**20)  # M_TOP_PAD: grow the heap in 256 MiB steps
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    keep_freed_memory()
     try:
         spec, resume = common.parse(argv)
     except SpecError as e:
