@@ -14,6 +14,13 @@ from ui.datastats import count_rows
 LESSON = lesson()
 
 
+def model_label(model: str) -> str:
+    """A model as a person names it: the bundled one by its name, a folder by its last part, a Hub id as is."""
+    if model == "embedded":
+        return "SmolLM2-135M-Instruct (bundled)"
+    return Path(model).name if Path(model).is_absolute() else model
+
+
 def stage_name(stage: str) -> str:
     return STAGE_NAMES[stage][:1].upper() + STAGE_NAMES[stage][1:]
 
@@ -111,7 +118,7 @@ if rec.base_models:
     st.subheader("Which model to start from")
     st.markdown(
         "\n".join(
-            f"- **{'SmolLM2-135M-Instruct (bundled)' if b['model'] == 'embedded' else b['model']}** · "
+            f"- **{model_label(b['model'])}** · "
             f"{b['billions']:g}B · {b['kind']} · {b['licence']} · {b['languages']}  \n  {b['why']}"
             for b in rec.base_models
         )
@@ -121,6 +128,19 @@ if rec.base_models:
         "1024 tokens × 4 with checkpointing). Size against the task: a narrow task (one format, one skill) with "
         "a few thousand examples rarely needs more than 8B; broad knowledge or reasoning gains from the largest "
         "that fits. Check the languages your users write in, and the licence before you ship."
+    )
+current = st.session_state.spec.model_name_or_path
+start_from = current
+options = [b["model"] for b in rec.base_models]
+if current not in options:
+    options.insert(0, current)
+if len(options) > 1:
+    start_from = st.radio(
+        "Start from",
+        options,
+        index=options.index(current),
+        format_func=lambda m: model_label(m) + (" (your current choice)" if m == current else ""),
+        help="Saved with the plan when you press Use this plan; the Train page can still change it.",
     )
 
 st.subheader("How much data")
@@ -149,10 +169,10 @@ if n_examples:
     {"low": st.warning, "ok": st.success, "high": st.info}[level](sentence)
 
 if st.button("Use this plan", type="primary"):
-    st.session_state.spec = apply_to_spec(spec, stage=rec.pipeline[0], method=rec.peft)
+    st.session_state.spec = apply_to_spec(spec, stage=rec.pipeline[0], method=rec.peft, model_name_or_path=start_from)
     st.success(
         f"Saved: your first run will be **{STAGE_NAMES[rec.pipeline[0]]}** with "
-        f"**{METHOD_NAMES[rec.peft]}**."
+        f"**{METHOD_NAMES[rec.peft]}**, starting from **{model_label(start_from)}**."
         + (" When it is done, the next stage starts from its result." if len(rec.pipeline) > 1 else "")
     )
 
@@ -194,6 +214,7 @@ if len(rec.pipeline) > 1:
                 spec,
                 stage=s,
                 method=rec.peft,
+                model_name_or_path=start_from,
                 init_from="",
                 output_dir="",
                 dataset_name=chosen_data.get(s, ""),

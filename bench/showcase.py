@@ -37,6 +37,8 @@ from engine.spec import CPU_RUN  # noqa: E402
 #   constant 2e-3, 70 / 80            80.4 % / 95.0 %   4.1 (2026-12-01 evening: the same code, a slower host)
 #   constant 2e-3, LoRA on the top 15 of 30 layers only, 10..50: 57, 46, 58, 73, 57 %   3.0 (backward stops at
 #     layer 15: 0.74x the step time, but priority does not settle)
+#   constant 1e-3, 100 x batch 6 (not 8)  20..100: checkpoint-80 83.8 %, checkpoint-100 83.3 %   2.4 (2026-12-01
+#     night: 0.8x the step time; the examples seen matter, not the steps)
 # (teacher-forced: bench/priority_probe.py RUN_DIR)
 RECIPE = {"--stage": "sft", "--method": "lora", **{"--" + k.replace("_", "-"): str(v) for k, v in CPU_RUN.items()}}
 TARGETS = {"valid JSON": 0.95, "priority right": 0.95, "title exact": 0.90}

@@ -46,8 +46,10 @@ def main() -> int:
             page.goto(url)
             page.get_by_text("A consistent output format").click()
             page.get_by_role("button", name="Use this plan").click()
+            page.get_by_text("Saved: your first run will be").wait_for()  # each choice lands before the next page
             page.get_by_role("link", name="2 · Hardware").click()
             page.get_by_role("button", name="Use LoRA on this hardware").click()
+            page.get_by_text("Saved: method").wait_for()
             page.get_by_role("link", name="3 · Estimate").click()
             page.get_by_text("Will it fit").wait_for()
             text = page.inner_text("body")
@@ -56,6 +58,9 @@ def main() -> int:
             page.get_by_role("link", name="4 · Data").click()
             page.get_by_text("Usable rows").wait_for()
             page.get_by_role("link", name="5 · Train").click()
+            page.get_by_role("spinbutton", name="Max steps (optimizer steps; -1 = use Epochs)").wait_for()
+            steps = page.get_by_role("spinbutton", name="Max steps (optimizer steps; -1 = use Epochs)").input_value()
+            assert steps == "100", f"the CPU plan's 100 steps did not reach the Train page ({steps})"
             page.get_by_role("button", name="Start training").click()
             started = time.time()
             page.get_by_role("link", name="6 · Runs").click()

@@ -87,6 +87,19 @@ def test_task_api_assistant_on_a_consumer_gpu_gets_qlora_sft_with_2000_to_5000_e
     assert at.session_state.recommendation.pipeline == ["sft"]
 
 
+def test_the_model_chosen_among_the_recommended_ones_is_saved_with_the_plan(no_gpu):
+    at = tick(app(hardware=preset_hardware("rtx-3060")), "capability", "quality")
+    start = next(r for r in at.radio if r.label == "Start from")
+    recommended = [b["model"] for b in at.session_state.recommendation.base_models]
+    assert start.value == "embedded" and start.options[1:] == recommended  # nothing changes until one is picked
+    start.set_value(recommended[0]).run()
+    at.button[0].click().run()  # "Use this plan"
+    assert f"starting from **{recommended[0]}**" in texts(at, "success")
+    spec = at.session_state.spec
+    assert (spec.model_name_or_path, spec.method) == (recommended[0], "qlora")
+    assert spec.learning_rate != 1e-3  # the rate follows the larger model (1e-3 is the bundled model's)
+
+
 def test_customer_support_chatbot_gets_sft_then_dpo_with_rag_and_an_rlhf_plan_b(no_gpu):
     at = tick(app(), "knowledge", "style", "safety")
     assert "#### Supervised fine-tuning → DPO (preferences)" in texts(at, "markdown")
