@@ -50,11 +50,7 @@ def sidebar() -> None:
         spec = st.session_state.spec
         st.markdown("**Your plan so far**")
         hardware = st.session_state.get("hardware")
-        model = (
-            "SmolLM2-135M-Instruct (bundled with the app)"
-            if spec.model_name_or_path == "embedded"
-            else spec.model_name_or_path
-        )
+        model = session.model_label(spec.model_name_or_path)
         st.markdown(
             f"- Stage: **{STAGE_NAMES[spec.stage]}**\n"
             f"- Method: **{METHOD_NAMES.get(spec.method, spec.method)}**\n"

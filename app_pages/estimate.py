@@ -22,11 +22,10 @@ from engine.recommend import METHOD_NAMES, advise_method, apply_to_spec
 from engine.spec import DISTRIBUTED, DISTRIBUTED_NAMES, METHODS, STAGE_NAMES, RunSpec
 from engine.vram import OPTIMIZERS
 from ui.datastats import plan_stats
-from ui.session import acting_name, actor
+from ui.session import acting_name, actor, model_label
 
 LESSON_7B = {"full": "60+ GB", "lora": "16 GB", "qlora": "6 GB"}  # the lesson's PEFT comparison table
 SEVEN_B = "mistralai/Mistral-7B-v0.3"
-EMBEDDED_LABEL = "SmolLM2-135M-Instruct (bundled with the app)"
 CPU_PARTS = {"CUDA context": "PyTorch and Python themselves", "allocator reserve": "memory allocator's reserve"}
 
 if "spec" not in st.session_state:  # a deep link can run this page before app.py sets it
@@ -72,7 +71,7 @@ model = left.selectbox(
     "Model",
     options,
     index=options.index(own) if own in options else 0,
-    format_func=lambda m: EMBEDDED_LABEL if m == "embedded" else m,
+    format_func=model_label,
 )
 stage = left.selectbox(
     "Stage", list(STAGE_NAMES), index=list(STAGE_NAMES).index(spec.stage), format_func=STAGE_NAMES.get
@@ -312,7 +311,7 @@ if st.button("Use these settings for training", type="primary"):
     saved = st.session_state.spec
     st.success(
         f"Saved to your plan: {STAGE_NAMES[saved.stage]}, {METHOD_NAMES[saved.method]}, "
-        f"{EMBEDDED_LABEL if saved.model_name_or_path == 'embedded' else saved.model_name_or_path}, "
+        f"{model_label(saved.model_name_or_path)}, "
         f"{saved.max_length} tokens, batch {saved.per_device_train_batch_size}, "
         + (
             f"{saved.num_processes} GPUs ({'FSDP' if saved.distributed == 'fsdp' else 'DDP'}), "

@@ -10,15 +10,9 @@ from engine.hardware import this_computer
 from engine.recommend import METHOD_NAMES, apply_to_spec, compare_dataset, lesson, recommend
 from engine.spec import STAGE_NAMES
 from ui.datastats import count_rows
+from ui.session import model_label
 
 LESSON = lesson()
-
-
-def model_label(model: str) -> str:
-    """A model as a person names it: the bundled one by its name, a folder by its last part, a Hub id as is."""
-    if model == "embedded":
-        return "SmolLM2-135M-Instruct (bundled)"
-    return Path(model).name if Path(model).is_absolute() else model
 
 
 def stage_name(stage: str) -> str:

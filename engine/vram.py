@@ -220,8 +220,8 @@ class Shape:
         layers, LoRA 1024 x 2 with checkpointing: 1.125 GiB at that line, 0.75 for its gate_up gradient."""
         if self.experts <= 1 or method == "full" or self.model_type not in ("qwen3_moe", "qwen2_moe"):
             return 0.0
-        wanted = ("all-linear", "all_linear", "gate_proj", "up_proj", "down_proj")
-        if targets not in wanted[:2] and not any(t.strip() in wanted[2:] for t in targets.split(",")):
+        experts = {"gate_proj", "up_proj", "down_proj"}
+        if targets not in ("all-linear", "all_linear") and not experts & {t.strip() for t in targets.split(",")}:
             return 0.0
         return self.experts * 3 * self.hidden * self.intermediate * 2.0
 
@@ -424,8 +424,7 @@ def _quantities(shape: Shape, plan: MemoryPlan) -> dict[str, float]:
     if plan.grad_ckpt:
         # Full recomputation (Korthikanti et al. 2022, sec. 5): each layer keeps its bf16 input (2h per token);
         # backward rebuilds one layer's activations at a time.
-        checkpoints = tokens * shape.layers * 2 * shape.hidden
-        activations = checkpoints + last_layer
+        activations = tokens * shape.layers * 2 * shape.hidden + last_layer
     else:
         activations = tokens * shape.layers * per_layer + shape.layers * merged + merged * 2 / 3
     activations += tokens * shape.hidden * (2 + 6)  # embedding output, final norm (fp32 in + bf16 out)

@@ -26,6 +26,11 @@ def actor() -> users.User:
         st.stop()
 
 
+def model_label(model: str) -> str:
+    """The plan's model as the pages name it: the bundled one by its name, any other as given."""
+    return "SmolLM2-135M-Instruct (bundled with the app)" if model == "embedded" else model
+
+
 def acting_name(user: users.User) -> str:
     """What engine subprocesses get as --as: "" for the machine's one person, else the logged-in user's name."""
     return "" if user.role == "owner" else user.name

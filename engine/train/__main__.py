@@ -48,15 +48,15 @@ def keep_freed_memory() -> None:
     import ctypes.util
 
     name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name) if name and sys.platform.startswith("linux") else None
-        mallopt = libc.mallopt if libc is not None else None
-    except (OSError, AttributeError):  # not glibc (musl, macOS)
+    if not name or not sys.platform.startswith("linux"):
         return
-    if mallopt is not None:
-        mallopt(-3, 32 * 2**20)  # M_MMAP_THRESHOLD: blocks under 32 MiB (the most it allows) come from the heap
-        mallopt(-1, 2**31 - 1)  # M_TRIM_THRESHOLD: never give the top of the heap back
-        mallopt(-2, 256 * 2**20)  # M_TOP_PAD: grow the heap in 256 MiB steps
+    try:
+        mallopt = ctypes.CDLL(name).mallopt
+    except (OSError, AttributeError):  # not glibc (musl)
+        return
+    mallopt(-3, 32 * 2**20)  # M_MMAP_THRESHOLD: blocks under 32 MiB (the most it allows) come from the heap
+    mallopt(-1, 2**31 - 1)  # M_TRIM_THRESHOLD: never give the top of the heap back
+    mallopt(-2, 256 * 2**20)  # M_TOP_PAD: grow the heap in 256 MiB steps
 
 
 def skip_bitsandbytes(spec) -> None:
@@ -72,7 +72,8 @@ def skip_bitsandbytes(spec) -> None:
 def main(argv=None) -> int:
     own_process = argv is None  # `python -m engine.train`, not a caller in its own process (tests, benchmarks)
     argv = sys.argv[1:] if argv is None else argv
-    keep_freed_memory()
+    if own_process:  # process-wide settings: not for a caller's process
+        keep_freed_memory()
     try:
         spec, resume = common.parse(argv)
     except SpecError as e:

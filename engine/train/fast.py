@@ -386,8 +386,7 @@ class _CpuLogProbs:
         log_probs = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
         entropy = -(logp.exp() * logp).sum(-1) if "entropy" in outputs else None
         with torch.no_grad():
-            z = z.detach()
-            sq = torch.logsumexp(2 * logp.detach(), dim=-1) if "log_sum_sq_probs" in outputs else None
+            sq = torch.logsumexp(2 * logp, dim=-1) if "log_sum_sq_probs" in outputs else None
             mean = z.mean(-1) if "mean_logits" in outputs else None
             top1 = z.argmax(-1) == targets if "is_top1" in outputs else None
         return log_probs, entropy, sq, mean, top1
