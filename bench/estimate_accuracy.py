@@ -185,6 +185,24 @@ GRIDS["coverage"] = [
     (MOE, S, L, 2048, 4, False),
 ]
 
+# The same rows again once engine.train runs torch's allocator with expandable segments (2026-12-02): the reserve
+# above allocated memory was the least predictable part (0.2-2.3 GiB); these are for refitting it, not held out.
+GRIDS["expandable"] = [
+    (Q15, "dpo", F, 512, 2, False),
+    (QW06, S, F, 2048, 8, True),
+    (G3, "dpo", Q, 2048, 2, True),
+    (QW4, S, Q, 2048, 8, True),
+    (M135, S, L, 512, 8, False),
+    (Q05, S, L, 2048, 8, False),
+    (L3, S, Q, 2048, 4, True),
+    (QW17, "pt", F, 2048, 2, True),
+    (G2, S, L, 1024, 4, False),
+    (L1, S, L, 1024, 4, True),
+    (QW17, S, F, 1024, 4, False),
+    (Q05, "dpo", F, 512, 4, True),
+    (SM3, S, L, 2048, 4, False),
+]
+
 
 class NvmlPeak(threading.Thread):
     """Highest `used` memory NVML reports for one GPU while running (what nvidia-smi shows and what runs out):
@@ -317,6 +335,8 @@ def train_engine(row, model_dir, data, work, steps):
     return {
         "step_s": statistics.median(gaps[1:]) if len(gaps) > 1 else None,
         "torch_reserved_gib": max((r.get("memory_gib") or 0) for r in logs) if logs else None,
+        "torch_allocated_gib": max((r.get("memory_allocated_gib") or 0) for r in logs) if logs else None,
+        "alloc_conf": os.environ.get("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True (engine.train)"),
         # what the trainer itself recorded: its pre-flight prediction and NVML's figure for its process
         "trainer_memory": json.loads((out / "status.json").read_text()).get("memory"),
         "padded": "batches: padded" in (out / "train.log").read_text(),

@@ -20,6 +20,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")  # what python -m engine.train sets
 GIB = 2**30
 KEEP = ("transformers/", "peft/", "trl/", "engine/", "torch/nn/functional", "torch/utils/checkpoint", "accelerate/")
 

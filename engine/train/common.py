@@ -447,6 +447,8 @@ def run_dir_callback(run_dir: Path, mfu: tuple[float, float] | None = None):
             if tokens is not None:
                 self.last_log = (record["time"], tokens)
             record["memory_gib"] = _memory_gib()
+            if allocated := _allocated_gib():
+                record["memory_allocated_gib"] = allocated
             rundir.append_metrics(run_dir, record)
             if "predicted_peak_gib" in MEMORY and (used := measured_peak_gib()) and used > self.peak + 0.01:
                 self.peak = used  # NVML's figure for this process: the allocator's reserve + the CUDA context
@@ -463,6 +465,13 @@ def _memory_gib() -> float:
     if torch.cuda.is_available():
         return torch.cuda.max_memory_reserved() / 2**30
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux reports KiB
+
+
+def _allocated_gib() -> float | None:
+    """The most torch's tensors have held at once on the GPU (the reserve above it is the allocator's)."""
+    import torch
+
+    return torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
 
 
 def load_splits(spec: RunSpec) -> tuple[list[dict], list[dict]]:
