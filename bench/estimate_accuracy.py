@@ -203,6 +203,23 @@ GRIDS["expandable"] = [
     (SM3, S, L, 2048, 4, False),
 ]
 
+# A fourth held-out grid, defined after the expandable refit and scored only (2026-12-02): stages, methods and
+# lengths in combinations no grid had, and two older rows that were under the refit estimate, measured again.
+GRIDS["fam_heldout4"] = [
+    (L1, "dpo", F, 1024, 2, False),
+    (QW06, "dpo", F, 1024, 2, True),
+    (M135, "pt", F, 1024, 8, False),
+    (SM17, "dpo", L, 1024, 4, True),
+    (QW17, S, L, 512, 16, False),
+    (G34, S, L, 1024, 2, False),
+    (Q15, S, F, 2048, 4, True),
+    (PHI4, S, L, 4096, 2, True),
+    (L3, "pt", Q, 2048, 4, True),
+    (G2, S, L, 2048, 2, True),
+    (QW8, S, Q, 2048, 4, True),
+]
+GRIDS["expandable_old"] = [(L1, S, L, 32768, 1, True), (G2, S, F, 512, 4, True)]
+
 
 class NvmlPeak(threading.Thread):
     """Highest `used` memory NVML reports for one GPU while running (what nvidia-smi shows and what runs out):

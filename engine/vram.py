@@ -23,11 +23,19 @@ CONTEXT_GIB = 1.35  # measured on H200: NVML used - torch.cuda.max_memory_reserv
 # fit: saved activations beyond the tensors counted below (autograd bookkeeping, the layer being back-propagated,
 # RoPE tables), as a fraction of the counted bytes; and the allocator's extra reserve over allocations
 ACT_OVERHEAD = {"full": 0.12, "lora": 0.0, "qlora": 0.0}
-# fit: torch's reserved-over-allocated peak. With full fine-tuning the fused LM head's fp32 weight gradient (V x h x 4
-# bytes) is freed after backward and leaves a hole of about its size; otherwise a small share of the dynamic memory.
-FRAG_FULL_HEAD = 0.75
+# fit: torch's reserved-over-allocated peak, with the expandable segments engine.train sets
+# (train/__main__.py unfragmented_gpu_memory): a small base and share of the dynamic memory (0.03-0.24 GiB on 7
+# rows without checkpointing), and with checkpointing a share of the rebuilt layer, whose cycle of allocations
+# leaves pages mapped but free (0.2-0.6 GiB: 0.28x the layer on Qwen3-4B QLoRA 2048 x 8, 0.5x on Llama-3.2-1B LoRA
+# 1024 x 4; bench/results/estimate_expandable.jsonl). Fixed segments left holes of 0.4-0.9x the rebuilt layer and
+# most of the LM head's fp32 gradient (up to 2.3 GiB); those runs are in the older grids.
 FRAG_DYNAMIC = 0.02
-FRAG_BASE_GIB = 0.15
+FRAG_BASE_GIB = 0.2
+FRAG_REBUILD = 0.25
+# fit: with full fine-tuning, a rebuilt layer's backward also holds its weights' gradients before they are added to
+# .grad (autograd's thread, 0.3x the layer on the Qwen3-0.6B full 2048 x 8 snapshot); -1.9 .. -2.7 % allocated
+# without it on three full rows with checkpointing (estimate_expandable.jsonl)
+REBUILD_FULL = 1.2
 OPTIMIZERS = {  # bytes of state per trainable parameter, as a multiple of the parameter's own bytes,
     "adamw_torch": 2.0,  # torch AdamW keeps exp_avg and exp_avg_sq in the parameter's dtype
     "adamw_torch_fused": 2.0,
@@ -38,11 +46,6 @@ OPTIMIZERS = {  # bytes of state per trainable parameter, as a multiple of the p
 # fit: padded batches (pt, softcapped or windowed attention: Shape.padded) ran 5 % above the padding-free figure on
 # rows that fill max_length (Gemma-3-1B LoRA 2048 x 4, Llama-3.2-1B pt LoRA 2048 x 4; estimate_fam_calib.jsonl)
 PADDED_MARGIN = 1.05
-# fit: the layer being rebuilt under checkpointing keeps its activations, its gradients' transients and the
-# allocator's blocks that the rebuild cycle leaves split: snapshots (bench/results/memory_snapshot.jsonl) show
-# 0.3x the rebuilt layer from autograd's thread beside it (Qwen3-0.6B full 2048 x 8), and reserved-but-free
-# memory of 0.4-0.9x it at the peak (Qwen3-0.6B full; Llama-3.2-1B LoRA 1024 x 4; Qwen3-4B QLoRA 2048 x 8, 1.85 GiB)
-CKPT_RECOMPUTE = 1.6
 FOREACH_OPTIMIZERS = ("adamw_torch",)  # the multi-tensor path allocates sqrt(exp_avg_sq) for all parameters at once
 
 
@@ -361,7 +364,7 @@ def _fsdp_bytes(shape: Shape, plan: MemoryPlan) -> dict[str, float]:
         parts["unsharded gradients of one layer"] = layer_grads
     else:
         parts["gradients (shard)"] = moment_b
-    parts["allocator reserve"] = _reserve(shape, plan, max(moment_a, moment_b))
+    parts["allocator reserve"] = _reserve(shape, plan, max(moment_a, moment_b), m["last layer"])
     parts["NCCL buffers"] = NCCL_GIB * GIB
     if plan.offload:
         parts["offload staging"] = OFFLOAD_MARGIN * sum(parts.values())
@@ -416,7 +419,7 @@ def _quantities(shape: Shape, plan: MemoryPlan) -> dict[str, float]:
     per_layer = shape.activation_bytes_per_token_layer(plan.method, plan.attn, plan.seq, dropout, repeat)
     # the first layer's activations (rebuilt, with checkpointing) are still alive while the last gradients appear
     # (SmolLM2-1.7B full with checkpointing: 0.55 GiB over the gradients, bench/results/memory_snapshot.jsonl)
-    last_layer = tokens * per_layer * (CKPT_RECOMPUTE if plan.grad_ckpt else 1.0)
+    last_layer = tokens * per_layer * (REBUILD_FULL if plan.grad_ckpt and plan.method == "full" else 1.0)
     # LoRA on fused experts: each layer's merged expert stack, and in backward the gradient of its largest part
     # (gate_up, 2/3 of it)
     merged = shape.merged_expert_bytes(plan.method, plan.lora_targets)
@@ -457,13 +460,13 @@ def _quantities(shape: Shape, plan: MemoryPlan) -> dict[str, float]:
     }
 
 
-def _reserve(shape: Shape, plan: MemoryPlan, dynamic: float) -> float:
-    if plan.method == "full":
+def _reserve(shape: Shape, plan: MemoryPlan, dynamic: float, rebuilt: float) -> float:
+    reserve = FRAG_BASE_GIB * GIB + FRAG_DYNAMIC * dynamic + (FRAG_REBUILD * rebuilt if plan.grad_ckpt else 0.0)
+    if plan.method == "full" and shape.tied:
         # tied embeddings: the embedding's own bf16 gradient (V x h) exists next to the head's until they are summed
         # (Gemma-2-2B full 512 x 4: -4.8 % without it; Qwen2.5-0.5B full: -4.3 %; estimate_fam_heldout.jsonl)
-        tied = shape.vocab * shape.hidden * 2.0 if shape.tied else 0.0
-        return FRAG_BASE_GIB * GIB + FRAG_FULL_HEAD * shape.vocab * shape.hidden * 4.0 + tied
-    return FRAG_BASE_GIB * GIB + FRAG_DYNAMIC * dynamic
+        reserve += shape.vocab * shape.hidden * 2.0
+    return reserve
 
 
 def _one_gpu_bytes(shape: Shape, plan: MemoryPlan) -> dict[str, float]:
@@ -477,6 +480,6 @@ def _one_gpu_bytes(shape: Shape, plan: MemoryPlan) -> dict[str, float]:
     else:
         parts.update({k: m[k] for k in ("gradients", "optimizer temporaries")})
         parts["activations"] = m["last layer"]
-    parts["allocator reserve"] = _reserve(shape, plan, max(moment_a, moment_b))
+    parts["allocator reserve"] = _reserve(shape, plan, max(moment_a, moment_b), m["last layer"])
     parts["CUDA context"] = CONTEXT_GIB * GIB
     return parts
