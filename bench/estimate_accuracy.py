@@ -218,7 +218,7 @@ GRIDS["fam_heldout4"] = [
     (G2, S, L, 2048, 2, True),
     (QW8, S, Q, 2048, 4, True),
 ]
-GRIDS["expandable_old"] = [(L1, S, L, 32768, 1, True), (G2, S, F, 512, 4, True)]
+GRIDS["expandable_old"] = [(L1, S, L, 32768, 1, True), (G2, S, F, 512, 4, True), (G34, S, Q, 1024, 2, False)]
 
 
 class NvmlPeak(threading.Thread):

@@ -76,6 +76,7 @@ class Shape:
     sinks: bool = False  # gpt-oss: one learned attention-sink logit per head and layer
     softcap: bool = False  # attention scores capped by tanh (Gemma-2): transformers runs eager attention for it
     window: int = 0  # a sliding attention window in some or all layers (tokens); 0 = none
+    vision_params: int = 0  # a multimodal checkpoint's image encoder and projector: loaded, frozen, never run on text
 
     # transformers' config classes fill in what a config.json leaves out; these are their defaults for the fields
     # read here (transformers 5.24 configuration_*.py). Gemma-3 4B's published config gives only hidden_size,
@@ -87,8 +88,25 @@ class Shape:
     _QK_NORM = ("qwen3", "qwen3_moe", "gemma3", "gemma3_text")  # q_norm/k_norm in every attention layer
     _FOUR_NORMS = ("gemma2", "gemma3", "gemma3_text")  # input, post-attention, pre- and post-feed-forward norms
 
+    @staticmethod
+    def vision_tower_params(cfg: dict) -> int:
+        """Weights of a ViT image encoder (SigLIP's layout: Gemma-3, Mistral-Small-3.1) and its projector to the
+        language model's width. transformers loads them with the language model even for text-only training:
+        Gemma-3-4B LoRA 1024 x 2 held 0.91 GiB more than the language model's count (0.42 B parameters in bf16,
+        bench/results/estimate_fam_heldout4.jsonl)."""
+        v = cfg.get("vision_config")
+        if not isinstance(v, dict):
+            return 0
+        h, i = int(v.get("hidden_size", 768)), int(v.get("intermediate_size", 3072))
+        patch, image = int(v.get("patch_size", 16)), int(v.get("image_size", 224))
+        per_layer = 4 * (h * h + h) + 2 * h * i + i + h + 4 * h  # q, k, v, o with biases; fc1, fc2; two LayerNorms
+        embed = int(v.get("num_channels", 3)) * patch * patch * h + h + (image // patch) ** 2 * h
+        text_h = int((cfg.get("text_config") or {}).get("hidden_size", h))
+        return int(v.get("num_hidden_layers", 12)) * per_layer + embed + 2 * h + h * text_h
+
     @classmethod
     def from_config(cls, cfg: dict) -> "Shape":
+        vision = cls.vision_tower_params(cfg)
         cfg = cfg.get("text_config", cfg)  # multimodal configs nest the language model
         mtype = cfg.get("model_type", "llama")
         cfg = {**cls._DEFAULTS.get(mtype, {}), **{k: v for k, v in cfg.items() if v is not None}}
@@ -128,6 +146,7 @@ class Shape:
             sinks=mtype == "gpt_oss",
             softcap=bool(cfg.get("attn_logit_softcapping")),
             window=int(cfg.get("sliding_window") or 0) if cfg.get("use_sliding_window", True) is not False else 0,
+            vision_params=vision,
         )
 
     def expert_params(self) -> int:
@@ -257,6 +276,12 @@ class Shape:
         # padding-free batch of examples of different lengths repeats k and v to the query's width
         # (engine/train/fast.py attention; the Qwen3 batch-of-one snapshot before it took the plain path)
         per += 4 * (q if gqa_repeat else kv)
+        if self.experts > 1:
+            # each token's copies routed to its experts: the gathered expert inputs and the expert outputs before
+            # their weighted sum (2 x active x h, bf16). Qwen3-30B-A3B (6 layers) LoRA 2048 x 4 without
+            # checkpointing held 61 KB a token and layer more than counted without them (4 x 8 x 2048 = 64 KB;
+            # bench/results/estimate_coverage.jsonl, -9.5 %)
+            per += 4 * self.active_experts * h
         if self.model_type == "phi3":
             # the fused qkv_proj's output stays alive as long as v (a view of it) is, and SDPA's output is copied
             # before o_proj (transformers' sdpa_attention.py `.transpose(1, 2).contiguous()` allocates here, where
@@ -394,6 +419,9 @@ def _quantities(shape: Shape, plan: MemoryPlan) -> dict[str, float]:
         weights = (shape.linear_params() - experts) * NF4_BYTES + (shape.other_params() + experts) * 2.0
         T, t_bytes = shape.lora_params(plan.lora_r, plan.lora_targets), 2.0  # TRL casts QLoRA adapters to bf16
         weights += T * t_bytes  # (trl/trainer/sft_trainer.py, following the QLoRA paper)
+    # an image encoder is loaded in bf16 and never trained on text; QLoRA may quantise its linear layers, which
+    # is not counted (the safe side)
+    weights += shape.vision_params * 2.0
     # Full fine-tuning DPO/RL keeps a frozen copy of the starting weights as the reference (TRL loads it in the
     # policy's dtype); with LoRA/QLoRA the reference is the base with the adapter switched off, so no copy.
     ref_model = weights if (plan.stage in ("dpo", "rl") and plan.method == "full") else 0.0
