@@ -393,20 +393,27 @@ def mean_tokens(lengths: list[int], seq: int) -> int:
 
 def caveat(shape: vram.Shape, req: EstimateRequest) -> str:
     """A sentence where the estimate has not been measured for this kind of run, saying which side it errs on."""
+    if shape.experts > 1 and shape.model_type == "qwen3_moe":
+        return (
+            "Qwen3-MoE was measured here on a 6-layer cut of Qwen3-30B-A3B with LoRA (within +2 % with and without "
+            "checkpointing, bench/results/estimate_coverage.md); the router's own buffers are not counted, and "
+            "full fine-tuning and QLoRA of it were not measured: leave 5 % spare."
+        )
     if shape.experts > 1:
         return (
             f"{shape.model_type} is a mixture of experts ({shape.experts} experts, {shape.active_experts} per "
-            "token): its memory has not been measured here yet. The figure counts every expert's weights "
-            "(in 16 bit even with QLoRA, where bitsandbytes leaves fused experts unquantised) and each token's "
-            "experts' activations, but not the router's buffers; leave 10 % spare."
+            "token) whose memory has not been measured here yet (only Qwen3-MoE was). The figure counts every "
+            "expert's weights in 16 bit (gpt-oss's MXFP4 checkpoint is trained dequantised, and bitsandbytes "
+            "leaves fused experts unquantised under QLoRA) and each token's routed copies, not the router's "
+            "buffers; leave 10 % spare."
         )
     if req.distributed == "fsdp" and req.gpus > 1:
         return (
             "FSDP figures are arithmetic not yet measured on GPUs here; checked against published FSDP + QLoRA "
             "peaks within 0.93-1.08 (bench/results/fsdp_per_gpu.md)."
         )
-    if req.seq > 8192:
-        return f"Sequences of {req.seq} tokens are longer than any run measured here (8192); leave 10 % spare."
+    if req.seq > 32768:
+        return f"Sequences of {req.seq} tokens are longer than any run measured here (32768); leave 10 % spare."
     return ""
 
 

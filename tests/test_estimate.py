@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from engine import catalog, vram
+from engine import catalog, estimate, vram
 from engine.estimate import EstimateError, EstimateRequest, estimate_run, peak_gib
 
 SEVEN_B = "mistralai/Mistral-7B-v0.3"
@@ -75,24 +75,46 @@ def test_matches_h200_measurements():
     assert errors[-1] <= 0.12, max(error.items(), key=lambda kv: kv[1])
 
 
-def test_stored_grids_of_every_family_are_never_far_under():
-    # every GPU grid stored since the family grids (bench/results/estimate_*.jsonl), re-scored: an under-prediction
-    # is the out-of-memory surprise the estimate exists to prevent. A configuration measured again after an engine
-    # change (the "remeasure" grid, last) replaces its older measurement.
+def _stored_errors(grids: tuple[str, ...], expandable: bool) -> dict[tuple, float]:
+    """Relative error of today's estimate on every stored GPU row of these grids (bench/results/estimate_*.jsonl)
+    measured with (or without) the expandable segments engine.train has set since 2026-12-02; a configuration
+    measured again later replaces its older measurement."""
     sys.path.insert(0, "bench")
     import estimate_accuracy as ea
 
     errors = {}
-    for grid in ("fam_calib", "fam_heldout", "fam_heldout2", "fam_heldout3", "coverage", "remeasure"):
+    for grid in grids:
         for line in open(f"bench/results/estimate_{grid}.jsonl"):
             r = json.loads(line)
-            if r.get("error") or not r.get("torch_reserved_gib"):
+            if r.get("error") or not r.get("torch_reserved_gib") or ("alloc_conf" in r) != expandable:
                 continue
             row = (r["model"], r["stage"], r["method"], r["seq"], r["batch"], r["grad_ckpt"])
             errors[row] = ea.predict(row, r["optim"], r["lora_dropout"]) / r["measured_gib"] - 1
+    return errors
+
+
+def test_the_issues_targets_hold_on_every_row_measured_as_engine_train_runs_now():
+    # issue 18: median |error| <= 4 %, nothing under by more than 3 %, nothing over by more than 12 %, on the GPU
+    # rows measured with the allocator engine.train runs (the refit grid, the fourth held-out grid, re-measured
+    # older rows, the mixture-of-experts row). An under-prediction is the out-of-memory surprise the estimate
+    # exists to prevent.
+    errors = _stored_errors(("expandable", "fam_heldout4", "expandable_old", "coverage"), expandable=True)
+    assert len(errors) >= 25
+    assert sorted(abs(e) for e in errors.values())[len(errors) // 2] <= 0.04
+    assert min(errors.values()) > -0.03, min(errors.items(), key=lambda kv: kv[1])
+    assert max(errors.values()) < 0.12, max(errors.items(), key=lambda kv: kv[1])
+
+
+def test_older_grids_measured_with_fixed_segments_stay_close():
+    # Runs before 2026-12-02 held the allocator's fragmentation as well (up to 2.3 GiB, that engine.train no longer
+    # has), so today's estimate may sit under them by that much; their median still says the model of the step
+    # holds across families
+    errors = _stored_errors(
+        ("fam_calib", "fam_heldout", "fam_heldout2", "fam_heldout3", "coverage", "remeasure"), expandable=False
+    )
     assert len(errors) >= 35
     assert sorted(abs(e) for e in errors.values())[len(errors) // 2] <= 0.04
-    assert min(errors.values()) > -0.08, min(errors.items(), key=lambda kv: kv[1])
+    assert min(errors.values()) > -0.11, min(errors.items(), key=lambda kv: kv[1])
 
 
 def test_lora_on_fused_experts_counts_the_merged_expert_stacks():
@@ -224,3 +246,10 @@ def test_training_turns_checkpointing_on_only_when_the_run_would_not_fit_without
     needed, without = checkpointing_needed(req, free_gib=22.0)  # a 24 GB card: 8B LoRA needs checkpointing
     assert needed and without > 22.0
     assert not checkpointing_needed(req, free_gib=138.0)[0]  # an H200: faster without it
+
+
+def test_a_mixture_of_experts_family_never_measured_says_so():
+    qwen = estimate.caveat(vram.Shape.from_config(catalog.load_config("Qwen/Qwen3-30B-A3B")), EstimateRequest())
+    oss = estimate.caveat(vram.Shape.from_config(catalog.load_config("openai/gpt-oss-20b")), EstimateRequest())
+    assert "was measured" in qwen and "not been measured" in oss and "spare" in oss
+    assert estimate.caveat(vram.Shape.from_config(catalog.load_config("Qwen/Qwen3-8B")), EstimateRequest()) == ""
