@@ -31,6 +31,21 @@ def cpu_seconds(pid: int, children: bool = True) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def browser_cpu_seconds() -> float:
+    """CPU time of every running Chromium process (the renderer that draws the live view, its GPU and utility
+    processes): on a laptop they share the cores with the trainer."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        if "(chrom" in text or "(headless" in text:
+            fields = text.rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 def main() -> int:
     from playwright.sync_api import sync_playwright
 
@@ -62,7 +77,7 @@ def main() -> int:
             steps = page.get_by_role("spinbutton", name="Max steps (optimizer steps; -1 = use Epochs)").input_value()
             assert steps == "100", f"the CPU plan's 100 steps did not reach the Train page ({steps})"
             page.get_by_role("button", name="Start training").click()
-            started = time.time()
+            started, browser_before = time.time(), browser_cpu_seconds()
             page.get_by_role("link", name="6 · Runs").click()
             etas, trainer_cpu = [], None
             from engine import runs
@@ -86,6 +101,7 @@ def main() -> int:
             out["state"] = listed[0]["state"]
             out["trainer_cpu_s"] = trainer_cpu and round(trainer_cpu, 1)
             out["server_own_cpu_s"] = round(cpu_seconds(server.pid, children=False), 1)
+            out["browser_cpu_s"] = round(browser_cpu_seconds() - browser_before, 1)
             out["eta_samples"] = etas[::3]
             page.get_by_text("Run 1: completed").wait_for()
             browser.close()

@@ -1,5 +1,6 @@
 """The live view of one run: state, progress bar with ETA, loss chart, log tail, stop. Refreshes itself every
-two seconds with st.fragment(run_every=...), reading only the lines metrics.jsonl gained since the last refresh."""
+two seconds (five on a machine without a GPU) with st.fragment(run_every=...), reading only the lines metrics.jsonl
+gained since the last refresh."""
 
 import time
 from pathlib import Path
@@ -7,11 +8,15 @@ from pathlib import Path
 import plotly.graph_objects as go
 import streamlit as st
 
-from engine import monitor, rundir, runs
+from engine import hardware, monitor, rundir, runs
 from ui.session import actor
 
 STATE_ICONS = {"waiting": "🔗", "queued": "⏳", "running": "🏃", "completed": "✅", "failed": "❌", "stopped": "⏹️"}
 STAGE_SHORT = {"pt": "Pretraining", "sft": "SFT", "dpo": "DPO", "rm": "Reward model", "rl": "RL"}
+# Without a GPU the trainer computes on the same cores as this server and the browser, and each refresh preempts
+# one of its two OpenMP threads while the other waits at the next barrier: the showcase's steps took 3.47 s with the
+# page open at 2 s refreshes, 2.93 s without it (bench/results/showcase_browser.jsonl)
+REFRESH_S = 2.0 if hardware.detect_gpus().count else 5.0
 CHART_EVERY_S = 8.0  # while a run trains, its charts are redrawn at most this often: each redraw costs the browser
 #                      and the server CPU that a laptop's trainer needs (issue 22: the watching page took ~37 %)
 
@@ -101,7 +106,7 @@ def memory_line(status: dict) -> str:
     return text + f" · {memory.get('free_at_start_gib', 0):.1f} GiB were free at the start."
 
 
-@st.fragment(run_every=2.0)
+@st.fragment(run_every=REFRESH_S)
 def live_run(run_id: int) -> None:
     listed = runs.list_runs(actor())
     run = next((r for r in listed if r["id"] == run_id), None)
