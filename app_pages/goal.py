@@ -112,8 +112,7 @@ if rec.base_models:
     st.subheader("Which model to start from")
     st.markdown(
         "\n".join(
-            f"- **{model_label(b['model'])}** · "
-            f"{b['billions']:g}B · {b['kind']} · {b['licence']} · {b['languages']}  \n  {b['why']}"
+            f"- **{model_label(b['model'])}** · {b['billions']:g}B · {b['licence']} · {b['languages']}  \n  {b['why']}"
             for b in rec.base_models
         )
     )

@@ -158,19 +158,6 @@ with form_area, st.form("train"):
         min_value=0.01,
         step=0.5,
     )
-    usual = default_learning_rate(spec.stage, spec.method, spec.model_name_or_path)
-    lr = left.number_input(
-        f"Learning rate (0 = the usual rate: {usual:g} for this plan)",
-        value=st.session_state.get("lr_choice", 0.0),
-        format="%g",
-        min_value=0.0,
-        help="0 picks the usual rate for the stage and method chosen here (with another stage or method, its own)",
-    )
-    seq = right.number_input("Max length (tokens)", value=spec.max_length, min_value=16, step=64)
-    batch = left.number_input("Batch size per device", value=spec.per_device_train_batch_size, min_value=1)
-    accum = right.number_input("Gradient accumulation", value=spec.gradient_accumulation_steps, min_value=1)
-    lora_r = left.number_input("LoRA rank r (LoRA and QLoRA)", value=spec.lora_r, min_value=1)
-    ckpt = right.checkbox("Gradient checkpointing", value=spec.gradient_checkpointing)
     # Earlier results are picked from the person's own finished runs, never typed: a path here would be a way out
     # of their folder in a workshop, and a typo only failed once the run started.
     earlier = {"": "(none: start from the model above)"} | {
@@ -204,33 +191,76 @@ with form_area, st.form("train"):
         help="What scores RL's answers: checks that can be verified, or a "
         "reward model you trained (a finished reward-model run)",
     )
-    gpus_here = runs.gpu_count()
-    procs, sharing, offload = spec.num_processes, spec.distributed, spec.fsdp_offload
-    if gpus_here > 1 or spec.num_processes > 1:  # several GPUs: how many, and how they share the model
-        procs = left.number_input(
-            "GPUs for this run (one training process each)",
+    # The settings a first run rarely changes fold away (the plan filled them in); a newcomer sees what to train,
+    # on what, for how long
+    with st.expander("More settings: learning rate, length, batch size, LoRA rank, memory, GPUs, tracking"):
+        more_left, more_right = st.columns(2)
+        usual = default_learning_rate(spec.stage, spec.method, spec.model_name_or_path)
+        lr = more_left.number_input(
+            f"Learning rate (0 = the usual rate: {usual:g} for this plan)",
+            value=st.session_state.get("lr_choice", 0.0),
+            format="%g",
+            min_value=0.0,
+            help="0 picks the usual rate for the stage and method chosen here (with another stage or method, its own)",
+        )
+        seq = more_right.number_input(
+            "Max length (tokens)",
+            value=spec.max_length,
+            min_value=16,
+            step=64,
+            help="Longer examples are cut to this many tokens; the Data page shows how long yours are",
+        )
+        batch = more_left.number_input(
+            "Batch size per device",
+            value=spec.per_device_train_batch_size,
             min_value=1,
-            max_value=max(gpus_here, spec.num_processes),
-            value=spec.num_processes,
+            help="Examples in each step's forward pass: more is faster per example and needs more memory",
         )
-        sharing = right.selectbox(
-            "How the GPUs share the model",
-            list(DISTRIBUTED),
-            index=DISTRIBUTED.index(spec.distributed),
-            format_func=DISTRIBUTED_NAMES.get,
-            help="DDP when the model fits one GPU (fastest); FSDP splits weights, gradients and optimizer state "
-            "across the GPUs, for models too big for one. The Estimate page says which fits.",
+        accum = more_right.number_input(
+            "Gradient accumulation",
+            value=spec.gradient_accumulation_steps,
+            min_value=1,
+            help="Batches added up before each update: a larger effective batch without more memory",
         )
-        offload = right.checkbox(
-            "FSDP: keep the shards in CPU memory (slower; the largest models)", value=spec.fsdp_offload
+        lora_r = more_left.number_input(
+            "LoRA rank r (LoRA and QLoRA)",
+            value=spec.lora_r,
+            min_value=1,
+            help="Width of the small trained matrices: 8-32 is usual; higher learns more and saves a bigger adapter",
         )
-    tracking = left.selectbox(
-        "Experiment tracking",
-        REPORT_TO,
-        index=REPORT_TO.index(spec.report_to),
-        format_func=TRACKERS.get,
-        help="Also log the curves to a tracker you use; the Runs page always shows them",
-    )
+        ckpt = more_right.checkbox(
+            "Gradient checkpointing",
+            value=spec.gradient_checkpointing,
+            help="Less GPU memory for about a third more compute (activations are recomputed); the trainer turns "
+            "it on by itself, and says so, when the run would not fit without it",
+        )
+        gpus_here = runs.gpu_count()
+        procs, sharing, offload = spec.num_processes, spec.distributed, spec.fsdp_offload
+        if gpus_here > 1 or spec.num_processes > 1:  # several GPUs: how many, and how they share the model
+            procs = more_left.number_input(
+                "GPUs for this run (one training process each)",
+                min_value=1,
+                max_value=max(gpus_here, spec.num_processes),
+                value=spec.num_processes,
+            )
+            sharing = more_right.selectbox(
+                "How the GPUs share the model",
+                list(DISTRIBUTED),
+                index=DISTRIBUTED.index(spec.distributed),
+                format_func=DISTRIBUTED_NAMES.get,
+                help="DDP when the model fits one GPU (fastest); FSDP splits weights, gradients and optimizer state "
+                "across the GPUs, for models too big for one. The Estimate page says which fits.",
+            )
+            offload = more_right.checkbox(
+                "FSDP: keep the shards in CPU memory (slower; the largest models)", value=spec.fsdp_offload
+            )
+        tracking = more_left.selectbox(
+            "Experiment tracking",
+            REPORT_TO,
+            index=REPORT_TO.index(spec.report_to),
+            format_func=TRACKERS.get,
+            help="Also log the curves to a tracker you use; the Runs page always shows them",
+        )
     start = st.form_submit_button("Start training", type="primary")
 
 if start:

@@ -113,6 +113,7 @@ PLAN_FOR_GIB = 24.0  # a base model is suggested for a 24 GB card until the Hard
 
 
 @functools.lru_cache(maxsize=1)
+@functools.lru_cache(maxsize=1)  # the pages label every model of a list with it: read the file once
 def model_notes() -> dict:
     """assets/model_notes.yaml: kind (base | instruct), licence and languages of each catalog model."""
     return yaml.safe_load((ASSETS / "model_notes.yaml").read_text())

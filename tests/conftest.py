@@ -136,3 +136,23 @@ def fake_nvml(monkeypatch, name: str, count: int, total_mib: int, used_mib: int,
     monkeypatch.setattr(pynvml, "nvmlSystemGetDriverVersion", lambda: "570.86.15")
     monkeypatch.setattr(pynvml, "nvmlSystemGetCudaDriverVersion", lambda: 12080)
     hardware._read_nvml.cache_clear()
+
+
+@pytest.fixture(scope="session")  # shared by the Try & Export and GGUF tests: one 2-step run
+def tiny_run(tmp_path_factory, tiny_model):
+    run = tmp_path_factory.mktemp("after") / "run"
+    result = run_cli(
+        "engine.train",
+        "--model",
+        str(tiny_model),
+        "--max-steps",
+        "2",
+        "--batch",
+        "2",
+        "--eval-steps",
+        "1000",
+        "--output-dir",
+        str(run),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run

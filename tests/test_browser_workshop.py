@@ -70,6 +70,7 @@ def start_run(tab, model, steps, another=False):
         tab.get_by_text("Start another run").click()
     tab.get_by_role("textbox", name="Model", exact=True).fill(model)
     tab.get_by_role("spinbutton", name="Max steps (optimizer steps; -1 = use Epochs)").fill(str(steps))
+    tab.get_by_text("More settings").click()
     tab.get_by_role("spinbutton", name="Batch size per device").fill("2")
     tab.get_by_role("button", name="Start training").click()
     tab.get_by_text("python -m engine.train --config").first.wait_for(timeout=300_000)

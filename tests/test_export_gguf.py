@@ -25,7 +25,6 @@ import sys
 
 import pytest
 import yaml
-from test_try_export import tiny_run  # noqa: F401  (the 2-step LoRA run on the tiny llama, as a fixture)
 
 from conftest import run_cli
 from engine import export, gguf_file, modelfile, rundir
@@ -218,7 +217,7 @@ def test_the_modelfile_template_renders_chats_as_the_models_chat_template(embedd
     assert ollama_prompt(text, chat) == tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
 
 
-def test_a_lora_run_is_merged_into_the_gguf_and_the_file_answers_a_prompt(tiny_run, tmp_path):  # noqa: F811
+def test_a_lora_run_is_merged_into_the_gguf_and_the_file_answers_a_prompt(tiny_run, tmp_path):
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
@@ -242,7 +241,7 @@ def test_a_lora_run_is_merged_into_the_gguf_and_the_file_answers_a_prompt(tiny_r
     assert isinstance(json.loads(answer.stdout)["answers"]["gguf"], str)
 
 
-def test_q4_k_m_goes_through_llama_quantize_when_it_is_on_path(tiny_run, tmp_path):  # noqa: F811
+def test_q4_k_m_goes_through_llama_quantize_when_it_is_on_path(tiny_run, tmp_path):
     no_binary = run_cli(
         "engine.export",
         str(tiny_run),

@@ -11,6 +11,7 @@ from conftest import fake_nvml
 from engine import hardware
 from engine.hardware import preset_hardware
 from engine.paths import REPO
+from ui.session import model_label
 
 MIB = 1024**2
 
@@ -91,10 +92,11 @@ def test_the_model_chosen_among_the_recommended_ones_is_saved_with_the_plan(no_g
     at = tick(app(hardware=preset_hardware("rtx-3060")), "capability", "quality")
     start = next(r for r in at.radio if r.label == "Start from")
     recommended = [b["model"] for b in at.session_state.recommendation.base_models]
-    assert start.value == "embedded" and start.options[1:] == recommended  # nothing changes until one is picked
+    # nothing changes until one is picked; each says what kind of model it is (base or instruction-tuned)
+    assert start.value == "embedded" and start.options[1:] == [model_label(m) for m in recommended]
     start.set_value(recommended[0]).run()
     at.button[0].click().run()  # "Use this plan"
-    assert f"starting from **{recommended[0]}**" in texts(at, "success")
+    assert f"starting from **{model_label(recommended[0])}**" in texts(at, "success")
     spec = at.session_state.spec
     assert (spec.model_name_or_path, spec.method) == (recommended[0], "qlora")
     assert spec.learning_rate != 1e-3  # the rate follows the larger model (1e-3 is the bundled model's)

@@ -16,26 +16,6 @@ from conftest import REPO, run_cli
 from engine import export, rundir
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory, tiny_model):
-    run = tmp_path_factory.mktemp("after") / "run"
-    result = run_cli(
-        "engine.train",
-        "--model",
-        str(tiny_model),
-        "--max-steps",
-        "2",
-        "--batch",
-        "2",
-        "--eval-steps",
-        "1000",
-        "--output-dir",
-        str(run),
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return run
-
-
 def unfinished(tmp_path, state, **status):
     run = tmp_path / f"{state}-run"
     run.mkdir()

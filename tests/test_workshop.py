@@ -297,7 +297,7 @@ def test_fair_order_takes_users_in_turn():
 def test_every_students_first_run_starts_before_anyones_second(workshop, tiny_model, monkeypatch):
     monkeypatch.setenv("TUNEWISE_SLOTS", "1")
     model = shared_model(tiny_model)
-    ids = [runs.submit(tiny_spec(model, 2), workshop["ana"]) for _ in range(3)]
+    ids = [runs.submit(tiny_spec(model, 2), workshop["ana"]) for _ in range(2)]
     ids.append(runs.submit(tiny_spec(model, 2), workshop["ben"]))
     for run_id in ids:
         ended = wait_for(
@@ -305,7 +305,7 @@ def test_every_students_first_run_starts_before_anyones_second(workshop, tiny_mo
         )
         assert ended["state"] == "completed", ended["error"]
     started = sorted(runs.list_runs(workshop["teach"]), key=lambda r: r["started_at"])
-    assert [r["owner"] for r in started] == ["ana", "ben", "ana", "ana"]
+    assert [r["owner"] for r in started] == ["ana", "ben", "ana"]  # first come, first served: ana, ana, ben
     assert Path(started[0]["run_dir"]).is_relative_to(paths.user_area("ana") / "runs")
 
 

@@ -8,6 +8,7 @@ import streamlit as st
 
 from engine import plans, users
 from engine.hardware import HardwareError, preset_hardware, this_computer
+from engine.recommend import model_notes
 from engine.spec import RunSpec
 
 COOKIE = "tunewise_session"
@@ -26,9 +27,16 @@ def actor() -> users.User:
         st.stop()
 
 
+KINDS = {"base": "base model: pretrained only, not yet tuned to follow requests", "instruct": "instruction-tuned"}
+
+
 def model_label(model: str) -> str:
-    """The plan's model as the pages name it: the bundled one by its name, any other as given."""
-    return "SmolLM2-135M-Instruct (bundled with the app)" if model == "embedded" else model
+    """The plan's model as the pages name it: the bundled one by its name, any other as given; a catalog model with
+    what kind it is (engine/assets/model_notes.yaml), since "-pt" or no suffix at all says little to a newcomer."""
+    if model == "embedded":
+        return "SmolLM2-135M-Instruct (bundled with the app)"
+    kind = (model_notes().get(model) or {}).get("kind")
+    return f"{model} ({KINDS[kind]})" if kind in KINDS else model
 
 
 def acting_name(user: users.User) -> str:
