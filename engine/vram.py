@@ -21,7 +21,7 @@ LOGPROB_TILE_BYTES = 32768 * 2  # per token of a tile (bf16), at most 4096 token
 CONTEXT_GIB = 1.35  # measured on H200: NVML used - torch.cuda.max_memory_reserved(), 26 runs, spread 0.01 GiB
 # (bench/results/estimate_calibration.jsonl); GPU.md saw "about 1.3 GiB"
 # fit: saved activations beyond the tensors counted below (autograd bookkeeping, the layer being back-propagated,
-# RoPE tables), as a fraction of the counted bytes; and the allocator's extra reserve over allocations
+# RoPE tables), as a fraction of the counted bytes
 ACT_OVERHEAD = {"full": 0.12, "lora": 0.0, "qlora": 0.0}
 # fit: torch's reserved-over-allocated peak, with the expandable segments engine.train sets
 # (train/__main__.py unfragmented_gpu_memory): a small base and share of the dynamic memory (0.03-0.24 GiB on 7
@@ -257,7 +257,8 @@ class Shape:
         SiLU(gate) and their product (8i). With frozen projections (LoRA/QLoRA) autograd skips the inputs of the
         frozen matmuls and the norm outputs, but each adapter's dropout keeps a mask and a copy of its input
         (3 bytes x in_features, for q,k,v,gate,up on h, o on q, down on i). A mixture-of-experts token goes through
-        active_experts MLPs, each keeping its own (not measured yet; the router's buffers are not counted)."""
+        active_experts MLPs, each keeping its own, and its routed copies (measured on Qwen3-MoE; the router's buffers
+        are not counted)."""
         h, q, kv = self.hidden, self.q_width, self.kv_width
         i = self.intermediate * self.active_experts
         trains = method == "full" or not dropout
