@@ -242,6 +242,7 @@ with form_area, st.form("train"):
                 min_value=1,
                 max_value=max(gpus_here, spec.num_processes),
                 value=spec.num_processes,
+                help="More GPUs train the same steps faster; the batch size above is per GPU",
             )
             sharing = more_right.selectbox(
                 "How the GPUs share the model",

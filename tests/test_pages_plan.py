@@ -235,3 +235,11 @@ def test_the_goal_page_names_models_to_start_from_for_the_hardware(no_gpu):
     assert 2 <= len(lines) <= 3 and all(" · " in line and "B · " in line for line in lines)
     assert "fits NVIDIA RTX 4090 24 GB" in shown and "Apache-2.0" in shown
     assert any("Which model to start from" in s.value for s in at.subheader)
+
+
+def test_with_two_gpus_the_train_page_offers_how_many_and_how_they_share(two_h200s):
+    at = app()
+    at.switch_page("app_pages/train.py").run()
+    assert not at.exception
+    labels = [w.label for w in at.number_input] + [w.label for w in at.selectbox]
+    assert "GPUs for this run (one training process each)" in labels and "How the GPUs share the model" in labels
