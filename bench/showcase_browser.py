@@ -35,14 +35,12 @@ def browser_cpu_seconds() -> float:
     """CPU time of every running Chromium process (the renderer that draws the live view, its GPU and utility
     processes): on a laptop they share the cores with the trainer."""
     total = 0.0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+    for comm in Path("/proc").glob("[0-9]*/comm"):
         try:
-            text = stat.read_text()
-        except OSError:
+            if comm.read_text().startswith(("chrom", "headless")):
+                total += cpu_seconds(int(comm.parent.name), children=False)
+        except OSError:  # ended meanwhile
             continue
-        if "(chrom" in text or "(headless" in text:
-            fields = text.rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return total
 
 
