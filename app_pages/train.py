@@ -23,7 +23,7 @@ from engine.spec import (
 )
 from ui.datastats import count_rows, plan_stats
 from ui.monitor import live_run
-from ui.session import acting_name, actor
+from ui.session import acting_name, actor, model_label
 
 CHECK_PRESETS = {"task_api": "Task API answers (valid JSON, the right keys, priority, status, title)"}
 TRACKERS = {
@@ -32,6 +32,21 @@ TRACKERS = {
     "mlflow": "MLflow",
     "wandb": "Weights & Biases (offline)",
 }
+
+
+OTHER_MODEL = "other"  # the Model picker's last option: the name typed in the box under it
+
+
+def model_choices(model: str) -> dict[str, str]:
+    """Models a person can pick without typing: the bundled one, the class's shared models, the plan's model."""
+    found = {"": "SmolLM2-135M-Instruct (bundled with the app, works offline)"}
+    shared = paths.shared_dir() / "models"
+    for d in sorted(shared.iterdir()) if shared.is_dir() else []:
+        if (d / "config.json").is_file():
+            found[str(d)] = f"{d.name} (shared with the class)"
+    if model and not models.is_embedded(model) and model not in found:
+        found[model] = f"{model_label(model)} (your plan's model)"
+    return found | {OTHER_MODEL: "Another model: type its name or folder below"}
 
 
 def run_label(run: dict) -> str:
@@ -127,12 +142,21 @@ with form_area, st.form("train"):
         help="Full fine-tuning: every weight; LoRA: small adapters"
         + ("; QLoRA: adapters on a 4-bit base" if "qlora" in offered else " (QLoRA needs an NVIDIA GPU)"),
     )
-    model = left.text_input(
+    # Picked, not typed: a typo in a path used to be found only when Start was pressed
+    choices = model_choices("" if models.is_embedded(spec.model_name_or_path) else spec.model_name_or_path)
+    current_model = "" if models.is_embedded(spec.model_name_or_path) else spec.model_name_or_path
+    picked_model = left.selectbox(
         "Model",
-        "" if models.is_embedded(spec.model_name_or_path) else spec.model_name_or_path,
-        placeholder="empty = SmolLM2-135M-Instruct, bundled with the app",
-        help="Empty for the bundled SmolLM2-135M-Instruct; or a model folder on this server "
-        "(the class's shared/models); or a Hub id (only when this machine is online)",
+        list(choices),
+        format_func=choices.get,
+        index=list(choices).index(current_model) if current_model in choices else 0,
+        help="The model this run starts from. The bundled one trains in minutes on a laptop; the instructor can "
+        "share more in the class's folder; 'Another model' takes a Hugging Face name (e.g. Qwen/Qwen3-0.6B, "
+        "when this computer is online or has it downloaded) or a model folder on this server.",
+    )
+    typed_model = left.text_input(
+        "Another model (only with 'Another model' above)",
+        placeholder="e.g. Qwen/Qwen3-0.6B or a folder with config.json",
     )
     files = {"": "The bundled example set for this stage"} | data_files(user)
     if spec.dataset_name and spec.dataset_name not in files:
@@ -266,7 +290,13 @@ with form_area, st.form("train"):
 
 if start:
     try:
-        chosen_model = access.check_model(model.strip(), user) or "embedded"  # before anything looks at the path
+        model = typed_model.strip() if picked_model == OTHER_MODEL else picked_model
+        if picked_model == OTHER_MODEL and not model:
+            raise SpecError(
+                "You chose 'Another model' but typed no name: type a Hugging Face model name or a model folder "
+                "in the box under Model, or pick the bundled model."
+            )
+        chosen_model = access.check_model(model, user) or "embedded"  # before anything looks at the path
         models.check(chosen_model)
         if dataset:
             report = data.check(access.confine(dataset, user, "dataset file"), stage)

@@ -94,6 +94,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def pick_another_model(tab, model: str) -> None:
+    """On the Train page: Model -> 'Another model', then its name in the box under it (a real browser)."""
+    tab.get_by_role("combobox", name="Model", exact=True).click()
+    tab.get_by_role("option", name="Another model: type its name or folder below").click()
+    tab.get_by_role("textbox", name="Another model (only with 'Another model' above)").fill(model)
+
+
 def start_app(*serve_args, env=None) -> tuple[str, subprocess.Popen]:
     """The app as `make run` / `make workshop` start it (python -m engine.serve), on a free port, once it answers
     its health check. Returns (url, process); stop it with os.killpg(proc.pid, 9)."""

@@ -6,7 +6,7 @@ import os
 import pytest
 import yaml
 
-from conftest import CHROMIUM, CHROMIUM_ARGS, start_app, wait_for
+from conftest import CHROMIUM, CHROMIUM_ARGS, pick_another_model, start_app, wait_for
 
 pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="`make test` installs chromium")
 
@@ -40,7 +40,7 @@ def test_the_app_opens_on_the_goal_page(page):
 def test_a_run_started_in_the_browser_trains_and_its_chart_fills(page, tiny_model):
     page.get_by_role("link", name="5 · Train").click()
     page.get_by_text("Start training").wait_for()
-    page.get_by_role("textbox", name="Model", exact=True).fill(str(tiny_model))
+    pick_another_model(page, str(tiny_model))
     page.get_by_role("spinbutton", name="Max steps (optimizer steps; -1 = use Epochs)").fill("8")
     page.get_by_text("More settings").click()
     page.get_by_role("spinbutton", name="Batch size per device").fill("2")

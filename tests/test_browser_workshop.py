@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CHROMIUM, CHROMIUM_ARGS, run_cli, start_app
+from conftest import CHROMIUM, CHROMIUM_ARGS, pick_another_model, run_cli, start_app
 
 pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="`make test` installs chromium")
 SHOTS = Path(os.environ.get("TUNEWISE_SHOTS", "/tmp"))  # TUNEWISE_SHOTS=docs refreshes the README's pictures
@@ -68,7 +68,7 @@ def start_run(tab, model, steps, another=False):
     go(tab, "5 · Train")
     if another:  # the run started from this tab comes first; the form folds away below it
         tab.get_by_text("Start another run").click()
-    tab.get_by_role("textbox", name="Model", exact=True).fill(model)
+    pick_another_model(tab, model)
     tab.get_by_role("spinbutton", name="Max steps (optimizer steps; -1 = use Epochs)").fill(str(steps))
     tab.get_by_text("More settings").click()
     tab.get_by_role("spinbutton", name="Batch size per device").fill("2")
