@@ -30,10 +30,12 @@ run: install
 workshop: install
 	$(PY) -m engine.serve --workshop --port $(PORT)
 
-# Debian's chromium for the real-browser test (Playwright drives it via executable_path).
+# Debian's chromium for the real-browser test (Playwright drives it via executable_path), and an emoji font so the
+# pages' icons are not drawn as empty boxes in its screenshots.
 browser:
-	@command -v chromium >/dev/null || { s=; [ "$$(id -u)" = 0 ] || s=sudo; \
-	  $$s apt-get update -q && DEBIAN_FRONTEND=noninteractive $$s apt-get install -y -q chromium; }
+	@{ command -v chromium >/dev/null && [ -e /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf ]; } || \
+	  { s=; [ "$$(id -u)" = 0 ] || s=sudo; $$s apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive $$s apt-get install -y -q chromium fonts-noto-color-emoji; }
 
 test: install browser
 	$(PY) -m ruff check .

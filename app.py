@@ -49,6 +49,8 @@ def sidebar() -> None:
             st.markdown(f"Logged in as **{user.name}** ({user.role})")
         spec = st.session_state.spec
         st.markdown("**Your plan so far**")
+        if not st.session_state.get("goals"):
+            st.caption("Nothing chosen yet: these are the defaults. Start with **1 · Goal**.")
         hardware = st.session_state.get("hardware")
         model = session.model_label(spec.model_name_or_path)
         st.markdown(

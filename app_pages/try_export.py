@@ -7,6 +7,8 @@ import streamlit as st
 
 from engine import access, evaluate, gguf_file, modelfile
 from engine.generate import ResultError, finished_run
+from engine.recommend import METHOD_NAMES
+from engine.spec import STAGE_NAMES
 from ui import try_export as ui
 from ui.session import actor
 
@@ -26,7 +28,8 @@ picked = st.selectbox(
     format_func=lambda d: next(ui.label(r) for r in done if r["run_dir"] == d),
     placeholder="no finished runs yet",
 )
-typed = st.text_input("Or a run directory", placeholder="/path/to/a/run (one with config.yaml and final/)")
+with st.expander("A run from somewhere else (a folder on this server)"):
+    typed = st.text_input("Run folder", placeholder="/path/to/a/run (one with config.yaml and final/)")
 run_dir = typed.strip() or picked
 if not run_dir:
     st.info(
@@ -42,7 +45,10 @@ except (ResultError, access.AccessError) as e:
     st.error(str(e))
     st.stop()
 adapter = (final / "adapter_config.json").is_file()
-st.caption(f"{spec.stage} · {spec.method} · {'LoRA adapter' if adapter else 'full model'} in `{final}`")
+st.caption(
+    f"{STAGE_NAMES[spec.stage]} · {METHOD_NAMES.get(spec.method, spec.method)} · "
+    f"{'a LoRA adapter' if adapter else 'a whole model'}, saved in `{final}`"
+)
 
 # ---------------------------------------------------------------- Playground
 st.subheader("Playground")

@@ -9,6 +9,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from engine import hardware, monitor, rundir, runs
+from engine.recommend import METHOD_NAMES
 from ui.session import actor
 
 STATE_ICONS = {"waiting": "🔗", "queued": "⏳", "running": "🏃", "completed": "✅", "failed": "❌", "stopped": "⏹️"}
@@ -172,7 +173,8 @@ def compare(run_rows: list[dict]) -> None:
     for run in run_rows:
         records = rundir.read_metrics(Path(run["run_dir"]))
         steps, loss = monitor.series(records, "loss")
-        fig.add_scatter(x=steps, y=loss, mode="lines", name=f"run {run['id']} ({run['stage']}/{run['method']})")
+        method = METHOD_NAMES.get(run["method"], run["method"])
+        fig.add_scatter(x=steps, y=loss, mode="lines", name=f"run {run['id']} ({STAGE_SHORT[run['stage']]}, {method})")
         configs[f"run {run['id']}"] = yaml.safe_load(run.get("config") or "{}") or {}
     fig.update_layout(
         title="Training loss",

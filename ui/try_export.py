@@ -12,6 +12,8 @@ import plotly.graph_objects as go
 
 from engine import modelfile, paths, runs
 from engine.evaluate import format_value
+from engine.recommend import METHOD_NAMES
+from engine.spec import STAGE_NAMES
 
 LIMITS_S = {"engine.generate": 300, "engine.evaluate": 3600, "engine.export": 1800, "engine.gguf_file": 600}
 # Sizes for SmolLM2-135M (engine/gguf_file.py; 2 bytes a weight for F16/BF16, 34 bytes per 32 weights for Q8_0)
@@ -30,7 +32,8 @@ def finished_runs(user) -> list[dict]:
 
 
 def label(run: dict) -> str:
-    return f"run {run['id']} · {run['stage']} · {run['method']} · {Path(run['run_dir']).name}"
+    method = METHOD_NAMES.get(run["method"], run["method"])
+    return f"run {run['id']} · {STAGE_NAMES[run['stage']]} · {method} · {Path(run['run_dir']).name}"
 
 
 def shell(module: str, *args) -> str:
