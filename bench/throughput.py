@@ -43,15 +43,51 @@ MODELS = {
     "0.5b": "Qwen/Qwen2.5-0.5B",
     "1b": "meta-llama/Llama-3.2-1B",
     "8b": "meta-llama/Llama-3.1-8B",
+    # issue 19's families, which the earlier work was not tuned on
+    "qwen3-0.6b": "Qwen/Qwen3-0.6B",
+    "qwen3-1.7b": "Qwen/Qwen3-1.7B",
+    "qwen3-4b": "Qwen/Qwen3-4B",
+    "qwen3-8b": "Qwen/Qwen3-8B",
+    "qwen2.5-3b": "Qwen/Qwen2.5-3B",
+    "llama3.2-3b": "meta-llama/Llama-3.2-3B",
+    "gemma2-2b": "google/gemma-2-2b",
+    "mistral-7b": "mistralai/Mistral-7B-v0.3",
+    "phi4-mini": "microsoft/Phi-4-mini-instruct",
+    "smollm3-3b": "HuggingFaceTB/SmolLM3-3B",
 }
-BATCH = {"135m": 8, "0.5b": 8, "1b": 8, "8b": 4}  # 8B: full DPO holds a second copy of the weights
+BATCH = {k: 4 if k.endswith(("8b", "7b")) else 8 for k in MODELS}  # 7-8B: full DPO holds a second weight copy
+# The ways a configuration runs, after "plain" (the TRL script): --grad-ckpt or not, and config.yaml `extra:`.
+WAYS = {
+    "app": (False, {}),
+    "app_ckpt": (True, {}),
+    "app_padded": (False, {"padding_free": False}),
+    "app_ckpt_padded": (True, {"padding_free": False}),
+    "app_ckpt_liger": (True, {"liger": True}),
+    "app_liger": (False, {"liger": True}),
+    "app_ckpt_compile": (True, {"compile": True}),
+    "app_compile": (False, {"compile": True}),
+    "app_ckpt_every2": (True, {"activation_checkpointing_kwargs": {"every_n_layers": 2}}),
+    "app_ckpt_sac": (True, {"activation_checkpointing_kwargs": {"selective": True}}),
+    # the memory-saving mode: checkpointed layer inputs wait in pinned CPU memory (TRL's activation offloading,
+    # side streams); it sees them only under reentrant checkpointing (non-reentrant keeps them in a closure)
+    "app_offload": (True, {"activation_offloading": True, "activation_checkpointing_kwargs": {"use_reentrant": True}}),
+}
+RUN_TIMEOUT_S = float(os.environ.get("THROUGHPUT_RUN_TIMEOUT_S", "300"))  # a run that hangs (a compile) is cut
 PEAK_TFLOPS = {"datasheet": 989.0, "measured": 790.0}
 STEPS = int(os.environ.get("THROUGHPUT_STEPS", "14"))
 WORK, MODELS_ROOT = Path("/tmp/tw_tp"), Path("/tmp/tw_models")
 PROFILE = False  # run --profile: each run under bench/profile_run.py; its kernel table goes to OUT/profiles/
 
 
-def configs(models: list[str]) -> list[dict]:
+def configs(models: list[str], grid: str = "issue") -> list[dict]:
+    """grid "issue": SFT and DPO x full, LoRA, QLoRA at 1024 on the chat mix (+ the 1B MFU row); "mem": issue 19's
+    memory-saving case, LoRA and QLoRA SFT with rows that fill 2048 tokens."""
+    if grid == "mem":
+        return [
+            {"model": key, "stage": "sft", "method": m, "seq": 2048, "batch": BATCH[key], "mix": "full"}
+            for key in models
+            for m in ("lora", "qlora")
+        ]
     out = []
     for key in models:
         for stage in ("sft", "dpo"):
@@ -245,8 +281,9 @@ def check(args) -> None:
 
 
 def command(way: str, cfg: dict, model_dir: Path, data: Path, out: Path) -> list[str]:
-    """One run's command line. Ways: plain (a), app (b), app_ckpt (b with --grad-ckpt); a "_padded" suffix turns the
-    app's padding-free batches off (`extra: {padding_free: false}`), to tell that gain from the others."""
+    """One run's command line. Ways: plain (a), app (b), app_ckpt (b with --grad-ckpt), and the variants of WAYS,
+    each an `extra:` of config.yaml (e.g. app_ckpt_padded turns padding-free batches off, to tell that gain from
+    the others)."""
     profile = [str(REPO / "bench/profile_run.py"), "--label", way] if PROFILE else []
     if way == "plain":
         return [
@@ -261,10 +298,11 @@ def command(way: str, cfg: dict, model_dir: Path, data: Path, out: Path) -> list
             "--out",
             str(out),
         ]
+    ckpt, settings = WAYS[way]
     extra = []
-    if way.endswith("_padded"):
-        config = out.parent / "padded.yaml"
-        config.write_text("extra:\n  padding_free: false\n")
+    if settings:
+        config = out.parent / f"{way}.yaml"
+        config.write_text(json.dumps({"extra": settings}))  # JSON is YAML
         extra = ["--config", str(config)]
     return [
         sys.executable,
@@ -290,7 +328,7 @@ def command(way: str, cfg: dict, model_dir: Path, data: Path, out: Path) -> list
         "1000000",
         "--output-dir",
         str(out),
-    ] + (["--grad-ckpt"] if way.startswith("app_ckpt") else [])
+    ] + (["--grad-ckpt"] if ckpt else [])
 
 
 def tokens_per_second(metrics: Path) -> tuple[float | None, list[float]]:
@@ -346,8 +384,15 @@ def finish_after_last_step(cmd: list[str], gpu: int, metrics: Path, kill: bool) 
             start_new_session=True,
             env={**os.environ, "CUDA_VISIBLE_DEVICES": str(gpu)},
         )
+        started = time.time()
         while proc.poll() is None:
             time.sleep(1)
+            if time.time() - started > RUN_TIMEOUT_S:
+                os.killpg(proc.pid, 9)
+                proc.wait()
+                err.seek(0, 2)
+                err.write(f"\nkilled after {RUN_TIMEOUT_S:.0f} s (THROUGHPUT_RUN_TIMEOUT_S)\n")
+                break
             if kill and last_logged_step(metrics) >= STEPS:
                 os.killpg(proc.pid, 9)
                 proc.wait()
@@ -389,6 +434,7 @@ def one(way: str, cfg: dict, gpu: int, meta: dict) -> dict:
         attention_span=round(span, 1),
         mean_tokens=round(sum(seqs) / len(seqs), 1),
         padding_free="batches: padding-free" in proc.stdout,
+        kernels=[line[9:] for line in proc.stdout.splitlines() if line.startswith("kernels: ")],
     )
     if tps:
         flops = tps * model_flops_per_token(cfg, span)
@@ -416,9 +462,11 @@ def run(args) -> None:
         model_dir(key)
     jobs: queue.Queue = queue.Queue()
     ways = args.ways.split(",")
-    for cfg in configs(args.models.split(",")):  # the ways of one configuration together: a budget cut leaves pairs
+    # the ways of one configuration together: a budget cut leaves pairs
+    for cfg in configs(args.models.split(","), args.grid):
         for way in ways:
-            if not args.only or f"{cfg['model']}:{cfg['stage']}:{cfg['method']}" in args.only.split(","):
+            key = f"{cfg['model']}:{cfg['stage']}:{cfg['method']}"
+            if not args.only or {key, f"{key}:{cfg['seq']}"} & set(args.only.split(",")):
                 jobs.put((way, cfg))
     start, lock = time.time(), threading.Lock()
 
@@ -515,10 +563,36 @@ def score(args) -> None:
         "are bound by the host CPU queueing kernels, and the same run varies by up to ~25 % between machines.",
         "",
     ]
-    text = "\n".join(head + lines) + "\n"
+    text = "\n".join(head + lines + variants(by)) + "\n"
     print(text)
     if args.write:
         Path(args.write).write_text(text)
+
+
+def variants(by: dict) -> list[str]:
+    """Every way measured of each configuration against plain TRL of the same run file: the levers one by one."""
+    lines = [
+        "",
+        "## Every way against plain TRL (same machine, same data)",
+        "",
+        "| model | stage | method | seq, mix | way | tok/s | NVML GiB | speed-up | memory vs plain | MFU (790) | "
+        "first loss | kernels / error |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for key, ways in by.items():
+        a = ways.get("plain") or {}
+        for way, r in ways.items():
+            tps, gib = r.get("tokens_per_s"), r.get("nvml_peak_gib") or 0
+            up = f"{tps / a['tokens_per_s']:.2f}x" if tps and a.get("tokens_per_s") else "-"
+            mem = f"{gib / a['nvml_peak_gib']:.2f}x" if a.get("nvml_peak_gib") and way != "plain" else "-"
+            note = "; ".join(r.get("kernels") or []) if tps else (r.get("error") or "no steps")[-100:]
+            lines.append(
+                f"| {key[0]} | {key[1]} | {key[2]} | {key[3]}, {key[4]} | {way} | {tps or 0:,.0f} | {gib:.1f} | "
+                f"{up} | {mem} | {r.get('mfu_measured', 0):.1%} | "
+                f"{r['losses'][0] if r.get('losses') else float('nan'):.3f} | "
+                f"{note.replace('|', '/').replace(chr(10), ' ')} |"
+            )
+    return lines
 
 
 def main() -> None:
@@ -529,7 +603,8 @@ def main() -> None:
     r.add_argument("--models", default="135m,0.5b,1b,8b")
     r.add_argument("--ways", default="plain,app")
     r.add_argument("--budget-s", type=float, default=540)
-    r.add_argument("--only", help="these configurations only, e.g. 1b:sft:qlora,1b:dpo:lora")
+    r.add_argument("--only", help="these configurations only, e.g. 1b:sft:qlora,1b:dpo:lora,1b:sft:full:2048")
+    r.add_argument("--grid", default="issue", choices=("issue", "mem"), help="mem: LoRA/QLoRA SFT, rows of 2048")
     r.add_argument("--profile", action="store_true", help="profile steps 6-9 of each run (bench/profile_run.py)")
     s = sub.add_parser("score")
     s.add_argument("results")

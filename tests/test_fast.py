@@ -262,3 +262,19 @@ def test_the_cpu_lm_head_gives_trl_s_log_probs_entropy_and_gradients(softcap, bi
             torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(dh, trl_dh, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(dw, trl_dw, rtol=1e-4, atol=1e-5)
+
+
+def test_gpu_kernels_leave_a_cpu_run_as_it_was(tiny_model):
+    """Liger's kernels and torch.compile (engine/train/kernels.py) are for CUDA only: on the CPU the model keeps
+    HF's modules and forwards, and liger-kernel (an optional GPU extra) is never imported."""
+    import sys
+
+    from engine.spec import RunSpec
+    from engine.train import kernels
+    from engine.train.defaults import TUNEWISE_EXTRA
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+    kernels.apply(model, RunSpec(extra={"liger": True, "compile": True}), "cpu")
+    assert "liger_kernel" not in sys.modules
+    assert all("forward" not in vars(m) and m._compiled_call_impl is None for m in model.modules())
+    assert set(kernels.EXTRA_KEYS) <= set(TUNEWISE_EXTRA)  # Tunewise's own keys, never handed to TRL

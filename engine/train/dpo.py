@@ -15,7 +15,7 @@ On a GPU, the policy's and the reference's forward passes skip the padding (engi
 from pathlib import Path
 
 from engine.spec import RunSpec
-from engine.train import common, fast
+from engine.train import common, fast, kernels
 from engine.train.defaults import trl_config
 
 
@@ -34,6 +34,7 @@ def main(spec: RunSpec, run_dir: Path, resume: bool) -> int:
     if padding_free:
         kwargs["attn_implementation"] = fast.register()  # the reference model inherits it (TRL copies the setting)
     model = AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
+    kernels.apply(model, spec, device)  # CUDA only: Liger's kernels, torch.compile (engine/train/kernels.py)
     common.record_versions(run_dir, device)
 
     shared = common.training_args(spec, run_dir, precision, has_eval=bool(eval_rows))

@@ -35,6 +35,9 @@ def _varlen_kernel():
     return varlen_attn, causal, "enable_gqa" in params, "scale" in params
 
 
+_KERNEL: list = []  # _varlen_kernel(), filled by register(): a plain global, which torch.compile reads as a constant
+
+
 def attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
     """transformers attention interface: query/key/value are (batch, heads, tokens, head_dim)."""
     import torch
@@ -56,7 +59,7 @@ def attention(module, query, key, value, attention_mask, dropout=0.0, scaling=No
         return out.reshape(1, rows * longest, *out.shape[2:]), None  # (rows, longest, heads, d) -> one row
     groups = query.shape[1] // key.shape[1]
     q, k, v = (t[0].transpose(0, 1) for t in (query, key, value))  # (tokens, heads, head_dim)
-    kernel = _varlen_kernel() if q.is_cuda and not prefix else None
+    kernel = (_KERNEL[0] if _KERNEL else _varlen_kernel()) if q.is_cuda and not prefix else None
     if kernel is not None:
         varlen_attn, causal, gqa, has_scale = kernel
         if groups > 1 and not gqa:
@@ -66,7 +69,8 @@ def attention(module, query, key, value, attention_mask, dropout=0.0, scaling=No
             extra["scale"] = scaling
         elif scaling is not None:  # older torch: fold a non-default scale (e.g. Gemma's) into the query
             q = q * (scaling * q.shape[-1] ** 0.5)
-        longest = int(longest or (cu[1:] - cu[:-1]).max())
+        if longest is None:  # the collator gives it; int() of a traced length would recompile for each value
+            longest = int((cu[1:] - cu[:-1]).max())
         cu = cu.to(device=q.device, dtype=torch.int32)
         out = varlen_attn(q, k, v, cu, cu, longest, longest, **causal, **extra)
     else:  # CPU, or a torch without varlen: one causal SDPA call per example (exact, slower)
@@ -103,6 +107,7 @@ def register() -> str:
     from transformers import AttentionInterface
     from transformers.masking_utils import AttentionMaskInterface
 
+    _KERNEL[:] = [_varlen_kernel()]
     AttentionInterface.register(ATTENTION, attention)
     AttentionMaskInterface.register(ATTENTION, _mask)
     return ATTENTION

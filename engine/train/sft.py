@@ -11,7 +11,7 @@ turns that off, `true` forces it (the CPU then runs an exact but slower per-exam
 from pathlib import Path
 
 from engine.spec import RunSpec
-from engine.train import common, fast
+from engine.train import common, fast, kernels
 from engine.train.defaults import trl_config
 
 
@@ -37,6 +37,7 @@ def main(spec: RunSpec, run_dir: Path, resume: bool) -> int:
             flush=True,
         )
     model = AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
+    kernels.apply(model, spec, device)  # CUDA only: Liger's kernels, torch.compile (engine/train/kernels.py)
     common.record_versions(run_dir, device)
 
     shared = common.training_args(spec, run_dir, precision, has_eval=bool(eval_rows))

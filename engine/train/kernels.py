@@ -1,0 +1,75 @@
+"""GPU-only speed levers on top of fast.py's padding-free batches (issue 19), each measured against a plain TRL
+script by bench/throughput.py (bench/results/throughput.md). Nothing here runs on the CPU: every entry returns at
+once unless the run trains on CUDA, and liger-kernel (the optional `gpu` extra, with Triton) is imported only
+there, so a laptop without it trains exactly as before.
+
+- Liger's fused Triton kernels (linkedin/Liger-Kernel) for RMSNorm, RoPE and SwiGLU/GeGLU, where Liger supports
+  the architecture (Llama, Qwen2/3, Mistral, Gemma, Phi-3, ...). HF's RMSNorm is ~7 kernels forward (fp32 cast,
+  pow, mean, rsqrt, mul, cast, mul), its RoPE ~10, SwiGLU 2; Liger's are one each way. On small models the step
+  is bound by the host queueing kernels (GPU busy 14-20 % for 1B LoRA with checkpointing,
+  bench/results/profiles-20261130.txt), so fewer kernels is time; on large ones it is fewer passes over memory.
+  Not Liger's cross-entropy: TRL's fused LM head already never materialises the logits.
+  `extra: {liger: true}` turns it on (off by default until bench/throughput.py has measured it on the GPU).
+- torch.compile of each decoder layer (`extra: {compile: true}`, off by default: see throughput.md for what it
+  measured), with dynamic shapes so that each padding-free batch's new length does not recompile.
+"""
+
+import inspect
+
+LIGER_BY_DEFAULT = False
+EXTRA_KEYS = ("liger", "compile")  # config.yaml `extra:` keys read here, not passed to TRL (engine/train/defaults.py)
+
+# What Liger may replace; everything else stays HF's. Keys a family's apply function lacks are dropped.
+LIGER = {
+    "rope": True,
+    "rms_norm": True,
+    "swiglu": True,
+    "geglu": True,
+    "cross_entropy": False,
+    "fused_linear_cross_entropy": False,
+}
+
+
+def apply(model, spec, device: str) -> None:
+    """Every stage's one call, after loading the model and before the trainer wraps it (PEFT, TRL's LM head)."""
+    if device != "cuda":
+        return
+    if spec.extra.get("liger", LIGER_BY_DEFAULT):
+        print(f"kernels: {liger(model)}", flush=True)
+    if spec.extra.get("compile", False):
+        print(f"kernels: {compile_layers(model)}", flush=True)
+
+
+def liger(model) -> str:
+    """Patch this model instance (and its family's classes, so a DPO reference copy gets them too) with Liger's
+    kernels; returns a sentence for the log saying what was done or why not."""
+    try:
+        from liger_kernel.transformers.monkey_patch import MODEL_TYPE_TO_APPLY_LIGER_FN
+    except ImportError:
+        return "HF's own (liger-kernel is not installed: pip install 'tunewise[gpu]' for Liger's fused kernels)"
+    except Exception as e:  # noqa: BLE001  (a Liger that does not match this transformers: train without it)
+        return f"HF's own (liger-kernel failed to import: {str(e)[:200]})"
+    model_type = getattr(model.config, "model_type", None)
+    patch = MODEL_TYPE_TO_APPLY_LIGER_FN.get(model_type)
+    if patch is None:
+        return f"HF's own (Liger has no kernels for {model_type})"
+    params = inspect.signature(patch).parameters
+    chosen = {k: v for k, v in LIGER.items() if k in params}
+    patch(model=model, **chosen)
+    return "Liger's fused " + ", ".join(k for k, v in chosen.items() if v)
+
+
+def decoder_layers(model) -> list:
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    return [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
+
+
+def compile_layers(model) -> str:
+    """torch.compile each decoder layer, HF's checkpointing of it included (it wraps the layer's forward). dynamic=True
+    from the first call: a padding-free batch has a new token count every step, and a static first compile would
+    recompile on the second batch."""
+    layers = decoder_layers(model)
+    for layer in layers:
+        layer.compile(dynamic=True)
+    return f"torch.compile on {len(layers)} decoder layers (dynamic shapes)"
