@@ -152,6 +152,12 @@ else:
             "shorten the examples."
         )
     st.markdown(f"**Loss mask.** {stats['mask_rule']} Green tokens count toward the loss, grey ones are context.")
+    st.caption(
+        "The chat template wraps each example the way the model was taught to read conversations: turn markers, "
+        "and for some models (the bundled SmolLM2 among them) a default system prompt, the short line saying who "
+        "the assistant is. The same wrapping is used when you try the model after training, so it is part of "
+        "what the model learns to expect."
+    )
     for number, example in enumerate(stats["examples"], start=1):
         with st.expander(f"Example {number} as the model sees it (chat template applied)", expanded=number == 1):
             st.markdown(mask_html(example["tokens"]), unsafe_allow_html=True)

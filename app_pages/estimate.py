@@ -26,6 +26,13 @@ from ui.session import acting_name, actor, model_label
 
 LESSON_7B = {"full": "60+ GB", "lora": "16 GB", "qlora": "6 GB"}  # the lesson's PEFT comparison table
 SEVEN_B = "mistralai/Mistral-7B-v0.3"
+OPTIMIZER_NAMES = {
+    "adamw_torch": "AdamW (standard)",
+    "adamw_torch_fused": "AdamW (standard, fused: the default)",
+    "adamw_8bit": "AdamW 8-bit (less GPU memory; NVIDIA only)",
+    "paged_adamw_8bit": "AdamW 8-bit, paged (the least GPU memory; NVIDIA only)",
+    "sgd": "SGD (no optimizer state; rarely trains as well)",
+}
 CPU_PARTS = {"CUDA context": "PyTorch and Python themselves", "allocator reserve": "memory allocator's reserve"}
 
 if "spec" not in st.session_state:  # a deep link can run this page before app.py sets it
@@ -112,6 +119,7 @@ optimizer = left.selectbox(
     "Optimizer",
     list(OPTIMIZERS),
     index=list(OPTIMIZERS).index(spec.optim) if spec.optim in OPTIMIZERS else 0,
+    format_func=lambda o: OPTIMIZER_NAMES.get(o, o),
     help="How the weights are updated. AdamW (the default) suits almost every run; the 8-bit ones save GPU memory.",
 )
 distributed, offload = "ddp", False
@@ -138,7 +146,7 @@ accum = spec.gradient_accumulation_steps
 planned = spec.max_steps * spec.per_device_train_batch_size * accum if spec.max_steps > 0 else None
 default_examples = planned or (stats["rows"] if stats else 2000)
 examples = left.number_input(
-    "Training examples",
+    "Examples the run will see (steps × batch)",
     1,
     10_000_000,
     default_examples,
@@ -243,7 +251,10 @@ timing = (
 )
 st.caption(
     f"{est.params / 1e9:.2f} B parameters, {est.trainable_params / 1e6:,.1f} M trained · "
-    f"{est.tokens:,.0f} tokens ({int(examples):,} examples × {epochs:g} epoch) · time from "
+    f"{est.tokens:,.0f} tokens ({int(examples):,} examples"
+    + (f", {int(examples) / stats['rows']:.2g} of one pass over your {stats['rows']:,} rows" if stats else "")
+    + (f" × {epochs:g} passes" if epochs != 1 else "")
+    + ") · time from "
     f"6N FLOPs per token (4N with LoRA) {timing}."
 )
 

@@ -13,6 +13,14 @@ from ui.datastats import count_rows
 from ui.session import model_label
 
 LESSON = lesson()
+# The lesson's matrix names stages by their acronyms; a newcomer reads them spelled out
+LESSON_STAGES = {
+    "SFT": "supervised fine-tuning (SFT)",
+    "DPO": "preference tuning (DPO)",
+    "RLHF": "reward model + reinforcement learning (RLHF)",
+    "RAG": "retrieval (RAG): no training, look facts up at answer time",
+    "Pretraining": "continued pretraining",
+}
 
 
 def stage_name(stage: str) -> str:
@@ -93,7 +101,12 @@ st.markdown("**Why**")
 st.table(
     pd.DataFrame(
         [
-            {"You need": g.label, "Method": g.primary, "Or / also": g.secondary or "–", "Why": g.why}
+            {
+                "You need": g.label,
+                "Training stage": LESSON_STAGES.get(g.primary, g.primary),
+                "Or also": LESSON_STAGES.get(g.secondary, g.secondary) or "–",
+                "Why": g.why,
+            }
             for g in rec.per_goal
         ]
     ).set_index("You need")

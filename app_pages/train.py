@@ -105,21 +105,27 @@ def time_here(examples: int) -> str:
     except EstimateError:
         return ""
     minutes = hours * 60
-    said = "under a minute" if minutes < 1 else f"{minutes:.0f} min" if minutes < 90 else f"{hours:.1f} h"
-    return f" About **{said}** on {'this computer' if here.kind == 'cpu' else here.name}."
+    where = "this computer" if here.kind == "cpu" else here.name
+    if minutes < 1:
+        return f" **Under a minute** on {where}."
+    return f" About **{f'{minutes:.0f} min' if minutes < 90 else f'{hours:.1f} h'}** on {where}."
 
 
 if rows and spec.max_steps > 0:
     seen = spec.max_steps * per_step
     st.caption(
         f"Your plan trains **{spec.max_steps} steps × {per_step} examples = {seen:,} examples**, "
-        f"{seen / rows:.2g} of one pass over the data's {rows:,} rows (Max steps wins over Epochs)." + time_here(seen)
+        f"{seen / rows:.2g} of one pass over the data's {rows:,} rows (Max steps wins over Epochs)."
+        + time_here(seen)
+        + " Changes in the form below count once you press Start."
     )
 elif rows:
     st.caption(
-        f"Your plan trains **{spec.num_train_epochs:g} pass(es) over {rows:,} rows = about "
+        f"Your plan trains **{spec.num_train_epochs:g} "
+        f"{'pass' if spec.num_train_epochs == 1 else 'passes'} over {rows:,} rows = about "
         f"{max(1, round(rows * spec.num_train_epochs / per_step)):,} steps** of {per_step} examples."
         + time_here(round(rows * spec.num_train_epochs))
+        + " Changes in the form below count once you press Start."
     )
 
 launched = "current_run" in st.session_state
@@ -192,8 +198,9 @@ with form_area, st.form("train"):
         list(earlier),
         format_func=earlier.get,
         index=list(earlier).index(spec.init_from) if spec.init_from in earlier else 0,
-        help="A finished run's result is this stage's starting model: SFT, then DPO; or SFT, "
-        "then RL. (Reward models score answers and are picked on the right, for RL.)",
+        help="A finished run's result is this stage's starting model: supervised fine-tuning, then preference "
+        "tuning (DPO); or supervised fine-tuning, then RL. (Reward models score answers and are picked on the "
+        "right, for RL.)",
     )
     rewards = (
         {"": "(none)"}

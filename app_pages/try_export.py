@@ -45,6 +45,12 @@ except (ResultError, access.AccessError) as e:
     st.error(str(e))
     st.stop()
 adapter = (final / "adapter_config.json").is_file()
+if 0 < spec.max_steps < 50:
+    st.warning(
+        f"This run trained only {spec.max_steps} optimizer step{'s' if spec.max_steps > 1 else ''}: a quick check "
+        "that training works, not a finished model, so expect rough answers. The bundled Task API example needs "
+        "about 100 steps."
+    )
 st.caption(
     f"{STAGE_NAMES[spec.stage]} · {METHOD_NAMES.get(spec.method, spec.method)} · "
     f"{'a LoRA adapter' if adapter else 'a whole model'}, saved in `{final}`"

@@ -78,7 +78,7 @@ class CheckReport:
     path: str
     stage: str
     ok: bool = False
-    format: str = ""  # the layout recognised, e.g. "input/output (seed)"
+    format: str = ""  # the layout recognised, e.g. "input → output"
     file_format: str = ""  # JSONL | JSON | CSV | Parquet | text
     rows: int = 0  # usable rows
     errors: list = field(default_factory=list)  # first MAX_REPORTED of {"line": N | None, "message": str}

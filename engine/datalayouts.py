@@ -45,7 +45,7 @@ LAYOUTS = {
         Layout(
             "instruction/input/output (Alpaca)", ("instruction", "input", "output"), "prompt/completion", "alpaca", True
         ),
-        _pair("input", "output", "input/output (seed)"),
+        _pair("input", "output", "input → output"),
         _pair("instruction", "response"),
         _pair("instruction", "output"),
         _pair("question", "answer"),

@@ -283,9 +283,10 @@ def advise_method(hw: Hardware | None) -> MethodAdvice:
             "lora",
             "professional",
             [
-                f"{hw.vram_gib:g} GiB per GPU is professional-GPU territory (24-48 GB): LoRA fits 7B-class models "
-                f"(about {largest['lora']:g}B at most) at ~95% of full quality, and full fine-tuning fits small "
-                f"models (up to about {largest['full']:g}B). QLoRA reaches about {largest['qlora']:g}B."
+                f"{hw.vram_gib:g} GiB per GPU (24-48 GB: an RTX 4090 or 3090, or a cloud L4, A10G or L40S): LoRA "
+                f"fits 7B-class models (about {largest['lora']:g}B at most) at ~95% of full quality, and full "
+                f"fine-tuning fits small models (up to about {largest['full']:g}B). QLoRA reaches about "
+                f"{largest['qlora']:g}B."
             ],
             caveats,
             largest,

@@ -173,7 +173,7 @@ VALID = [  # (stage, row or file content, layout name, first converted row)
     (
         "sft",
         {"input": "q", "output": "a"},
-        "input/output (seed)",
+        "input → output",
         {"prompt": [{"role": "user", "content": "q"}], "completion": [{"role": "assistant", "content": "a"}]},
     ),
     ("sft", {"prompt": "q", "completion": "a"}, "prompt/completion", None),
@@ -316,7 +316,7 @@ def test_cli_exit_codes_and_json(tmp_path):
     done = run_cli("check", bad, "--stage", "sft", "--json")
     assert done.returncode == 1 and "Traceback" not in done.stderr
     report = json.loads(done.stdout)
-    assert report["ok"] is False and report["format"] == "input/output (seed)" and report["rows"] == 1
+    assert report["ok"] is False and report["format"] == "input → output" and report["rows"] == 1
     assert [e["line"] for e in report["errors"]] == [2, 3]
     ok = run_cli("check", bundled("sft"), "--stage", "sft", "--json")
     assert ok.returncode == 0 and json.loads(ok.stdout)["rows"] >= 2000

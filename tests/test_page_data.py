@@ -29,7 +29,7 @@ def type_path(at, path):
 
 def test_bundled_set_is_checked_and_tokenized(page):
     metrics = {m.label: m.value for m in page.metric}
-    assert metrics["Usable rows"] == "2,400" and metrics["Layout"] == "input/output (seed)"
+    assert metrics["Usable rows"] == "2,400" and metrics["Layout"] == "input → output"
     assert "Cut off at the maximum length" in metrics
     assert any("within the lesson's guidance" in s.value for s in page.success)
     assert any("<span" in m.value for m in page.markdown)  # the loss-mask view

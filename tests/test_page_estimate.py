@@ -99,7 +99,7 @@ def test_the_bundled_sets_token_statistics_time_the_run_before_the_data_page_is_
     assert not at.exception
     expected = mean_tokens(token_stats(bundled("sft"), "sft")["lengths"], 512)
     assert 50 < expected < 120  # short Task API requests, far below the 512 a guess would assume
-    assert _widget(at.number_input, "Training examples").value == 800  # 100 steps x 8
+    assert _widget(at.number_input, "Examples the run will see").value == 800  # 100 steps x 8
     assert _widget(at.number_input, "Average tokens per example").value == expected
     before = _widget(at.metric, "Time").value
     assert before.endswith("min") and int(before.split()[0]) < 15  # minutes, not the 35 min of a 512-token guess
@@ -117,7 +117,7 @@ def test_choosing_dpo_and_saving_puts_every_field_shown_into_the_plan():
     _widget(at.select_slider, "Sequence length").set_value(1024).run()
     _widget(at.slider, "Micro-batch").set_value(4).run()
     _widget(at.selectbox, "Optimizer").set_value("adamw_8bit").run()
-    _widget(at.number_input, "Training examples").set_value(400).run()
+    _widget(at.number_input, "Examples the run will see").set_value(400).run()
     _widget(at.button, "Use these settings").click().run()
     assert not at.exception
     spec = at.session_state.spec

@@ -109,11 +109,15 @@ def test_customer_support_chatbot_gets_sft_then_dpo_with_rag_and_an_rlhf_plan_b(
     assert "Consider RAG" in shown
     assert "Plan B: Supervised fine-tuning → Reward model → RL (GRPO)" in shown
     assert "forgetting" in shown and "70B" in shown
-    table = next(t.value for t in at.table if "Or / also" in t.value.columns)
-    per_goal = {need: (row["Method"], row["Or / also"]) for need, row in table.iterrows()}
-    assert per_goal["Knowledge injection (teach it facts)"] == ("SFT", "RAG")
-    assert per_goal["A different style or persona (a big change)"] == ("SFT", "DPO")
-    assert per_goal["Safer, more aligned outputs"] == ("DPO", "RLHF")
+    table = next(t.value for t in at.table if "Or also" in t.value.columns)
+    per_goal = {need: (row["Training stage"], row["Or also"]) for need, row in table.iterrows()}
+    sft, dpo = "supervised fine-tuning (SFT)", "preference tuning (DPO)"
+    assert per_goal["Knowledge injection (teach it facts)"] == (
+        sft,
+        "retrieval (RAG): no training, look facts up at answer time",
+    )
+    assert per_goal["A different style or persona (a big change)"] == (sft, dpo)
+    assert per_goal["Safer, more aligned outputs"] == (dpo, "reward model + reinforcement learning (RLHF)")
     at.button[0].click().run()
     assert (at.session_state.spec.stage, at.session_state.spec.method) == ("sft", "lora")  # CPU here: no QLoRA
 

@@ -35,7 +35,7 @@ def loss_chart(records: list[dict], title: str = "Loss") -> go.Figure:
     fig.add_scatter(x=steps, y=loss, mode="lines+markers", name="train loss", marker={"size": 4})
     steps, eval_loss = monitor.series(records, "eval_loss")
     if eval_loss:
-        fig.add_scatter(x=steps, y=eval_loss, mode="lines+markers", name="held-out loss")
+        fig.add_scatter(x=steps, y=eval_loss, mode="lines+markers", name="held-out loss (examples it never trained on)")
     fig.update_layout(
         title=title,
         xaxis_title="step",
@@ -148,6 +148,9 @@ def live_run(run_id: int) -> None:
         st.caption(line)
     if state == "failed":
         st.error(f"The run failed: {status.get('error') or run.get('error') or 'no reason was recorded'}")
+    if state == "completed" and run["stage"] != "rm":
+        st.success("Finished. Next: ask it something and compare it with the model you started from.")
+        st.page_link("app_pages/try_export.py", label="Try it on the Try & Export page", icon="🧪")
     if run.get("held"):
         (st.warning if run["held"].startswith("Held") else st.info)(run["held"])
     for alert in monitor.health(reader.records):
