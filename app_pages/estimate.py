@@ -22,7 +22,7 @@ from engine.recommend import METHOD_NAMES, advise_method, apply_to_spec
 from engine.spec import DISTRIBUTED, DISTRIBUTED_NAMES, METHODS, STAGE_NAMES, RunSpec
 from engine.vram import OPTIMIZERS
 from ui.datastats import plan_stats
-from ui.session import acting_name, actor, model_label
+from ui.session import acting_name, actor, model_label, warn_if_planned_elsewhere
 
 LESSON_7B = {"full": "60+ GB", "lora": "16 GB", "qlora": "6 GB"}  # the lesson's PEFT comparison table
 SEVEN_B = "mistralai/Mistral-7B-v0.3"
@@ -40,6 +40,7 @@ if "spec" not in st.session_state:  # a deep link can run this page before app.p
 spec = st.session_state.spec
 
 st.title("📐 Will it fit, how long, what will it cost?")
+warn_if_planned_elsewhere("these figures are for the planned machine, not for where your runs train.")
 st.write(
     "Memory is what stops most first runs. This estimate is arithmetic on the model's published shape, checked "
     "against 44 real training runs on an H200 (135M to 8B parameters, eight model families): half of them came "

@@ -10,7 +10,7 @@ from engine.hardware import this_computer
 from engine.recommend import METHOD_NAMES, apply_to_spec, compare_dataset, lesson, recommend
 from engine.spec import STAGE_NAMES
 from ui.datastats import count_rows
-from ui.session import model_label
+from ui.session import model_label, warn_if_planned_elsewhere
 
 LESSON = lesson()
 # The lesson's matrix names stages by their acronyms; a newcomer reads them spelled out
@@ -67,6 +67,9 @@ if not chosen:
 hardware = st.session_state.get("hardware") or this_computer()
 rec = recommend(chosen, hardware)
 st.session_state.recommendation = rec
+warn_if_planned_elsewhere(
+    "the method and the models suggested below are for the planned machine. To train here, keep the bundled model."
+)
 
 st.subheader("Your plan")
 st.markdown("#### " + " → ".join(stage_name(s) for s in rec.pipeline))

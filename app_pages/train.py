@@ -23,7 +23,7 @@ from engine.spec import (
 )
 from ui.datastats import count_rows, plan_stats
 from ui.monitor import live_run
-from ui.session import acting_name, actor, model_label
+from ui.session import acting_name, actor, model_label, warn_if_planned_elsewhere
 
 CHECK_PRESETS = {"task_api": "Task API answers (valid JSON, the right keys, priority, status, title)"}
 TRACKERS = {
@@ -77,12 +77,8 @@ st.caption(
     "trains in its own process: closing this tab or restarting the app does not stop it."
 )
 
-here, planned = this_computer(), st.session_state.get("hardware")
-if planned is not None and not planned.detected and planned.kind != here.kind:
-    st.warning(
-        f"Your plan is for **{planned.name}**, but runs train here (**{here.name}**): the estimates "
-        "on the Estimate page are for the planned machine, not this one."
-    )
+here = this_computer()
+warn_if_planned_elsewhere("the estimates on the Estimate page are for the planned machine, not this one.")
 try:
     rows = count_rows(spec.dataset_name, spec.stage)
 except (OSError, ValueError):

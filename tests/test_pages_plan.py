@@ -9,7 +9,7 @@ from streamlit.testing.v1 import AppTest
 
 from conftest import fake_nvml
 from engine import hardware
-from engine.hardware import preset_hardware
+from engine.hardware import preset_hardware, this_computer
 from engine.paths import REPO
 from ui.session import model_label
 
@@ -247,3 +247,20 @@ def test_with_two_gpus_the_train_page_offers_how_many_and_how_they_share(two_h20
     assert not at.exception
     labels = [w.label for w in at.number_input] + [w.label for w in at.selectbox]
     assert "GPUs for this run (one training process each)" in labels and "How the GPUs share the model" in labels
+
+
+def test_a_plan_for_a_gpu_preset_says_on_goal_estimate_and_train_that_runs_train_on_this_computer():
+    # A newcomer who planned for an RTX 4090 is offered 8B models on the Goal page; on a laptop, Start would train
+    # them on its processor. Every page that speaks of the planned hardware says so.
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
+    at.run()
+    at.session_state["hardware"] = preset_hardware("rtx-4090")
+    at.checkbox(key="goal_format").check().run()
+    for page in ("app_pages/goal.py", "app_pages/estimate.py", "app_pages/train.py"):
+        at.switch_page(page).run()
+        assert not at.exception
+        warnings = " ".join(w.value for w in at.warning)
+        assert "Your plan is for **NVIDIA RTX 4090 24 GB**, but runs started here train on" in warnings, page
+    at.session_state["hardware"] = this_computer()
+    at.switch_page("app_pages/goal.py").run()
+    assert not any("Your plan is for" in w.value for w in at.warning), "no warning when planning for this computer"

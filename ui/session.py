@@ -39,6 +39,18 @@ def model_label(model: str) -> str:
     return f"{model} ({KINDS[kind]})" if kind in KINDS else model
 
 
+def warn_if_planned_elsewhere(what: str) -> None:
+    """A plan for other hardware (a preset on the Hardware page) than the one runs train on: the pages say so where
+    they speak of that hardware, or a newcomer picks an 8B model for an RTX 4090 and presses Start on a laptop."""
+    here, planned = this_computer(), st.session_state.get("hardware")
+    if planned is None or planned.detected or planned.kind == here.kind:
+        return
+    st.warning(
+        f"Your plan is for **{planned.name}**, but runs started here train on **{here.name}**: {what} "
+        "To plan for this computer, choose it on the Hardware page."
+    )
+
+
 def acting_name(user: users.User) -> str:
     """What engine subprocesses get as --as: "" for the machine's one person, else the logged-in user's name."""
     return "" if user.role == "owner" else user.name
