@@ -14,13 +14,6 @@ from engine.spec import CPU_RUN
 HERE = "here"  # the option "this computer"; the others are preset keys from engine/assets/gpus.yaml
 
 
-def largest(advice) -> dict:
-    return {
-        METHOD_NAMES[m]: (f"~{b:g}B" if b is not None else "not offered here")
-        for m, b in advice.largest_model_b.items()
-    }
-
-
 # "The largest model I could fine-tune" is worked out by the estimator at one stated setting, not by scaling the
 # lesson's 7B table: 2048 tokens, micro-batch 1, gradient checkpointing, LoRA r 16 (the smallest run worth doing).
 LARGEST_AT = EstimateRequest(seq=2048, batch=1, grad_ckpt=True)
@@ -35,12 +28,13 @@ def largest_estimated(hw, distributed: str = "ddp") -> dict:
     }
 
 
-def largest_in_an_hour(hw) -> dict:
+def largest_on_this_computer(hw, max_hours: float | None = None) -> dict:
     """On a processor memory is not the limit, time is: the largest catalog model whose showcase-sized run (100
-    steps of 8 short examples) takes at most an hour here."""
+    steps of 8 short examples, the Estimate page's default here) fits this computer's memory, or also trains
+    within max_hours. The same estimator and settings as the Estimate page, so the two pages agree."""
     gpu = gpu_from_hardware(hw)
     return {
-        METHOD_NAMES[m]: largest_model(SHOWCASE_RUN, hw.vram_gib, m, gpu, max_hours=1.0) or "none"
+        METHOD_NAMES[m]: largest_model(SHOWCASE_RUN, hw.vram_gib, m, gpu, max_hours=max_hours) or "none"
         if b is not None
         else "not offered here"
         for m, b in advise_method(hw).largest_model_b.items()
@@ -146,16 +140,15 @@ st.markdown("**Largest model that fits**" if hw.kind == "cpu" else "**Largest ca
 if hw.kind == "cpu":
     st.table(
         pd.DataFrame(
-            [largest(advice), largest_in_an_hour(hw)], index=["Fits in memory", "Trains 100 steps within an hour"]
+            [largest_on_this_computer(hw), largest_on_this_computer(hw, max_hours=1.0)],
+            index=["Fits in memory", "Trains 100 steps within an hour"],
         )
     )
     st.caption(
-        "On a processor, memory would hold large models, but each step would take far too long to be "
-        "useful: the second row is what trains the showcase-sized run (100 steps) in an hour or less."
-    )
-    st.info(
-        "These sizes scale the lesson's table for a 7B model (full 60+ GB, LoRA 16 GB, QLoRA 6 GB). The "
-        "**Estimate** page refines this with real numbers for your model, text length and batch size."
+        "Catalog models, for a showcase-sized run: 100 steps of 8 short examples (512 tokens at most). On a "
+        "processor, memory would hold large models, but each step would take far too long to be useful: the "
+        "second row is what trains such a run in an hour or less. The **Estimate** page works it out for your "
+        "own model, text length and batch size."
     )
 else:
     table = {"One copy per GPU" if hw.count > 1 else "Largest catalog model": largest_estimated(hw)}
