@@ -302,6 +302,32 @@ st.caption(
     "activations grow with both, so check the right-hand column."
 )
 
+# What-ifs live in this page's widgets, which Streamlit forgets when the person moves to another page: say so
+# while they differ from the plan, before they are lost (filled in below, once the button had its say)
+unsaved_note = st.empty()
+
+
+def unsaved(plan: RunSpec) -> list[str]:
+    """The settings shown here that differ from the plan."""
+    if plan.max_steps > 0:  # the steps the examples make, as saved below (a new batch size is named already)
+        same_batch = batch == plan.per_device_train_batch_size
+        examples_differ = same_batch and math.ceil(int(examples) * epochs / (batch * accum)) != plan.max_steps
+    else:
+        examples_differ = int(examples) != default_examples
+    shown = {
+        "stage": (stage, plan.stage),
+        "model": (model, plan.model_name_or_path),
+        "method": (method, plan.method),
+        "length": (seq, plan.max_length),
+        "batch size": (batch, plan.per_device_train_batch_size),
+        "checkpointing": (ckpt, plan.gradient_checkpointing),
+        "LoRA rank": (lora_r, plan.lora_r) if method != "full" else (0, 0),
+        "optimizer": (optimizer, plan.optim),
+        "examples": (examples_differ, False),
+    }
+    return [name for name, (new, old) in shown.items() if new != old]
+
+
 if st.button("Use these settings for training", type="primary"):
     changes = dict(
         stage=stage,
@@ -332,4 +358,9 @@ if st.button("Use these settings for training", type="primary"):
         )
         + (f"{saved.max_steps} steps" if saved.max_steps > 0 else f"{saved.num_train_epochs:g} epoch(s)")
         + ". The Train page will use them; the tokens per example come from the data."
+    )
+if changed := unsaved(st.session_state.spec):
+    unsaved_note.info(
+        f"You changed the {', '.join(changed)} from your plan. Press **Use these settings for training** to keep "
+        "them; otherwise the plan stays as it was when you leave this page."
     )

@@ -181,3 +181,26 @@ def test_two_gpus_offer_fsdp_where_ddp_does_not_fit_and_the_plan_keeps_it():
     spec = at.session_state.spec
     assert (spec.num_processes, spec.distributed, spec.method) == (2, "fsdp", "full")
     assert "2 GPUs (FSDP)" in at.success[-1].value
+
+
+def test_a_what_if_that_differs_from_the_plan_says_it_is_kept_only_with_use_these_settings():
+    at = _open()
+    assert not any("from your plan" in i.value for i in at.info), "a first visit changes nothing"
+    _widget(at.slider, "Micro-batch").set_value(11).run()
+    note = next(i.value for i in at.info if "from your plan" in i.value)
+    assert note.startswith("You changed the batch size from your plan.")
+    next(b for b in at.button if b.label == "Use these settings for training").click().run()
+    assert at.session_state.spec.per_device_train_batch_size == 11
+    assert not any("from your plan" in i.value for i in at.info), "saved: nothing left to lose"
+
+
+def test_the_cpu_plan_saved_with_another_batch_leaves_nothing_unsaved():
+    at = _open()
+    _cpu_plan(at)
+    at.run()
+    assert not any("from your plan" in i.value for i in at.info)
+    _widget(at.slider, "Batch").set_value(6).run()
+    assert any(i.value.startswith("You changed the batch size from") for i in at.info)
+    next(b for b in at.button if b.label == "Use these settings for training").click().run()
+    assert at.session_state.spec.max_steps == 134  # the same 800 examples in batches of 6
+    assert not any("from your plan" in i.value for i in at.info)
