@@ -129,12 +129,17 @@ st.caption("From a shell: `" + ui.shell("engine.evaluate", run_dir, "--limit", i
 # ---------------------------------------------------------------- Export
 st.subheader("Export")
 kinds = {
-    "adapter": "LoRA adapter (small; load it on the base model with PeftModel)",
-    "merged": "Merged full model (self-contained; AutoModelForCausalLM)",
-    "gguf": "GGUF file (llama.cpp, Ollama, LM Studio; one quantized file and an Ollama Modelfile)",
+    "adapter": "Small add-on (the LoRA adapter; needs the original model too)",
+    "merged": "Complete model (works on its own, in Python)",
+    "gguf": "One file to chat with on a laptop (Ollama, LM Studio, llama.cpp)",
 }
 choice = st.radio(
-    "What to take away", list(kinds) if adapter else ["merged", "gguf"], horizontal=True, format_func=kinds.get
+    "What to take away",
+    list(kinds) if adapter else ["merged", "gguf"],
+    format_func=kinds.get,
+    help="To chat with your model on your own computer, take the one file (GGUF). To use it in Python code "
+    "(transformers), take the complete model; the add-on is the smallest download when the other side already has "
+    "the original model. Each download comes with HOW_TO_LOAD.md, which says how.",
 )
 if not adapter:
     st.caption("This run trained every weight (method full): the merged export is the full model as trained.")
