@@ -65,6 +65,7 @@ def main() -> int:
             page.get_by_text("Saved: method").wait_for()
             page.get_by_role("link", name="3 · Estimate").click()
             page.get_by_text("Will it fit").wait_for()
+            page.get_by_text("Time · cost").wait_for()  # the metrics come after the title
             text = page.inner_text("body")
             found = re.search(r"Time · cost\s*\n\s*([^\n]+)", text)  # the Estimate page's time metric
             out["estimate_page_time"] = found.group(1).strip() if found else None
