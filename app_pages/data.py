@@ -42,7 +42,13 @@ user = actor()
 acting = acting_name(user)  # whose folder uploads go to; --as for the subprocess
 st.title("4 · Data")
 st.markdown(
-    f"Data for **{STAGE_NAMES[spec.stage]}** (the stage chosen on the Goal page). Every problem is caught "
+    f"Data for **{STAGE_NAMES[spec.stage]}** "
+    + (
+        "(the stage chosen on the Goal page)"
+        if st.session_state.get("goals")
+        else "(the default; the Goal page sets it)"
+    )
+    + ". Every problem is caught "
     "here, before any training time is spent."
 )
 

@@ -65,8 +65,8 @@ memory_word = "GPU memory" if on_gpu else "RAM" if hardware.kind == "cpu" else "
 st.caption(
     f"Hardware: **{gpu.count} × {gpu.name}**, {gpu.vram_gib:.0f} GiB each"
     if on_gpu
-    else f"Hardware: "
-    f"**{gpu.name}**. Memory is worked out as for an NVIDIA GPU: here it is a rough guide, on the high side."
+    else f"Hardware: **{gpu.name}**. The memory figure counts what training needs in this computer's RAM; it "
+    "was checked on GPUs, so here it is a rough guide, on the high side."
 )
 
 advice = advise_method(hardware)  # what the Hardware page offers; QLoRA is not offered without an NVIDIA GPU
@@ -280,9 +280,9 @@ rows = [
 ]
 st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
 
-st.subheader("Checking us against the lesson (7B model)")
+lesson_check = st.expander("Checking us against the lesson (a 7B model on an NVIDIA GPU)")
 minimal = dataclasses.replace(req, model=SEVEN_B, seq=512, batch=1, grad_ckpt=True)
-st.dataframe(
+lesson_check.dataframe(
     pd.DataFrame(
         [
             {
@@ -297,7 +297,7 @@ st.dataframe(
     hide_index=True,
     width="stretch",
 )
-st.caption(
+lesson_check.caption(
     f"{SEVEN_B}, on an NVIDIA GPU. The lesson's numbers assume short sequences and a small batch; "
     "activations grow with both, so check the right-hand column."
 )

@@ -21,9 +21,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO))
-from conftest import CHROMIUM, CHROMIUM_ARGS, start_app  # noqa: E402
-
 from bench.showcase_browser import browser_cpu_seconds, cpu_seconds  # noqa: E402
+from conftest import CHROMIUM, CHROMIUM_ARGS, start_app  # noqa: E402
 
 RECORDED = REPO / "tests" / "data" / "curves" / "healthy-showcase-sft-lora.jsonl"
 

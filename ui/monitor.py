@@ -33,9 +33,11 @@ def loss_chart(records: list[dict], title: str = "Loss") -> go.Figure:
     fig = go.Figure()
     steps, loss = monitor.series(records, "loss")
     fig.add_scatter(x=steps, y=loss, mode="lines+markers", name="train loss", marker={"size": 4})
-    steps, eval_loss = monitor.series(records, "eval_loss")
+    eval_steps, eval_loss = monitor.series(records, "eval_loss")
     if eval_loss:
-        fig.add_scatter(x=steps, y=eval_loss, mode="lines+markers", name="held-out loss (examples it never trained on)")
+        fig.add_scatter(
+            x=eval_steps, y=eval_loss, mode="lines+markers", name="held-out loss (examples it never trained on)"
+        )
     fig.update_layout(
         title=title,
         xaxis_title="step",
@@ -44,6 +46,13 @@ def loss_chart(records: list[dict], title: str = "Loss") -> go.Figure:
         margin={"l": 10, "r": 10, "t": 40, "b": 10},
         legend={"orientation": "h", "y": -0.25},
     )
+    return whole_steps(fig, steps)
+
+
+def whole_steps(fig: go.Figure, steps: list) -> go.Figure:
+    """A short run's axis ticks at whole steps (plotly put 1.5 and 2.5 between three steps)."""
+    if steps and max(steps) <= 10:
+        fig.update_xaxes(dtick=1)
     return fig
 
 
@@ -57,7 +66,7 @@ def metric_chart(records: list[dict], key: str, title: str, unit: str, line: flo
     )
     if values and min(values) == max(values) and values[0] > 0:  # a constant (e.g. the learning rate): plotly
         fig.update_yaxes(range=[0, 2 * values[0]])  # would centre it in [-1, 1] and it reads as 0
-    return fig
+    return whole_steps(fig, steps)
 
 
 def build_charts(run_dir: str, records: list[dict]) -> list[tuple[str, go.Figure]]:
