@@ -131,6 +131,26 @@ if launched:  # the run you started comes first; the form folds away below it
 else:
     form_area = st.container()
 
+with form_area:  # the model first, outside the form: its "Another model" box shows only when that is chosen
+    # Picked, not typed: a typo in a path used to be found only when Start was pressed
+    model_left, _ = st.columns(2)
+    current_model = "" if models.is_embedded(spec.model_name_or_path) else spec.model_name_or_path
+    choices = model_choices(current_model)
+    picked_model = model_left.selectbox(
+        "Model",
+        list(choices),
+        format_func=choices.get,
+        index=list(choices).index(current_model) if current_model in choices else 0,
+        help="The model this run starts from. The bundled one trains in minutes on a laptop; the instructor can "
+        "share more in the class's folder; 'Another model' takes a Hugging Face name (e.g. Qwen/Qwen3-0.6B, "
+        "when this computer is online or has it downloaded) or a model folder on this server.",
+    )
+    typed_model = ""
+    if picked_model == OTHER_MODEL:
+        typed_model = model_left.text_input(
+            "Another model: its Hugging Face name or folder",
+            placeholder="e.g. Qwen/Qwen3-0.6B or a folder with config.json",
+        )
 with form_area, st.form("train"):
     left, right = st.columns(2)
     stage = left.selectbox("Stage", STAGES, index=STAGES.index(spec.stage), format_func=lambda s: STAGE_NAMES[s])
@@ -143,22 +163,6 @@ with form_area, st.form("train"):
         format_func=METHOD_NAMES.get,
         help="Full fine-tuning: every weight; LoRA: small adapters"
         + ("; QLoRA: adapters on a 4-bit base" if "qlora" in offered else " (QLoRA needs an NVIDIA GPU)"),
-    )
-    # Picked, not typed: a typo in a path used to be found only when Start was pressed
-    choices = model_choices("" if models.is_embedded(spec.model_name_or_path) else spec.model_name_or_path)
-    current_model = "" if models.is_embedded(spec.model_name_or_path) else spec.model_name_or_path
-    picked_model = left.selectbox(
-        "Model",
-        list(choices),
-        format_func=choices.get,
-        index=list(choices).index(current_model) if current_model in choices else 0,
-        help="The model this run starts from. The bundled one trains in minutes on a laptop; the instructor can "
-        "share more in the class's folder; 'Another model' takes a Hugging Face name (e.g. Qwen/Qwen3-0.6B, "
-        "when this computer is online or has it downloaded) or a model folder on this server.",
-    )
-    typed_model = left.text_input(
-        "Another model (only with 'Another model' above)",
-        placeholder="e.g. Qwen/Qwen3-0.6B or a folder with config.json",
     )
     files = {"": "The bundled example set for this stage"} | data_files(user)
     if spec.dataset_name and spec.dataset_name not in files:

@@ -98,7 +98,7 @@ def pick_another_model(tab, model: str) -> None:
     """On the Train page: Model -> 'Another model', then its name in the box under it (a real browser)."""
     tab.get_by_role("combobox", name="Model", exact=True).click()
     tab.get_by_role("option", name="Another model: type its name or folder below").click()
-    tab.get_by_role("textbox", name="Another model (only with 'Another model' above)").fill(model)
+    tab.get_by_role("textbox", name="Another model: its Hugging Face name or folder").fill(model)
 
 
 def start_app(*serve_args, env=None) -> tuple[str, subprocess.Popen]:

@@ -51,7 +51,8 @@ def test_train_page_refuses_a_missing_model_with_a_sentence_and_keeps_the_plan()
     at = app()
     at.switch_page("app_pages/train.py")
     at.run()
-    next(w for w in at.selectbox if w.label == "Model").set_value("other")
+    assert not any(w.label.startswith("Another model") for w in at.text_input), "no box until it is chosen"
+    next(w for w in at.selectbox if w.label == "Model").set_value("other").run()
     submit_train_form(at, **{"Another model": "/no/such/model"})
     assert not at.exception
     assert any("Model directory /no/such/model does not exist" in e.value for e in at.error)
@@ -71,7 +72,7 @@ def test_train_page_offers_the_class_s_shared_models_and_asks_for_a_name_under_a
     picker = next(w for w in at.selectbox if w.label == "Model")
     assert "tiny-llama (shared with the class)" in picker.options
     assert picker.value == "", "the bundled model stays the default"
-    picker.set_value("other")
+    picker.set_value("other").run()
     submit_train_form(at)
     assert any("You chose 'Another model' but typed no name" in e.value for e in at.error)
     assert runs.list_runs(OWNER) == [], "nothing was launched"

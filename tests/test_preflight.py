@@ -117,7 +117,7 @@ def test_the_train_page_refuses_with_the_changes_that_fit(a_24gb_card_with_23_fr
     at.session_state["spec"] = RunSpec(method="full", max_length=1024, per_device_train_batch_size=4)
     at.run()
     at.switch_page("app_pages/train.py").run()
-    next(t for t in at.selectbox if t.label == "Model").set_value("other")
+    next(t for t in at.selectbox if t.label == "Model").set_value("other").run()
     next(t for t in at.text_input if t.label.startswith("Another model")).set_value(str(three_b_model))
     next(b for b in at.button if b.label == "Start training").click().run()
     assert not at.exception
