@@ -198,6 +198,13 @@ class RunSpec:
 
     @classmethod
     def load(cls, path: Path) -> "RunSpec":
+        return cls.from_dict(cls.read_settings(path))
+
+    @classmethod
+    def read_settings(cls, path: Path) -> dict:
+        """The settings a config file sets, checked, without the defaults of those it leaves out: a caller that
+        adds flags (`--config part.yaml --method full`) must get the defaults of the run it ends with (the
+        learning rate of full fine-tuning, not the one resolved for the file's own defaults)."""
         try:
             values = yaml.safe_load(Path(path).read_text()) or {}
         except FileNotFoundError:
@@ -206,7 +213,8 @@ class RunSpec:
             raise SpecError(f"Config file {path} is not valid YAML: {e}") from None
         if not isinstance(values, dict):
             raise SpecError(f"Config file {path} must hold settings as `name: value` lines.")
-        return cls.from_dict(values)
+        checked = cls.from_dict(values)
+        return {name: getattr(checked, name) for name in values}
 
 
 def _positive(spec, name, low, high):

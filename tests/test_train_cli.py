@@ -79,3 +79,21 @@ def test_without_a_gpu_the_cli_defaults_to_the_apps_cpu_plan_and_says_so(tmp_pat
         assert capsys.readouterr().out == ""
     monkeypatch.setattr(common, "_has_gpu", lambda: True)
     assert common.parse(["--output-dir", str(tmp_path / "run")])[0].max_steps == -1
+
+
+def test_a_partial_config_with_flags_gets_the_defaults_of_the_run_it_ends_with(tmp_path):
+    # `--config part.yaml --stage dpo --method full`: the learning rate is full DPO's, not the one resolved for the
+    # file's own defaults (LoRA SFT of the embedded model, 1e-3): that froze a 50x too high rate into every
+    # benchmark way that carried an `extra:` file, and DPO diverged
+    from engine.spec import default_learning_rate
+    from engine.train import common
+
+    part = tmp_path / "part.yaml"
+    part.write_text("extra: {padding_free: false}\nmax_length: 256\n")
+    spec, _ = common.parse(["--config", str(part), "--stage", "dpo", "--method", "full", "--max-steps", "3"])
+    assert spec.learning_rate == default_learning_rate("dpo", "full", spec.model_name_or_path)
+    assert (spec.max_length, spec.extra) == (256, {"padding_free": False}), "what the file sets is kept"
+    assert spec.max_steps == 3
+    part.write_text("learning_rate: 0.0003\n")
+    spec, _ = common.parse(["--config", str(part), "--stage", "dpo", "--method", "full", "--max-steps", "3"])
+    assert spec.learning_rate == 3e-4, "a rate the file sets wins over the defaults"

@@ -101,7 +101,7 @@ def parse(argv=None) -> tuple[RunSpec, bool]:
     if args.resume and not config and args.output_dir:
         config = str(Path(args.output_dir) / "config.yaml")
     if config:
-        values = _spec_values(RunSpec.load(Path(config)))
+        values = RunSpec.read_settings(Path(config))
     values.update(
         {
             k: v
@@ -133,10 +133,6 @@ def gpu_count() -> int:
 
 def _has_gpu() -> bool:
     return gpu_count() > 0
-
-
-def _spec_values(spec: RunSpec) -> dict:
-    return {f.name: getattr(spec, f.name) for f in fields(spec)}
 
 
 def new_run_dir(spec: RunSpec) -> Path:
