@@ -49,6 +49,13 @@ def model_choices(model: str) -> dict[str, str]:
     return found | {OTHER_MODEL: "Another model: type its name or folder below"}
 
 
+def pick(where, label: str, options: dict[str, str], current: str, help: str) -> str:
+    """A list to choose from (options: value -> what the page shows), on `current` when it is one of them."""
+    values = list(options)
+    index = values.index(current) if current in options else 0
+    return where.selectbox(label, values, format_func=options.get, index=index, help=help)
+
+
 def run_label(run: dict) -> str:
     return f"run {run['id']} · {STAGE_NAMES[run['stage']]} · {METHOD_NAMES.get(run['method'], run['method'])}"
 
@@ -136,11 +143,11 @@ with form_area:  # the model first, outside the form: its "Another model" box sh
     model_left, _ = st.columns(2)
     current_model = "" if models.is_embedded(spec.model_name_or_path) else spec.model_name_or_path
     choices = model_choices(current_model)
-    picked_model = model_left.selectbox(
+    picked_model = pick(
+        model_left,
         "Model",
-        list(choices),
-        format_func=choices.get,
-        index=list(choices).index(current_model) if current_model in choices else 0,
+        choices,
+        current_model,
         help="The model this run starts from. The bundled one trains in minutes on a laptop; the instructor can "
         "share more in the class's folder; 'Another model' takes a Hugging Face name (e.g. Qwen/Qwen3-0.6B, "
         "when this computer is online or has it downloaded) or a model folder on this server.",
@@ -167,11 +174,11 @@ with form_area, st.form("train"):
     files = {"": "The bundled example set for this stage"} | data_files(user)
     if spec.dataset_name and spec.dataset_name not in files:
         files[spec.dataset_name] = f"{Path(spec.dataset_name).name} (chosen on the Data page)"
-    dataset = right.selectbox(
+    dataset = pick(
+        right,
         "Data",
-        list(files),
-        format_func=files.get,
-        index=list(files).index(spec.dataset_name) if spec.dataset_name in files else 0,
+        files,
+        spec.dataset_name,
         help="Upload and check a file on the Data page; it then appears here",
     )
     max_steps = left.number_input(
@@ -193,11 +200,11 @@ with form_area, st.form("train"):
     earlier = {"": "(none: start from the model above)"} | {
         r["run_dir"]: run_label(r) for r in finished if r["stage"] != "rm"
     }
-    init_from = left.selectbox(
+    init_from = pick(
+        left,
         "Start from an earlier run (optional)",
-        list(earlier),
-        format_func=earlier.get,
-        index=list(earlier).index(spec.init_from) if spec.init_from in earlier else 0,
+        earlier,
+        spec.init_from,
         help="A finished run's result is this stage's starting model: supervised fine-tuning, then preference "
         "tuning (DPO); or supervised fine-tuning, then RL. (Reward models score answers and are picked on the "
         "right, for RL.)",
@@ -214,11 +221,11 @@ with form_area, st.form("train"):
         if spec.extra.get("reward_model")
         else ""
     )
-    reward = right.selectbox(
+    reward = pick(
+        right,
         "Reward (RL only)",
-        list(rewards),
-        format_func=rewards.get,
-        index=list(rewards).index(chosen_reward) if chosen_reward in rewards else 0,
+        rewards,
+        chosen_reward,
         help="What scores RL's answers: checks that can be verified, or a "
         "reward model you trained (a finished reward-model run)",
     )
