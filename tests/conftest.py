@@ -96,8 +96,16 @@ def free_port() -> int:
 
 def pick_another_model(tab, model: str) -> None:
     """On the Train page: Model -> 'Another model', then its name in the box under it (a real browser)."""
-    tab.get_by_role("combobox", name="Model", exact=True).click()
-    tab.get_by_role("option", name="Another model: type its name or folder below").click()
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    for attempt in range(3):  # a whole-page rerun (another run changed state) closes an open list: open it again
+        tab.get_by_role("combobox", name="Model", exact=True).click()
+        try:
+            tab.get_by_role("option", name="Another model: type its name or folder below").click(timeout=15_000)
+            break
+        except PlaywrightTimeout:
+            if attempt == 2:
+                raise
     tab.get_by_role("textbox", name="Another model: its Hugging Face name or folder").fill(model)
 
 
