@@ -305,13 +305,14 @@ lesson_check.caption(
 # What-ifs live in this page's widgets, which Streamlit forgets when the person moves to another page: say so
 # while they differ from the plan, before they are lost (filled in below, once the button had its say)
 unsaved_note = st.empty()
+steps_shown = math.ceil(int(examples) * epochs / (batch * accum))  # the examples timed above, as steps
 
 
 def unsaved(plan: RunSpec) -> list[str]:
     """The settings shown here that differ from the plan."""
     if plan.max_steps > 0:  # the steps the examples make, as saved below (a new batch size is named already)
         same_batch = batch == plan.per_device_train_batch_size
-        examples_differ = same_batch and math.ceil(int(examples) * epochs / (batch * accum)) != plan.max_steps
+        examples_differ = same_batch and steps_shown != plan.max_steps
     else:
         examples_differ = int(examples) != default_examples
     shown = {
@@ -344,7 +345,7 @@ if st.button("Use these settings for training", type="primary"):
     if gpu.count > 1:
         changes["num_processes"] = gpu.count
     if int(examples) != default_examples or batch != spec.per_device_train_batch_size and planned:
-        changes["max_steps"] = math.ceil(int(examples) * epochs / (batch * accum))  # the examples timed above
+        changes["max_steps"] = steps_shown
     st.session_state.spec = apply_to_spec(spec, **changes)
     saved = st.session_state.spec
     st.success(
