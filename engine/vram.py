@@ -305,6 +305,11 @@ class Shape:
         return per * (1 + (0.0 if trains else ACT_OVERHEAD[method]))
 
 
+def checkpointed_layers(layers: int, every: int) -> int:
+    """Decoder layers checkpointed when every n-th is (transformers' every_n_layers: index % n == 0)."""
+    return -(-layers // max(1, every))
+
+
 @dataclass(frozen=True)
 class MemoryPlan:
     """Inputs the memory depends on (what engine.train is told, with RunSpec's defaults)."""
@@ -314,6 +319,8 @@ class MemoryPlan:
     seq: int = 512
     batch: int = 8
     grad_ckpt: bool = False
+    ckpt_every: int = 1  # with grad_ckpt: every n-th decoder layer is checkpointed, the others keep everything
+    ckpt_offload: bool = False  # with grad_ckpt: the checkpointed layers' inputs wait in pinned CPU memory
     lora_r: int = 16
     lora_targets: str = "all-linear"
     lora_dropout: float = 0.0
@@ -455,8 +462,12 @@ def _quantities(shape: Shape, plan: MemoryPlan) -> dict[str, float]:
     last_layer += merged * (1 + 2 / 3)
     if plan.grad_ckpt:
         # Full recomputation (Korthikanti et al. 2022, sec. 5): each layer keeps its bf16 input (2h per token);
-        # backward rebuilds one layer's activations at a time.
-        activations = tokens * shape.layers * 2 * shape.hidden + last_layer
+        # backward rebuilds one layer's activations at a time. With every_n_layers (transformers: layers 0, n,
+        # 2n, ... are checkpointed) the others keep all of theirs; offloaded inputs leave the GPU as they are made.
+        checkpointed = checkpointed_layers(shape.layers, plan.ckpt_every)
+        kept = shape.layers - checkpointed
+        inputs = 0.0 if plan.ckpt_offload else checkpointed * 2 * shape.hidden
+        activations = tokens * (inputs + kept * per_layer) + kept * merged + last_layer
     else:
         activations = tokens * shape.layers * per_layer + shape.layers * merged + merged * 2 / 3
     activations += tokens * shape.hidden * (2 + 6)  # embedding output, final norm (fp32 in + bf16 out)

@@ -216,6 +216,7 @@ def test_time_matches_the_h200_throughput_runs():
             batch=r["batch"],
             grad_ckpt=r["way"] == "app_ckpt",
             tokens_per_example=int(r["mean_tokens"]),
+            liger=False,  # these runs used HF's kernels (before Liger was the default)
         )
         tokens, h = hours(req, h200)
         ratios[key] = tokens / (h * 3600) / r["tokens_per_s"]

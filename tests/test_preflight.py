@@ -125,3 +125,62 @@ def test_the_train_page_refuses_with_the_changes_that_fit(a_24gb_card_with_23_fr
     assert "even with gradient checkpointing" in errors and "Changes that fit:" in errors, errors
     assert "switch to LoRA (" in errors and "GiB)" in errors
     assert runs.list_runs(OWNER) == []
+
+
+# Checkpointing on as few layers as fit (issue 19): a run short of memory recomputes only what it must.
+QWEN_LORA = EstimateRequest(model="Qwen/Qwen3-0.6B", method="lora", seq=1024, batch=8)
+EIGHT_B_QLORA = EstimateRequest(model="meta-llama/Llama-3.1-8B", method="qlora", seq=2048, batch=4)
+
+
+def test_checkpointing_is_chosen_on_as_few_layers_as_fit_and_that_is_faster():
+    from dataclasses import replace
+
+    from engine.estimate import checkpointing_choice, hours, load_gpu
+    from engine.vram import CONTEXT_GIB
+
+    assert not checkpointing_choice(QWEN_LORA, 60.0)[0].grad_ckpt  # room to spare: none, the fastest
+    everies = []
+    for free in (15.0, 11.0, 9.0):  # less and less memory: more and more layers checkpointed
+        chosen, without = checkpointing_choice(QWEN_LORA, free)
+        assert chosen.grad_ckpt and without > free
+        assert peak_gib(chosen) - CONTEXT_GIB <= 0.9 * free  # free: besides the CUDA context; 10 % spare
+        everies.append(chosen.ckpt_every)
+    assert everies[0] > everies[1] > everies[2] == 1, everies
+    gpu = load_gpu("rtx-4090")
+    partial, every_layer = checkpointing_choice(QWEN_LORA, 15.0)[0], replace(QWEN_LORA, grad_ckpt=True)
+    assert hours(partial, gpu)[1] < hours(every_layer, gpu)[1]  # fewer layers recomputed: a shorter estimate
+    assert peak_gib(partial) > peak_gib(every_layer)
+
+
+def test_when_only_offloading_the_checkpointed_inputs_fits_that_is_chosen_and_the_run_is_not_refused():
+    from dataclasses import replace
+
+    from engine.estimate import checkpointing_choice
+    from engine.vram import CONTEXT_GIB
+
+    on_gpu = peak_gib(replace(EIGHT_B_QLORA, grad_ckpt=True))
+    offloaded = peak_gib(replace(EIGHT_B_QLORA, grad_ckpt=True, ckpt_offload=True))
+    assert offloaded < on_gpu - 1.5  # 32 layers x 8,192 tokens x 4,096 x 2 bytes = 2 GiB of inputs leave the GPU
+    free = (offloaded + on_gpu) / 2  # room for the offloaded run only (NVML's free: the CUDA context included)
+    chosen, _ = checkpointing_choice(EIGHT_B_QLORA, (free - CONTEXT_GIB) / 0.9)  # engine.train keeps 10 % spare
+    assert chosen.grad_ckpt and chosen.ckpt_every == 1 and chosen.ckpt_offload
+    assert preflight(EIGHT_B_QLORA, free) == ""
+    assert "even with gradient checkpointing" in preflight(EIGHT_B_QLORA, offloaded - 0.5)
+
+
+def test_engine_train_passes_the_chosen_checkpointing_to_transformers_and_says_so(monkeypatch, capsys, tmp_path):
+    """decide_grad_ckpt on a GPU with little free memory (torch's free-memory query replaced: no GPU here)."""
+    import torch
+
+    spec = RunSpec(model_name_or_path="Qwen/Qwen3-0.6B", max_length=1024, per_device_train_batch_size=8)
+    spec.output_dir = str(tmp_path)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=0: (11 * 1024**3, 80 * 1024**3))
+    common.decide_grad_ckpt(spec, "Qwen/Qwen3-0.6B", "cuda")
+    assert spec.gradient_checkpointing and spec.checkpoint_every == 2 and not spec.checkpoint_offload
+    assert "gradient checkpointing: on for 14 of 28 layers (every 2)" in capsys.readouterr().out
+    assert RunSpec.load(tmp_path / "config.yaml").checkpoint_every == 2  # a resume keeps it
+    assert common.checkpointing_kwargs(spec) == {"every_n_layers": 2}
+    spec.checkpoint_every, spec.checkpoint_offload = 1, True
+    assert common.checkpointing_kwargs(spec) == {"offload": True}
+    spec.gradient_checkpointing = False
+    assert common.checkpointing_kwargs(spec) is None

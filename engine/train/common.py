@@ -12,7 +12,7 @@ import shutil
 import signal
 import sys
 import time
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 
 from engine import paths, rundir, tracking
@@ -41,6 +41,7 @@ FLAGS = {
     "--lora-dropout": "lora_dropout",
     "--report-to": "report_to",
     "--distributed": "distributed",
+    "--checkpoint-every": "checkpoint_every",
 }
 
 
@@ -67,6 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         default=None,
         help="gradient checkpointing: less activation memory, ~30%% more compute",
+    )
+    p.add_argument(
+        "--checkpoint-offload",
+        dest="checkpoint_offload",
+        action="store_true",
+        default=None,
+        help="with --grad-ckpt: keep the checkpointed layers' inputs in CPU memory (slower, less GPU memory)",
     )
     p.add_argument(
         "--fsdp-offload",
@@ -266,9 +274,11 @@ MEMORY: dict = {}
 def decide_grad_ckpt(spec: RunSpec, model_path: str, device: str, run_dir: Path | None = None) -> None:
     """The pre-flight on a GPU, before any weights load. A run that cannot fit this GPU's free memory even with
     gradient checkpointing is refused with the changes that would fit (engine.estimate.preflight). Otherwise, when
-    the person did not ask for checkpointing, it is turned on only if the run would not fit without it
-    (engine.estimate.checkpointing_needed), and said so. The prediction and the free memory are recorded in
-    status.json (`memory`), next to the peak NVML measures while training."""
+    the person did not ask for checkpointing, it is turned on only if the run would not fit without it, on as few
+    layers as fit (engine.estimate.checkpointing_choice: every n-th layer, every layer, then every layer with the
+    inputs in CPU memory), and said so; checkpointing asked for is kept as asked, with the inputs moved to CPU
+    memory when only that fits. The prediction and the free memory are recorded in status.json (`memory`), next to
+    the peak NVML measures while training."""
     if device != "cuda":
         return
     import torch
@@ -280,18 +290,28 @@ def decide_grad_ckpt(spec: RunSpec, model_path: str, device: str, run_dir: Path 
     try:
         req = estimate.request_for(spec, model_path)
         refusal = estimate.preflight(req, free + estimate.vram.CONTEXT_GIB)
-        needed, without = (False, 0.0) if spec.gradient_checkpointing else estimate.checkpointing_needed(req, free)
+        if spec.gradient_checkpointing:
+            chosen, without = req, 0.0
+            if estimate.peak_gib(req) - estimate.vram.CONTEXT_GIB > free and not req.ckpt_offload:
+                offloaded = replace(req, ckpt_offload=True)
+                chosen = offloaded if estimate.peak_gib(offloaded) - estimate.vram.CONTEXT_GIB <= free else req
+        else:
+            chosen, without = estimate.checkpointing_choice(req, free)
     except (estimate.EstimateError, ValueError, OSError):
         return  # a model the estimator cannot read trains as asked
     MEMORY.update(free_at_start_gib=round(free, 2), checkpointing_was_on=spec.gradient_checkpointing)
     if refusal:
         raise SpecError(refusal + " Nothing was loaded; change the settings and start again.")
-    if needed:
-        spec.gradient_checkpointing = True
+    if (chosen.grad_ckpt, chosen.ckpt_every, chosen.ckpt_offload) != (
+        spec.gradient_checkpointing,
+        spec.checkpoint_every,
+        spec.checkpoint_offload,
+    ):
+        spec.gradient_checkpointing = chosen.grad_ckpt
+        spec.checkpoint_every, spec.checkpoint_offload = chosen.ckpt_every, chosen.ckpt_offload
+        why = f"without it this run needs ~{without:.1f} GiB" if without else "as asked, it needs more"
         print(
-            f"gradient checkpointing: on (without it this run needs ~{without:.1f} GiB; this GPU has "
-            f"{free:.1f} GiB free)",
-            flush=True,
+            f"gradient checkpointing: {estimate.checkpointing_words(chosen)} ({why}; this GPU has {free:.1f} GiB free)"
         )
         if is_main_process():
             spec.save(Path(spec.output_dir) / "config.yaml")  # a resume continues with the same setting
@@ -323,6 +343,15 @@ def measured_peak_gib() -> float | None:
     return None
 
 
+def checkpointing_kwargs(spec: RunSpec) -> dict | None:
+    if not spec.gradient_checkpointing or sharded():
+        return None
+    kwargs = {"every_n_layers": spec.checkpoint_every} if spec.checkpoint_every > 1 else {}
+    if spec.checkpoint_offload:
+        kwargs["offload"] = True
+    return kwargs or None
+
+
 def training_args(spec: RunSpec, run_dir: Path, precision: dict, has_eval: bool) -> dict:
     """TrainingArguments fields every stage shares; the stage adds its own and builds its TRL config."""
     return dict(
@@ -336,6 +365,9 @@ def training_args(spec: RunSpec, run_dir: Path, precision: dict, has_eval: bool)
         gradient_accumulation_steps=spec.gradient_accumulation_steps,
         # under FSDP each wrapped layer checkpoints itself (fsdp_activation_checkpointing, engine/distributed.py)
         activation_checkpointing=spec.gradient_checkpointing and not sharded(),  # transformers 5.24: the new name
+        # every n-th layer / inputs in CPU memory: transformers' Trainer takes both out of these kwargs
+        # (activation_checkpointing_enable); None keeps its default (non-reentrant, every layer, on the GPU)
+        activation_checkpointing_kwargs=checkpointing_kwargs(spec),
         optim=spec.optim,
         seed=spec.seed,
         data_seed=spec.seed,

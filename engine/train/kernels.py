@@ -16,7 +16,14 @@ there, so a laptop without it trains exactly as before.
 
 import inspect
 
-LIGER_BY_DEFAULT = False
+LIGER_BY_DEFAULT = False  # opt-in (`extra: {liger: true}`) until its loss curves are checked on the GPU
+# Model types Liger 0.8.5 patches (liger_kernel/transformers/monkey_patch.py, MODEL_TYPE_TO_APPLY_LIGER_FN), for
+# the estimate, which reads it without importing torch or Liger
+LIGER_FAMILIES = frozenset(
+    "deepseek_v2 deepseek_v3 exaone4 falcon_h1 gemma gemma2 gemma3 gemma3_text glm4 gpt_oss granite "
+    "hunyuan_v1_dense hunyuan_v1_moe llama ministral mistral mixtral nemotron olmo2 olmo3 phi3 qwen2 qwen3 "
+    "qwen3_moe qwen3_next smollm3".split()
+)
 EXTRA_KEYS = ("liger", "compile")  # config.yaml `extra:` keys read here, not passed to TRL (engine/train/defaults.py)
 
 # What Liger may replace; everything else stays HF's. Keys a family's apply function lacks are dropped.
@@ -28,6 +35,12 @@ LIGER = {
     "cross_entropy": False,
     "fused_linear_cross_entropy": False,
 }
+
+
+def liger_planned(extra: dict, model_type: str) -> bool:
+    """Whether a CUDA run of this family gets Liger's kernels by its settings (the estimate's assumption; on the
+    machine itself, liger() also needs the package)."""
+    return bool(extra.get("liger", LIGER_BY_DEFAULT)) and model_type in LIGER_FAMILIES
 
 
 def apply(model, spec, device: str) -> None:
