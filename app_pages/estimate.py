@@ -195,7 +195,7 @@ a.metric(
     (f"Peak {memory_word}" + (" per GPU" if gpu.count > 1 else "")) if on_gpu else f"Peak memory ({memory_word})",
     f"{est.peak_gib:.1f} GiB",
     f"{est.headroom_gib:+.1f} GiB headroom",
-    delta_color="normal" if est.fits else "inverse",
+    delta_color="green" if est.fits else "red",  # headroom short of the need is bad news, in red
     delta_arrow="off",
 )
 b.metric("Largest micro-batch" if on_gpu else "Largest batch", est.max_batch or "none")
