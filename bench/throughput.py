@@ -574,6 +574,15 @@ def score(args) -> None:
         Path(args.write).write_text(text)
 
 
+def loss_gap(run: dict, other: dict | None) -> str:
+    """The largest relative difference between two runs' losses, step by step ("-" for the run itself or no pair):
+    where the math is the same (padding-free vs padded, Liger's kernels vs HF's), only bf16 rounding separates them."""
+    a, b = (run or {}).get("losses") or [], (other or {}).get("losses") or []
+    if not a or not b or run is other:
+        return "-"
+    return f"{max(abs(x - y) / max(abs(y), 1e-6) for x, y in zip(a, b)):.1%}"
+
+
 def variants(by: dict) -> list[str]:
     """Every way measured of each configuration against plain TRL of the same run file: the levers one by one."""
     lines = [
@@ -581,8 +590,8 @@ def variants(by: dict) -> list[str]:
         "## Every way against plain TRL (same machine, same data)",
         "",
         "| model | stage | method | seq, mix | way | tok/s | NVML GiB | speed-up | memory vs plain | MFU (790) | "
-        "first loss | kernels / error |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "first loss | loss curve vs plain, vs app_ckpt | kernels / error |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for key, ways in by.items():
         a = ways.get("plain") or {}
@@ -591,10 +600,11 @@ def variants(by: dict) -> list[str]:
             up = f"{tps / a['tokens_per_s']:.2f}x" if tps and a.get("tokens_per_s") else "-"
             mem = f"{gib / a['nvml_peak_gib']:.2f}x" if a.get("nvml_peak_gib") and way != "plain" else "-"
             note = "; ".join(r.get("kernels") or []) if tps else (r.get("error") or "no steps")[-100:]
+            gaps = ", ".join(loss_gap(r, ways.get(other)) for other in ("plain", "app_ckpt"))
             lines.append(
                 f"| {key[0]} | {key[1]} | {key[2]} | {key[3]}, {key[4]} | {way} | {tps or 0:,.0f} | {gib:.1f} | "
                 f"{up} | {mem} | {r.get('mfu_measured', 0):.1%} | "
-                f"{r['losses'][0] if r.get('losses') else float('nan'):.3f} | "
+                f"{r['losses'][0] if r.get('losses') else float('nan'):.3f} | {gaps} | "
                 f"{note.replace('|', '/').replace(chr(10), ' ')} |"
             )
     return lines

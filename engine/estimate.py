@@ -69,9 +69,8 @@ class EstimateRequest:
     gpus: int = 1  # processes training together, one per GPU (RunSpec.num_processes)
     distributed: str = _DEFAULT.distributed  # ddp | fsdp (engine/distributed.py)
     offload: bool = _DEFAULT.fsdp_offload  # fsdp: shards wait in CPU memory
-    liger: bool = (
-        kernels.LIGER_BY_DEFAULT
-    )  # on CUDA: Liger's fused kernels where the family has them (engine/train/kernels.py)
+    # on CUDA, Liger's fused kernels where the family has them; None: the method's default (engine/train/kernels.py)
+    liger: bool | None = None
 
     def __post_init__(self):
         if self.stage not in STAGES:
@@ -227,7 +226,7 @@ def request_for(spec: RunSpec, model: str | None = None) -> EstimateRequest:
         gpus=spec.num_processes,
         distributed=spec.distributed,
         offload=spec.fsdp_offload,
-        liger=bool(spec.extra.get("liger", kernels.LIGER_BY_DEFAULT)),
+        liger=kernels.liger_wanted(spec.extra, spec.method),
     )
 
 
@@ -313,7 +312,8 @@ def hours(req: EstimateRequest, gpu: Gpu) -> tuple[float, float]:
     step_tokens = req.batch * per_example * rows
     mfu = cls["mfu"] * (cls.get("dpo_factor", 1.0) if req.stage == "dpo" else 1.0)
     gpu_s = step_tokens * flops_per_token / (gpu.tflops_bf16 * 1e12 * mfu)
-    if req.liger and shape.model_type in kernels.LIGER_FAMILIES:
+    liger = kernels.liger_default(req.method) if req.liger is None else req.liger
+    if liger and shape.model_type in kernels.LIGER_FAMILIES:
         gpu_s /= cls.get("liger_speedup", 1.0)  # fewer passes over memory for norms, RoPE and the MLP's gate
     host_s = cls.get("host_ms_per_layer", {}).get(req.method, 0.0) / 1000 * shape.layers
     host_s *= (1 + 0.3 * recomputed) * (1.3 if req.stage == "dpo" else 1.0)

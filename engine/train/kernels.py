@@ -9,14 +9,21 @@ there, so a laptop without it trains exactly as before.
   is bound by the host queueing kernels (GPU busy 14-20 % for 1B LoRA with checkpointing,
   bench/results/profiles-20261130.txt), so fewer kernels is time; on large ones it is fewer passes over memory.
   Not Liger's cross-entropy: TRL's fused LM head already never materialises the logits.
-  `extra: {liger: true}` turns it on (off by default until bench/throughput.py has measured it on the GPU).
+  On by default for full fine-tuning and LoRA (LIGER_BY_DEFAULT below says what was measured); `extra: {liger:
+  false}` turns it off for one run, `extra: {liger: true}` on (QLoRA).
 - torch.compile of each decoder layer (`extra: {compile: true}`, off by default: see throughput.md for what it
   measured), with dynamic shapes so that each padding-free batch's new length does not recompile.
 """
 
 import inspect
 
-LIGER_BY_DEFAULT = False  # opt-in (`extra: {liger: true}`) until its loss curves are checked on the GPU
+# On by default on CUDA (where liger-kernel is installed: `make install` adds it where nvidia-smi is) for full
+# fine-tuning and LoRA, whose loss curves matched HF's kernels to 0.0 % (SFT) and 1.2 % (DPO) over 8 steps, and which
+# it made 1.22-1.33x faster where the GPU bounds the step; not for QLoRA, where bitsandbytes' 4-bit path leaves the
+# step bound by the host and Liger measured 0.90x (median of 4 against 3 runs on Qwen3-8B, within that host's noise,
+# but no gain). bench/results/throughput-20261207b-h100.md. `extra: {liger: true|false}` decides for one run.
+LIGER_BY_DEFAULT = True
+LIGER_DEFAULT_METHODS = ("full", "lora")
 # Model types Liger 0.8.5 patches (liger_kernel/transformers/monkey_patch.py, MODEL_TYPE_TO_APPLY_LIGER_FN), for
 # the estimate, which reads it without importing torch or Liger
 LIGER_FAMILIES = frozenset(
@@ -37,17 +44,20 @@ LIGER = {
 }
 
 
-def liger_planned(extra: dict, model_type: str) -> bool:
-    """Whether a CUDA run of this family gets Liger's kernels by its settings (the estimate's assumption; on the
-    machine itself, liger() also needs the package)."""
-    return bool(extra.get("liger", LIGER_BY_DEFAULT)) and model_type in LIGER_FAMILIES
+def liger_default(method: str) -> bool:
+    """Liger's kernels for a CUDA run of this method unless its `extra: {liger: ...}` says otherwise."""
+    return LIGER_BY_DEFAULT and method in LIGER_DEFAULT_METHODS
+
+
+def liger_wanted(extra: dict, method: str) -> bool:
+    return bool(extra.get("liger", liger_default(method)))
 
 
 def apply(model, spec, device: str) -> None:
     """Every stage's one call, after loading the model and before the trainer wraps it (PEFT, TRL's LM head)."""
     if device != "cuda":
         return
-    if spec.extra.get("liger", LIGER_BY_DEFAULT):
+    if liger_wanted(spec.extra, spec.method):
         print(f"kernels: {liger(model)}", flush=True)
     if spec.extra.get("compile", False):
         print(f"kernels: {compile_layers(model)}", flush=True)
