@@ -249,7 +249,8 @@ fig.update_layout(
 st.plotly_chart(fig, width="stretch")
 timing = (
     "at a measured share of the GPU's peak, and the time the computer takes to send each step's work to the "
-    "GPU, which is what bounds small models (fitted to runs on an H200)"
+    "GPU, which is what bounds small models and QLoRA (fitted to runs on an H200; that part varies with the server's "
+    "processor, up to 2x between two H100 servers)"
     if on_gpu
     else "at the share of this processor's peak measured on the showcase run (2 cores)"
 )
