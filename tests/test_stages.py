@@ -326,3 +326,25 @@ def test_rl_groups_fit_the_batch_or_the_person_is_told_how(batch, grad_accum, ex
             num_generations(spec)
     else:
         assert num_generations(spec) == expected
+
+
+def test_checkpointing_some_layers_with_their_inputs_in_cpu_memory_trains_the_same_curve(
+    tmp_path, trainer, tiny_model, data_dir
+):
+    """--checkpoint-every reaches transformers (train.log says what the trainer set on the model), offload is left
+    out on a processor (a CPU-only torch has no pinned memory; there is no GPU memory to save), and recomputing a
+    layer changes no number: the loss curve is the one without checkpointing."""
+    plain = train(trainer, tmp_path / "plain", "sft", "lora", tiny_model, data_dir)
+    assert_complete(tmp_path / "plain", plain, "sft", "lora")
+    run = tmp_path / "ckpt"
+    result = train(
+        trainer, run, "sft", "lora", tiny_model, data_dir, "--grad-ckpt", "--checkpoint-every", "2",
+        "--checkpoint-offload",
+    )  # fmt: skip
+    assert_complete(run, result, "sft", "lora")
+    assert "gradient checkpointing: on for 1 of 2 decoder layers\n" in result.stderr
+    assert "checkpoint offload: off, the run is on the processor" in result.stderr  # (GPU memory only)
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["checkpoint_every"] == 2 and config["checkpoint_offload"] is True
+    losses = [[m["loss"] for m in read_jsonl(r / "metrics.jsonl") if "loss" in m] for r in (tmp_path / "plain", run)]
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5), losses

@@ -343,12 +343,26 @@ def measured_peak_gib() -> float | None:
     return None
 
 
+def checkpointed_layers(model, args) -> str:
+    """What the trainer actually set on the model's decoder layers, for train.log: "on for 14 of 28 layers"."""
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
+    on = sum(bool(getattr(m, "gradient_checkpointing", False)) for m in layers)
+    offload = (args.activation_checkpointing_kwargs or {}).get("offload")
+    return f"on for {on} of {len(layers)} decoder layers" + (", their inputs kept in CPU memory" if offload else "")
+
+
 def checkpointing_kwargs(spec: RunSpec) -> dict | None:
     if not spec.gradient_checkpointing or sharded():
         return None
+    import torch
+
     kwargs = {"every_n_layers": spec.checkpoint_every} if spec.checkpoint_every > 1 else {}
-    if spec.checkpoint_offload:
+    if spec.checkpoint_offload and torch.cuda.is_available():
         kwargs["offload"] = True
+    elif spec.checkpoint_offload:  # (transformers would ask for pinned memory, which a CPU-only torch cannot give)
+        print("checkpoint offload: off, the run is on the processor (no GPU memory to save)", flush=True)
     return kwargs or None
 
 
@@ -437,9 +451,11 @@ def run_dir_callback(run_dir: Path, mfu: tuple[float, float] | None = None):
             self.last_log = None  # (time, tokens) for tokens/s
             self.peak = 0.0  # GiB NVML showed this process using, the highest so far
 
-        def on_train_begin(self, args, state, control, **kw):
+        def on_train_begin(self, args, state, control, model=None, **kw):
             if not state.is_world_process_zero:
                 return
+            if args.activation_checkpointing and model is not None:
+                print(f"gradient checkpointing: {checkpointed_layers(model, args)}", flush=True)
             rundir.write_status(
                 run_dir,
                 "running",
