@@ -260,7 +260,8 @@ st.caption(
     + (f", {int(examples) / stats['rows']:.2g} of one pass over your {stats['rows']:,} rows" if stats else "")
     + (f" × {epochs:g} passes" if epochs != 1 else "")
     + ") · time from "
-    f"6N FLOPs per token (4N with LoRA) {timing}."
+    "the arithmetic each token costs (about 6 operations per parameter; 4 with LoRA and QLoRA, whose base weights "
+    f"get no gradients) {timing}."
 )
 
 st.subheader(f"Largest catalog model on {gpu.name if on_gpu else 'this computer'}, with these settings")
