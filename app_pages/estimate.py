@@ -23,6 +23,7 @@ from engine.estimate import (
 from engine.hardware import load_presets
 from engine.recommend import METHOD_NAMES, advise_method, apply_to_spec
 from engine.spec import DISTRIBUTED, DISTRIBUTED_NAMES, METHODS, STAGE_NAMES, RunSpec
+from engine.train.kernels import liger_wanted
 from engine.vram import OPTIMIZERS
 from ui.datastats import plan_stats
 from ui.session import acting_name, actor, model_label, warn_if_planned_elsewhere
@@ -184,6 +185,7 @@ try:
         gpus=gpu.count,
         distributed=distributed,
         offload=offload and distributed == "fsdp",
+        liger=liger_wanted(spec.extra, method) if on_gpu else False,  # a GPU run's kernels (engine/train/kernels.py)
     )
     est = estimate_run(req, gpu)
 except EstimateError as e:

@@ -69,7 +69,9 @@ class EstimateRequest:
     gpus: int = 1  # processes training together, one per GPU (RunSpec.num_processes)
     distributed: str = _DEFAULT.distributed  # ddp | fsdp (engine/distributed.py)
     offload: bool = _DEFAULT.fsdp_offload  # fsdp: shards wait in CPU memory
-    # on CUDA, Liger's fused kernels where the family has them; None: the method's default (engine/train/kernels.py)
+    # On CUDA, Liger's fused kernels where the family has them (engine/train/kernels.py). None: not known to run on
+    # CUDA: the time takes the method's default (a processor's class has no Liger factor), the memory HF's kernels
+    # (the larger figure). request_for() says True or False: what engine.train will do on a GPU.
     liger: bool | None = None
 
     def __post_init__(self):
@@ -179,6 +181,8 @@ def _plan(req: EstimateRequest) -> vram.MemoryPlan:
         grad_ckpt=req.grad_ckpt,
         ckpt_every=req.ckpt_every,
         ckpt_offload=req.ckpt_offload,
+        # None (where it runs is not known): HF's kernels, the larger figure
+        liger=req.liger is True and _shape(req.model).model_type in kernels.LIGER_FAMILIES,
         lora_r=req.lora_r,
         lora_targets=req.lora_targets,
         lora_dropout=req.lora_dropout,

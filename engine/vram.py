@@ -248,7 +248,7 @@ class Shape:
         return self.experts * 3 * self.hidden * self.intermediate * 2.0
 
     def activation_bytes_per_token_layer(
-        self, method: str, attn: str, seq: int, dropout: bool = True, gqa_repeat: bool = False
+        self, method: str, attn: str, seq: int, dropout: bool = True, gqa_repeat: bool = False, liger: bool = False
     ) -> float:
         """Bytes autograd keeps per token and decoder layer in bf16 (Korthikanti et al. 2022, "Reducing Activation
         Recomputation in Large Transformer Models", sec. 4.1, redone for a llama block: RMSNorm, RoPE, SwiGLU, no
@@ -271,6 +271,13 @@ class Shape:
             # (8i), the rotated q and k, v, and SDPA's output (2q + 2kv + 2kv + 2q: SDPA's output is laid out so
             # that o_proj reads it without a copy).
             per = (16 if method == "full" else 12) * h + 8 * i + 4 * q
+            if liger and self.experts <= 1:
+                # Liger's kernels (engine/train/kernels.py), from what their autograd functions save: RMSNorm keeps
+                # its bf16 input and a per-row rstd (liger_kernel/ops/rms_norm.py), not the fp32 input (-4h a norm)
+                # nor, when its weight trains, the normalised copy; SwiGLU keeps gate and up and recomputes SiLU
+                # (ops/swiglu.py, -2i). 1B full SFT 2048 x 8 without checkpointing: 8h + 2i = 32 KB a token and
+                # layer, 36.9 -> 28.8 GiB measured = 32.4 KB (bench/results/throughput-20261207-h100.md)
+                per -= (8 if method == "full" else 4) * h + 2 * i
         else:
             per = 8 * h + 15 * h + 9 * i + 7 * q
         # k and v: 2 bytes each per kv element; torch's varlen kernel before 2.13 has no enable_gqa, so a
@@ -321,6 +328,7 @@ class MemoryPlan:
     grad_ckpt: bool = False
     ckpt_every: int = 1  # with grad_ckpt: every n-th decoder layer is checkpointed, the others keep everything
     ckpt_offload: bool = False  # with grad_ckpt: the checkpointed layers' inputs wait in pinned CPU memory
+    liger: bool = False  # Liger's RMSNorm and SwiGLU replace HF's (CUDA, a family Liger has; engine/train/kernels.py)
     lora_r: int = 16
     lora_targets: str = "all-linear"
     lora_dropout: float = 0.0
@@ -452,7 +460,7 @@ def _quantities(shape: Shape, plan: MemoryPlan) -> dict[str, float]:
     dropout = plan.lora_dropout > 0 and plan.stage not in ("dpo", "rm")  # TRL: disable_dropout=True there
     varlen = plan.stage in ("sft", "dpo") and not shape.padded(plan.stage, plan.seq)
     repeat = plan.gqa_repeat and varlen and shape.kv_width < shape.q_width
-    per_layer = shape.activation_bytes_per_token_layer(plan.method, plan.attn, plan.seq, dropout, repeat)
+    per_layer = shape.activation_bytes_per_token_layer(plan.method, plan.attn, plan.seq, dropout, repeat, plan.liger)
     # the first layer's activations (rebuilt, with checkpointing) are still alive while the last gradients appear
     # (SmolLM2-1.7B full with checkpointing: 0.55 GiB over the gradients, bench/results/memory_snapshot.jsonl)
     last_layer = tokens * per_layer * (REBUILD_FULL if plan.grad_ckpt and plan.method == "full" else 1.0)

@@ -274,3 +274,18 @@ def test_the_time_follows_the_gpu_kernels_a_run_will_get():
     assert request_for(spec).liger is False and request_for(RunSpec(method="lora")).liger is True
     cpu = Gpu(name="2-core CPU", vram_gib=16, tflops_bf16=0.19, mfu_class="cpu")
     assert hours(full, cpu)[1] == hours(EstimateRequest(**{**full.__dict__, "liger": False}), cpu)[1]
+
+
+def test_liger_memory_follows_what_its_kernels_save():
+    """Liger's RMSNorm keeps a bf16 input instead of an fp32 one and its SwiGLU recomputes SiLU: 8h + 2i bytes a token
+    and layer less for full fine-tuning. Measured on an H100 (bench/results/throughput-20261207-h100.jsonl): 1B full
+    SFT 2048 x 8 without checkpointing, 36.9 GiB with HF's kernels, 28.8 GiB with Liger's."""
+    from bench.throughput import MODELS
+
+    rows = {r["way"]: r for r in map(json.loads, open("bench/results/throughput-20261207-h100.jsonl"))}
+    for way, liger in (("app", False), ("app_liger", True)):
+        r = rows[way]
+        req = EstimateRequest(model=MODELS[r["model"]], method=r["method"], seq=r["seq"], batch=r["batch"], liger=liger)
+        assert 1.0 <= peak_gib(req) / r["nvml_peak_gib"] < 1.04, (way, peak_gib(req), r["nvml_peak_gib"])
+    unknown = EstimateRequest(model="meta-llama/Llama-3.2-1B", method="full", seq=2048, batch=8)
+    assert peak_gib(unknown) == peak_gib(EstimateRequest(**{**unknown.__dict__, "liger": False}))  # maybe a CPU

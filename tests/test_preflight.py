@@ -176,11 +176,13 @@ def test_engine_train_passes_the_chosen_checkpointing_to_transformers_and_says_s
     spec.output_dir = str(tmp_path)
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=0: (11 * 1024**3, 80 * 1024**3))
     common.decide_grad_ckpt(spec, "Qwen/Qwen3-0.6B", "cuda")
-    assert spec.gradient_checkpointing and spec.checkpoint_every == 2 and not spec.checkpoint_offload
-    assert "gradient checkpointing: on for 14 of 28 layers (every 2)" in capsys.readouterr().out
-    assert RunSpec.load(tmp_path / "config.yaml").checkpoint_every == 2  # a resume keeps it
-    assert common.checkpointing_kwargs(spec) == {"every_n_layers": 2}
+    assert spec.gradient_checkpointing and spec.checkpoint_every == 3 and not spec.checkpoint_offload
+    assert "gradient checkpointing: on for 10 of 28 layers (every 3)" in capsys.readouterr().out
+    assert RunSpec.load(tmp_path / "config.yaml").checkpoint_every == 3  # a resume keeps it
+    assert common.checkpointing_kwargs(spec) == {"every_n_layers": 3}
     spec.checkpoint_every, spec.checkpoint_offload = 1, True
+    assert common.checkpointing_kwargs(spec) is None  # a processor has no pinned memory, nor GPU memory to save
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert common.checkpointing_kwargs(spec) == {"offload": True}
     spec.gradient_checkpointing = False
     assert common.checkpointing_kwargs(spec) is None
