@@ -22,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -615,7 +616,9 @@ def score_runs(args):
             continue
         spec = RunSpec.load(status_file.parent / "config.yaml")
         try:
-            now = estimate.peak_gib(estimate.request_for(spec))
+            log = status_file.parent / "train.log"
+            liger = log.is_file() and "kernels: Liger's fused" in log.read_text(errors="replace")  # as it ran
+            now = estimate.peak_gib(replace(estimate.request_for(spec), liger=liger))
         except (estimate.EstimateError, ValueError, OSError):
             now = float("nan")
         err = (now - measured) / measured
