@@ -297,6 +297,8 @@ def decide_grad_ckpt(spec: RunSpec, model_path: str, device: str, run_dir: Path 
                 chosen = offloaded if estimate.peak_gib(offloaded) - estimate.vram.CONTEXT_GIB <= free else req
         else:
             chosen, without = estimate.checkpointing_choice(req, free)
+        if sharded():  # FSDP checkpoints every wrapped layer itself, on the GPU (engine/distributed.py)
+            chosen = replace(chosen, ckpt_every=1, ckpt_offload=False)
     except (estimate.EstimateError, ValueError, OSError):
         return  # a model the estimator cannot read trains as asked
     MEMORY.update(free_at_start_gib=round(free, 2), checkpointing_was_on=spec.gradient_checkpointing)
