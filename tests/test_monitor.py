@@ -184,3 +184,7 @@ def test_the_run_panel_states_predicted_and_measured_gpu_memory():
         "GPU memory: 20.4 GiB predicted, 20.0 GiB measured by NVML (+2 %) · 23.0 GiB were free at the start."
     )
     assert memory_line({}) == "", "a CPU run records no GPU memory"
+    status["memory"]["checkpointing"] = "on for 7 of 28 layers (every 4)"
+    assert memory_line(status).startswith(
+        "GPU memory: 20.4 GiB predicted with gradient checkpointing on for 7 of 28 layers (every 4), 20.0 GiB measured"
+    )

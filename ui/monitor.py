@@ -111,6 +111,8 @@ def memory_line(status: dict) -> str:
     if predicted is None:
         return ""
     text = f"GPU memory: {predicted:.1f} GiB predicted"
+    if memory.get("checkpointing"):  # what the trainer chose (engine/train/common.py decide_grad_ckpt)
+        text += f" with gradient checkpointing {memory['checkpointing']}"
     if measured:
         text += f", {measured:.1f} GiB measured by NVML ({100 * (predicted - measured) / measured:+.0f} %)"
     return text + f" · {memory.get('free_at_start_gib', 0):.1f} GiB were free at the start."

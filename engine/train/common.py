@@ -313,12 +313,14 @@ def decide_grad_ckpt(spec: RunSpec, model_path: str, device: str, run_dir: Path 
         spec.checkpoint_every, spec.checkpoint_offload = chosen.ckpt_every, chosen.ckpt_offload
         why = f"without it this run needs ~{without:.1f} GiB" if without else "as asked, it needs more"
         print(
-            f"gradient checkpointing: {estimate.checkpointing_words(chosen)} ({why}; this GPU has {free:.1f} GiB free)"
+            f"gradient checkpointing: {estimate.checkpointing_words(chosen)} ({why}; this GPU has {free:.1f} GiB free)",
+            flush=True,
         )
         if is_main_process():
             spec.save(Path(spec.output_dir) / "config.yaml")  # a resume continues with the same setting
     MEMORY["request"] = estimate.request_for(spec, model_path)  # with checkpointing as decided
     MEMORY["predicted_peak_gib"] = round(estimate.peak_gib(MEMORY["request"]), 2)
+    MEMORY["checkpointing"] = estimate.checkpointing_words(MEMORY["request"])
     if is_main_process():
         rundir.write_status(
             Path(spec.output_dir), "running", memory={k: v for k, v in MEMORY.items() if k != "request"}
