@@ -189,7 +189,7 @@ def plain(args) -> int:
     )
     rows = [json.loads(line) for line in Path(args.data).read_text().splitlines()]
     if len(rows) >= 100:  # what engine.train keeps for training from a user's file (common.load_splits); before
-        rows = rows[: -min(200, len(rows) // 20)]  # 2026-12-08 this cut always, so the two saw different batches
+        rows = rows[: -min(200, len(rows) // 20)]  # (until 2026-12-07 evening it always cut: different batches)
     out = Path(args.out)
 
     class Log(TrainerCallback):
