@@ -249,7 +249,13 @@ def checkpointing_choice(req: EstimateRequest, free_gib: float) -> tuple[Estimat
     fits without it, with 10 % to spare (as checkpointing_needed); else the first rung of CHECKPOINT_LADDER that
     fits with the same margin: checkpointing every n-th layer recomputes 1/n of the forward instead of all of it
     (selective, instead of all-or-nothing), and offloading the inputs is the last resort before a smaller batch.
-    When nothing fits, every layer on the GPU (the pre-flight has refused the run before)."""
+    When nothing fits, every layer on the GPU (the pre-flight has refused the run before). Checkpointing the person
+    asked for (req.grad_ckpt) is kept as asked, with the inputs in CPU memory when only that fits (without: 0.0,
+    not worked out)."""
+    if req.grad_ckpt:
+        offloaded = replace(req, ckpt_offload=True)
+        too_big = peak_gib(req) - vram.CONTEXT_GIB > free_gib
+        return (offloaded if too_big and peak_gib(offloaded) - vram.CONTEXT_GIB <= free_gib else req), 0.0
     needed, without = checkpointing_needed(req, free_gib)
     if not needed:
         return replace(req, grad_ckpt=False, ckpt_every=1, ckpt_offload=False), without
@@ -266,11 +272,7 @@ def trained_as(req: EstimateRequest, gpu: Gpu) -> EstimateRequest | None:
     even so (the pre-flight refuses it)."""
     if peak_gib(req) <= gpu.vram_gib:
         return None
-    free = gpu.vram_gib - vram.CONTEXT_GIB  # an idle GPU: all free but the run's own CUDA context
-    if req.grad_ckpt:  # asked for: kept, with the inputs in CPU memory when only that fits
-        chosen = replace(req, ckpt_offload=True)
-    else:
-        chosen = checkpointing_choice(req, free)[0]
+    chosen = checkpointing_choice(req, gpu.vram_gib - vram.CONTEXT_GIB)[0]  # an idle GPU: all free but the context
     return chosen if chosen != req and peak_gib(chosen) <= gpu.vram_gib else None
 
 

@@ -164,6 +164,9 @@ def test_when_only_offloading_the_checkpointed_inputs_fits_that_is_chosen_and_th
     free = (offloaded + on_gpu) / 2  # room for the offloaded run only (NVML's free: the CUDA context included)
     chosen, _ = checkpointing_choice(EIGHT_B_QLORA, (free - CONTEXT_GIB) / 0.9)  # engine.train keeps 10 % spare
     assert chosen.grad_ckpt and chosen.ckpt_every == 1 and chosen.ckpt_offload
+    asked = replace(EIGHT_B_QLORA, grad_ckpt=True)  # checkpointing asked for: kept, and offloaded as only that fits
+    assert checkpointing_choice(asked, free - CONTEXT_GIB)[0] == replace(asked, ckpt_offload=True)
+    assert checkpointing_choice(asked, on_gpu)[0] == asked  # room enough: as asked
     assert preflight(EIGHT_B_QLORA, free) == ""
     assert "even with gradient checkpointing" in preflight(EIGHT_B_QLORA, offloaded - 0.5)
 

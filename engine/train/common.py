@@ -290,13 +290,7 @@ def decide_grad_ckpt(spec: RunSpec, model_path: str, device: str, run_dir: Path 
     try:
         req = estimate.request_for(spec, model_path)
         refusal = estimate.preflight(req, free + estimate.vram.CONTEXT_GIB)
-        if spec.gradient_checkpointing:
-            chosen, without = req, 0.0
-            if estimate.peak_gib(req) - estimate.vram.CONTEXT_GIB > free and not req.ckpt_offload:
-                offloaded = replace(req, ckpt_offload=True)
-                chosen = offloaded if estimate.peak_gib(offloaded) - estimate.vram.CONTEXT_GIB <= free else req
-        else:
-            chosen, without = estimate.checkpointing_choice(req, free)
+        chosen, without = estimate.checkpointing_choice(req, free)
         if sharded():  # FSDP checkpoints every wrapped layer itself, on the GPU (engine/distributed.py)
             chosen = replace(chosen, ckpt_every=1, ckpt_offload=False)
     except (estimate.EstimateError, ValueError, OSError):
