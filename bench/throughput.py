@@ -21,6 +21,7 @@ H200's dense bf16 peak: 989 TFLOP/s datasheet, ~790 measured on large matrix pro
 """
 
 import argparse
+import dataclasses
 import datetime
 import json
 import math
@@ -66,13 +67,13 @@ WAYS = {
     "app_liger": (False, {"liger": True}),
     "app_ckpt_compile": (True, {"compile": True}),
     "app_compile": (False, {"compile": True}),
-    "app_ckpt_every2": (True, {"activation_checkpointing_kwargs": {"every_n_layers": 2}}),
+    "app_ckpt_every2": (True, {"checkpoint_every": 2}),  # --checkpoint-every 2
     "app_ckpt_sac": (True, {"activation_checkpointing_kwargs": {"selective": True}}),
     # HF's own kernels where Liger is the default (engine/train/kernels.py LIGER_BY_DEFAULT): the lever alone
     "app_hf": (False, {"liger": False}),
     "app_ckpt_hf": (True, {"liger": False}),
-    # transformers' own offload: each checkpointed layer's input waits in pinned CPU memory (save_on_cpu)
-    "app_ckpt_cpu": (True, {"activation_checkpointing_kwargs": {"offload": True}}),
+    # --checkpoint-offload: each checkpointed layer's input waits in pinned CPU memory (transformers' save_on_cpu)
+    "app_ckpt_cpu": (True, {"checkpoint_offload": True}),
     # the memory-saving mode: checkpointed layer inputs wait in pinned CPU memory (TRL's activation offloading,
     # side streams); it sees them only under reentrant checkpointing (non-reentrant keeps them in a closure)
     "app_offload": (True, {"activation_offloading": True, "activation_checkpointing_kwargs": {"use_reentrant": True}}),
@@ -188,8 +189,10 @@ def plain(args) -> int:
         else LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM")
     )
     rows = [json.loads(line) for line in Path(args.data).read_text().splitlines()]
-    if len(rows) >= 100:  # what engine.train keeps for training from a user's file (common.load_splits); before
-        rows = rows[: -min(200, len(rows) // 20)]  # (until 2026-12-07 evening it always cut: different batches)
+    # what engine.train keeps for training from a user's file (common.load_splits): until the evening of 2026-12-07
+    # this cut under 100 rows too, so the script and the app trained on different batches
+    if len(rows) >= 100:
+        rows = rows[: -min(200, len(rows) // 20)]
     out = Path(args.out)
 
     class Log(TrainerCallback):
@@ -308,7 +311,11 @@ def command(way: str, cfg: dict, model_dir: Path, data: Path, out: Path) -> list
     extra = []
     if settings:
         config = out.parent / f"{way}.yaml"
-        config.write_text(json.dumps({"extra": settings}))  # JSON is YAML
+        from engine.spec import RunSpec
+
+        fields = {f.name for f in dataclasses.fields(RunSpec)}  # the app's own settings; the rest goes to `extra:`
+        own = {k: v for k, v in settings.items() if k in fields}
+        config.write_text(json.dumps({**own, "extra": {k: v for k, v in settings.items() if k not in own}}))  # YAML
         extra = ["--config", str(config)]
     return [
         sys.executable,
