@@ -67,6 +67,7 @@ WAYS = {
     "app_liger": (False, {"liger": True}),
     "app_ckpt_compile": (True, {"compile": True}),
     "app_compile": (False, {"compile": True}),
+    "app_ckpt_compile_hf": (True, {"compile": True, "liger": False}),  # inductor's own fusions instead of Liger's
     "app_ckpt_every2": (True, {"checkpoint_every": 2}),  # --checkpoint-every 2
     "app_ckpt_sac": (True, {"activation_checkpointing_kwargs": {"selective": True}}),
     # HF's own kernels where Liger is the default (engine/train/kernels.py LIGER_BY_DEFAULT): the lever alone
@@ -344,15 +345,21 @@ def command(way: str, cfg: dict, model_dir: Path, data: Path, out: Path) -> list
     ] + (["--grad-ckpt"] if ckpt else [])
 
 
-def tokens_per_second(metrics: Path) -> tuple[float | None, list[float]]:
+def step_rates(metrics: Path) -> list[float]:
+    """Real tokens a second of each logged step after the first two (the first steps warm up, or compile)."""
     logs = [json.loads(line) for line in metrics.read_text().splitlines()] if metrics.exists() else []
     logs = [r for r in logs if "loss" in r and r.get("num_tokens") is not None]
-    rates = [
+    return [
         (b["num_tokens"] - a["num_tokens"]) / (b["time"] - a["time"])
         for a, b in zip(logs, logs[1:])
         if b["step"] > 2 and b["time"] > a["time"]
     ]
-    return (statistics.median(rates) if rates else None), [r["loss"] for r in logs]
+
+
+def tokens_per_second(metrics: Path) -> tuple[float | None, list[float]]:
+    logs = [json.loads(line) for line in metrics.read_text().splitlines()] if metrics.exists() else []
+    rates = step_rates(metrics)
+    return (statistics.median(rates) if rates else None), [r["loss"] for r in logs if "loss" in r]
 
 
 _model_locks: dict[str, threading.Lock] = {}
@@ -395,7 +402,7 @@ def finish_after_last_step(cmd: list[str], gpu: int, metrics: Path, kill: bool) 
             stderr=err,
             text=True,
             start_new_session=True,
-            env={**os.environ, "CUDA_VISIBLE_DEVICES": str(gpu)},
+            env={**os.environ, "CUDA_VISIBLE_DEVICES": str(gpu), "TORCH_LOGS": "recompiles"},
         )
         started = time.time()
         while proc.poll() is None:
@@ -448,6 +455,8 @@ def one(way: str, cfg: dict, gpu: int, meta: dict) -> dict:
         mean_tokens=round(sum(seqs) / len(seqs), 1),
         padding_free="batches: padding-free" in proc.stdout,
         kernels=[line[9:] for line in proc.stdout.splitlines() if line.startswith("kernels: ")],
+        step_rates=[round(r) for r in step_rates(work / "run" / "metrics.jsonl")],
+        recompiles=proc.stderr.count("Recompiling function"),  # TORCH_LOGS=recompiles: a compile way's new shapes
     )
     if tps:
         flops = tps * model_flops_per_token(cfg, span)
