@@ -212,15 +212,20 @@ d.metric(
     delta_arrow="off",
 )
 has = f"the GPU has {gpu.vram_gib:.0f} GiB" if on_gpu else f"this computer has {gpu.vram_gib:.0f} GiB of {memory_word}"
-if est.fits:
-    st.success(f"Fits: {est.peak_gib:.1f} of {gpu.vram_gib:.0f} GiB, {est.headroom_gib:.1f} GiB to spare.")
-elif on_gpu and (chosen := trained_as(req, gpu)):
+chosen = trained_as(req, gpu) if on_gpu else None
+if chosen:
     slower = hours(chosen, gpu)[1] / hours(dataclasses.replace(req, grad_ckpt=False), gpu)[1] - 1
-    st.warning(
-        f"Needs {est.peak_gib:.1f} GiB as set; {has}. Training on a GPU checkpoints by itself only as much as "
-        f"it must to fit: here gradient checkpointing {checkpointing_words(chosen)}, "
-        f"{peak_gib(chosen):.1f} GiB, about {max(slower, 0):.0%} slower than without."
+    itself = (
+        f"checkpoints by itself only as much as it must to fit (it keeps 10 % of the GPU spare): here gradient "
+        f"checkpointing {checkpointing_words(chosen)}, {peak_gib(chosen):.1f} GiB, about {max(slower, 0):.0%} slower "
+        "than without."
     )
+    if est.fits:  # fits the whole card, not with the trainer's margin
+        st.success(f"Fits, with little to spare: {est.peak_gib:.1f} of {gpu.vram_gib:.0f} GiB. Training {itself}")
+    else:
+        st.warning(f"Needs {est.peak_gib:.1f} GiB as set; {has}. Training on a GPU {itself}")
+elif est.fits:
+    st.success(f"Fits: {est.peak_gib:.1f} of {gpu.vram_gib:.0f} GiB, {est.headroom_gib:.1f} GiB to spare.")
 else:
     st.error(
         f"Does not fit: needs {est.peak_gib:.1f} GiB, {has} (short by {-est.headroom_gib:.1f} GiB). "

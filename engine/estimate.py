@@ -267,11 +267,9 @@ def checkpointing_choice(req: EstimateRequest, free_gib: float) -> tuple[Estimat
 
 
 def trained_as(req: EstimateRequest, gpu: Gpu) -> EstimateRequest | None:
-    """What engine.train's pre-flight (engine/train/common.py decide_grad_ckpt) makes of a run that does not fit
-    this whole GPU as set: the checkpointing it turns on by itself. None when the run fits as set, or does not fit
-    even so (the pre-flight refuses it)."""
-    if peak_gib(req) <= gpu.vram_gib:
-        return None
+    """What engine.train's pre-flight (engine/train/common.py decide_grad_ckpt) makes of this run on this GPU, idle:
+    the checkpointing it turns on by itself, also for a run that fits the whole GPU but not with the 10 % the
+    trainer keeps spare. None when it trains as set, or does not fit even so (the pre-flight refuses it)."""
     chosen = checkpointing_choice(req, gpu.vram_gib - vram.CONTEXT_GIB)[0]  # an idle GPU: all free but the context
     return chosen if chosen != req and peak_gib(chosen) <= gpu.vram_gib else None
 

@@ -97,6 +97,16 @@ def test_a_run_a_little_too_big_is_told_only_some_layers_get_checkpointed():
     assert at.warning and "gradient checkpointing on for 7 of 28 layers (every 4)" in at.warning[0].value
 
 
+def test_a_run_that_fits_only_without_the_trainers_margin_is_told_it_will_checkpoint_a_few_layers():
+    at = _open()
+    at.selectbox[0].set_value("rtx-4090").run()  # Qwen3-1.7B LoRA at 1024 x 8: ~22.4 GiB of the 24, under 10 % spare
+    at.selectbox[1].set_value("Qwen/Qwen3-1.7B").run()
+    _widget(at.select_slider, "Sequence length").set_value(1024).run()
+    assert not at.exception and not at.error and not at.warning
+    fits = at.success[0].value
+    assert fits.startswith("Fits, with little to spare") and "on for 4 of 28 layers (every 8)" in fits, fits
+
+
 def test_the_bundled_sets_token_statistics_time_the_run_before_the_data_page_is_visited():
     from engine.data import bundled
     from engine.datastats import token_stats
