@@ -43,6 +43,14 @@ FLAGS = {
     "--distributed": "distributed",
     "--checkpoint-every": "checkpoint_every",
 }
+# what --help says of the flags whose name and the lesson do not say it already
+FLAG_HELP = {
+    "--checkpoint-every": "with --grad-ckpt: checkpoint every N-th decoder layer only (1: every layer); the others "
+    "keep their activations, so N=2 recomputes half as much and needs more memory. On a GPU, engine.train picks N by "
+    "itself when the run does not fit without checkpointing",
+    "--grad-accum": "micro-batches summed into one optimizer step (the effective batch is batch x this)",
+    "--num-processes": "GPUs to train on (one process each)",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
             type=kind,
             default=None,
             choices={"stage": STAGES, "method": METHODS, "report_to": REPORT_TO, "distributed": DISTRIBUTED}.get(name),
+            help=FLAG_HELP.get(flag),
         )
     p.add_argument(
         "--grad-ckpt",
