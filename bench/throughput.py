@@ -68,6 +68,7 @@ WAYS = {
     "app_ckpt_compile": (True, {"compile": True}),
     "app_compile": (False, {"compile": True}),
     "app_ckpt_compile_hf": (True, {"compile": True, "liger": False}),  # inductor's own fusions instead of Liger's
+    "app_ckpt_compile_eager4": (True, {"compile": True, "compile_4bit": "eager"}),  # QLoRA: bnb's matmul not compiled
     "app_ckpt_every2": (True, {"checkpoint_every": 2}),  # --checkpoint-every 2
     "app_ckpt_sac": (True, {"activation_checkpointing_kwargs": {"selective": True}}),
     # HF's own kernels where Liger is the default (engine/train/kernels.py LIGER_BY_DEFAULT): the lever alone

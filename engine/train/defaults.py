@@ -29,9 +29,9 @@ STAGE_DEFAULTS = {
     },
 }
 
-TUNEWISE_EXTRA = ("reward_model", "reward_checks", "padding_free", "liger", "compile")  # `extra` keys Tunewise
-# reads itself (rl: the rm run or the check file; sft: padding-free batches, engine/train/fast.py; GPU kernels,
-# engine/train/kernels.py); not passed to TRL
+# `extra` keys Tunewise reads itself (rl: the rm run or the check file; sft: padding-free batches,
+# engine/train/fast.py; GPU kernels, engine/train/kernels.py); not passed to TRL
+TUNEWISE_EXTRA = ("reward_model", "reward_checks", "padding_free", "liger", "compile", "compile_4bit")
 
 
 def trl_config(config_cls, stage: str, shared: dict, extra: dict):
