@@ -12,6 +12,7 @@ from engine.estimate import (
     EstimateError,
     EstimateRequest,
     checkpointing_words,
+    compiled,
     estimate_run,
     gpu_from_hardware,
     hours,
@@ -187,6 +188,7 @@ try:
         offload=offload and distributed == "fsdp",
         liger=liger_wanted(spec.extra, method) if on_gpu else False,  # a GPU run's kernels (engine/train/kernels.py)
     )
+    req = dataclasses.replace(req, compile=compiled(req, gpu))  # engine.train's choice on this GPU (long runs)
     est = estimate_run(req, gpu)
 except EstimateError as e:
     st.error(str(e))
@@ -269,6 +271,12 @@ st.caption(
     + ") · time from "
     "the arithmetic each token costs (about 6 operations per parameter; 4 with LoRA and QLoRA, whose base weights "
     f"get no gradients) {timing}."
+    + (
+        " This run is long enough that training compiles the model first (torch.compile): about a minute before "
+        "the first step, then faster steps; the time includes both."
+        if req.compile
+        else ""
+    )
 )
 
 st.subheader(f"Largest catalog model on {gpu.name if on_gpu else 'this computer'}, with these settings")

@@ -45,6 +45,7 @@ class Gpu:
     usd_per_hour: float | None = None
     count: int = 1
     mfu_class: str = "other"
+    cuda: bool = True  # an NVIDIA GPU, where engine.train uses its GPU-only kernels (engine/train/kernels.py)
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,9 @@ class EstimateRequest:
     # CUDA: the time takes the method's default (a processor's class has no Liger factor), the memory HF's kernels
     # (the larger figure). request_for() says True or False: what engine.train will do on a GPU.
     liger: bool | None = None
+    # On CUDA, torch.compile of the decoder layers (engine/train/kernels.py compile_default). None: engine.train's
+    # choice for a CUDA run (long SFT and DPO runs), no compile elsewhere; True/False: as `extra: {compile: ...}`.
+    compile: bool | None = None
 
     def __post_init__(self):
         if self.stage not in STAGES:
@@ -141,6 +145,7 @@ def load_gpu(key: str) -> Gpu:
         tflops_bf16=preset.tflops_bf16,
         usd_per_hour=preset.usd_per_hour,
         mfu_class=_mfu()["presets"].get(key, "other"),
+        cuda=preset.kind == "cuda",
     )
 
 
@@ -154,6 +159,7 @@ def gpu_from_hardware(hw) -> Gpu:
         usd_per_hour=getattr(hw, "usd_per_hour", None),
         count=int(getattr(hw, "count", 1) or 1),
         mfu_class=_mfu()["presets"].get(key, "other"),
+        cuda=getattr(hw, "kind", "cuda") == "cuda",
     )
 
 
@@ -181,8 +187,8 @@ def _plan(req: EstimateRequest) -> vram.MemoryPlan:
         grad_ckpt=req.grad_ckpt,
         ckpt_every=req.ckpt_every,
         ckpt_offload=req.ckpt_offload,
-        # None (where it runs is not known): HF's kernels, the larger figure
-        liger=req.liger is True and _shape(req.model).model_type in kernels.LIGER_FAMILIES,
+        # None (where it runs is not known): HF's kernels, the larger figure; a compiled run leaves Liger's out
+        liger=req.liger is True and not req.compile and _shape(req.model).model_type in kernels.LIGER_FAMILIES,
         lora_r=req.lora_r,
         lora_targets=req.lora_targets,
         lora_dropout=req.lora_dropout,
@@ -231,6 +237,7 @@ def request_for(spec: RunSpec, model: str | None = None) -> EstimateRequest:
         distributed=spec.distributed,
         offload=spec.fsdp_offload,
         liger=kernels.liger_wanted(spec.extra, spec.method),
+        compile=spec.extra.get("compile"),
     )
 
 
@@ -297,9 +304,19 @@ def model_flops_per_token(shape: vram.Shape, stage: str, method: str, attention_
     return flops
 
 
+def compiled(req: EstimateRequest, gpu: Gpu) -> bool:
+    """Whether engine.train compiles this run's layers on this GPU: as the request says, else its rule on the time
+    the run takes without (engine/train/kernels.py compile_default; only on CUDA)."""
+    if req.compile is not None or not gpu.cuda:
+        return bool(req.compile)
+    eager = hours(replace(req, compile=False), gpu)[1] * 60
+    return eager == eager and kernels.compile_default(req.stage, req.method, eager, max(req.gpus, gpu.count))
+
+
 def hours(req: EstimateRequest, gpu: Gpu) -> tuple[float, float]:
     """(training tokens, hours) for examples x epochs: steps x the step time of assets/mfu.yaml's model for this
-    GPU class (the GPU's share and the host's share of a step, measured)."""
+    GPU class (the GPU's share and the host's share of a step, measured), + the compile where engine.train
+    compiles (compiled())."""
     shape = _shape(req.model)
     n = shape.params()
     per_example = req.tokens_per_example or req.seq
@@ -316,14 +333,20 @@ def hours(req: EstimateRequest, gpu: Gpu) -> tuple[float, float]:
     step_tokens = req.batch * per_example * rows
     mfu = cls["mfu"] * (cls.get("dpo_factor", 1.0) if req.stage == "dpo" else 1.0)
     gpu_s = step_tokens * flops_per_token / (gpu.tflops_bf16 * 1e12 * mfu)
+    compiling = compiled(req, gpu)
     liger = kernels.liger_default(req.method) if req.liger is None else req.liger
-    if liger and shape.model_type in kernels.LIGER_FAMILIES:
+    if compiling:  # inductor's fused kernels instead of Liger's, and far fewer kernels for the host to queue
+        gpu_s /= cls.get("compile_speedup", 1.0)
+    elif liger and shape.model_type in kernels.LIGER_FAMILIES:
         gpu_s /= cls.get("liger_speedup", 1.0)  # fewer passes over memory for norms, RoPE and the MLP's gate
     host_s = cls.get("host_ms_per_layer", {}).get(req.method, 0.0) / 1000 * shape.layers
     host_s *= (1 + 0.3 * recomputed) * (1.3 if req.stage == "dpo" else 1.0)
+    if compiling:
+        host_s *= cls.get("compile_host_factor", 1.0)
     if req.grad_ckpt and req.ckpt_offload:  # each checkpointed input to the host and back, on the compute stream
         gpu_s += 2 * step_tokens * 2 * shape.hidden * shape.layers * recomputed / OFFLOAD_BYTES_PER_S
     seconds = tokens / step_tokens * math.hypot(gpu_s, host_s) / max(req.gpus, gpu.count)
+    seconds += kernels.COMPILE_FIRST_STEP_S if compiling else 0.0
     return tokens, seconds / 3600
 
 
@@ -511,6 +534,8 @@ def estimate_run(req: EstimateRequest, gpu: Gpu | None = None) -> Estimate:
     gpu = gpu or load_gpu(req.gpu)
     if gpu.count > 1 and req.gpus == 1:  # the hardware's GPUs train together (one process each)
         req = replace(req, gpus=gpu.count)
+    if req.compile is None:  # what engine.train will do decides the memory too (a compiled run has HF's kernels')
+        req = replace(req, compile=compiled(req, gpu))
     shape = _shape(req.model)
     parts = vram.breakdown_bytes(shape, _plan(req))
     peak = sum(parts.values()) / vram.GIB

@@ -289,3 +289,26 @@ def test_liger_memory_follows_what_its_kernels_save():
         assert 1.0 <= peak_gib(req) / r["nvml_peak_gib"] < 1.04, (way, peak_gib(req), r["nvml_peak_gib"])
     unknown = EstimateRequest(model="meta-llama/Llama-3.2-1B", method="full", seq=2048, batch=8)
     assert peak_gib(unknown) == peak_gib(EstimateRequest(**{**unknown.__dict__, "liger": False}))  # maybe a CPU
+
+
+def test_a_long_gpu_run_is_estimated_compiled_a_short_one_and_a_processor_not():
+    """engine.train compiles the layers of SFT and DPO runs on CUDA that would take COMPILE_MIN_MINUTES or more
+    (engine/train/kernels.py compile_default); the estimate follows: the minute of compiling counts, every step after
+    it is faster where the host bounds it, and the memory is HF's kernels' (a compiled run leaves Liger's out)."""
+    from dataclasses import replace
+
+    from engine.estimate import compiled, hours, load_gpu
+    from engine.train import kernels
+
+    h100, cpu = load_gpu("h100"), load_gpu("cpu")
+    long = EstimateRequest(model="Qwen/Qwen3-0.6B", method="lora", seq=1024, batch=8, examples=50_000, liger=True)
+    short = replace(long, examples=400)
+    assert compiled(long, h100) and not compiled(short, h100)
+    assert not compiled(long, cpu) and not compiled(replace(long, stage="rl"), h100)
+    eager, built = hours(replace(long, compile=False), h100)[1], hours(replace(long, compile=True), h100)[1]
+    assert built < 0.8 * eager  # a host-bound row: the compiled steps are far shorter
+    tiny = replace(short, examples=8)  # one step: the compile is nearly all of it
+    assert hours(replace(tiny, compile=True), h100)[1] * 3600 >= kernels.COMPILE_FIRST_STEP_S
+    assert estimate_run(long, h100).peak_gib == pytest.approx(peak_gib(replace(long, liger=False)), abs=1e-3)
+    assert estimate_run(short, h100).peak_gib == pytest.approx(peak_gib(short), abs=1e-3)
+    assert peak_gib(short) < peak_gib(replace(short, liger=False))

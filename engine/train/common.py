@@ -5,6 +5,7 @@ class: each stage file (sft.py, dpo.py, ...) reads top to bottom on its own.
 
 import argparse
 import json
+import math
 import os
 import platform
 import resource
@@ -327,6 +328,35 @@ def decide_grad_ckpt(spec: RunSpec, model_path: str, device: str, run_dir: Path 
     if is_main_process():
         rundir.write_status(
             Path(spec.output_dir), "running", memory={k: v for k, v in MEMORY.items() if k != "request"}
+        )
+
+
+def decide_compile(spec: RunSpec, model_path: str, device: str, train_rows: int) -> None:
+    """torch.compile of the decoder layers on a GPU when the run is long enough to pay back the minute the compile
+    takes (engine/train/kernels.py compile_default), and said so; `extra: {compile: true|false}` decides instead.
+    The length is the estimate's (engine.estimate.hours) for this GPU, every example taken at the full sequence
+    length: an upper bound, so a short run is never made to wait for a compile it cannot pay back."""
+    if device != "cuda" or "compile" in spec.extra:
+        return
+    from engine import estimate, hardware
+    from engine.train import kernels
+
+    steps = spec.max_steps
+    per_step = spec.per_device_train_batch_size * spec.gradient_accumulation_steps * max(spec.num_processes, 1)
+    if steps <= 0:
+        steps = math.ceil(train_rows * spec.num_train_epochs / per_step)
+    try:
+        req = replace(estimate.request_for(spec, model_path), examples=steps * per_step, epochs=1.0, compile=False)
+        gpu = estimate.gpu_from_hardware(hardware.detected_hardware(hardware.detect_gpus()))
+        minutes = estimate.hours(req, gpu)[1] * 60
+    except (estimate.EstimateError, ValueError, OSError, AttributeError):
+        return  # a model or GPU the estimator cannot read trains as asked
+    if minutes == minutes and kernels.compile_default(spec.stage, spec.method, minutes, spec.num_processes):
+        spec.extra["compile"] = True
+        print(
+            f"kernels: torch.compile chosen (about {minutes:.0f} min without it): the first step waits about a "
+            "minute for the compile, every later step is faster",
+            flush=True,
         )
 
 

@@ -24,6 +24,29 @@ import inspect
 # but no gain). bench/results/throughput-20261207b-h100.md. `extra: {liger: true|false}` decides for one run.
 LIGER_BY_DEFAULT = True
 LIGER_DEFAULT_METHODS = ("full", "lora")
+# torch.compile of the decoder layers, by default on CUDA for SFT and DPO on one GPU when the run is long enough to
+# pay back the compile: the first step waits ~1 min (64-74 s for Qwen3-0.6B and -8B on an H100, a cold cache) and
+# every later step is faster (bench/results/throughput-20261208-h100.md). COMPILE_MIN_MINUTES is the estimated time
+# without it above which it is chosen: at the ~2x measured where the host bounds the step, it pays after ~2 min.
+COMPILE_BY_DEFAULT = True
+COMPILE_STAGES = ("sft",)  # of the stages that call apply() below, the measured ones
+COMPILE_METHODS = ("lora",)  # measured; QLoRA needs compile_4bit (below), full fine-tuning was not measured
+COMPILE_MIN_MINUTES = 10.0
+COMPILE_FIRST_STEP_S = 75.0  # the compile, for the estimate
+
+
+def compile_default(stage: str, method: str, eager_minutes: float, processes: int = 1) -> bool:
+    """torch.compile for a CUDA run of this stage that would take eager_minutes without it, unless its `extra:
+    {compile: ...}` says otherwise. Not under several processes (DDP/FSDP: not measured)."""
+    return (
+        COMPILE_BY_DEFAULT
+        and stage in COMPILE_STAGES
+        and method in COMPILE_METHODS
+        and processes <= 1
+        and eager_minutes >= COMPILE_MIN_MINUTES
+    )
+
+
 # Model types Liger 0.8.5 patches (liger_kernel/transformers/monkey_patch.py, MODEL_TYPE_TO_APPLY_LIGER_FN), for
 # the estimate, which reads it without importing torch or Liger
 LIGER_FAMILIES = frozenset(
