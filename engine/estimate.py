@@ -127,6 +127,7 @@ class Estimate:
     sharding: str = ""  # engine.estimate.sharding_advice: FSDP would fit where DDP does not
     alternatives: list = field(default_factory=list)  # [{change, peak_gib}] that fit, cheapest first
     caveat: str = ""  # where the figure is less certain than usual, and which way it errs
+    compiled: bool = False  # engine.train compiles this run's layers first (a long run on CUDA): in the time
 
 
 def load_gpu(key: str) -> Gpu:
@@ -559,6 +560,7 @@ def estimate_run(req: EstimateRequest, gpu: Gpu | None = None) -> Estimate:
         gpus=req.gpus,
         distributed=req.distributed,
         sharding=sharding_advice(req, gpu.vram_gib),
+        compiled=bool(req.compile),
     )
     est.caveat = caveat(shape, req)
     if not est.fits:
@@ -624,7 +626,9 @@ def main(argv=None) -> int:
         print(f"  {part:26s} {gib:8.2f} GiB")
     print(
         f"largest micro-batch {est.max_batch}, largest sequence {est.max_seq}; "
-        f"{est.tokens:,.0f} tokens ~ {est.hours:.2f} h" + (f", ${est.usd:.2f}" if est.usd is not None else "")
+        f"{est.tokens:,.0f} tokens ~ {est.hours:.2f} h"
+        + (f", ${est.usd:.2f}" if est.usd is not None else "")
+        + (" (compiled first: about a minute before the first step, faster steps after)" if est.compiled else "")
     )
     if est.fix:
         print(f"to fit: {est.fix}")

@@ -309,6 +309,7 @@ def test_a_long_gpu_run_is_estimated_compiled_a_short_one_and_a_processor_not():
     assert built < 0.8 * eager  # a host-bound row: the compiled steps are far shorter
     tiny = replace(short, examples=8)  # one step: the compile is nearly all of it
     assert hours(replace(tiny, compile=True), h100)[1] * 3600 >= kernels.COMPILE_FIRST_STEP_S
+    assert estimate_run(long, h100).compiled and not estimate_run(short, h100).compiled
     assert estimate_run(long, h100).peak_gib == pytest.approx(peak_gib(replace(long, liger=False)), abs=1e-3)
     assert estimate_run(short, h100).peak_gib == pytest.approx(peak_gib(short), abs=1e-3)
     assert peak_gib(short) < peak_gib(replace(short, liger=False))
