@@ -11,8 +11,12 @@ there, so a laptop without it trains exactly as before.
   Not Liger's cross-entropy: TRL's fused LM head already never materialises the logits.
   On by default for full fine-tuning and LoRA (LIGER_BY_DEFAULT below says what was measured); `extra: {liger:
   false}` turns it off for one run, `extra: {liger: true}` on (QLoRA).
-- torch.compile of each decoder layer (`extra: {compile: true}`, off by default: see throughput.md for what it
-  measured), with dynamic shapes so that each padding-free batch's new length does not recompile.
+- torch.compile of each decoder layer, with dynamic shapes so that each padding-free batch's new length does not
+  recompile (none over 8 steps of a chat-like length mix). It halves the host's share of a step: 2.09x the TRL
+  script on Qwen3-0.6B LoRA SFT (bench/results/throughput-20261208-h100.md). By default for long LoRA SFT runs
+  (compile_default below: the compile makes the first step wait about a minute); `extra: {compile: true|false}`
+  decides for one run. A compiled run leaves Liger's kernels out: inductor fuses the same ops, and Liger's autograd
+  functions stop dynamo's trace.
 """
 
 import inspect
