@@ -278,3 +278,18 @@ def test_gpu_kernels_leave_a_cpu_run_as_it_was(tiny_model):
     assert "liger_kernel" not in sys.modules
     assert all("forward" not in vars(m) and m._compiled_call_impl is None for m in model.modules())
     assert set(kernels.EXTRA_KEYS) <= set(TUNEWISE_EXTRA)  # Tunewise's own keys, never handed to TRL
+
+
+def test_a_compiled_gpu_run_leaves_ligers_kernels_out(tiny_model, capsys):
+    """On CUDA, compiling the decoder layers and Liger's kernels exclude each other (Liger's autograd functions stop
+    dynamo's trace: the run failed at its first step). Here the device is only named "cuda": compile wraps each
+    layer lazily, nothing runs."""
+    from engine.spec import RunSpec
+    from engine.train import kernels
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+    kernels.apply(model, RunSpec(method="lora", extra={"compile": True}), "cuda")  # Liger is LoRA's default
+    said = capsys.readouterr().out
+    assert "torch.compile on 2 decoder layers" in said and "Liger" not in said, said
+    layers = kernels.decoder_layers(model)
+    assert layers and all(layer._compiled_call_impl is not None for layer in layers)
