@@ -188,3 +188,10 @@ def test_the_run_panel_states_predicted_and_measured_gpu_memory():
     assert memory_line(status).startswith(
         "GPU memory: 20.4 GiB predicted with gradient checkpointing on for 7 of 28 layers (every 4), 20.0 GiB measured"
     )
+
+
+def test_the_run_panel_says_a_compiled_run_waits_longer_for_its_first_step():
+    from ui.monitor import waiting_text
+
+    assert "a few seconds" in waiting_text({}) and "compile" not in waiting_text({})
+    assert "compiles the model first" in waiting_text({"memory": {"compiled": True, "predicted_peak_gib": 3.4}})

@@ -195,6 +195,7 @@ def test_engine_train_compiles_a_long_gpu_run_and_says_so_but_not_a_short_one(mo
     """decide_compile on an H100 (NVML's answer replaced: no GPU here): the compile costs about a minute at the
     first step, so only a run the estimate puts at COMPILE_MIN_MINUTES or more gets it; `extra: {compile: false}`
     keeps a long run eager, and a processor never compiles."""
+    monkeypatch.setattr(common, "MEMORY", {})  # what this process's run records in status.json
     h100 = hardware.GpuInfo(0, "NVIDIA H100 80GB HBM3", 79.6, 79.0, 0.6, (9, 0))
     monkeypatch.setattr(hardware, "detect_gpus", lambda refresh=False: hardware.Detection(gpus=(h100,)))
 
@@ -202,7 +203,9 @@ def test_engine_train_compiles_a_long_gpu_run_and_says_so_but_not_a_short_one(mo
         return RunSpec(model_name_or_path="Qwen/Qwen3-0.6B", max_length=1024, max_steps=steps, extra=extra)
 
     long, short, kept = spec_for(20_000), spec_for(50), spec_for(20_000, compile=False)
-    for spec in (long, short, kept):
+    common.decide_compile(long, "Qwen/Qwen3-0.6B", "cuda", train_rows=2000)
+    assert common.MEMORY["compiled"]  # status.json's memory: the run panel says why the first step waits
+    for spec in (short, kept):
         common.decide_compile(spec, "Qwen/Qwen3-0.6B", "cuda", train_rows=2000)
     assert long.extra == {"compile": True} and "torch.compile chosen" in capsys.readouterr().out
     assert short.extra == {} and kept.extra == {"compile": False}

@@ -118,6 +118,16 @@ def memory_line(status: dict) -> str:
     return text + f" · {memory.get('free_at_start_gib', 0):.1f} GiB were free at the start."
 
 
+def waiting_text(status: dict) -> str:
+    """What the panel says before a run's first logged step: a compiled run waits about a minute longer."""
+    if (status.get("memory") or {}).get("compiled"):  # engine/train/common.py decide_compile
+        return (
+            "Waiting for the first logged step: training compiles the model first (torch.compile, about a minute "
+            "on top of loading it), and every step after that runs faster..."
+        )
+    return "Waiting for the first logged step (loading the model and data takes a few seconds)..."
+
+
 @st.fragment(run_every=REFRESH_S)
 def live_run(run_id: int) -> None:
     listed = runs.list_runs(actor())
@@ -169,7 +179,7 @@ def live_run(run_id: int) -> None:
     if reader.records:
         charts(run_id, run["run_dir"], reader.records, training=state == "running")
     elif state in ("queued", "running"):
-        st.info("Waiting for the first logged step (loading the model and data takes a few seconds)...")
+        st.info(waiting_text(status))
     command = Path(run["run_dir"]) / "command.txt"
     if command.exists():
         st.caption("The exact command this run executes (re-run it from a shell):")

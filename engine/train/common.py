@@ -336,7 +336,10 @@ def decide_compile(spec: RunSpec, model_path: str, device: str, train_rows: int)
     takes (engine/train/kernels.py compile_default), and said so; `extra: {compile: true|false}` decides instead.
     The length is the estimate's (engine.estimate.hours) for this GPU, every example taken at the full sequence
     length: an upper bound, so a short run is never made to wait for a compile it cannot pay back."""
-    if device != "cuda" or "compile" in spec.extra:
+    if device != "cuda":
+        return
+    if "compile" in spec.extra:
+        MEMORY["compiled"] = bool(spec.extra["compile"])
         return
     from engine import estimate, hardware
     from engine.train import kernels
@@ -352,7 +355,7 @@ def decide_compile(spec: RunSpec, model_path: str, device: str, train_rows: int)
     except (estimate.EstimateError, ValueError, OSError, AttributeError):
         return  # a model or GPU the estimator cannot read trains as asked
     if minutes == minutes and kernels.compile_default(spec.stage, spec.method, minutes, spec.num_processes):
-        spec.extra["compile"] = True
+        spec.extra["compile"] = MEMORY["compiled"] = True
         print(
             f"kernels: torch.compile chosen (about {minutes:.0f} min without it): the first step waits about a "
             "minute for the compile, every later step is faster",
