@@ -34,7 +34,7 @@ LIGER_DEFAULT_METHODS = ("full", "lora")
 # without it above which it is chosen: at the ~2x measured where the host bounds the step, it pays after ~2 min.
 COMPILE_BY_DEFAULT = True
 COMPILE_STAGES = ("sft",)  # of the stages that call apply() below, the measured ones
-COMPILE_METHODS = ("lora",)  # measured; QLoRA needs compile_4bit (below), full fine-tuning was not measured
+COMPILE_METHODS = ("lora",)  # measured; QLoRA compiled took 1.8x the memory (compile_layers), full was not measured
 COMPILE_MIN_MINUTES = 10.0
 COMPILE_FIRST_STEP_S = 75.0  # the compile, for the estimate
 
@@ -89,7 +89,7 @@ def apply(model, spec, device: str) -> None:
     if liger_wanted(spec.extra, spec.method) and not compiling:
         print(f"kernels: {liger(model)}", flush=True)
     if compiling:  # inductor fuses RMSNorm, RoPE and SwiGLU itself; Liger's autograd functions stop dynamo's trace
-        how = spec.extra.get("compile_4bit", "recompute") if spec.method == "qlora" else None
+        how = spec.extra.get("compile_4bit") if spec.method == "qlora" else None
         print(f"kernels: {compile_layers(model, how)}", flush=True)
 
 
@@ -123,17 +123,15 @@ def compile_layers(model, how_4bit: str | None = None) -> str:
     from the first call: a padding-free batch has a new token count every step, and a static first compile would
     recompile on the second batch.
 
-    4-bit layers (QLoRA, how_4bit): bitsandbytes' backward dequantizes the frozen weight, which depends on no
-    gradient, so AOTAutograd's partitioner moves it into the forward and keeps the bf16 copy of every layer's weights
-    until the backward (its custom op is not on the recompute allow-list): 8.6 GiB more than eager on Qwen3-8B.
-    "recompute" lets the partitioner recompute it (aggressive_recomputation: the ban heuristics off but reductions);
-    "eager" leaves bitsandbytes' matmul out of the compiled graph (a graph break at each 4-bit linear)."""
+    4-bit layers (QLoRA): compiled, Qwen3-8B QLoRA SFT ran 2x faster but at 17.9 GiB against 9.3 eager (H100), for a
+    reason not found yet: on the CPU, AOTAutograd's graphs of the same layers (bitsandbytes 0.50, PEFT, checkpointing)
+    save only parameters and scalars, and dequantize in the backward, so it is not the dequantized weights being kept.
+    how_4bit="eager" (`extra: {compile_4bit: eager}`) leaves bitsandbytes' matmul out of the compiled graph (a graph
+    break at each 4-bit linear), the next thing to measure; QLoRA is not compiled by default."""
     import torch
 
     layers = decoder_layers(model)
-    if how_4bit == "recompute":
-        torch._functorch.config.aggressive_recomputation = True
-    elif how_4bit == "eager":
+    if how_4bit == "eager":
         from bitsandbytes.nn import Linear4bit
 
         Linear4bit.forward = torch.compiler.disable(Linear4bit.forward)
