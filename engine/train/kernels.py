@@ -28,10 +28,11 @@ import inspect
 # but no gain). bench/results/throughput-20261207b-h100.md. `extra: {liger: true|false}` decides for one run.
 LIGER_BY_DEFAULT = True
 LIGER_DEFAULT_METHODS = ("full", "lora")
-# torch.compile of the decoder layers, by default on CUDA for SFT and DPO on one GPU when the run is long enough to
-# pay back the compile: the first step waits ~1 min (64-74 s for Qwen3-0.6B and -8B on an H100, a cold cache) and
-# every later step is faster (bench/results/throughput-20261208-h100.md). COMPILE_MIN_MINUTES is the estimated time
-# without it above which it is chosen: at the ~2x measured where the host bounds the step, it pays after ~2 min.
+# torch.compile of the decoder layers, by default on CUDA for LoRA SFT on one GPU when the run is long enough to
+# pay back the compile (DPO, full fine-tuning and QLoRA wait for a measurement, bench/compile_call.sh): the first
+# step waits ~1 min (64-74 s for Qwen3-0.6B and -8B on an H100, a cold cache) and every later step is faster
+# (bench/results/throughput-20261208-h100.md). COMPILE_MIN_MINUTES is the estimated time without it above which it
+# is chosen: at the ~2x measured where the host bounds the step, it pays after ~2 min.
 COMPILE_BY_DEFAULT = True
 COMPILE_STAGES = ("sft",)  # of the stages that call apply() below, the measured ones
 COMPILE_METHODS = ("lora",)  # measured; QLoRA compiled took 1.8x the memory (compile_layers), full was not measured
