@@ -75,7 +75,7 @@ class EstimateRequest:
     # (the larger figure). request_for() says True or False: what engine.train will do on a GPU.
     liger: bool | None = None
     # On CUDA, torch.compile of the decoder layers (engine/train/kernels.py compile_default). None: engine.train's
-    # choice for a CUDA run (long SFT and DPO runs), no compile elsewhere; True/False: as `extra: {compile: ...}`.
+    # choice for a CUDA run (long LoRA SFT runs), no compile elsewhere; True/False: as `extra: {compile: ...}`.
     compile: bool | None = None
 
     def __post_init__(self):

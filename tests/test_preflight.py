@@ -212,3 +212,8 @@ def test_engine_train_compiles_a_long_gpu_run_and_says_so_but_not_a_short_one(mo
     on_cpu = spec_for(20_000)
     common.decide_compile(on_cpu, "Qwen/Qwen3-0.6B", "cpu", train_rows=2000)
     assert on_cpu.extra == {}
+    # a one-GPU run on a machine of eight takes as long as on one (~15 min here): the idle seven do not shorten it
+    monkeypatch.setattr(hardware, "detect_gpus", lambda refresh=False: hardware.Detection(gpus=(h100,) * 8))
+    one_of_eight = spec_for(3_000)
+    common.decide_compile(one_of_eight, "Qwen/Qwen3-0.6B", "cuda", train_rows=2000)
+    assert one_of_eight.extra == {"compile": True}

@@ -342,25 +342,27 @@ def decide_compile(spec: RunSpec, model_path: str, device: str, train_rows: int)
         MEMORY["compiled"] = bool(spec.extra["compile"])
         return
     from engine import estimate, hardware
-    from engine.train import kernels
 
+    processes = max(spec.num_processes, 1)
     steps = spec.max_steps
-    per_step = spec.per_device_train_batch_size * spec.gradient_accumulation_steps * max(spec.num_processes, 1)
+    per_step = spec.per_device_train_batch_size * spec.gradient_accumulation_steps * processes
     if steps <= 0:
         steps = math.ceil(train_rows * spec.num_train_epochs / per_step)
     try:
-        req = replace(estimate.request_for(spec, model_path), examples=steps * per_step, epochs=1.0, compile=False)
-        gpu = estimate.gpu_from_hardware(hardware.detected_hardware(hardware.detect_gpus()))
-        minutes = estimate.hours(req, gpu)[1] * 60
+        req = replace(estimate.request_for(spec, model_path), examples=steps * per_step, epochs=1.0)
+        # this run's GPUs, not every GPU the machine has (the time divides by them)
+        gpu = replace(estimate.gpu_from_hardware(hardware.detected_hardware(hardware.detect_gpus())), count=processes)
+        if not estimate.compiled(req, gpu):  # the rule the Estimate page shows, on this GPU
+            return
+        minutes = estimate.hours(replace(req, compile=False), gpu)[1] * 60
     except (estimate.EstimateError, ValueError, OSError, AttributeError):
         return  # a model or GPU the estimator cannot read trains as asked
-    if minutes == minutes and kernels.compile_default(spec.stage, spec.method, minutes, spec.num_processes):
-        spec.extra["compile"] = MEMORY["compiled"] = True
-        print(
-            f"kernels: torch.compile chosen (about {minutes:.0f} min without it): the first step waits about a "
-            "minute for the compile, every later step is faster",
-            flush=True,
-        )
+    spec.extra["compile"] = MEMORY["compiled"] = True
+    print(
+        f"kernels: torch.compile chosen (about {minutes:.0f} min without it): the first step waits about a "
+        "minute for the compile, every later step is faster",
+        flush=True,
+    )
 
 
 def measured_peak_gib() -> float | None:
