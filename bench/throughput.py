@@ -346,21 +346,17 @@ def command(way: str, cfg: dict, model_dir: Path, data: Path, out: Path) -> list
     ] + (["--grad-ckpt"] if ckpt else [])
 
 
-def step_rates(metrics: Path) -> list[float]:
-    """Real tokens a second of each logged step after the first two (the first steps warm up, or compile)."""
+def tokens_per_second(metrics: Path) -> tuple[float | None, list[float], list[float]]:
+    """(median, the losses, the real tokens a second of each logged step after the first two: the first steps warm
+    up, or compile)."""
     logs = [json.loads(line) for line in metrics.read_text().splitlines()] if metrics.exists() else []
     logs = [r for r in logs if "loss" in r and r.get("num_tokens") is not None]
-    return [
+    rates = [
         (b["num_tokens"] - a["num_tokens"]) / (b["time"] - a["time"])
         for a, b in zip(logs, logs[1:])
         if b["step"] > 2 and b["time"] > a["time"]
     ]
-
-
-def tokens_per_second(metrics: Path) -> tuple[float | None, list[float]]:
-    logs = [json.loads(line) for line in metrics.read_text().splitlines()] if metrics.exists() else []
-    rates = step_rates(metrics)
-    return (statistics.median(rates) if rates else None), [r["loss"] for r in logs if "loss" in r]
+    return (statistics.median(rates) if rates else None), [r["loss"] for r in logs], rates
 
 
 _model_locks: dict[str, threading.Lock] = {}
@@ -446,7 +442,7 @@ def one(way: str, cfg: dict, gpu: int, meta: dict) -> dict:
         "wall_s": round(time.time() - t0, 1),
         "error": None if proc.returncode == 0 else proc.stderr[-800:],
     }
-    tps, losses = tokens_per_second(work / "run" / "metrics.jsonl")
+    tps, losses, rates = tokens_per_second(work / "run" / "metrics.jsonl")
     span = attention_span(data, cfg)
     seqs = lengths(data, cfg)
     record.update(
@@ -456,7 +452,7 @@ def one(way: str, cfg: dict, gpu: int, meta: dict) -> dict:
         mean_tokens=round(sum(seqs) / len(seqs), 1),
         padding_free="batches: padding-free" in proc.stdout,
         kernels=[line[9:] for line in proc.stdout.splitlines() if line.startswith("kernels: ")],
-        step_rates=[round(r) for r in step_rates(work / "run" / "metrics.jsonl")],
+        step_rates=[round(r) for r in rates],
         recompiles=proc.stderr.count("Recompiling function"),  # TORCH_LOGS=recompiles: a compile way's new shapes
     )
     if tps:
