@@ -293,3 +293,36 @@ def test_a_compiled_gpu_run_leaves_ligers_kernels_out(tiny_model, capsys):
     assert "torch.compile on 2 decoder layers" in said and "Liger" not in said, said
     layers = kernels.decoder_layers(model)
     assert layers and all(layer._compiled_call_impl is not None for layer in layers)
+
+
+def test_compiled_layers_evaluate_eagerly_instead_of_recompiling(tiny_model):
+    """A compiled run's evaluation (eval mode, no gradients) used to recompile every layer at the first evaluation
+    (grad mode and the inputs' requires_grad are dynamo guards): a compile's wait on a GPU for a few forward passes.
+    It now runs eagerly and gives the same logits; training stays compiled, and so does a no-grad pass in training
+    mode (DPO's reference pass, at every step). Dynamo's eager backend: what is traced, without inductor's wait."""
+    from torch._dynamo.utils import counters
+
+    from engine.train import kernels
+
+    torch._dynamo.reset()
+    counters.clear()
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+    plain = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32).eval()
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    kernels.compile_layers(model, backend="eager")
+    model.train()
+    for n in (10, 13, 17):  # a new length each step: dynamic shapes, one graph
+        ids = torch.randint(0, 100, (1, n))
+        model(ids, labels=ids).loss.backward()
+    traced = counters["stats"]["unique_graphs"]
+    assert traced >= 1
+    model.eval()
+    ids = torch.randint(0, 100, (1, 11))
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids).logits, plain(ids).logits)
+    assert counters["stats"]["unique_graphs"] == traced  # nothing compiled for the evaluation
+    model.train()
+    with torch.no_grad():
+        model(ids)
+    assert counters["stats"]["unique_graphs"] > traced  # the reference pass is compiled
+    torch._dynamo.reset()
