@@ -37,12 +37,21 @@ MASK_RULES = {
 class ChatTokenizer:
     """tokenizer.json + chat template, without transformers."""
 
-    def __init__(self, model_dir: Path):
+    def __init__(self, tokenizer, template: str | None, specials: dict, where: str):
         from jinja2.ext import loopcontrols
         from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+        if not template:
+            raise DataError(f"{where} has no chat template, so chat data cannot be rendered for it.")
+        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
+        env.globals["raise_exception"] = lambda message: (_ for _ in ()).throw(DataError(message))
+        self.tokenizer, self.template = tokenizer, env.from_string(template)
+        self.specials = {k: specials.get(k) or "" for k in ("bos_token", "eos_token")}
+
+    @classmethod
+    def from_dir(cls, model_dir: Path) -> "ChatTokenizer":
         from tokenizers import Tokenizer
 
-        self.tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
         config = (
             json.loads((model_dir / "tokenizer_config.json").read_text())
             if (model_dir / "tokenizer_config.json").is_file()
@@ -51,12 +60,13 @@ class ChatTokenizer:
         template = config.get("chat_template")
         if (model_dir / "chat_template.jinja").is_file():
             template = (model_dir / "chat_template.jinja").read_text()
-        if not template:
-            raise DataError(f"{model_dir} has no chat template, so chat data cannot be rendered for it.")
-        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
-        env.globals["raise_exception"] = lambda message: (_ for _ in ()).throw(DataError(message))
-        self.template = env.from_string(template)
-        self.specials = {k: config.get(k) or "" for k in ("bos_token", "eos_token")}
+        return cls(Tokenizer.from_file(str(model_dir / "tokenizer.json")), template, config, str(model_dir))
+
+    @classmethod
+    def from_transformers(cls, tok) -> "ChatTokenizer":
+        """The trainer's own (fast) tokenizer, already loaded."""
+        specials = {"bos_token": tok.bos_token, "eos_token": tok.eos_token}
+        return cls(tok.backend_tokenizer, tok.chat_template, specials, tok.name_or_path)
 
     def render(self, messages: list, add_generation_prompt: bool = False) -> str:
         return self.template.render(messages=messages, add_generation_prompt=add_generation_prompt, **self.specials)
@@ -72,7 +82,7 @@ def _load_tokenizer(model: str):
     if model in ("", EMBEDDED) and not (directory / "tokenizer.json").is_file():
         directory = ensure_embedded()  # converts once (~10-40 s), then cached
     if (directory / "tokenizer.json").is_file():
-        return ChatTokenizer(directory)
+        return ChatTokenizer.from_dir(directory)
     raise DataError(f"{directory} has no tokenizer.json; token statistics need a fast tokenizer.")
 
 
@@ -111,19 +121,30 @@ def _token_view(parts: list, tok: ChatTokenizer, stage: str) -> list:
     return view
 
 
+def evenly(rows: list) -> list:
+    """At most MAX_SAMPLED rows, evenly spaced through the file."""
+    return rows[:: max(1, len(rows) // MAX_SAMPLED)][:MAX_SAMPLED]
+
+
+def lengths_of(rows: list, stage: str, tok: ChatTokenizer, rendered: list | None = None) -> list[int]:
+    """Each row's tokens as the trainer sees them before truncation (DPO: the prompt and the longer answer)."""
+    rendered = rendered or [segments(row, stage, tok) for row in rows]
+    lengths = [len(e.ids) for e in tok.encode(["".join(t for t, _ in parts) for _, parts in rendered])]
+    if stage == "dpo":  # DPO truncates prompt + the longer answer; count the longer of the two
+        alt = [segments({**row, "chosen": row["rejected"]}, stage, tok)[1] for row in rows]
+        lengths = [max(a, len(e.ids)) for a, e in zip(lengths, tok.encode(["".join(t for t, _ in p) for p in alt]))]
+    return lengths
+
+
 def token_stats(path, stage: str, max_length: int = 512, n_examples: int = 3, model: str = "embedded") -> dict:
     try:
         rows = load_for_stage(path, stage)
         tok = _load_tokenizer(model)
     except DataError as e:
         return {"ok": False, "error": str(e)}
-    step = max(1, len(rows) // MAX_SAMPLED)
-    sample = rows[::step][:MAX_SAMPLED]
+    sample = evenly(rows)
     rendered = [segments(row, stage, tok) for row in sample]
-    lengths = [len(e.ids) for e in tok.encode(["".join(t for t, _ in parts) for _, parts in rendered])]
-    if stage == "dpo":  # DPO truncates prompt + the longer answer; count the longer of the two
-        alt = [segments({**row, "chosen": row["rejected"]}, stage, tok)[1] for row in sample]
-        lengths = [max(a, len(e.ids)) for a, e in zip(lengths, tok.encode(["".join(t for t, _ in p) for p in alt]))]
+    lengths = lengths_of(sample, stage, tok, rendered)
     ordered = sorted(lengths)
     examples = [
         {"text": "".join(t for t, _ in parts), "tokens": _token_view(parts, tok, stage)}

@@ -191,29 +191,48 @@ def test_engine_train_passes_the_chosen_checkpointing_to_transformers_and_says_s
     assert common.checkpointing_kwargs(spec) is None
 
 
-def test_engine_train_compiles_a_long_gpu_run_and_says_so_but_not_a_short_one(monkeypatch, capsys):
+def test_engine_train_compiles_a_long_gpu_run_and_says_so_but_not_a_short_one(monkeypatch, capsys, embedded_dir):
     """decide_compile on an H100 (NVML's answer replaced: no GPU here): the compile costs about a minute at the
     first step, so only a run the estimate puts at COMPILE_MIN_MINUTES or more gets it; `extra: {compile: false}`
-    keeps a long run eager, and a processor never compiles."""
+    keeps a long run eager, and a processor never compiles. The time counts the data's own tokens, as the Estimate
+    page does: the same steps of short examples are a short run."""
+    from transformers import AutoTokenizer
+
+    from engine import data
+
     monkeypatch.setattr(common, "MEMORY", {})  # what this process's run records in status.json
     h100 = hardware.GpuInfo(0, "NVIDIA H100 80GB HBM3", 79.6, 79.0, 0.6, (9, 0))
     monkeypatch.setattr(hardware, "detect_gpus", lambda refresh=False: hardware.Detection(gpus=(h100,)))
+    tokenizer = AutoTokenizer.from_pretrained(embedded_dir)
+    chat = [{"role": "user", "content": "word " * 1500}, {"role": "assistant", "content": "ok"}]
+    rows = [{"messages": chat}] * 40  # every example cut at the 1024 tokens of max_length
 
     def spec_for(steps, **extra):
         return RunSpec(model_name_or_path="Qwen/Qwen3-0.6B", max_length=1024, max_steps=steps, extra=extra)
 
+    def decide(spec, device="cuda", examples=rows):
+        common.decide_compile(spec, "Qwen/Qwen3-0.6B", device, examples, tokenizer)
+
     long, short, kept = spec_for(20_000), spec_for(50), spec_for(20_000, compile=False)
-    common.decide_compile(long, "Qwen/Qwen3-0.6B", "cuda", train_rows=2000)
+    decide(long)
     assert common.MEMORY["compiled"]  # status.json's memory: the run panel says why the first step waits
     for spec in (short, kept):
-        common.decide_compile(spec, "Qwen/Qwen3-0.6B", "cuda", train_rows=2000)
+        decide(spec)
     assert long.extra == {"compile": True} and "torch.compile chosen" in capsys.readouterr().out
     assert short.extra == {} and kept.extra == {"compile": False}
     on_cpu = spec_for(20_000)
-    common.decide_compile(on_cpu, "Qwen/Qwen3-0.6B", "cpu", train_rows=2000)
+    decide(on_cpu, device="cpu")
     assert on_cpu.extra == {}
     # a one-GPU run on a machine of eight takes as long as on one (~15 min here): the idle seven do not shorten it
     monkeypatch.setattr(hardware, "detect_gpus", lambda refresh=False: hardware.Detection(gpus=(h100,) * 8))
     one_of_eight = spec_for(3_000)
-    common.decide_compile(one_of_eight, "Qwen/Qwen3-0.6B", "cuda", train_rows=2000)
+    decide(one_of_eight)
     assert one_of_eight.extra == {"compile": True}
+    # Qwen3-8B, where the GPU bounds the step: 1,300 steps at 1024 tokens an example take ~14 min, over the bundled
+    # Task API set (~70 tokens an example) ~8 min, not worth the compile. (0.6B's steps are the host's: as long.)
+    task_api = data.load_for_stage(data.bundled("sft", "train"), "sft")
+    assert 0 < common.data_tokens(one_of_eight, task_api, tokenizer) < 200
+    full, brief = (RunSpec(model_name_or_path="Qwen/Qwen3-8B", max_length=1024, max_steps=1_300) for _ in "ab")
+    for spec, examples in ((full, rows), (brief, task_api)):
+        common.decide_compile(spec, "Qwen/Qwen3-8B", "cuda", examples, tokenizer)
+    assert full.extra == {"compile": True} and brief.extra == {}

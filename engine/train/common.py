@@ -331,11 +331,11 @@ def decide_grad_ckpt(spec: RunSpec, model_path: str, device: str, run_dir: Path 
         )
 
 
-def decide_compile(spec: RunSpec, model_path: str, device: str, train_rows: int) -> None:
+def decide_compile(spec: RunSpec, model_path: str, device: str, train_rows: list, tokenizer) -> None:
     """torch.compile of the decoder layers on a GPU when the run is long enough to pay back the minute the compile
     takes (engine/train/kernels.py compile_default), and said so; `extra: {compile: true|false}` decides instead.
-    The length is the estimate's (engine.estimate.hours) for this GPU, every example taken at the full sequence
-    length: an upper bound, so a short run is never made to wait for a compile it cannot pay back."""
+    The length is the estimate's (engine.estimate.hours) for this GPU with the data's mean tokens per example, as the
+    Estimate page times it; where they cannot be counted, every example at the full length (an upper bound)."""
     if device != "cuda":
         return
     if "compile" in spec.extra:
@@ -347,12 +347,15 @@ def decide_compile(spec: RunSpec, model_path: str, device: str, train_rows: int)
     steps = spec.max_steps
     per_step = spec.per_device_train_batch_size * spec.gradient_accumulation_steps * processes
     if steps <= 0:
-        steps = math.ceil(train_rows * spec.num_train_epochs / per_step)
+        steps = math.ceil(len(train_rows) * spec.num_train_epochs / per_step)
     try:
         req = replace(estimate.request_for(spec, model_path), examples=steps * per_step, epochs=1.0)
         # this run's GPUs, not every GPU the machine has (the time divides by them)
         gpu = replace(estimate.gpu_from_hardware(hardware.detected_hardware(hardware.detect_gpus())), count=processes)
-        if not estimate.compiled(req, gpu):  # the rule the Estimate page shows, on this GPU
+        if not estimate.compiled(req, gpu):  # the rule the Estimate page shows, on this GPU; at the full length
+            return  # the longest the run can take: shorter data does not change the answer
+        req = replace(req, tokens_per_example=data_tokens(spec, train_rows, tokenizer))
+        if not estimate.compiled(req, gpu):
             return
         minutes = estimate.hours(replace(req, compile=False), gpu)[1] * 60
     except (estimate.EstimateError, ValueError, OSError, AttributeError):
@@ -363,6 +366,19 @@ def decide_compile(spec: RunSpec, model_path: str, device: str, train_rows: int)
         "minute for the compile, every later step is faster",
         flush=True,
     )
+
+
+def data_tokens(spec: RunSpec, rows: list, tokenizer) -> int:
+    """Mean tokens of an example of these rows once cut at max_length, counted with the run's own tokenizer the way
+    the Data page counts them (engine.datastats); 0 (every example fills max_length) where they cannot be counted."""
+    from engine import datastats
+    from engine.estimate import mean_tokens
+
+    try:
+        tok = datastats.ChatTokenizer.from_transformers(tokenizer)
+        return mean_tokens(datastats.lengths_of(datastats.evenly(rows), spec.stage, tok), spec.max_length)
+    except Exception:  # noqa: BLE001  (no chat template, a slow tokenizer, a template error: the upper bound holds)
+        return 0
 
 
 def measured_peak_gib() -> float | None:

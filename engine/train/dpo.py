@@ -27,9 +27,9 @@ def main(spec: RunSpec, run_dir: Path, resume: bool) -> int:
     from trl import DPOConfig, DPOTrainer
 
     device, dtype, precision = common.device_and_dtype()
-    common.decide_compile(spec, model_path, device, len(train_rows))
-    common.decide_grad_ckpt(spec, model_path, device)
     tokenizer = common.load_tokenizer(model_path)
+    common.decide_compile(spec, model_path, device, train_rows, tokenizer)
+    common.decide_grad_ckpt(spec, model_path, device)
     padding_free = fast.choose(spec, device, model_path)
     kwargs = common.model_kwargs(spec, dtype)
     if padding_free:

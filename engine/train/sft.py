@@ -23,9 +23,9 @@ def main(spec: RunSpec, run_dir: Path, resume: bool) -> int:
     device, dtype, precision = common.device_and_dtype()
     train_rows, eval_rows = common.load_splits(spec)
     model_path = common.base_model_path(spec, run_dir)
-    common.decide_compile(spec, model_path, device, len(train_rows))
-    common.decide_grad_ckpt(spec, model_path, device)
     tokenizer = common.load_tokenizer(model_path)
+    common.decide_compile(spec, model_path, device, train_rows, tokenizer)
+    common.decide_grad_ckpt(spec, model_path, device)
     padding_free = fast.choose(spec, device, model_path, on_cpu=True)
     share = padding_free and device == "cpu"  # the CPU's attention loop can let examples see a shared prefix
     kwargs = common.model_kwargs(spec, dtype)
