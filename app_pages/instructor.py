@@ -104,7 +104,7 @@ if add:
     made, problems = [], []
     for name in [n.strip() for n in names.splitlines() if n.strip()]:
         try:
-            account, password = users.add(name)
+            account, password = users.add(name, by=user)
             made.append({"name": account.name, "one-time password": password})
         except users.AuthError as e:
             problems.append(str(e))
@@ -121,9 +121,9 @@ left, right = st.columns(2)
 student_names = [u["name"] for u in roster if u["role"] == "student"]
 who = left.selectbox("Account", student_names, index=None, placeholder="choose a student")
 if who and left.button("New one-time password"):
-    st.info(f"New one-time password for **{who}**: `{users.reset(who)}` (their logins end now).")
+    st.info(f"New one-time password for **{who}**: `{users.reset(who, by=user)}` (their logins end now).")
 if who and right.button("Remove account", help="The account can no longer log in; its runs and files stay."):
-    users.remove(who, user)
+    users.remove(who, by=user)
     st.rerun()
 
 st.subheader("Quotas for every student")
@@ -153,5 +153,5 @@ st.caption(
     f"{spec.dataset_name or 'the bundled set'} · goals {', '.join(mine['goals']) or 'none'}"
 )
 if st.button("Publish my current plan as the class plan", type="primary"):
-    plans.publish_class_plan(mine)
+    plans.publish_class_plan(mine, by=user)
     st.success("Published. Students who log in from now on start from it.")

@@ -9,6 +9,7 @@ from dataclasses import asdict
 
 from engine.runs.registry import connect, set_setting, setting
 from engine.spec import RunSpec, SpecError
+from engine.users import User, require_instructor
 
 
 def save(user: str, plan: dict) -> None:
@@ -24,7 +25,9 @@ def load(user: str) -> dict | None:
     return _valid(json.loads(row["plan"])) if row else None
 
 
-def publish_class_plan(plan: dict) -> None:
+def publish_class_plan(plan: dict, *, by: User) -> None:
+    """The plan students start from, published by `by` (an instructor)."""
+    require_instructor(by, "publish the class plan")
     set_setting("class_plan", plan)
 
 

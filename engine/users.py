@@ -9,7 +9,14 @@ Two modes (TUNEWISE_MODE): "personal" (the default) has no accounts: one person 
 OWNER, who may do everything. "workshop" puts every page behind a login; a student acts on their own runs and
 files only, an instructor on everyone's. Passwords are kept as argon2id hashes (argon2-cffi, the reference
 implementation's bindings); a login is a random session token, of which the registry keeps only an HMAC, so a
-copy of the database lets nobody in. Five wrong passwords lock a name for five minutes.
+copy of the database lets nobody in. Choosing a new password ends the account's other logins.
+
+Wrong passwords are counted per name and computer (the browser's address): five in five minutes make that computer
+wait for that name, so nobody elsewhere can lock a student, or the instructor, out of their account; fifty from one
+computer, whatever the names, make it wait for all of them (guessing across the roster; a class behind one proxy
+shares an address, and its typos at the first login stay under that), and fifty for one name from anywhere lock the
+name itself. Common passwords and ones containing the name are refused.
+The roster (add, reset, remove) is the instructor's: each call names who acts, and a student is refused.
 """
 
 import argparse
@@ -28,8 +35,10 @@ from engine.runs.registry import RunError, connect
 
 ROLES = ("student", "instructor")
 SESSION_S = 12 * 3600  # a login lasts a teaching day; then the student logs in again (their plan is kept)
-MAX_FAILED = 5  # wrong passwords in a row before a name is locked...
-LOCK_S = 300  # ...for this long
+MAX_FAILED = 5  # wrong passwords for one name from one computer within LOCK_S before that computer waits
+MAX_FAILED_CLIENT = 50  # ...from one computer, whatever the names
+MAX_FAILED_NAME = 50  # ...for one name from anywhere: the name itself is locked (a guesser with many addresses)
+LOCK_S = 300
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,31}$")  # a name is also a folder under TUNEWISE_HOME/users
 MIN_PASSWORD = 8
 
@@ -87,15 +96,22 @@ def new_password() -> str:
     return "-".join("".join(secrets.choice(alphabet) for _ in range(4)) for _ in range(4))
 
 
-def add(name: str, role: str = "student", password: str | None = None) -> tuple[User, str]:
-    """Create an account. Without a password a one-time one is made, to be changed at the first login.
-    Returns (user, the password to hand over)."""
+def require_instructor(by: User, what: str) -> None:
+    """The roster, the quotas and the class plan are the instructor's (or, in a shell, the machine's owner's)."""
+    if not by.sees_all:
+        raise AuthError(f"Only an instructor can {what}. Ask your instructor.")
+
+
+def add(name: str, role: str = "student", password: str | None = None, *, by: User) -> tuple[User, str]:
+    """Create an account, as `by` (an instructor). Without a password a one-time one is made, to be changed at the
+    first login. Returns (user, the password to hand over)."""
+    require_instructor(by, "add accounts")
     name = normalize(name)
     if role not in ROLES:
         raise AuthError(f"Unknown role '{role}'; use one of {', '.join(ROLES)}.")
     one_time = password is None
     password = new_password() if one_time else password
-    _check_password(password)
+    _check_password(password, name)
     db = connect()
     if db.execute("SELECT 1 FROM users WHERE name=?", (name,)).fetchone():
         raise AuthError(
@@ -115,33 +131,51 @@ def add(name: str, role: str = "student", password: str | None = None) -> tuple[
     return User(name, role), password
 
 
-def _check_password(password: str) -> None:
+# The most used passwords of 8+ characters (the leaked-password lists' top entries), and this tool's own words: the
+# first guesses anyone tries against a roster.
+COMMON_PASSWORDS = frozenset(
+    "password password1 password12 password123 passw0rd 12345678 123456789 1234567890 0123456789 87654321 "
+    "11111111 00000000 12341234 qwertyui qwertyuiop qwerty12 qwerty123 1q2w3e4r 1qaz2wsx zaq12wsx asdfghjk "
+    "abcdefgh abcd1234 abc12345 iloveyou sunshine football baseball princess superman starwars whatever "
+    "welcome1 welcome123 letmein1 trustno1 changeme admin123 administrator hello123 computer internet "
+    "workshop workshop1 tunewise students student1 teacher1 instructor finetune training".split()
+)
+
+
+def _check_password(password: str, name: str) -> None:
     if len(password) < MIN_PASSWORD:
         raise AuthError(f"A password needs at least {MIN_PASSWORD} characters; choose a longer one.")
+    if password.lower() in COMMON_PASSWORDS or len(set(password)) < 3:
+        raise AuthError("That password is among the first ones anyone would guess; choose a less common one.")
+    if name and len(password.lower().replace(name.lower(), "")) < 4:
+        raise AuthError("A password must be more than the account's name; choose another one.")
 
 
-def reset(name: str) -> str:
-    """A new one-time password for an account (a student who forgot theirs); their sessions end."""
+def reset(name: str, *, by: User) -> str:
+    """A new one-time password for an account (a student who forgot theirs), as `by` (an instructor); their
+    sessions end and their failed logins are forgotten."""
+    require_instructor(by, "give new passwords")
     user = find(name)
     password = new_password()
     db = connect()
-    db.execute(
-        "UPDATE users SET pw_hash=?, must_change=1, failed=0, locked_until=NULL WHERE name=?",
-        (_hasher().hash(password), user.name),
-    )
+    db.execute("UPDATE users SET pw_hash=?, must_change=1 WHERE name=?", (_hasher().hash(password), user.name))
     db.execute("DELETE FROM sessions WHERE user=?", (user.name,))
+    db.execute("DELETE FROM login_failures WHERE name=?", (user.name,))
     return password
 
 
-def set_password(user: User, old: str, new: str) -> None:
-    """A person choosing their own password (after a one-time one): the old one must match."""
+def set_password(user: User, old: str, new: str, keep_token: str = "") -> None:
+    """A person choosing their own password (after a one-time one): the old one must match. Every other login of
+    the account ends (one opened with the one-time password elsewhere, say); keep_token's, the one asking, stays."""
     row = connect().execute("SELECT pw_hash FROM users WHERE name=?", (user.name,)).fetchone()
     if row is None or not _verify(row["pw_hash"], old):
         raise AuthError("The current password is not right. Type the password you logged in with.")
     if new == old:
         raise AuthError("The new password is the same as the old one; choose a different one.")
-    _check_password(new)
-    connect().execute("UPDATE users SET pw_hash=?, must_change=0 WHERE name=?", (_hasher().hash(new), user.name))
+    _check_password(new, user.name)
+    db = connect()
+    db.execute("UPDATE users SET pw_hash=?, must_change=0 WHERE name=?", (_hasher().hash(new), user.name))
+    db.execute("DELETE FROM sessions WHERE user=? AND token_hash!=?", (user.name, _token_hash(keep_token)))
 
 
 def find(name: str) -> User:
@@ -151,8 +185,10 @@ def find(name: str) -> User:
     return User(row["name"], row["role"])
 
 
-def remove(name: str, acting: User | None = None) -> None:
-    """Delete an account and its logins. Its runs and files stay (an instructor still sees them)."""
+def remove(name: str, *, by: User) -> None:
+    """Delete an account and its logins, as `by` (an instructor). Its runs and files stay (an instructor still sees
+    them)."""
+    require_instructor(by, "remove accounts")
     user = find(name)
     db = connect()
     if (
@@ -160,7 +196,7 @@ def remove(name: str, acting: User | None = None) -> None:
         and db.execute("SELECT COUNT(*) FROM users WHERE role='instructor'").fetchone()[0] == 1
     ):
         raise AuthError(f"'{user.name}' is the last instructor; add another instructor before removing this one.")
-    if acting is not None and acting.name == user.name:
+    if by.name == user.name:
         raise AuthError("You cannot remove your own account while logged in with it.")
     db.execute("DELETE FROM sessions WHERE user=?", (user.name,))
     db.execute("DELETE FROM users WHERE name=?", (user.name,))
@@ -168,9 +204,7 @@ def remove(name: str, acting: User | None = None) -> None:
 
 def list_users() -> list[dict]:
     rows = (
-        connect()
-        .execute("SELECT name, role, must_change, created_at, locked_until FROM users ORDER BY role DESC, name")
-        .fetchall()
+        connect().execute("SELECT name, role, must_change, created_at FROM users ORDER BY role DESC, name").fetchall()
     )
     return [{**dict(r), "must_change": bool(r["must_change"])} for r in rows]
 
@@ -186,38 +220,42 @@ def _verify(pw_hash: str, password: str) -> bool:
 
 FAILED_LOGIN = (
     "That name and password do not match an account. Check both (the name is the one on your sheet "
-    "from the instructor). After 5 failed attempts a name is locked for 5 minutes; the instructor can "
+    "from the instructor). After 5 failed attempts this computer must wait 5 minutes; the instructor can "
     "give you a new password."
 )
 
 
-def login(name: str, password: str) -> tuple[User, str, bool]:
-    """Check a name and password. Returns (user, session token for the cookie, must choose a new password).
-    Every failure - unknown name, wrong password, locked name - reads and takes the same, so the login form tells
-    nobody which names exist. The failure is counted before the (slow) hash check, in one write transaction, so
-    guesses sent in parallel cannot all slip under the limit."""
+def login(name: str, password: str, client: str = "") -> tuple[User, str, bool]:
+    """Check a name and password from `client` (the browser's address; "" for this machine). Returns (user,
+    session token for the cookie, must choose a new password). Every failure - unknown name, wrong password, a
+    client made to wait - reads and takes the same, so the login form tells nobody which names exist. The attempt
+    is counted as failed before the (slow) hash check, in one write transaction, so guesses sent in parallel
+    cannot all slip under the limits (the module's docstring), and forgotten when the password is right."""
     global _DUMMY
     key = name.strip().lower()
     db = connect()
     db.execute("BEGIN IMMEDIATE")
     try:
+        since = time.time() - LOCK_S
+        db.execute("DELETE FROM login_failures WHERE at < ?", (since,))
+        count = "SELECT COUNT(*) FROM login_failures WHERE "
+        waits = (
+            db.execute(count + "name=? AND client=?", (key, client)).fetchone()[0] >= MAX_FAILED
+            or db.execute(count + "client=?", (client,)).fetchone()[0] >= MAX_FAILED_CLIENT
+            or db.execute(count + "name=?", (key,)).fetchone()[0] >= MAX_FAILED_NAME
+        )
+        if not waits:
+            db.execute("INSERT INTO login_failures (name, client, at) VALUES (?, ?, ?)", (key, client, time.time()))
         row = db.execute("SELECT * FROM users WHERE name=?", (key,)).fetchone()
-        locked = row is not None and (row["locked_until"] or 0) > time.time()
-        if row is not None and not locked:
-            failed = (row["failed"] or 0) + 1  # counted as failed until the password is checked
-            db.execute(
-                "UPDATE users SET failed=?, locked_until=? WHERE name=?",
-                (0 if failed >= MAX_FAILED else failed, time.time() + LOCK_S if failed >= MAX_FAILED else None, key),
-            )
     finally:
         db.execute("COMMIT")
-    if row is None or locked:
+    if row is None or waits:
         _DUMMY = _DUMMY or _hasher().hash(secrets.token_hex(8))
         _verify(_DUMMY, password)  # same time as a real check
         raise AuthError(FAILED_LOGIN)
     if not _verify(row["pw_hash"], password):
         raise AuthError(FAILED_LOGIN)
-    db.execute("UPDATE users SET failed=0, locked_until=NULL WHERE name=?", (key,))
+    db.execute("DELETE FROM login_failures WHERE name=? AND client=?", (key, client))
     token = secrets.token_urlsafe(32)
     db.execute(
         "INSERT INTO sessions (token_hash, user, created_at, expires_at) VALUES (?, ?, ?, ?)",
@@ -286,7 +324,7 @@ def setup(instructor: str, password: str | None) -> tuple[User, str]:
 
     if not (paths.home() / "secret").is_file():
         _write_secret()
-    user, password = add(instructor, "instructor", password)
+    user, password = add(instructor, "instructor", password, by=OWNER)
     queue.set_quota(None, **queue.WORKSHOP_DEFAULTS, only_if_unset=True)
     for folder in ("models", "data"):
         (paths.shared_dir() / folder).mkdir(parents=True, exist_ok=True)
@@ -351,16 +389,16 @@ def main(argv=None) -> int:
         if a.command == "add":
             if password is not None and len(names) > 1:
                 raise AuthError("--password-stdin sets one account's password; add the others without it.")
-            made = [add(n, "instructor" if a.instructor else "student", password) for n in names]
+            made = [add(n, "instructor" if a.instructor else "student", password, by=OWNER) for n in names]
             rows = [{"name": u.name, "role": u.role, "password": None if password else pw} for u, pw in made]
             return _out(
                 rows, a.json, "\n".join(f"{r['name']:<24} {r['password'] or '(the password you gave)'}" for r in rows)
             )
         if a.command == "reset":
-            rows = [{"name": find(n).name, "password": reset(n)} for n in names]
+            rows = [{"name": find(n).name, "password": reset(n, by=OWNER)} for n in names]
             return _out(rows, a.json, "\n".join(f"{r['name']:<24} {r['password']}" for r in rows))
         for n in names:
-            remove(n)
+            remove(n, by=OWNER)
         return _out({"removed": names}, a.json, f"removed {', '.join(names)} (their runs and files are kept)")
     except RunError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -85,7 +85,7 @@ def workshop_app(monkeypatch, tunewise_home):
 
     monkeypatch.setenv("TUNEWISE_MODE", "workshop")
     users.setup("teach", "teach-pass-1")
-    users.add("ana", password="ana-pass-12")
+    users.add("ana", password="ana-pass-12", by=users.OWNER)
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
     at.run()
     return at
@@ -115,7 +115,7 @@ def test_workshop_pages_stay_behind_the_login(workshop_app):
 def test_a_one_time_password_must_be_replaced_first(workshop_app):
     from engine import users
 
-    _, one_time = users.add("ben")
+    _, one_time = users.add("ben", by=users.OWNER)
     at = workshop_app
     log_in(at, "ben", one_time)
     assert at.title[0].value == "Welcome, ben"

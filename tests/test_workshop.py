@@ -24,7 +24,7 @@ def workshop(monkeypatch, tunewise_home):
     monkeypatch.setenv("TUNEWISE_MODE", "workshop")
     users.setup("teach", PASSWORDS["teach"])
     for name in ("ana", "ben"):
-        users.add(name, password=PASSWORDS[name])
+        users.add(name, password=PASSWORDS[name], by=users.OWNER)
     return {name: users.find(name) for name in PASSWORDS}
 
 
@@ -80,7 +80,9 @@ def test_passwords_are_argon2_hashes_never_plain_text(workshop):
     assert not any(p.encode() in raw for p in PASSWORDS.values()), "no password in the database file"
 
 
-def test_login_right_and_wrong_and_the_lock_after_five_failures(workshop):
+def test_login_right_and_wrong_and_the_wait_after_five_failures(workshop):
+    """Five wrong passwords for a name make that computer wait; the student at another computer still logs in (a
+    classmate, or anyone, cannot lock them out), and so does the one at the first computer once reset."""
     user, token, must_change = users.login("ana", PASSWORDS["ana"])
     assert user == workshop["ana"] and not must_change
     assert users.session_user(token) == workshop["ana"]
@@ -92,9 +94,24 @@ def test_login_right_and_wrong_and_the_lock_after_five_failures(workshop):
     for _ in range(4):
         with pytest.raises(users.AuthError):
             users.login("ana", "wrong-password")
-    with pytest.raises(users.AuthError, match="locked for 5 minutes"):
-        users.login("ana", PASSWORDS["ana"])  # even the right password, while locked
-    users.reset("ana")  # the instructor's way out of a lock
+    with pytest.raises(users.AuthError, match="this computer must wait 5 minutes"):
+        users.login("ana", PASSWORDS["ana"])  # even the right password, from this computer
+    assert users.login("ana", PASSWORDS["ana"], client="10.0.0.7")[0] == workshop["ana"]  # from hers
+    users.reset("ana", by=workshop["teach"])  # the instructor's way out of a wait
+
+
+def test_one_computer_guessing_across_the_roster_waits_for_every_name(workshop):
+    """A computer that fails 50 times in five minutes, whatever the names (an unknown name counts too), is made to
+    wait for all of them; the class at other computers is not."""
+    names = ["ana", "ben", "nobody", "teach"]
+    for i in range(users.MAX_FAILED_CLIENT):
+        with pytest.raises(users.AuthError):
+            users.login(names[i % 4] if i % 4 != 0 else f"x{i}", "not-the-password", client="10.0.0.66")
+    with pytest.raises(users.AuthError, match="do not match"):
+        users.login("ben", PASSWORDS["ben"], client="10.0.0.66")
+    assert users.login("ben", PASSWORDS["ben"], client="10.0.0.8")[0] == workshop["ben"]
+    runs.connect().execute("UPDATE login_failures SET at = at - ?", (users.LOCK_S + 1,))
+    assert users.login("ben", PASSWORDS["ben"], client="10.0.0.66")[0] == workshop["ben"]  # five minutes later
 
 
 def test_guesses_sent_in_parallel_still_lock_the_name(workshop):
@@ -110,8 +127,8 @@ def test_guesses_sent_in_parallel_still_lock_the_name(workshop):
         list(pool.map(guess, range(16)))
     with pytest.raises(users.AuthError):
         users.login("ben", PASSWORDS["ben"])
-    row = runs.connect().execute("SELECT locked_until FROM users WHERE name='ben'").fetchone()
-    assert row["locked_until"] and row["locked_until"] > time.time()
+    counted = runs.connect().execute("SELECT COUNT(*) FROM login_failures WHERE name='ben'").fetchone()[0]
+    assert counted == users.MAX_FAILED, "no guess slipped past the count, and none counted once refused"
 
 
 def test_sessions_end_on_logout_expiry_and_reset(workshop):
@@ -124,7 +141,7 @@ def test_sessions_end_on_logout_expiry_and_reset(workshop):
     with pytest.raises(users.AuthError, match="Your login has ended"):
         users.session_user(token)
     _, token, _ = users.login("ben", PASSWORDS["ben"])
-    one_time = users.reset("ben")
+    one_time = users.reset("ben", by=workshop["teach"])
     with pytest.raises(users.AuthError):
         users.session_user(token)
     with pytest.raises(users.AuthError):
@@ -133,8 +150,46 @@ def test_sessions_end_on_logout_expiry_and_reset(workshop):
     assert must_change, "a one-time password must be replaced at the first login"
     with pytest.raises(users.AuthError, match="current password is not right"):
         users.set_password(user, "not-it-at-all", "brand-new-pw")
-    users.set_password(user, one_time, "brand-new-pw")
+    _, elsewhere, _ = users.login("ben", one_time, client="10.0.0.9")  # someone else who read the sheet
+    _, here, _ = users.login("ben", one_time)
+    users.set_password(user, one_time, "brand-new-pw", keep_token=here)
+    assert users.session_user(here) == user
+    with pytest.raises(users.AuthError, match="Your login has ended"):
+        users.session_user(elsewhere)  # choosing a password ends every other login of the account
     assert not users.login("ben", "brand-new-pw")[2]
+
+
+@pytest.mark.parametrize(
+    "password, why",
+    [
+        ("short-1", "at least 8"),
+        ("password", "first ones anyone"),
+        ("Password123", "first ones anyone"),
+        ("aaaaaaaaaa", "first ones anyone"),
+        ("BEN-ben-1", "more than the account's name"),
+    ],
+)
+def test_weak_passwords_are_refused_with_a_reason(workshop, password, why):
+    with pytest.raises(users.AuthError, match=why):
+        users.set_password(workshop["ben"], PASSWORDS["ben"], password)
+    with pytest.raises(users.AuthError, match=why):
+        users.add("ben2", password=password.replace("ben", "ben2").replace("BEN", "BEN2"), by=workshop["teach"])
+
+
+def test_the_roster_quotas_and_class_plan_refuse_a_student_in_the_engine(workshop):
+    """The Class page is the instructor's, and so are the engine calls behind it: a student calling them is
+    refused there, whatever page or script calls."""
+    ana = workshop["ana"]
+    for call in (
+        lambda: users.add("mallory", by=ana),
+        lambda: users.reset("ben", by=ana),
+        lambda: users.remove("ben", by=ana),
+        lambda: plans.publish_class_plan({"spec": {}, "goals": []}, by=ana),
+    ):
+        with pytest.raises(users.AuthError, match="Only an instructor can"):
+            call()
+    assert users.find("ben") and plans.class_plan() is None
+    users.add("mallory", by=workshop["teach"])
 
 
 def test_a_stolen_database_gives_no_session(workshop):
@@ -149,16 +204,16 @@ def test_a_stolen_database_gives_no_session(workshop):
 
 def test_account_names_are_checked_and_the_last_instructor_stays(workshop):
     with pytest.raises(users.AuthError, match="cannot be an account name"):
-        users.add("../etc")
-    assert users.add("Ana Lopez")[0].name == "ana-lopez"
+        users.add("../etc", by=users.OWNER)
+    assert users.add("Ana Lopez", by=users.OWNER)[0].name == "ana-lopez"
     with pytest.raises(users.AuthError, match="already an account"):
-        users.add("ana")
+        users.add("ana", by=users.OWNER)
     with pytest.raises(users.AuthError, match="last instructor"):
-        users.remove("teach")
+        users.remove("teach", by=users.OWNER)
     fake_run("ana")
-    users.remove("ana")
+    users.remove("ana", by=users.OWNER)
     with pytest.raises(users.AuthError, match="still has runs or files here"):
-        users.add("ana")  # a new 'ana' would inherit the old one's runs
+        users.add("ana", by=users.OWNER)  # a new 'ana' would inherit the old one's runs
 
 
 def test_cli_adds_a_class_from_a_list_and_prints_one_time_passwords(workshop, tmp_path):
@@ -385,7 +440,9 @@ def test_plans_are_kept_per_user_and_the_class_plan_is_a_starting_point(workshop
     plans.save("ana", {"spec": {"stage": "dpo"}, "goals": ["safety"], "hardware": {"preset": "rtx-4090"}})
     assert plans.spec_of(plans.load("ana")).stage == "dpo"
     assert plans.load("ben") is None
-    plans.publish_class_plan({"spec": {"method": "qlora"}, "goals": ["capability"], "hardware": {}})
+    plans.publish_class_plan(
+        {"spec": {"method": "qlora"}, "goals": ["capability"], "hardware": {}}, by=workshop["teach"]
+    )
     assert plans.spec_of(plans.class_plan()).method == "qlora"
     plans.save("ben", {"spec": {"no_such_setting": 1}, "goals": []})
     assert plans.spec_of(plans.load("ben")) == RunSpec(), "a plan from older code falls back, not fails"

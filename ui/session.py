@@ -119,13 +119,19 @@ def login_form() -> None:
         go = st.form_submit_button("Log in", type="primary")
     if go:
         try:
-            user, token, _ = users.login(name, password)
+            user, token, _ = users.login(name, password, _client())
         except users.AuthError as e:
             st.error(str(e))
             return
         st.session_state.user, st.session_state.token = user, token
         st.rerun()
     st.caption("Forgot your password? Ask the instructor: they can give you a new one-time password.")
+
+
+def _client() -> str:
+    """The browser's address, which failed logins are counted per (engine/users.py); "local" on this machine."""
+    address = st.context.ip_address  # None through localhost
+    return address if isinstance(address, str) and address else "local"
 
 
 def choose_password(user: users.User) -> None:
@@ -144,7 +150,7 @@ def choose_password(user: users.User) -> None:
             st.error("The two new passwords differ; type the same password twice.")
             return
         try:
-            users.set_password(user, old, new)
+            users.set_password(user, old, new, keep_token=st.session_state.get("token", ""))
         except users.AuthError as e:
             st.error(str(e))
             return

@@ -20,6 +20,7 @@ CREATE TABLE IF NOT EXISTS users (
     failed INTEGER NOT NULL DEFAULT 0, locked_until REAL, created_at REAL);
 CREATE TABLE IF NOT EXISTS sessions (
     token_hash TEXT PRIMARY KEY, user TEXT NOT NULL, created_at REAL, expires_at REAL);
+CREATE TABLE IF NOT EXISTS login_failures (name TEXT NOT NULL, client TEXT NOT NULL, at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS quotas (
     user TEXT PRIMARY KEY, max_waiting INTEGER, max_running INTEGER, max_minutes REAL, max_steps INTEGER,
     max_gpus INTEGER);
