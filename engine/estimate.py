@@ -481,6 +481,24 @@ def mean_tokens(lengths: list[int], seq: int) -> int:
     return round(sum(min(n, seq) for n in lengths) / len(lengths)) if lengths else 0
 
 
+def kernels_note(shape: vram.Shape, req: EstimateRequest, peak: float, gpu: Gpu) -> str:
+    """Why QLoRA can take more memory than LoRA here: it trains with HF's kernels by default (Liger's measured no
+    faster on 4-bit weights, engine/train/kernels.py), and at long sequences and large batches the activations
+    Liger saves outweigh the 4-bit weights. Says what each would take instead; "" where that is not the case."""
+    if req.method != "qlora" or req.liger or req.compile or shape.model_type not in kernels.LIGER_FAMILIES:
+        return ""
+    lora = replace(req, method="lora", liger=gpu.cuda and kernels.liger_default("lora"), compile=None)
+    lora = peak_gib(replace(lora, compile=compiled(lora, gpu)))  # LoRA as engine.train would run it
+    if lora >= peak:
+        return ""
+    with_liger = peak_gib(replace(req, liger=True))
+    return (
+        f"At this length and batch QLoRA takes more memory than LoRA would ({lora:.1f} GiB): QLoRA trains with HF's "
+        "kernels by default (Liger's measured no faster with 4-bit weights), and the activations they keep outweigh "
+        f"what 4-bit weights save. `extra: {{liger: true}}` in the plan brings QLoRA to {with_liger:.1f} GiB."
+    )
+
+
 def caveat(shape: vram.Shape, req: EstimateRequest) -> str:
     """A sentence where the estimate has not been measured for this kind of run, saying which side it errs on."""
     if shape.experts > 1 and shape.model_type == "qwen3_moe":
@@ -535,6 +553,8 @@ def estimate_run(req: EstimateRequest, gpu: Gpu | None = None) -> Estimate:
     gpu = gpu or load_gpu(req.gpu)
     if gpu.count > 1 and req.gpus == 1:  # the hardware's GPUs train together (one process each)
         req = replace(req, gpus=gpu.count)
+    if req.liger is None:  # the kernels engine.train uses on this GPU (the Estimate page passes the plan's)
+        req = replace(req, liger=gpu.cuda and kernels.liger_default(req.method))
     if req.compile is None:  # what engine.train will do decides the memory too (a compiled run has HF's kernels')
         req = replace(req, compile=compiled(req, gpu))
     shape = _shape(req.model)
@@ -562,7 +582,7 @@ def estimate_run(req: EstimateRequest, gpu: Gpu | None = None) -> Estimate:
         sharding=sharding_advice(req, gpu.vram_gib),
         compiled=bool(req.compile),
     )
-    est.caveat = caveat(shape, req)
+    est.caveat = " ".join(filter(None, (caveat(shape, req), kernels_note(shape, req, peak, gpu))))
     if not est.fits:
         est.fix = cheapest_fix(req, gpu.vram_gib)
         est.alternatives = alternatives(req, gpu.vram_gib)
@@ -589,6 +609,13 @@ def main(argv=None) -> int:
     p.add_argument("--distributed", default=_DEFAULT.distributed, choices=DISTRIBUTED)
     p.add_argument("--offload", action="store_true", help="fsdp: keep the shards in CPU memory")
     p.add_argument("--examples", type=int, default=1000)
+    p.add_argument(
+        "--tokens-each",
+        type=int,
+        default=0,
+        help="mean tokens of an example (the Data page's figure; 0 = every example fills --seq): the time, and with "
+        "it whether the run is compiled, which sets its kernels' memory",
+    )
     p.add_argument("--epochs", type=float, default=_DEFAULT.num_train_epochs)
     p.add_argument("--json", action="store_true")
     a = p.parse_args(argv)
@@ -609,6 +636,7 @@ def main(argv=None) -> int:
             offload=a.offload,
             examples=a.examples,
             epochs=a.epochs,
+            tokens_per_example=min(a.tokens_each, a.seq),
         )
         est = estimate_run(req)
     except EstimateError as e:

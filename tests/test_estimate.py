@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from conftest import run_cli
 from engine import catalog, estimate, vram
 from engine.estimate import EstimateError, EstimateRequest, estimate_run, peak_gib
 
@@ -313,3 +314,49 @@ def test_a_long_gpu_run_is_estimated_compiled_a_short_one_and_a_processor_not():
     assert estimate_run(long, h100).peak_gib == pytest.approx(peak_gib(replace(long, liger=False)), abs=1e-3)
     assert estimate_run(short, h100).peak_gib == pytest.approx(peak_gib(short), abs=1e-3)
     assert peak_gib(short) < peak_gib(replace(short, liger=False))
+
+
+def test_the_cli_takes_the_datas_tokens_and_the_gpus_kernels_as_the_estimate_page_does():
+    """The page times a run with the data's mean tokens per example, which decides whether engine.train compiles
+    it, and so its kernels' memory; the CLI's --tokens-each gives the same figure (a walkthrough found LoRA at
+    205.6 GiB on the page and 257.3 from the CLI for the same settings). On a GPU the estimate counts the kernels
+    the trainer uses there (Liger's for LoRA) unless told otherwise."""
+    from engine.estimate import estimate_run, load_gpu
+
+    shape = dict(model="Qwen/Qwen3-8B", seq=4096, batch=9)
+    page = estimate_run(EstimateRequest(method="lora", tokens_per_example=71, **shape), load_gpu("rtx-4090"))
+    out = run_cli(
+        "engine.estimate",
+        "--model",
+        "Qwen/Qwen3-8B",
+        "--seq",
+        "4096",
+        "--batch",
+        "9",
+        "--gpu",
+        "rtx-4090",
+        "--tokens-each",
+        "71",
+        "--json",
+    )
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["peak_gib"] == page.peak_gib and not page.compiled
+    with_liger = estimate_run(
+        EstimateRequest(method="lora", tokens_per_example=71, liger=True, **shape), load_gpu("rtx-4090")
+    )
+    assert page.peak_gib == with_liger.peak_gib
+
+
+def test_qlora_says_why_it_takes_more_memory_than_lora_at_long_batches():
+    """QLoRA trains with HF's kernels by default; at 4096 x 9 the activations they keep outweigh the 4-bit weights,
+    so QLoRA's figure is above LoRA's: the estimate says so and what `extra: {liger: true}` would take. At 512 x 2
+    QLoRA is the smaller, and nothing is said."""
+    from engine.estimate import estimate_run, load_gpu
+
+    long = estimate_run(
+        EstimateRequest(model="Qwen/Qwen3-8B", method="qlora", seq=4096, batch=9, tokens_per_example=71),
+        load_gpu("rtx-4090"),
+    )
+    assert "QLoRA takes more memory than LoRA" in long.caveat and "liger: true" in long.caveat
+    short = estimate_run(EstimateRequest(model="Qwen/Qwen3-8B", method="qlora", seq=512, batch=2), load_gpu("rtx-4090"))
+    assert "more memory than LoRA" not in short.caveat
