@@ -7,9 +7,18 @@
 Workshop mode refuses to start until `python -m engine.users setup --instructor NAME` has made the server's secret
 and first instructor. Both modes keep Streamlit's XSRF protection on and hide the "Deploy" button; the upload
 limit is TUNEWISE_MAX_UPLOAD_MB (default engine/datafile.py's), passed to Streamlit as server.maxUploadSize.
+
+Personal mode answers only a browser that names this computer (Host localhost, 127.0.0.1 or ::1: Streamlit's
+server.allowedHosts), so a web page elsewhere cannot reach it through DNS rebinding and read the files its user can.
+Workshop mode answers any name students use (everything there is behind the login); TUNEWISE_ALLOWED_HOSTS
+(comma-separated, e.g. `gpu1.lab.example,10.0.0.5`) narrows either. Personal mode on another address (--address)
+has no login: it says so when it starts, and its address is added to the allowed names.
+Workshop mode makes every file it writes readable by the server's account only (umask 077): students with a shell
+on the server cannot read each other's uploads, runs and exports, nor the registry.
 """
 
 import argparse
+import ipaddress
 import os
 import sys
 
@@ -19,29 +28,53 @@ from engine import paths
 def command(workshop: bool, port: int, address: str | None = None) -> list[str]:
     from engine.datafile import max_upload_mb
 
-    return [
-        sys.executable,
-        "-m",
-        "streamlit",
-        "run",
-        str(paths.REPO / "app.py"),
-        "--server.port",
-        str(port),
-        "--server.address",
-        address or ("0.0.0.0" if workshop else "127.0.0.1"),
-        "--server.headless",
-        "true",
-        "--server.enableXsrfProtection",
-        "true",
-        "--server.maxUploadSize",
-        str(max(1, int(max_upload_mb()))),
-        "--client.toolbarMode",
-        "minimal",
-        "--server.fileWatcherType",
-        "none",
-        "--browser.gatherUsageStats",
-        "false",
-    ] + (_workshop_flags() if workshop else [])
+    return (
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            str(paths.REPO / "app.py"),
+            "--server.port",
+            str(port),
+            "--server.address",
+            address or ("0.0.0.0" if workshop else "127.0.0.1"),
+            "--server.headless",
+            "true",
+            "--server.enableXsrfProtection",
+            "true",
+            "--server.maxUploadSize",
+            str(max(1, int(max_upload_mb()))),
+            "--client.toolbarMode",
+            "minimal",
+            "--server.fileWatcherType",
+            "none",
+            "--browser.gatherUsageStats",
+            "false",
+        ]
+        + [f"--server.allowedHosts={host}" for host in allowed_hosts(workshop, address)]
+        + (_workshop_flags() if workshop else [])
+    )
+
+
+LOCAL_NAMES = ("localhost", "127.0.0.1", "::1")
+
+
+def allowed_hosts(workshop: bool, address: str | None) -> list[str]:
+    """The Host names the server answers; [] = any (Streamlit's default)."""
+    listed = [h.strip() for h in os.environ.get("TUNEWISE_ALLOWED_HOSTS", "").split(",") if h.strip()]
+    if listed:
+        return [*LOCAL_NAMES, *listed]
+    if workshop or (address and _unspecified(address)):
+        return []  # the names students (or this person's other computers) use are not known here
+    return [*LOCAL_NAMES, *([address] if address and address not in LOCAL_NAMES else [])]
+
+
+def _unspecified(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_unspecified  # 0.0.0.0 or ::, every interface
+    except ValueError:
+        return False  # a host name
 
 
 def _workshop_flags() -> list[str]:
@@ -71,6 +104,16 @@ def main(argv=None) -> int:
             print(f"error: {problem}", file=sys.stderr)
             return 2
         print(f"Workshop mode: students open http://<this server's address>:{a.port} and log in.", flush=True)
+    if workshop:
+        os.umask(0o077)  # the server's files are its own; Streamlit and every run it starts inherit this
+        paths.home().chmod(0o700)  # and what `setup` (or an earlier server) made before: nobody else gets in
+    elif a.address and a.address not in LOCAL_NAMES:
+        print(
+            f"warning: personal mode has no login, and on {a.address} anyone who can reach port {a.port} can use "
+            "this app and read every file you can. For a class, use --workshop (README, Running a workshop).",
+            file=sys.stderr,
+            flush=True,
+        )
     cmd = command(workshop, a.port, a.address)
     os.chdir(paths.REPO)
     os.execvpe(cmd[0], cmd, env)

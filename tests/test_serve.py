@@ -63,6 +63,49 @@ def test_personal_mode_listens_on_127_0_0_1_only():
         proc.wait()
 
 
+def websocket_answers(port: int, host: str) -> bool:
+    """Whether the app's WebSocket opens for a browser that reached this port under the name `host` (what a page on
+    another site gets after DNS rebinding points its own name at 127.0.0.1)."""
+    import asyncio
+
+    import websockets
+
+    async def attempt():
+        uri, origin = f"ws://{host}:{port}/_stcore/stream", f"http://{host}:{port}"
+        try:
+            async with websockets.connect(
+                uri, host="127.0.0.1", port=port, origin=origin, subprotocols=["streamlit"], open_timeout=20
+            ):
+                return True
+        except websockets.InvalidStatus:
+            return False
+
+    return asyncio.run(attempt())
+
+
+def test_personal_mode_answers_only_this_computers_names():
+    """DNS rebinding: a web page at attacker.example whose name resolves to 127.0.0.1 must not drive the app (in
+    personal mode it reads any file its user can)."""
+    port, proc = serve(env={"TUNEWISE_MODE": ""})
+    try:
+        wait_listening(port, proc)
+        assert websocket_answers(port, "localhost") and websocket_answers(port, "127.0.0.1")
+        assert not websocket_answers(port, "attacker.example")
+    finally:
+        os.killpg(proc.pid, 9)
+        proc.wait()
+
+
+def test_personal_mode_on_another_address_warns_that_it_has_no_login():
+    port, proc = serve("--address", "0.0.0.0", env={"TUNEWISE_MODE": ""})
+    try:
+        wait_listening(port, proc)
+    finally:
+        os.killpg(proc.pid, 9)
+        _, err = proc.communicate()
+    assert "personal mode has no login" in err and "--workshop" in err
+
+
 def test_workshop_mode_refuses_to_start_until_set_up_then_listens_everywhere(tunewise_home):
     port, proc = serve("--workshop")
     out, err = proc.communicate(timeout=60)
@@ -74,6 +117,8 @@ def test_workshop_mode_refuses_to_start_until_set_up_then_listens_everywhere(tun
     try:
         addresses = wait_listening(port, proc)
         assert addresses & {"00000000", "00000000000000000000000000000000"}, addresses
+        assert websocket_answers(port, "gpu1.lab.example"), "students reach it under the server's names"
+        assert oct(tunewise_home.stat().st_mode & 0o777) == "0o700", "nobody else on the server reads the class's files"
     finally:
         os.killpg(proc.pid, 9)
         proc.wait()
