@@ -59,78 +59,90 @@ def runs_dir_for(actor: User) -> Path:
     return paths.user_area(actor.name) / "runs" if actor.role != "owner" else paths.runs_dir()
 
 
-def submit(spec: RunSpec, actor: User, after: int | None = None, pipeline_id: int | None = None) -> int:
+def submit(spec: RunSpec, actor: User) -> int:
     """Check the run against the actor's paths and quotas, register it, write its directory, start its supervisor.
-    Returns the run id. after: a pipeline's stage waits for that run (engine/runs/pipeline.py) instead of queueing."""
-    try:
-        access.check_spec(spec, actor)
-    except access.AccessError as e:
-        raise RunError(str(e)) from None
-    executor = executors.current()
-    try:  # too many GPUs, a run directory the cluster cannot see: refused here, with a sentence
-        executors.of(executor).check(
-            spec, Path(spec.output_dir).expanduser().resolve().parent if spec.output_dir else runs_dir_for(actor)
-        )
-    except ray.Unreachable:
-        pass  # the run waits in line until the cluster answers; it is checked again before it is handed over
-    db = connect()
-    db.execute("BEGIN IMMEDIATE")  # the waiting-runs quota is counted and the row added in one transaction
-    try:
-        quota = queue.admit(spec, actor.name, db)
-        # 'preparing' until the directory and config exist: neither the queue nor reconcile() touches it before
-        cur = db.execute(
-            "INSERT INTO runs (owner, run_dir, stage, method, state, slots_needed, submitted_at, "
-            "time_limit_s) VALUES (?, '', ?, ?, 'preparing', ?, ?, ?)",
-            (
-                actor.name,
-                spec.stage,
-                spec.method,
-                spec.num_processes,
-                time.time(),
-                quota.max_minutes * 60 if quota.max_minutes else None,
-            ),
-        )
-    finally:
-        db.execute("COMMIT")
-    run_id = cur.lastrowid
-    if not spec.output_dir:
-        spec.output_dir = str(runs_dir_for(actor) / f"{run_id:04d}-{spec.stage}-{spec.method}")
-    run_dir = Path(spec.output_dir).expanduser().resolve()
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        spec.output_dir = str(run_dir)
-        spec.save(run_dir / "config.yaml")
-    except OSError as e:
-        db.execute("DELETE FROM runs WHERE id=?", (run_id,))
-        raise RunError(
-            f"Cannot write the run directory {run_dir} ({e.strerror}). Choose another output directory."
-        ) from None
-    state = "waiting" if after else "queued"
-    rundir.write_status(run_dir, state, run_id=run_id, estimated_peak_gib=_predicted_peak_gib(spec))
-    db.execute(
-        "UPDATE runs SET run_dir=?, config=?, state=?, estimated_s=?, executor=?, pipeline=?, after_run=? WHERE id=?",
-        (str(run_dir), spec.to_yaml(), state, _expected_seconds(spec), executor, pipeline_id, after, run_id),
-    )
-    if not after:
-        local.start_supervisor(run_id)
-    return run_id
+    Returns the run id."""
+    return _register([spec], actor)[0]
 
 
 def submit_chain(specs: list[RunSpec], actor: User) -> list[int]:
     """The stages of one plan, registered together: the first queued, each later one waiting for the one before
-    and starting from its result (engine/runs/pipeline.py). Nothing is registered if a stage is refused."""
+    and starting from its result (engine/runs/pipeline.py). Returns the ids.
+
+    Quotas: the pipeline is one entry against the waiting-runs quota, counted while any of its stages is queued or
+    waiting, so a chain needs one free place, like a single run, and holds it until its last stage starts; every
+    stage is checked for the per-run limits (steps, GPUs) now, so a later stage is not checked again when it is
+    released. The stages are registered in one transaction: nothing is registered if a stage is refused."""
     pipeline.check(specs)
-    for spec in specs:  # every stage's paths and quotas, before the first is registered
+    return _register(specs, actor)
+
+
+def _register(specs: list[RunSpec], actor: User) -> list[int]:
+    """submit() for one run or a chain: checks, the rows in one transaction, directories, the first's supervisor."""
+    executor = executors.current()
+    for spec in specs:  # every stage's paths, before anything is registered
         try:
             access.check_spec(spec, actor)
         except access.AccessError as e:
             raise RunError(str(e)) from None
-        queue.admit(spec, actor.name, connect(), count_waiting=False)
-    first = submit(specs[0], actor)
-    connect().execute("UPDATE runs SET pipeline=? WHERE id=?", (first, first))
-    ids = [first]
-    for spec in specs[1:]:
-        ids.append(submit(spec, actor, after=ids[-1], pipeline_id=first))
+        try:  # too many GPUs, a run directory the cluster cannot see: refused here, with a sentence
+            executors.of(executor).check(
+                spec, Path(spec.output_dir).expanduser().resolve().parent if spec.output_dir else runs_dir_for(actor)
+            )
+        except ray.Unreachable:
+            pass  # the run waits in line until the cluster answers; it is checked again before it is handed over
+    db = connect()
+    db.execute("BEGIN IMMEDIATE")  # the waiting-runs quota is counted and the rows added in one transaction
+    try:
+        quotas = [queue.admit(spec, actor.name, db, count_waiting=not i) for i, spec in enumerate(specs)]
+        ids = []
+        for spec, quota in zip(specs, quotas):
+            # 'preparing' until the directory and config exist: neither the queue nor reconcile() touches it before
+            ids.append(
+                db.execute(
+                    "INSERT INTO runs (owner, run_dir, stage, method, state, slots_needed, submitted_at, "
+                    "time_limit_s, pipeline, after_run) VALUES (?, '', ?, ?, 'preparing', ?, ?, ?, ?, ?)",
+                    (
+                        actor.name,
+                        spec.stage,
+                        spec.method,
+                        spec.num_processes,
+                        time.time(),
+                        quota.max_minutes * 60 if quota.max_minutes else None,
+                        ids[0] if ids else None,
+                        ids[-1] if ids else None,
+                    ),
+                ).lastrowid
+            )
+        if len(ids) > 1:
+            db.execute("UPDATE runs SET pipeline=? WHERE id=?", (ids[0], ids[0]))
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+    run_dirs = []
+    for run_id, spec in zip(ids, specs):
+        if not spec.output_dir:
+            spec.output_dir = str(runs_dir_for(actor) / f"{run_id:04d}-{spec.stage}-{spec.method}")
+        run_dir = Path(spec.output_dir).expanduser().resolve()
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            spec.output_dir = str(run_dir)
+            spec.save(run_dir / "config.yaml")
+        except OSError as e:
+            db.execute(f"DELETE FROM runs WHERE id IN ({','.join('?' * len(ids))})", ids)
+            raise RunError(
+                f"Cannot write the run directory {run_dir} ({e.strerror}). Choose another output directory."
+            ) from None
+        run_dirs.append(run_dir)
+    for i, (run_id, spec, run_dir) in enumerate(zip(ids, specs, run_dirs)):
+        state = "waiting" if i else "queued"
+        rundir.write_status(run_dir, state, run_id=run_id, estimated_peak_gib=_predicted_peak_gib(spec))
+        db.execute(
+            "UPDATE runs SET run_dir=?, config=?, state=?, estimated_s=?, executor=? WHERE id=?",
+            (str(run_dir), spec.to_yaml(), state, _expected_seconds(spec), executor, run_id),
+        )
+    local.start_supervisor(ids[0])
     return ids
 
 
@@ -255,10 +267,15 @@ def resume(run_id: int, actor: User) -> dict:
     if run["pipeline"] and not run["started_at"]:  # a pipeline's stage stopped before it began: back in its place
         before = db.execute("SELECT state FROM runs WHERE id=?", (run["after_run"],)).fetchone()
         ready = before is None or before["state"] == "completed"
-        db.execute(
-            "UPDATE runs SET state=?, error=NULL, finished_at=NULL, submitted_at=? WHERE id=?",
-            ("waiting" if run["after_run"] else "queued", time.time(), run_id),
-        )
+        db.execute("BEGIN IMMEDIATE")
+        try:  # the pipeline is one waiting entry again (nothing new if another of its stages still waits)
+            queue.admit(spec_of(run), run["owner"], db, pipeline=run["pipeline"])
+            db.execute(
+                "UPDATE runs SET state=?, error=NULL, finished_at=NULL, submitted_at=? WHERE id=?",
+                ("waiting" if run["after_run"] else "queued", time.time(), run_id),
+            )
+        finally:
+            db.execute("COMMIT")
         rundir.write_status(run["run_dir"], "waiting" if run["after_run"] else "queued", error=None, finished_at=None)
         if not run["after_run"]:
             local.start_supervisor(run_id)
@@ -269,7 +286,7 @@ def resume(run_id: int, actor: User) -> dict:
         raise RunError(f"Run {run_id} has no checkpoint to resume from; start it again instead.")
     db.execute("BEGIN IMMEDIATE")
     try:
-        queue.admit(RunSpec.from_dict(yaml.safe_load(run["config"]) or {}), run["owner"], db)
+        queue.admit(RunSpec.from_dict(yaml.safe_load(run["config"]) or {}), run["owner"], db, pipeline=run["pipeline"])
         db.execute(
             "UPDATE runs SET state='queued', resume=1, error=NULL, finished_at=NULL, submitted_at=?, "
             "executor=?, job_id=NULL, node=NULL WHERE id=?",

@@ -3,11 +3,13 @@ result of the one before it.
 
     python -m engine.runs submit sft.yaml dpo.yaml --chain          # stage configs without init_from
 
-Every stage is a run of its own (its own directory, checkpoints, live view), registered together: the first is
-queued, the later ones wait (state 'waiting': not in the queue's line, not counted against the waiting-runs
-quota). When a stage completes, release() fills in the next one's starting point - `init_from` = the last earlier
-stage that writes answers (not a reward model), `extra.reward_model` = the reward-model stage, for RL - and queues
-it. A stage that fails or is stopped holds the rest (held() says why); resuming it continues the pipeline.
+Every stage is a run of its own (its own directory, checkpoints, live view), registered together in one
+transaction (engine.runs.submit_chain): the first is queued, the later ones wait (state 'waiting': not in the
+queue's line). The whole pipeline is one entry against the waiting-runs quota while any of its stages is queued or
+waiting, and every stage's per-run limits are checked at submission, so release() needs no quota check. When a
+stage completes, release() fills in the next one's starting point - `init_from` = the last earlier stage that
+writes answers (not a reward model), `extra.reward_model` = the reward-model stage, for RL - and queues it. A
+stage that fails or is stopped holds the rest (held() says why); resuming it continues the pipeline.
 """
 
 from __future__ import annotations

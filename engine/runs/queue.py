@@ -2,10 +2,11 @@
 
 Fair share: waiting runs are taken across users in turn, each user's own runs in their order. A run's turn is
 (its owner's runs started in the last FAIR_WINDOW_S + its rank among the owner's waiting runs, submission time),
-so every student's first run starts before anyone's second, whoever pressed Start ten times first. Quotas (set by
-the instructor, for the class and per student) bound runs waiting at once, runs training at once, minutes and
-steps per run and GPUs per run; they apply to students only. A user at their running limit is passed over,
-never blocks the line.
+so every student's first run starts before anyone's second, whoever pressed Start ten times first. Starts are
+counted from the `starts` ledger, written as a run starts, so removing finished runs does not move a student up
+the line. Quotas (set by the instructor, for the class and per student) bound runs waiting at once (a pipeline is
+one, while any of its stages waits), runs training at once, minutes and steps per run and GPUs per run; they
+apply to students only. A user at their running limit is passed over, never blocks the line.
 """
 
 import json
@@ -121,10 +122,12 @@ def class_quota() -> Quota:
     return Quota(**{k: row[k] for k in asdict(Quota())}) if row else Quota()
 
 
-def admit(spec, owner: str, db: sqlite3.Connection, count_waiting: bool = True) -> Quota:
+def admit(spec, owner: str, db: sqlite3.Connection, count_waiting: bool = True, pipeline: int | None = None) -> Quota:
     """Refuse a new run that breaks the owner's quotas, with a sentence; returns the quota that applies.
-    count_waiting=False checks the per-run limits only (a pipeline's later stages: the pipeline is one waiting
-    run)."""
+    Waiting runs are counted as entries: a run on its own, or a pipeline while any of its stages is queued or
+    waiting for the one before. pipeline: the run joins that pipeline (a stage resumed), which is left out of the
+    count, so it stays one entry. count_waiting=False checks the per-run limits only (a new pipeline's later
+    stages, admitted with its first)."""
     quota = quota_for(owner, db)
     if quota.max_gpus and spec.num_processes > quota.max_gpus:
         raise RunError(
@@ -138,7 +141,9 @@ def admit(spec, owner: str, db: sqlite3.Connection, count_waiting: bool = True) 
         )
     if quota.max_waiting and count_waiting:
         waiting = db.execute(
-            "SELECT COUNT(*) FROM runs WHERE owner=? AND state IN ('queued', 'preparing')", (owner,)
+            "SELECT COUNT(DISTINCT CASE WHEN pipeline IS NULL THEN id ELSE -pipeline END) FROM runs WHERE owner=? "
+            "AND state IN ('queued', 'preparing', 'waiting') AND (pipeline IS NULL OR pipeline IS NOT ?)",
+            (owner, pipeline),
         ).fetchone()[0]
         if waiting >= quota.max_waiting:
             raise RunError(
@@ -163,14 +168,18 @@ def fair_order(queued: list[dict], started: dict[str, int]) -> list[int]:
 
 
 def line(db: sqlite3.Connection, now: float | None = None) -> list[sqlite3.Row]:
-    """The waiting runs, in fair order."""
+    """The waiting runs, in fair order. A run's start counts from the ledger, so a removed run still counts for
+    the window; the live runs are read too, for a start the ledger missed (a row written by an older version of
+    the app after the ledger's backfill). A run back in the queue (resumed) counts by its rank instead."""
     now = time.time() if now is None else now
     queued = db.execute("SELECT * FROM runs WHERE state='queued'").fetchall()
     started = {
         r["owner"]: r["n"]
         for r in db.execute(
-            "SELECT owner, COUNT(*) AS n FROM runs WHERE started_at >= ? AND state != 'queued' GROUP BY owner",
-            (now - FAIR_WINDOW_S,),
+            "SELECT owner, COUNT(*) AS n FROM (SELECT run_id AS id, owner FROM starts WHERE started_at >= ? "
+            "UNION SELECT id, owner FROM runs WHERE started_at >= ?) "
+            "WHERE id NOT IN (SELECT id FROM runs WHERE state='queued') GROUP BY owner",
+            (now - FAIR_WINDOW_S, now - FAIR_WINDOW_S),
         )
     }
     by_id = {r["id"]: r for r in queued}
@@ -203,10 +212,12 @@ def claim(db: sqlite3.Connection, run_id: int, gpus: int = 1) -> list[int] | Non
         taken = taken[: head["slots_needed"]]
         if len(taken) < head["slots_needed"]:
             return None
+        now = time.time()
         db.execute(
-            "UPDATE runs SET state='running', slots=?, started_at=? WHERE id=?",
-            (json.dumps(taken), time.time(), run_id),
+            "UPDATE runs SET state='running', slots=?, started_at=? WHERE id=?", (json.dumps(taken), now, run_id)
         )
+        db.execute("INSERT OR REPLACE INTO starts VALUES (?, ?, ?)", (run_id, head["owner"], now))
+        db.execute("DELETE FROM starts WHERE started_at < ?", (now - FAIR_WINDOW_S,))
         return taken
     finally:
         db.execute("COMMIT")

@@ -26,7 +26,10 @@ CREATE TABLE IF NOT EXISTS quotas (
     max_gpus INTEGER);
 CREATE TABLE IF NOT EXISTS plans (user TEXT PRIMARY KEY, plan TEXT NOT NULL, updated_at REAL);
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS starts (run_id INTEGER PRIMARY KEY, owner TEXT NOT NULL, started_at REAL NOT NULL);
 """
+# starts: the fair-share ledger (engine/runs/queue.py). A run's start keeps counting toward its owner's turn after
+# the run is removed from `runs`; one row per run (a resume moves it), pruned beyond the fairness window.
 # Columns added after the first registries were made: (name, SQL type).
 LATER_COLUMNS = (
     ("boot_id", "TEXT"),
@@ -50,6 +53,7 @@ def connect() -> sqlite3.Connection:
     db.row_factory = sqlite3.Row
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA busy_timeout=30000")
+    had_ledger = db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='starts'").fetchone()
     db.executescript(SCHEMA)
     have = {c["name"] for c in db.execute("PRAGMA table_info(runs)")}
     for name, kind in LATER_COLUMNS:
@@ -58,6 +62,8 @@ def connect() -> sqlite3.Connection:
                 db.execute(f"ALTER TABLE runs ADD COLUMN {name} {kind}")
             except sqlite3.OperationalError:
                 pass  # another process added it a moment ago
+    if not had_ledger:  # a registry made before the ledger: its runs' starts count as if it had always been kept
+        db.execute("INSERT OR IGNORE INTO starts SELECT id, owner, started_at FROM runs WHERE started_at IS NOT NULL")
     return db
 
 
