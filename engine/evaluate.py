@@ -29,6 +29,7 @@ from pathlib import Path
 from engine import access, data, taskapi, users
 from engine import checks as checks_module
 from engine.generate import ResultError, finished_run
+from engine.runs import sidejobs
 
 EXAMPLES = 5  # answers kept in eval.json for the page to show
 
@@ -322,9 +323,10 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     try:
-        result = measure(a.run_dir, a.limit, a.checks)
-        write(a.run_dir, result)
-    except ResultError as e:
+        with sidejobs.one_at_a_time(actor, f"an evaluation of {a.run_dir.name}"):
+            result = measure(a.run_dir, a.limit, a.checks)
+            write(a.run_dir, result)
+    except (ResultError, sidejobs.Busy) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except Exception as e:  # noqa: BLE001  a sentence here, the traceback in RUN/eval.log

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from engine import access, models, users
 from engine.generate import ResultError, base_path, finished_run
+from engine.runs import sidejobs
 from engine.spec import RunSpec, SpecError
 
 SKIPPED = {"training_args.bin"}  # a pickle of the trainer's settings: not needed to load, and unsafe to unpickle
@@ -296,8 +297,9 @@ def main(argv=None) -> int:
         actor = users.acting(a.acting)
         a.run_dir = access.check_run_dir(a.run_dir, actor)
         a.out = access.confine(a.out, actor, "export folder", writable=True)
-        result = export(a.run_dir, a.out, a.merge, a.zip, gguf=a.quant.lower() if a.gguf else None)
-    except (ResultError, ExportError, access.AccessError, users.AuthError) as e:
+        with sidejobs.one_at_a_time(actor, f"an export of {a.run_dir.name}"):
+            result = export(a.run_dir, a.out, a.merge, a.zip, gguf=a.quant.lower() if a.gguf else None)
+    except (ResultError, ExportError, access.AccessError, users.AuthError, sidejobs.Busy) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except Exception as e:  # noqa: BLE001  partial output is already removed; say what happened

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from engine import access, models, rundir, users
+from engine.runs import sidejobs
 from engine.spec import RunSpec, SpecError
 
 MAX_NEW_TOKENS = 96  # a Task API answer is ~30 tokens; room for a sentence or two from a chattier model
@@ -224,10 +225,11 @@ def main(argv=None) -> int:
         if a.run:
             finished_run(a.run, "try")  # a sentence before the slow imports
         started = time.time()
-        loaded = Loaded(a.run, a.model, need_base=a.base or a.both or not a.run, need_tuned=not a.base)
-        wanted = ["base"] if a.base or not a.run else ["base", "tuned"] if a.both else ["tuned"]
-        answers = {w: loaded.generate([a.prompt], w, a.sample, a.temperature, a.max_new_tokens)[0] for w in wanted}
-    except (ResultError, models.ModelError, access.AccessError, users.AuthError) as e:
+        with sidejobs.one_at_a_time(actor, f"an answer from {Path(a.run or a.model).name or 'a model'}"):
+            loaded = Loaded(a.run, a.model, need_base=a.base or a.both or not a.run, need_tuned=not a.base)
+            wanted = ["base"] if a.base or not a.run else ["base", "tuned"] if a.both else ["tuned"]
+            answers = {w: loaded.generate([a.prompt], w, a.sample, a.temperature, a.max_new_tokens)[0] for w in wanted}
+    except (ResultError, models.ModelError, access.AccessError, users.AuthError, sidejobs.Busy) as e:
         return _fail(str(e))
     result = {
         "prompt": a.prompt,

@@ -263,6 +263,7 @@ def answer_main(argv=None) -> int:
     """python -m engine.gguf_file FILE --prompt TEXT [--json]: a greedy answer from the file itself."""
     from engine import access, users
     from engine.generate import MAX_NEW_TOKENS, Loaded, ResultError
+    from engine.runs import sidejobs
 
     p = argparse.ArgumentParser(prog="python -m engine.gguf_file", description="Answer a prompt with a GGUF file.")
     p.add_argument("gguf", type=Path)
@@ -272,15 +273,17 @@ def answer_main(argv=None) -> int:
     p.add_argument("--as", dest="acting", metavar="NAME", help="act as this workshop account (its paths only)")
     a = p.parse_args(argv)
     try:
-        path = access.confine(a.gguf, users.acting(a.acting), "GGUF file")
+        actor = users.acting(a.acting)
+        path = access.confine(a.gguf, actor, "GGUF file")
         if path.suffix != ".gguf" or not path.is_file():
             raise ResultError(f"{path} is not a .gguf file. Export one first (Try & Export, GGUF).")
         if not a.prompt.strip():
             raise ResultError("The prompt is empty; type a request for the model.")
         started = time.time()
-        loaded = _from_gguf(Loaded, path)
-        text = loaded.generate([a.prompt], "base", max_new_tokens=a.max_new_tokens)[0]
-    except (ResultError, access.AccessError, users.AuthError) as e:
+        with sidejobs.one_at_a_time(actor, f"an answer from {path.name}"):
+            loaded = _from_gguf(Loaded, path)
+            text = loaded.generate([a.prompt], "base", max_new_tokens=a.max_new_tokens)[0]
+    except (ResultError, access.AccessError, users.AuthError, sidejobs.Busy) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     result = {
