@@ -5,11 +5,12 @@ from pathlib import Path
 
 import streamlit as st
 
-from engine import access, data, models, paths, runs
+from engine import access, data, models, paths, runs, users
 from engine.estimate import EstimateError, gpu_from_hardware, mean_tokens, request_for
 from engine.estimate import hours as estimate_hours
 from engine.hardware import this_computer
 from engine.recommend import METHOD_NAMES
+from engine.runs import queue
 from engine.spec import (
     DISTRIBUTED,
     DISTRIBUTED_NAMES,
@@ -75,6 +76,26 @@ def data_files(user) -> dict[str, str]:
     return found
 
 
+def quota_problems(user, steps: int, gpus: int) -> list[str]:
+    """The class's limits this plan breaks, said before Start (Start is refused by engine/runs/queue.py admit)."""
+    if user.role != "student":  # instructors and personal mode have no quotas
+        return []
+    quota = queue.quota_for(user.name)
+    found = []
+    if quota.max_steps and not 0 < steps <= quota.max_steps:
+        asks = f"this plan asks for {steps:,}" if steps > 0 else "this plan trains whole epochs (Max steps -1)"
+        found.append(
+            f"Your instructor allows at most {quota.max_steps:,} steps per run; {asks}: set Max steps between 1 "
+            f"and {quota.max_steps:,}."
+        )
+    if quota.max_gpus and gpus > quota.max_gpus:
+        found.append(
+            f"Your instructor allows {quota.max_gpus} GPU(s) per run; this plan asks for {gpus}: lower the GPUs "
+            "under More settings."
+        )
+    return found
+
+
 st.title("Train")
 spec: RunSpec = st.session_state.spec
 user = actor()
@@ -114,22 +135,7 @@ def time_here(examples: int) -> str:
     return f" About **{f'{minutes:.0f} min' if minutes < 90 else f'{hours:.1f} h'}** on {where}."
 
 
-if rows and spec.max_steps > 0:
-    seen = spec.max_steps * per_step
-    st.caption(
-        f"Your plan trains **{spec.max_steps} steps × {per_step} examples = {seen:,} examples**, "
-        f"{seen / rows:.2g} of one pass over the data's {rows:,} rows (Max steps wins over Epochs)."
-        + time_here(seen)
-        + " Changes in the form below count once you press Start."
-    )
-elif rows:
-    st.caption(
-        f"Your plan trains **{spec.num_train_epochs:g} "
-        f"{'pass' if spec.num_train_epochs == 1 else 'passes'} over {rows:,} rows = about "
-        f"{max(1, round(rows * spec.num_train_epochs / per_step)):,} steps** of {per_step} examples."
-        + time_here(round(rows * spec.num_train_epochs))
-        + " Changes in the form below count once you press Start."
-    )
+summary = st.container()  # filled once Max steps and Epochs are read below, so it follows them as they change
 
 launched = "current_run" in st.session_state
 if launched:  # the run you started comes first; the form folds away below it
@@ -140,7 +146,7 @@ else:
 
 with form_area:  # the model first, outside the form: its "Another model" box shows only when that is chosen
     # Picked, not typed: a typo in a path used to be found only when Start was pressed
-    model_left, _ = st.columns(2)
+    model_left, length_right = st.columns(2)
     current_model = "" if models.is_embedded(spec.model_name_or_path) else spec.model_name_or_path
     choices = model_choices(current_model)
     picked_model = pick(
@@ -158,6 +164,40 @@ with form_area:  # the model first, outside the form: its "Another model" box sh
             "Another model: its Hugging Face name or folder",
             placeholder="e.g. Qwen/Qwen3-0.6B or a folder with config.json",
         )
+    # Outside the form too, so the summary above (steps, time, the class's limits) follows them before Start
+    max_steps = length_right.number_input(
+        "Max steps (optimizer steps; -1 = use Epochs)",
+        value=spec.max_steps,
+        step=10,
+        min_value=-1,
+        help="Above 0, training stops after this many steps whatever the "
+        "epochs say. -1 trains for the number of epochs below.",
+    )
+    epochs = length_right.number_input(
+        "Epochs (passes over the data; used when Max steps is -1)",
+        value=float(spec.num_train_epochs),
+        min_value=0.01,
+        step=0.5,
+    )
+with summary:
+    if rows and max_steps > 0:
+        seen = max_steps * per_step
+        st.caption(
+            f"Your plan trains **{max_steps} steps × {per_step} examples = {seen:,} examples**, "
+            f"{seen / rows:.2g} of one pass over the data's {rows:,} rows (Max steps wins over Epochs)."
+            + time_here(seen)
+            + " The settings in the form below count once you press Start."
+        )
+    elif rows:
+        st.caption(
+            f"Your plan trains **{epochs:g} "
+            f"{'pass' if epochs == 1 else 'passes'} over {rows:,} rows = about "
+            f"{max(1, round(rows * epochs / per_step)):,} steps** of {per_step} examples."
+            + time_here(round(rows * epochs))
+            + " The settings in the form below count once you press Start."
+        )
+    for problem in quota_problems(user, int(max_steps), spec.num_processes):
+        st.warning(problem)
 with form_area, st.form("train"):
     left, right = st.columns(2)
     stage = left.selectbox("Stage", STAGES, index=STAGES.index(spec.stage), format_func=lambda s: STAGE_NAMES[s])
@@ -180,20 +220,6 @@ with form_area, st.form("train"):
         files,
         spec.dataset_name,
         help="Upload and check a file on the Data page; it then appears here",
-    )
-    max_steps = left.number_input(
-        "Max steps (optimizer steps; -1 = use Epochs)",
-        value=spec.max_steps,
-        step=10,
-        min_value=-1,
-        help="Above 0, training stops after this many steps whatever the "
-        "epochs say. -1 trains for the number of epochs on the right.",
-    )
-    epochs = right.number_input(
-        "Epochs (passes over the data; used when Max steps is -1)",
-        value=float(spec.num_train_epochs),
-        min_value=0.01,
-        step=0.5,
     )
     # Earlier results are picked from the person's own finished runs, never typed: a path here would be a way out
     # of their folder in a workshop, and a typo only failed once the run started.
@@ -355,4 +381,11 @@ if start:
         st.error(str(e))
 
 if not launched:
-    st.info("Nothing launched from this tab yet. Earlier runs, and runs of other people, are on the Runs page.")
+    elsewhere = (
+        "Earlier runs are on the Runs page."
+        if users.mode() == "personal"
+        else "Everyone's runs, yours and your students', are on the Runs page."
+        if user.sees_all
+        else "Your earlier runs are on the Runs page."
+    )
+    st.info(f"Nothing launched from this tab yet. {elsewhere}")

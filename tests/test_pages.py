@@ -52,6 +52,7 @@ def test_train_page_refuses_a_missing_model_with_a_sentence_and_keeps_the_plan()
     at.switch_page("app_pages/train.py")
     at.run()
     assert not any(w.label.startswith("Another model") for w in at.text_input), "no box until it is chosen"
+    assert any(i.value.endswith("Earlier runs are on the Runs page.") for i in at.info), "no other people here"
     next(w for w in at.selectbox if w.label == "Model").set_value("other").run()
     submit_train_form(at, **{"Another model": "/no/such/model"})
     assert not at.exception

@@ -161,6 +161,9 @@ def test_hardware_page_without_a_gpu_plans_for_this_computer_and_offers_presets(
     plan_line = next(c for c in texts(at, "caption").split("\n") if "Your plan trains" in c)
     minutes = re.search(r"About \*\*(\d+) min\*\* on this computer", plan_line)
     assert minutes and 1 <= int(minutes.group(1)) <= 15, plan_line
+    next(w for w in at.number_input if w.label.startswith("Max steps")).set_value(12).run()
+    plan_line = next(c for c in texts(at, "caption").split("\n") if "Your plan trains" in c)
+    assert "**12 steps" in plan_line, "the summary follows Max steps before Start"
 
 
 @pytest.mark.parametrize(

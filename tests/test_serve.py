@@ -149,6 +149,13 @@ def test_workshop_pages_stay_behind_the_login(workshop_app):
     assert not at.exception
     assert at.title[0].value == "🎛️ Tunewise workshop"
     assert not any("What should the model learn" in t.value for t in at.title), "no page before the login"
+    inputs = {w.label: w for w in at.text_input}  # what password managers read to fill a login form
+    assert (inputs["Name"].proto.autocomplete, inputs["Password"].proto.autocomplete) == (
+        "username",
+        "current-password",
+    )
+    log_in(at, "", "")
+    assert [e.value for e in at.error] == ["Type your name and password."], "not a failed login"
     log_in(at, "ana", "wrong-password")
     assert any("do not match an account" in e.value for e in at.error)
     log_in(at, "ana", "ana-pass-12")
@@ -168,6 +175,25 @@ def test_a_one_time_password_must_be_replaced_first(workshop_app):
     inputs["One-time password"].input(one_time)
     inputs["New password"].input("bens-own-pw")
     inputs["New password again"].input("bens-own-pw")
+    assert inputs["New password"].proto.autocomplete == "new-password"
     next(b for b in at.button if b.label == "Save my password").click()
     at.run()
     assert "What should the model learn?" in at.title[0].value
+    assert any("Password saved" in t.value for t in at.toast)
+
+
+def test_a_student_sees_the_class_limits_on_the_train_page_before_start(workshop_app):
+    from engine.runs import queue
+
+    queue.set_quota(None, max_steps=3)
+    at = workshop_app
+    log_in(at, "ana", "ana-pass-12")
+    at.switch_page("app_pages/train.py").run()
+    assert not at.exception
+    assert any("this plan trains whole epochs" in w.value for w in at.warning), "the default plan: epochs"
+    next(w for w in at.number_input if w.label.startswith("Max steps")).set_value(100).run()
+    warnings = [w.value for w in at.warning]
+    assert any("allows at most 3 steps per run; this plan asks for 100: set Max steps" in w for w in warnings), warnings
+    assert any("Your earlier runs are on the Runs page" in i.value for i in at.info), "a student sees only theirs"
+    next(w for w in at.number_input if w.label.startswith("Max steps")).set_value(3).run()
+    assert not any("steps per run" in w.value for w in at.warning), "within the limit: nothing to say"

@@ -104,6 +104,8 @@ def require_login() -> users.User:
     if users.must_change(user):
         choose_password(user)
         st.stop()
+    if st.session_state.pop("password_saved", False):
+        st.toast("Password saved. Use it from now on.", icon="✅")
     return user
 
 
@@ -114,10 +116,12 @@ def login_form() -> None:
     st.title("🎛️ Tunewise workshop")
     st.write("Log in with the name and password your instructor gave you.")
     with st.form("login"):
-        name = st.text_input("Name")
-        password = st.text_input("Password", type="password")
+        name = st.text_input("Name", autocomplete="username")  # so password managers fill the form
+        password = st.text_input("Password", type="password", autocomplete="current-password")
         go = st.form_submit_button("Log in", type="primary")
-    if go:
+    if go and not (name.strip() and password):  # not a failed login: nothing to count, nothing to lock
+        st.error("Type your name and password.")
+    elif go:
         try:
             user, token, _ = users.login(name, password, _client())
         except users.AuthError as e:
@@ -141,9 +145,9 @@ def choose_password(user: users.User) -> None:
         f"{users.MIN_PASSWORD} characters)."
     )
     with st.form("password"):
-        old = st.text_input("One-time password", type="password")
-        new = st.text_input("New password", type="password")
-        again = st.text_input("New password again", type="password")
+        old = st.text_input("One-time password", type="password", autocomplete="current-password")
+        new = st.text_input("New password", type="password", autocomplete="new-password")
+        again = st.text_input("New password again", type="password", autocomplete="new-password")
         go = st.form_submit_button("Save my password", type="primary")
     if go:
         if new != again:
@@ -154,6 +158,7 @@ def choose_password(user: users.User) -> None:
         except users.AuthError as e:
             st.error(str(e))
             return
+        st.session_state.password_saved = True  # shown once on the first page (require_login)
         st.rerun()
 
 
