@@ -17,6 +17,7 @@ if not user.sees_all:  # the frame shows this page to instructors only; the engi
     st.error("This page is for instructors.")
     st.stop()
 st.title("🧑‍🏫 Class")
+gpus_here = runs.gpu_count()  # without an NVIDIA GPU a run's slot is the processor, not "GPU 0"
 
 
 @st.fragment(run_every=5.0)
@@ -37,7 +38,7 @@ def class_runs() -> None:
                 "owner": r["owner"],
                 "state": r["state"],
                 "queue": r["position"] or "",
-                "GPU": ",".join(str(s) for s in json.loads(r["slots"] or "[]")) if r["slots"] else "",
+                "GPU": (",".join(str(s) for s in json.loads(r["slots"])) if gpus_here else "CPU") if r["slots"] else "",
                 "memory GiB": f"{memory[-1]:.1f}" if memory else "",
                 "elapsed": monitor.format_seconds((r["finished_at"] or time.time()) - r["started_at"])
                 if r["started_at"]
@@ -82,6 +83,8 @@ def class_runs() -> None:
 class_runs()
 
 st.subheader("Roster")
+# The actions below rerun the page, so the table shows what they changed; what they made is shown once after it
+news = st.session_state.pop("roster_news", {})
 roster = users.list_users()
 owners = [r["owner"] for r in runs.list_runs(user)]  # once, not once per student
 st.dataframe(
@@ -108,20 +111,29 @@ if add:
             made.append({"name": account.name, "one-time password": password})
         except users.AuthError as e:
             problems.append(str(e))
-    for problem in problems:
-        st.error(problem)
-    if made:
-        st.success(
-            f"{len(made)} account(s) made. Hand each student their line; they choose their own password "
-            "at the first login. The passwords are not shown again."
-        )
-        st.dataframe(made, hide_index=True)
-        st.download_button("Download as CSV", pd.DataFrame(made).to_csv(index=False), "accounts.csv", "text/csv")
+    st.session_state.roster_news = {"made": made, "problems": problems}
+    st.rerun()
+for problem in news.get("problems", []):
+    st.error(problem)
+if news.get("made"):
+    made = news["made"]
+    st.success(
+        f"{len(made)} account(s) made. Hand each student their line; they choose their own password "
+        "at the first login. The passwords are not shown again."
+    )
+    st.dataframe(made, hide_index=True)
+    st.download_button(
+        "Download as CSV", pd.DataFrame(made).to_csv(index=False), "accounts.csv", "text/csv", on_click="ignore"
+    )
 left, right = st.columns(2)
 student_names = [u["name"] for u in roster if u["role"] == "student"]
 who = left.selectbox("Account", student_names, index=None, placeholder="choose a student")
 if who and left.button("New one-time password"):
-    st.info(f"New one-time password for **{who}**: `{users.reset(who, by=user)}` (their logins end now).")
+    st.session_state.roster_news = {"reset": (who, users.reset(who, by=user))}
+    st.rerun()
+if "reset" in news:
+    name, password = news["reset"]
+    st.info(f"New one-time password for **{name}**: `{password}` (their logins end now).")
 if who and right.button("Remove account", help="The account can no longer log in; its runs and files stay."):
     users.remove(who, by=user)
     st.rerun()

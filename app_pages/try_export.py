@@ -25,7 +25,7 @@ picked = st.selectbox(
     "Finished run",
     [r["run_dir"] for r in done],
     index=0 if done else None,
-    format_func=lambda d: next(ui.label(r) for r in done if r["run_dir"] == d),
+    format_func=lambda d: next(ui.label(r, owner=user.role == "instructor") for r in done if r["run_dir"] == d),
     placeholder="no finished runs yet",
 )
 with st.expander("A run from somewhere else (a folder on this server)"):

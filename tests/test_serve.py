@@ -182,6 +182,79 @@ def test_a_one_time_password_must_be_replaced_first(workshop_app):
     assert any("Password saved" in t.value for t in at.toast)
 
 
+def finished_run_of(owner: str, state: str = "completed", slots: str | None = None) -> int:
+    """A registry row and run directory as a run of this owner leaves them (a running one: this process is its
+    supervisor, so the registry leaves it alone)."""
+    from engine import paths, rundir, runs
+    from engine.runs.registry import boot_id
+    from engine.spec import RunSpec
+
+    run_dir = paths.user_area(owner) / "runs" / f"0001-sft-lora-{time.time_ns()}"
+    (run_dir / "final").mkdir(parents=True)
+    (run_dir / "final" / "adapter_config.json").write_text("{}")
+    RunSpec().save(run_dir / "config.yaml")
+    rundir.write_status(run_dir, state)
+    now = time.time()
+    return (
+        runs.connect()
+        .execute(
+            "INSERT INTO runs (owner, run_dir, stage, method, state, config, slots, supervisor_pid, boot_id, "
+            "submitted_at, started_at, finished_at) VALUES (?, ?, 'sft', 'lora', ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                owner,
+                str(run_dir),
+                state,
+                RunSpec().to_yaml(),
+                slots,
+                os.getpid(),
+                boot_id(),
+                now,
+                now,
+                None if state == "running" else now,
+            ),
+        )
+        .lastrowid
+    )
+
+
+def test_the_class_page_roster_shows_what_its_actions_just_did(workshop_app, monkeypatch):
+    from engine import runs
+
+    monkeypatch.setattr(runs, "gpu_count", lambda: 0)  # a server without an NVIDIA GPU
+    finished_run_of("ana", "running", slots="[0]")
+    at = workshop_app
+    log_in(at, "teach", "teach-pass-1")
+    at.switch_page("app_pages/instructor.py").run()
+    assert not at.exception
+    assert list(at.dataframe[0].value["GPU"]) == ["CPU"], "no 'GPU 0' on a server without one"
+    at.text_area[0].input("ben")
+    next(b for b in at.button if b.label == "Create accounts").click()
+    at.run()
+    assert not at.exception
+    roster = at.dataframe[1].value
+    assert "ben" in list(roster["name"]), "the new student is in the roster at once"
+    made = at.dataframe[2].value
+    assert list(made["name"]) == ["ben"] and len(made["one-time password"].iloc[0]) >= 8, "shown once"
+    next(s for s in at.selectbox if s.label == "Account").select("ana").run()
+    next(b for b in at.button if b.label == "New one-time password").click()
+    at.run()
+    roster = at.dataframe[1].value
+    assert roster.set_index("name")["password"]["ana"] == "one-time (not changed yet)"
+    assert any("New one-time password for **ana**" in i.value for i in at.info)
+    at.run()
+    assert not any("New one-time password" in i.value for i in at.info), "the password is shown once"
+
+
+def test_the_instructors_try_page_says_whose_run_it_is(workshop_app):
+    finished_run_of("ana")
+    at = workshop_app
+    log_in(at, "teach", "teach-pass-1")
+    at.switch_page("app_pages/try_export.py").run()
+    assert not at.exception
+    picker = next(s for s in at.selectbox if s.label == "Finished run")
+    assert picker.options[0].startswith("run 1 of ana · "), picker.options
+
+
 def test_a_student_sees_the_class_limits_on_the_train_page_before_start(workshop_app):
     from engine.runs import queue
 

@@ -31,9 +31,11 @@ def finished_runs(user) -> list[dict]:
     return list(reversed(done))
 
 
-def label(run: dict) -> str:
+def label(run: dict, owner: bool = False) -> str:
+    """owner: say whose run it is (an instructor's list holds every student's)."""
     method = METHOD_NAMES.get(run["method"], run["method"])
-    return f"run {run['id']} · {STAGE_NAMES[run['stage']]} · {method} · {Path(run['run_dir']).name}"
+    whose = f" of {run['owner']}" if owner else ""
+    return f"run {run['id']}{whose} · {STAGE_NAMES[run['stage']]} · {method} · {Path(run['run_dir']).name}"
 
 
 def shell(module: str, *args) -> str:
