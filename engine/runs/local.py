@@ -13,13 +13,20 @@ import threading
 import time
 from pathlib import Path
 
-from engine import distributed, paths
+from engine import distributed, paths, rundir
 from engine.runs import queue
 from engine.runs.registry import RunError, alive, boot_id, connect, record_end
 from engine.spec import SpecError
 
-STOP_GRACE_S = 6.5  # graceful stop (checkpoint + exit), then every process of the run is killed...
-KILL_WAIT_S = 2.5  # ...and gone within this: < 10 s in all
+# A graceful stop lets the trainer finish the step under way and save it. How long that takes is the trainer's own
+# measure (status.json's stop_s: its slowest recent step + the last evaluation + the last checkpoint save), times
+# STOP_SLACK for a host whose load changes (steps of the embedded model on 2 busy cores went from 13 to 18 s), plus
+# STOP_GRACE_S for the save and exit it has not measured yet. A fixed 6.5 s killed CPU runs mid-step, with no
+# checkpoint: one step there takes 2-18 s.
+STOP_GRACE_S = 6.5
+STOP_SLACK = 1.5
+STOP_GRACE_MAX_S = 300.0  # ...but never longer: then every process of the run is killed...
+KILL_WAIT_S = 2.5  # ...and gone within this
 POLL_S = 1.0
 
 
@@ -84,7 +91,7 @@ def execute(db: sqlite3.Connection, run: sqlite3.Row, slots: list[int], gpus: li
         try:
             code = trainer.wait(timeout=limit_s)
         except subprocess.TimeoutExpired:  # the instructor's limit: save a checkpoint and end, like a stop
-            end_tree(trainer.pid, descendants(trainer.pid))
+            end_tree(trainer.pid, descendants(trainer.pid), grace_s=stop_grace_s(run_dir))
             record_end(db, run_id, trainer.wait(), reason=time_limit_reason(limit_s))
             return
     record_end(db, run_id, code)
@@ -165,14 +172,20 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def end_tree(trainer_pid: int | None, others: list[int], graceful: bool = True) -> None:
-    """SIGTERM the trainer and its ranks (each saves a checkpoint and exits), wait STOP_GRACE_S, then SIGKILL every
-    process given and wait until they are gone (KILL_WAIT_S at most)."""
+def stop_grace_s(run_dir) -> float:
+    """How long a graceful stop of this run may take: the step under way, its checkpoint and the exit."""
+    measured_s = rundir.read_status(run_dir).get("stop_s") or 0.0  # none before the first step: it ends at once
+    return min(STOP_GRACE_MAX_S, STOP_GRACE_S + STOP_SLACK * measured_s)
+
+
+def end_tree(trainer_pid: int | None, others: list[int], graceful: bool = True, grace_s: float = STOP_GRACE_S) -> None:
+    """SIGTERM the trainer and its ranks (each finishes its step, saves a checkpoint and exits), wait grace_s for the
+    trainer, then SIGKILL every process given and wait until they are gone (KILL_WAIT_S at most)."""
     tree = ([trainer_pid] if trainer_pid and alive(trainer_pid) else []) + [p for p in others if p != trainer_pid]
     if graceful and trainer_pid and alive(trainer_pid):
         for pid in tree:
             _signal(pid, signal.SIGTERM)
-        deadline = time.time() + STOP_GRACE_S
+        deadline = time.time() + grace_s
         while alive(trainer_pid) and time.time() < deadline:
             time.sleep(0.2)
     for pid in tree:
@@ -190,7 +203,7 @@ def stop(run: dict) -> None:
     if run["state"] == "running" and alive(trainer):
         below += [p for p in descendants(trainer) if p not in below]
         _signal(supervisor, signal.SIGSTOP)  # it must not record the trainer's exit as its own ending meanwhile
-        end_tree(trainer, [p for p in below if p != trainer])
+        end_tree(trainer, [p for p in below if p != trainer], grace_s=stop_grace_s(run["run_dir"]))
     end_tree(None, [supervisor, *below] if supervisor else below, graceful=False)
 
 

@@ -116,7 +116,7 @@ def main(argv=None) -> int:
     if common.is_main_process():
         rundir.write_status(run_dir, "running", pid=os.getpid(), error=None)
     print(f"run directory: {run_dir}", flush=True)
-    common.StopRequested.install()
+    common.StopRequested.install(run_dir)
     from engine.data import DataError
     from engine.models import ModelError
 

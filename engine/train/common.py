@@ -4,6 +4,7 @@ class: each stage file (sft.py, dpo.py, ...) reads top to bottom on its own.
 """
 
 import argparse
+import collections
 import json
 import math
 import os
@@ -465,14 +466,29 @@ def training_args(spec: RunSpec, run_dir: Path, precision: dict, has_eval: bool)
 
 
 class StopRequested:
-    """SIGTERM/SIGINT ask for a graceful stop: finish the step, save a checkpoint, exit."""
+    """SIGTERM/SIGINT ask for a graceful stop: finish the step under way, save it as a checkpoint, exit. Before this
+    process has finished a step there is nothing new to save, so it ends at once (the stopper would otherwise wait
+    out the model's loading and a whole first step, only to kill it). How long a stop may take is measured and kept
+    in status.json (`stop_s`, see run_dir_callback), so the stopper (engine/runs/local.py) waits that long."""
 
     requested = False
+    step_finished = False  # a step finished in this process: from then on a stop saves a checkpoint
 
     @classmethod
-    def install(cls):
+    def install(cls, run_dir: Path | None = None):
+        cls.requested = cls.step_finished = False  # a caller may train more than once in its process
+
         def handler(signum, frame):
             cls.requested = True
+            if cls.step_finished:
+                print(f"stop requested (signal {signum}): finishing this step, then saving a checkpoint", flush=True)
+                return
+            print("stop requested before a training step finished: nothing to save, ending now", flush=True)
+            if run_dir is not None and is_main_process():
+                rundir.write_status(run_dir, "stopped", finished_at=time.time())
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)  # not SystemExit: a library's `except BaseException` or a finally could carry on loading
 
         signal.signal(signal.SIGTERM, handler)
         signal.signal(signal.SIGINT, handler)
@@ -506,6 +522,10 @@ def run_dir_callback(run_dir: Path, mfu: tuple[float, float] | None = None):
     class RunDirCallback(TrainerCallback):
         def __init__(self):
             self.last_status = 0.0
+            self.step_started = None  # time.time() at on_step_begin
+            self.recent_steps_s = collections.deque(maxlen=5)  # the first (slow) steps count until 5 newer ones
+            self.saving_since = self.evaluating_since = None
+            self.save_s = self.eval_s = 0.0  # the last checkpoint save and evaluation took
             self.last_log = None  # (time, tokens) for tokens/s
             self.peak = 0.0  # GiB NVML showed this process using, the highest so far
 
@@ -524,18 +544,54 @@ def run_dir_callback(run_dir: Path, mfu: tuple[float, float] | None = None):
                 finished_at=None,
             )
 
+        def on_step_begin(self, args, state, control, **kw):
+            self.step_started = time.time()
+
         def on_step_end(self, args, state, control, **kw):
-            if StopRequested.requested:
+            now = time.time()
+            StopRequested.step_finished = True
+            if self.step_started is not None:
+                self.recent_steps_s.append(now - self.step_started)
+            if StopRequested.requested:  # save this step now; its evaluation would only make the stop wait
                 control.should_save = True
                 control.should_training_stop = True
-            now = time.time()
+                control.should_evaluate = False
+            if control.should_save:
+                self.saving_since = now
+            if control.should_evaluate:
+                self.evaluating_since = now
             if (
                 state.is_world_process_zero and now - self.last_status > 1.0
             ):  # throttled: a fast GPU step should not wait on a file write
                 rundir.write_status(
-                    run_dir, "running", step=state.global_step, max_steps=state.max_steps, epoch=state.epoch
+                    run_dir,
+                    "running",
+                    step=state.global_step,
+                    max_steps=state.max_steps,
+                    epoch=state.epoch,
+                    stop_s=round(self.stop_s(), 2),
                 )
                 self.last_status = now
+
+        def stop_s(self) -> float:
+            """Seconds a stop may need at worst: a stop that comes as an evaluation begins waits for it, the next
+            step and the checkpoint's save."""
+            return max(self.recent_steps_s, default=0.0) + self.eval_s + self.save_s
+
+        def on_evaluate(self, args, state, control, **kw):
+            if self.evaluating_since is not None:
+                self.eval_s, self.evaluating_since = time.time() - self.evaluating_since, None
+            if StopRequested.requested:  # a stop during the evaluation: save the step it evaluated, no more steps
+                control.should_save = True
+                control.should_training_stop = True
+
+        def on_save(self, args, state, control, **kw):
+            if self.saving_since is not None:
+                self.save_s, self.saving_since = time.time() - self.saving_since, None
+                if state.is_world_process_zero:
+                    rundir.write_status(run_dir, "running", stop_s=round(self.stop_s(), 2))
+            if StopRequested.requested:  # a stop during a periodic save: that checkpoint is the last finished step
+                control.should_training_stop = True
 
         def on_log(self, args, state, control, logs=None, **kw):
             if not state.is_world_process_zero:
