@@ -94,3 +94,11 @@ def test_a_stop_before_the_first_step_ends_at_once_without_a_checkpoint(slow_ste
     assert not any(runs.alive(p) for p in (stopped["pid"], stopped["supervisor_pid"]))
     assert rundir.last_checkpoint(run["run_dir"]) is None
     assert rundir.read_status(run["run_dir"])["state"] == "stopped"
+
+
+def test_a_ray_job_gets_as_long_as_a_local_stop_to_checkpoint():
+    """Ray kills a job RAY_JOB_STOP_WAIT_TIME_S after its SIGTERM; set at submission, before a step is timed, it is
+    the longest a local stop may wait (a fixed 7 s killed slow steps before their checkpoint)."""
+    from engine.runs import local, ray
+
+    assert float(ray.job_env()["RAY_JOB_STOP_WAIT_TIME_S"]) >= local.STOP_GRACE_MAX_S

@@ -30,8 +30,11 @@ from pathlib import Path
 from engine import paths, rundir
 from engine.runs.registry import RunError, alive, record_end, set_setting, setting
 
-STOP_GRACE_S = 7  # Ray's SIGTERM -> SIGKILL wait (RAY_JOB_STOP_WAIT_TIME_S, an int; Ray's default 3 s is too
-# short for a checkpoint); local.STOP_GRACE_S rounded up
+# Ray's SIGTERM -> SIGKILL wait (RAY_JOB_STOP_WAIT_TIME_S, an int; Ray's default 3 s is too short for a checkpoint).
+# It is set when the job is submitted, before any step is timed, so it is local.STOP_GRACE_MAX_S, the longest a local
+# stop may wait for the step under way and its checkpoint: the trainer exits as soon as it has saved, and a 7 s wait
+# killed slow steps before their checkpoint (as it did locally on a CPU, tests/test_stop_checkpoint.py).
+STOP_GRACE_S = 300
 POLL_S = 1.0
 CACHE_S = 5.0  # the cluster's nodes are read at most this often per process (the queue asks every second)
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
