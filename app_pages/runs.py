@@ -110,7 +110,12 @@ def label(run_id: int) -> str:
 
 by_id = {r["id"]: r for r in all_runs}
 ids = [r["id"] for r in reversed(all_runs)]
-default = ids.index(st.session_state.current_run) if st.session_state.get("current_run") in ids else 0
+# The run this tab started, unless it only waits while another trains: then the one training (newest first)
+training = [i for i in ids if by_id[i]["state"] == "running"]
+current = st.session_state.get("current_run")
+if current not in ids or (by_id[current]["state"] == "queued" and training):
+    current = (training or ids)[0]
+default = ids.index(current)
 chosen = st.selectbox("Watch run", ids, index=default, format_func=label)
 live_run(chosen)
 

@@ -59,11 +59,17 @@ def confine(typed: str | Path, actor: User, what: str = "path", writable: bool =
     lexical = Path(os.path.normpath(raw))
     if not writable and any(lexical.is_relative_to(root) for root in allowed[len(roots(actor, True)) :]):
         return lexical  # the published name, so that checking it again (at submit) gives the same answer
-    where = "your own folder" if writable else "your own folder, the app's bundled sets or the class's shared folders"
-    raise AccessError(
-        f"The {what} '{text}' is outside {where}, so it cannot be used here. Upload the file on the "
-        f"Data page, or ask the instructor to put it in the class's shared folder ({paths.shared_dir()})."
-    )
+    shared = f"the class's shared folder ({paths.shared_dir()})"
+    where = "your own folder (your uploads, runs and exports)" + ("" if writable else f", the bundled sets or {shared}")
+    if "run" in what:  # a run is picked from the person's own runs; another person's cannot be opened
+        advice = "Pick one of your own runs from the list instead."
+    elif writable:
+        advice = "Choose a folder inside your own folder."
+    elif "model" in what:
+        advice = f"Pick the bundled model or one shared with the class, or ask the instructor to put yours in {shared}."
+    else:
+        advice = "Upload the file instead (its copy goes to your own folder), or ask the instructor to share it."
+    raise AccessError(f"The {what} '{text}' is outside {where}, so it cannot be used here. {advice}")
 
 
 def check_model(model: str, actor: User, what: str = "model") -> str:

@@ -92,6 +92,17 @@ def guidance(stage: str, rows: int) -> dict:
     return {"level": level, "low": low, "high": high, "message": message}
 
 
+# What a row that is not an object is, in words (the type names of json.loads' results)
+KINDS = {
+    "list": "lists",
+    "str": "plain strings",
+    "int": "numbers",
+    "float": "numbers",
+    "bool": "true/false values",
+    "NoneType": "null values",
+}
+
+
 def describe(stage: str) -> str:
     return "; ".join(" + ".join(layout.fields) for layout in LAYOUTS[stage])
 
@@ -103,8 +114,13 @@ def detect_layout(stage: str, records: list) -> tuple:
         return max(votes, key=lambda lay: (votes[lay], -LAYOUTS[stage].index(lay))), ""
     dicts = [r for r in records if isinstance(r, dict)]
     if not dicts:
-        found = type(records[0]).__name__ if records else "nothing"
-        return None, f"the rows are {found}, not objects with named fields. {stage} needs: {describe(stage)}."
+        expected = f"Expected: one JSON object per row (in JSONL, one per line) with the fields of {stage}: " + (
+            describe(stage).replace("; ", ", or ") + "."
+        )
+        if not records:
+            return None, f"no row of the file could be read, so it holds no examples. {expected}"
+        found = KINDS.get(type(records[0]).__name__, type(records[0]).__name__)
+        return None, f"the rows are {found} (the first: {json.dumps(records[0])[:60]}), not objects. {expected}"
     keys = sorted({k for r in dicts[:50] for k in r})
     other = next((s for s in STAGES if s != stage and _votes(s, dicts[:50])), None)
     hint = f" These fields look like data for stage {other}; choose that stage if that is the plan." if other else ""

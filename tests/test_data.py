@@ -45,6 +45,7 @@ BROKEN = [
     ),
     ("null value", "sft", "a.jsonl", jl({"prompt": None, "completion": "y"}), "field 'prompt' is null", 1),
     ("row is a list", "sft", "a.jsonl", jl(GOOD_IO, [1, 2]), "found list", 2),
+    ("rows are strings", "sft", "a.jsonl", jl('"a"', '"b"'), 'the rows are plain strings (the first: "a")', None),
     ("unknown role", "sft", "a.jsonl", jl({"messages": [{"role": "bot", "content": "hi"}]}), "role 'bot'", 1),
     ("chat ends with user", "sft", "a.jsonl", jl({"messages": [USER, BOT, USER]}), "ends with a 'user' turn", 1),
     (
@@ -132,6 +133,14 @@ def write(tmp_path, name, content):
     path = tmp_path / name
     path.write_bytes(content if isinstance(content, bytes) else content.encode())
     return path
+
+
+def test_a_file_of_plain_text_says_what_was_found_and_what_is_expected(tmp_path):
+    report = check(write(tmp_path, "notes.jsonl", "hello world\nthis is not json\n"), "sft")
+    first, *_, last = [e["message"] for e in report.errors]
+    assert first.startswith("not valid JSON") and "rows are nothing" not in last
+    assert last.startswith("no row of the file could be read, so it holds no examples. Expected: one JSON object")
+    assert "prompt + completion, or" in last
 
 
 @pytest.mark.parametrize("name,stage,file,content,words,line", BROKEN, ids=[b[0] for b in BROKEN])

@@ -172,3 +172,31 @@ def test_a_stopped_run_without_a_checkpoint_offers_to_start_again_not_to_resume(
     labels = [b.label for b in at.button]
     assert "Start again with the same settings" in labels and "Resume from the last checkpoint" not in labels
     assert any("No checkpoint yet" in c.value for c in at.caption)
+
+
+def test_a_queued_run_says_it_waits_and_the_page_watches_the_one_training(tmp_path, monkeypatch):
+    monkeypatch.setattr(runs, "reconcile", lambda db: None)
+    monkeypatch.setattr(runs, "gpu_count", lambda: 0)  # the processor is the one slot
+    running_id, run_dir = fake_run(tmp_path, steps=10)
+    grow(run_dir, 2)
+    (tmp_path / "queued").mkdir()
+    queued_id = (
+        runs.connect()
+        .execute(
+            "INSERT INTO runs (owner, run_dir, stage, method, state, submitted_at) "
+            "VALUES ('me', ?, 'sft', 'lora', 'queued', ?)",
+            (str(tmp_path / "queued"), time.time()),
+        )
+        .lastrowid
+    )
+    at = app()
+    at.session_state.current_run = queued_id  # started from the Train tab, behind the one training
+    at.switch_page("app_pages/runs.py").run()
+    assert not at.exception, at.exception
+    watch = next(s for s in at.selectbox if s.label == "Watch run")
+    assert watch.value == running_id, "the run training, not the one waiting behind it"
+    watch.set_value(queued_id).run()
+    assert at.get("progress")[0].proto.text == "not started: waiting in the queue"
+    info = " ".join(i.value for i in at.info)
+    assert "Queued: it starts by itself when the processor is free" in info and "number 1 in line" in info
+    assert "loading the model" not in info

@@ -291,6 +291,14 @@ def test_paths_are_confined_to_the_users_area_the_bundled_sets_and_shared_folder
     for typed in refused:
         with pytest.raises(access.AccessError, match="outside your own folder"):
             access.confine(typed, ben, "data file")
+    with pytest.raises(access.AccessError) as refusal:  # the advice fits what was typed, wherever it was typed
+        access.confine(str(upload), ben, "data file")
+    assert "the bundled sets or the class's shared folder (" in str(refusal.value)
+    assert "Upload the file instead" in str(refusal.value) and "on the Data page" not in str(refusal.value)
+    _, other = fake_run("ana")
+    with pytest.raises(access.AccessError) as refusal:
+        access.check_run_dir(str(other), ben)
+    assert str(refusal.value).endswith("Pick one of your own runs from the list instead."), refusal.value
     from engine.data import bundled
 
     assert access.confine(bundled("sft"), ben) == bundled("sft").resolve()

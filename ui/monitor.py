@@ -128,6 +128,13 @@ def waiting_text(status: dict) -> str:
     return "Waiting for the first logged step (loading the model and data takes a few seconds)..."
 
 
+def queued_text(run: dict) -> str:
+    """What the panel says while a run waits for its turn: nothing is loading yet."""
+    free = "a GPU is free" if runs.gpu_count() else "the processor is free (one run trains at a time)"
+    place = f" It is number {run['position']} in line." if run.get("position") else ""
+    return f"Queued: it starts by itself when {free}.{place} Its chart appears after its first step."
+
+
 @st.fragment(run_every=REFRESH_S)
 def live_run(run_id: int) -> None:
     listed = runs.list_runs(actor())
@@ -154,15 +161,7 @@ def live_run(run_id: int) -> None:
         )
     head.markdown(f"### {STATE_ICONS.get(state, '')} Run {run_id}: {state}{position}")
     if state in ("queued", "running", "waiting") and button.button("Stop", key=f"stop-{run_id}", type="secondary"):
-        if state != "running":
-            stopping = "Stopping: taking it out of the queue..."
-        elif not prog.step:  # the trainer ends at once: there is no finished step to save
-            stopping = "Stopping: no training step has finished yet, so there is no checkpoint to keep..."
-        else:
-            per_step = f" (a step takes about {monitor.format_seconds(prog.seconds_per_step)})"
-            stopping = "Stopping: the step under way finishes and is saved as a checkpoint, then the process ends"
-            stopping += (per_step if prog.seconds_per_step else "") + "..."
-        with st.spinner(stopping):
+        with st.spinner("Stopping: saving a checkpoint, then ending the process..."):
             try:
                 runs.stop(run_id, actor())
             except runs.RunError as e:  # it finished between the refresh and the click
@@ -172,6 +171,8 @@ def live_run(run_id: int) -> None:
         f"step {prog.step} / {prog.max_steps or '?'} · elapsed {monitor.format_seconds(prog.elapsed_s)}"
         f" · time left {monitor.eta_text(prog, state)}"
     )
+    if state == "queued" and not prog.step:  # not loading anything yet: "step 0 / ?" read as if it were
+        label = "not started: waiting in the queue"
     st.progress(prog.fraction, text=label)
     if line := memory_line(status):
         st.caption(line)
@@ -186,7 +187,9 @@ def live_run(run_id: int) -> None:
         (st.error if alert.level == "error" else st.warning)(f"**{alert.title}** {alert.advice}")
     if reader.records:
         charts(run_id, run["run_dir"], reader.records, training=state == "running")
-    elif state in ("queued", "running"):
+    elif state == "queued":
+        st.info(queued_text(run))
+    elif state == "running":
         st.info(waiting_text(status))
     command = Path(run["run_dir"]) / "command.txt"
     if command.exists():
