@@ -161,7 +161,15 @@ def live_run(run_id: int) -> None:
         )
     head.markdown(f"### {STATE_ICONS.get(state, '')} Run {run_id}: {state}{position}")
     if state in ("queued", "running", "waiting") and button.button("Stop", key=f"stop-{run_id}", type="secondary"):
-        with st.spinner("Stopping: saving a checkpoint, then ending the process..."):
+        if state != "running":
+            stopping = "Stopping: taking it out of the queue..."
+        elif not prog.step:  # the trainer ends at once: there is no finished step to save
+            stopping = "Stopping: no training step has finished yet, so there is no checkpoint to keep..."
+        else:
+            per_step = f" (a step takes about {monitor.format_seconds(prog.seconds_per_step)})"
+            stopping = "Stopping: the step under way finishes and is saved as a checkpoint, then the process ends"
+            stopping += (per_step if prog.seconds_per_step else "") + "..."
+        with st.spinner(stopping):
             try:
                 runs.stop(run_id, actor())
             except runs.RunError as e:  # it finished between the refresh and the click
