@@ -97,3 +97,33 @@ def test_a_partial_config_with_flags_gets_the_defaults_of_the_run_it_ends_with(t
     part.write_text("learning_rate: 0.0003\n")
     spec, _ = common.parse(["--config", str(part), "--stage", "dpo", "--method", "full", "--max-steps", "3"])
     assert spec.learning_rate == 3e-4, "a rate the file sets wins over the defaults"
+
+
+def test_a_processor_run_too_big_for_the_computers_memory_is_refused_before_loading(tmp_path, tiny_model):
+    """On a machine without a GPU a run trains in the computer's memory; one the estimator puts above it at the data's
+    longest examples (a length and batch that would wake the out-of-memory killer, and take the server down with
+    it) exits 2 with the changes that fit, before any weights load. The same length and batch over short examples
+    is not refused: the longest batch, not max_length, decides the memory."""
+    from transformers import AutoTokenizer
+
+    from engine import data as datasets
+    from engine.spec import RunSpec
+    from engine.train import common
+
+    data = tmp_path / "long.jsonl"
+    chat = [{"role": "user", "content": "word " * 3000}, {"role": "assistant", "content": "ok"}]
+    data.write_text("\n".join(json.dumps({"messages": chat}) for _ in range(8)) + "\n")
+    big = ["--model", str(tiny_model), "--seq", "4096", "--batch", "4096", "--max-steps", "1"]
+    result = run_cli("engine.train", *big, "--dataset", str(data), "--output-dir", str(tmp_path / "run"))
+    assert result.returncode == 2 and "GiB of memory at its longest examples (3" in result.stderr, result.stderr
+    assert "Changes that fit" in result.stderr and "QLoRA" not in result.stderr and "Traceback" not in result.stderr
+    status = json.loads((tmp_path / "run" / "status.json").read_text())
+    assert status["state"] == "failed" and "Nothing was loaded" in status["error"]
+    tokenizer, spec = (
+        AutoTokenizer.from_pretrained(tiny_model),
+        RunSpec(max_length=4096, per_device_train_batch_size=4096),
+    )
+    short = datasets.load_for_stage(datasets.bundled("sft", "train"), "sft")
+    common.check_host_memory(spec, str(tiny_model), "cpu", short, tokenizer)  # ~100 tokens at most: fits
+    with pytest.raises(common.SpecError, match="at its longest examples"):
+        common.check_host_memory(spec, str(tiny_model), "cpu", [{"messages": chat}] * 8, tokenizer)

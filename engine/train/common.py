@@ -332,6 +332,49 @@ def decide_grad_ckpt(spec: RunSpec, model_path: str, device: str, run_dir: Path 
         )
 
 
+HOST_SHARE = 0.9  # of the memory free at the start a processor run may be planned to take
+
+
+def check_host_memory(spec: RunSpec, model_path: str, device: str, train_rows: list, tokenizer) -> None:
+    """The pre-flight on a processor, before any weights load: a run the estimator puts above HOST_SHARE of the
+    computer's free memory at its data's longest example (cut at max_length; the longest batch decides the memory)
+    is refused with the changes that fit, instead of waking the out-of-memory killer, which may take the app, or
+    another person's run, down with it. The run as set: on a processor engine.train does not turn checkpointing on
+    by itself, and QLoRA needs a GPU."""
+    if device != "cpu":
+        return
+    import psutil  # accelerate's dependency
+
+    from engine import estimate
+
+    free = psutil.virtual_memory().available / 2**30
+    room = HOST_SHARE * free
+    lengths = data_lengths(spec, train_rows, tokenizer)
+    longest = min(max(lengths), spec.max_length) if lengths else spec.max_length
+    try:
+        req = replace(estimate.request_for(spec, model_path), seq=longest)
+        need = estimate.peak_gib(req)
+        if need <= room:
+            return
+        options = [
+            o
+            for o in estimate.alternatives(req, room)
+            if "QLoRA" not in o["change"] and "CPU memory" not in o["change"]
+        ]
+    except (estimate.EstimateError, ValueError, OSError):
+        return  # a model the estimator cannot read trains as asked
+    raise SpecError(
+        f"This run needs about {need:,.1f} GiB of memory at its longest examples ({longest} tokens), and this computer "
+        f"(no GPU: it trains in its own memory) has {free:.1f} GiB free, of which a run may take {room:.1f}. "
+        + (
+            "Changes that fit: " + "; ".join(f"{o['change']} ({o['peak_gib']:.1f} GiB)" for o in options) + "."
+            if options
+            else "Lower the maximum length or the batch size, or choose a smaller model."
+        )
+        + " Nothing was loaded; change the settings and start again."
+    )
+
+
 def decide_compile(spec: RunSpec, model_path: str, device: str, train_rows: list, tokenizer) -> None:
     """torch.compile of the decoder layers on a GPU when the run is long enough to pay back the minute the compile
     takes (engine/train/kernels.py compile_default), and said so; `extra: {compile: true|false}` decides instead.
@@ -370,16 +413,23 @@ def decide_compile(spec: RunSpec, model_path: str, device: str, train_rows: list
 
 
 def data_tokens(spec: RunSpec, rows: list, tokenizer) -> int:
-    """Mean tokens of an example of these rows once cut at max_length, counted with the run's own tokenizer the way
-    the Data page counts them (engine.datastats); 0 (every example fills max_length) where they cannot be counted."""
-    from engine import datastats
+    """Mean tokens of an example of these rows once cut at max_length; 0 (every example fills max_length) where
+    they cannot be counted."""
     from engine.estimate import mean_tokens
+
+    return mean_tokens(data_lengths(spec, rows, tokenizer), spec.max_length)
+
+
+def data_lengths(spec: RunSpec, rows: list, tokenizer) -> list[int]:
+    """Tokens of each of up to 5000 evenly spaced rows before truncation, counted with the run's own tokenizer the
+    way the Data page counts them (engine.datastats); [] where they cannot be counted."""
+    from engine import datastats
 
     try:
         tok = datastats.ChatTokenizer.from_transformers(tokenizer)
-        return mean_tokens(datastats.lengths_of(datastats.evenly(rows), spec.stage, tok), spec.max_length)
+        return datastats.lengths_of(datastats.evenly(rows), spec.stage, tok)
     except Exception:  # noqa: BLE001  (no chat template, a slow tokenizer, a template error: the upper bound holds)
-        return 0
+        return []
 
 
 def measured_peak_gib() -> float | None:

@@ -28,6 +28,7 @@ def main(spec: RunSpec, run_dir: Path, resume: bool) -> int:
 
     device, dtype, precision = common.device_and_dtype()
     tokenizer = common.load_tokenizer(model_path)
+    common.check_host_memory(spec, model_path, device, train_rows, tokenizer)
     common.decide_compile(spec, model_path, device, train_rows, tokenizer)
     common.decide_grad_ckpt(spec, model_path, device)
     padding_free = fast.choose(spec, device, model_path)

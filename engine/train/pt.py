@@ -23,8 +23,9 @@ def main(spec: RunSpec, run_dir: Path, resume: bool) -> int:
     from trl import SFTConfig, SFTTrainer
 
     device, dtype, precision = common.device_and_dtype()
-    common.decide_grad_ckpt(spec, model_path, device)
     tokenizer = common.load_tokenizer(model_path)
+    common.check_host_memory(spec, model_path, device, train_rows, tokenizer)
+    common.decide_grad_ckpt(spec, model_path, device)
     model = AutoModelForCausalLM.from_pretrained(model_path, **common.model_kwargs(spec, dtype))
     common.record_versions(run_dir, device)
 

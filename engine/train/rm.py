@@ -24,8 +24,9 @@ def main(spec: RunSpec, run_dir: Path, resume: bool) -> int:
     from trl import RewardConfig, RewardTrainer
 
     device, dtype, precision = common.device_and_dtype()
-    common.decide_grad_ckpt(spec, model_path, device)
     tokenizer = common.load_tokenizer(model_path)
+    common.check_host_memory(spec, model_path, device, train_rows, tokenizer)
+    common.decide_grad_ckpt(spec, model_path, device)
     model = AutoModelForSequenceClassification.from_pretrained(
         model_path, num_labels=1, **common.model_kwargs(spec, dtype)
     )

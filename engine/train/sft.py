@@ -24,6 +24,7 @@ def main(spec: RunSpec, run_dir: Path, resume: bool) -> int:
     train_rows, eval_rows = common.load_splits(spec)
     model_path = common.base_model_path(spec, run_dir)
     tokenizer = common.load_tokenizer(model_path)
+    common.check_host_memory(spec, model_path, device, train_rows, tokenizer)
     common.decide_compile(spec, model_path, device, train_rows, tokenizer)
     common.decide_grad_ckpt(spec, model_path, device)
     padding_free = fast.choose(spec, device, model_path, on_cpu=True)
