@@ -149,7 +149,13 @@ with st.form("quotas"):
     gpus = e.number_input("GPUs per run", 0, 64, q.max_gpus or 0, help="0 = no limit")
     if st.form_submit_button("Save quotas"):
         queue.set_quota(
-            None, max_waiting=waiting, max_running=running, max_minutes=minutes, max_steps=steps, max_gpus=gpus
+            None,
+            max_waiting=waiting,
+            max_running=running,
+            max_minutes=minutes,
+            max_steps=steps,
+            max_gpus=gpus,
+            by=user,
         )
         st.success("Saved. New runs follow these limits; runs already waiting keep their place.")
 

@@ -102,7 +102,7 @@ def main():
 
     model = home / "shared" / "models" / "tiny"
     users.setup("teach", "teach-password")
-    queue.set_quota(None, max_waiting=a.runs_each)
+    queue.set_quota(None, max_waiting=a.runs_each, by=users.OWNER)
     for i in range(a.students):
         subprocess.run(
             [sys.executable, "-m", "engine.users", "add", f"student{i:02d}", "--password-stdin"],

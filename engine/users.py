@@ -228,7 +228,8 @@ FAILED_LOGIN = (
 def login(name: str, password: str, client: str = "") -> tuple[User, str, bool]:
     """Check a name and password from `client` (the browser's address; "" for this machine). Returns (user,
     session token for the cookie, must choose a new password). Every failure - unknown name, wrong password, a
-    client made to wait - reads and takes the same, so the login form tells nobody which names exist. The attempt
+    client made to wait - reads the same, and an unknown name takes as long as a wrong password, so the login form
+    tells nobody which names exist; a client made to wait gets its answer at once, with no hash computed. The attempt
     is counted as failed before the (slow) hash check, in one write transaction, so guesses sent in parallel
     cannot all slip under the limits (the module's docstring), and forgotten when the password is right."""
     global _DUMMY
@@ -249,7 +250,9 @@ def login(name: str, password: str, client: str = "") -> tuple[User, str, bool]:
         row = db.execute("SELECT * FROM users WHERE name=?", (key,)).fetchone()
     finally:
         db.execute("COMMIT")
-    if row is None or waits:
+    if waits:  # no hash: a flood of guesses costs the server nothing more (unknown names wait the same way)
+        raise AuthError(FAILED_LOGIN)
+    if row is None:
         _DUMMY = _DUMMY or _hasher().hash(secrets.token_hex(8))
         _verify(_DUMMY, password)  # same time as a real check
         raise AuthError(FAILED_LOGIN)
@@ -325,7 +328,7 @@ def setup(instructor: str, password: str | None) -> tuple[User, str]:
     if not (paths.home() / "secret").is_file():
         _write_secret()
     user, password = add(instructor, "instructor", password, by=OWNER)
-    queue.set_quota(None, **queue.WORKSHOP_DEFAULTS, only_if_unset=True)
+    queue.set_quota(None, **queue.WORKSHOP_DEFAULTS, only_if_unset=True, by=OWNER)
     for folder in ("models", "data"):
         (paths.shared_dir() / folder).mkdir(parents=True, exist_ok=True)
     return user, password

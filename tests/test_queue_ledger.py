@@ -101,12 +101,12 @@ def registered() -> list[tuple[str, str]]:
 
 
 def test_a_refused_chain_registers_nothing(workshop, supervisors):
-    queue.set_quota(None, max_waiting=1)
+    queue.set_quota(None, max_waiting=1, by=users.OWNER)
     single = runs.submit(RunSpec(max_steps=5), workshop["bob"])
     with pytest.raises(runs.RunError, match="already have 1 run\\(s\\) waiting"):
         runs.submit_chain(chain(), workshop["bob"])
     assert registered() == [("bob", "sft")] and supervisors == [single]
-    queue.set_quota("carol", max_waiting=5)
+    queue.set_quota("carol", max_waiting=5, by=users.OWNER)
     blocked = paths.user_area("carol") / "runs" / "a-file"  # the DPO stage's directory cannot be made
     blocked.parent.mkdir(parents=True)
     blocked.write_text("")
@@ -119,7 +119,7 @@ def test_a_refused_chain_registers_nothing(workshop, supervisors):
 
 
 def test_an_accepted_chain_is_one_waiting_entry_until_its_last_stage_starts(workshop, supervisors):
-    queue.set_quota(None, max_waiting=1)
+    queue.set_quota(None, max_waiting=1, by=users.OWNER)
     first, second = runs.submit_chain(chain(), workshop["carol"])
     assert supervisors == [first]
     db = runs.connect()
@@ -129,5 +129,5 @@ def test_an_accepted_chain_is_one_waiting_entry_until_its_last_stage_starts(work
     assert queue.claim(db, first) == [0]  # stage 1 trains; stage 2 still waits for it
     with pytest.raises(runs.RunError, match="already have 1 run\\(s\\) waiting"):
         runs.submit(RunSpec(max_steps=5), workshop["carol"])
-    queue.set_quota(None, max_waiting=2)
+    queue.set_quota(None, max_waiting=2, by=users.OWNER)
     runs.submit(RunSpec(max_steps=5), workshop["carol"])  # the chain took one place, not two

@@ -256,9 +256,10 @@ def test_the_instructors_try_page_says_whose_run_it_is(workshop_app):
 
 
 def test_a_student_sees_the_class_limits_on_the_train_page_before_start(workshop_app):
+    from engine import users
     from engine.runs import queue
 
-    queue.set_quota(None, max_steps=3)
+    queue.set_quota(None, max_steps=3, by=users.OWNER)
     at = workshop_app
     log_in(at, "ana", "ana-pass-12")
     at.switch_page("app_pages/train.py").run()

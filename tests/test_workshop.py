@@ -100,15 +100,20 @@ def test_login_right_and_wrong_and_the_wait_after_five_failures(workshop):
     users.reset("ana", by=workshop["teach"])  # the instructor's way out of a wait
 
 
-def test_one_computer_guessing_across_the_roster_waits_for_every_name(workshop):
+def test_one_computer_guessing_across_the_roster_waits_for_every_name(workshop, monkeypatch):
     """A computer that fails 50 times in five minutes, whatever the names (an unknown name counts too), is made to
-    wait for all of them; the class at other computers is not."""
+    wait for all of them, and its further guesses cost the server no argon2 hash (64 MiB each); the class at other
+    computers is not."""
     names = ["ana", "ben", "nobody", "teach"]
     for i in range(users.MAX_FAILED_CLIENT):
         with pytest.raises(users.AuthError):
             users.login(names[i % 4] if i % 4 != 0 else f"x{i}", "not-the-password", client="10.0.0.66")
+    hashed = []
+    verify = users._verify
+    monkeypatch.setattr(users, "_verify", lambda *a: hashed.append(1) or verify(*a))
     with pytest.raises(users.AuthError, match="do not match"):
         users.login("ben", PASSWORDS["ben"], client="10.0.0.66")
+    assert hashed == [], "a waiting computer's guess is refused before any hash"
     assert users.login("ben", PASSWORDS["ben"], client="10.0.0.8")[0] == workshop["ben"]
     runs.connect().execute("UPDATE login_failures SET at = at - ?", (users.LOCK_S + 1,))
     assert users.login("ben", PASSWORDS["ben"], client="10.0.0.66")[0] == workshop["ben"]  # five minutes later
@@ -185,10 +190,12 @@ def test_the_roster_quotas_and_class_plan_refuse_a_student_in_the_engine(worksho
         lambda: users.reset("ben", by=ana),
         lambda: users.remove("ben", by=ana),
         lambda: plans.publish_class_plan({"spec": {}, "goals": []}, by=ana),
+        lambda: queue.set_quota(None, max_steps=100_000, by=ana),
+        lambda: queue.set_quota("ana", max_waiting=50, by=ana),
     ):
         with pytest.raises(users.AuthError, match="Only an instructor can"):
             call()
-    assert users.find("ben") and plans.class_plan() is None
+    assert users.find("ben") and plans.class_plan() is None and queue.class_quota().max_steps is None
     users.add("mallory", by=workshop["teach"])
 
 
@@ -374,7 +381,7 @@ def test_every_students_first_run_starts_before_anyones_second(workshop, tiny_mo
 
 def test_quotas_refuse_with_a_sentence(workshop, tiny_model):
     ana = workshop["ana"]
-    queue.set_quota(None, max_waiting=1, max_steps=50, max_gpus=1)
+    queue.set_quota(None, max_waiting=1, max_steps=50, max_gpus=1, by=users.OWNER)
     with pytest.raises(runs.RunError, match="at most 50 steps per run"):
         runs.submit(RunSpec(max_steps=500), ana)
     with pytest.raises(runs.RunError, match="at most 50 steps"):
@@ -389,13 +396,13 @@ def test_quotas_refuse_with_a_sentence(workshop, tiny_model):
     with pytest.raises(runs.RunError, match="already have 1 run\\(s\\) waiting"):
         queue.admit(RunSpec(max_steps=5), "ana", db)
     queue.admit(RunSpec(max_steps=5), "teach", db)  # instructors have no quotas
-    queue.set_quota("ana", max_waiting=5)
+    queue.set_quota("ana", max_waiting=5, by=users.OWNER)
     queue.admit(RunSpec(max_steps=5), "ana", db)  # a student's own limit overrides the class's
 
 
 def test_a_user_at_their_running_limit_is_passed_over_not_blocking(workshop, monkeypatch):
     monkeypatch.setenv("TUNEWISE_SLOTS", "2")
-    queue.set_quota(None, max_running=1)
+    queue.set_quota(None, max_running=1, by=users.OWNER)
     db = runs.connect()
     rows = [("ana", "running", "[0]", 1), ("ana", "queued", None, 2), ("ben", "queued", None, 3)]
     ids = [
@@ -411,7 +418,7 @@ def test_a_user_at_their_running_limit_is_passed_over_not_blocking(workshop, mon
 
 
 def test_the_instructors_time_limit_stops_a_run_with_its_checkpoint(workshop, tiny_model):
-    queue.set_quota(None, max_minutes=0.25)
+    queue.set_quota(None, max_minutes=0.25, by=users.OWNER)
     run_id = runs.submit(tiny_spec(shared_model(tiny_model), 100_000, save_steps=2), workshop["ana"])
     ended = wait_for(lambda: (r := runs.get(run_id, workshop["ana"]))["state"] in rundir.FINISHED and r, timeout=120)
     assert ended["state"] == "stopped" and "Stopped after 0.25 minutes" in ended["error"]

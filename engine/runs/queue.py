@@ -99,8 +99,12 @@ def quota_for(owner: str, db: sqlite3.Connection | None = None) -> Quota:
     return Quota(**merged)
 
 
-def set_quota(user: str | None, only_if_unset: bool = False, **limits) -> None:
-    """Set limits for one student (user) or the class (None). A limit of None or 0 means no limit."""
+def set_quota(user: str | None, only_if_unset: bool = False, *, by, **limits) -> None:
+    """Set limits for one student (user) or the class (None), as `by` (an instructor: a student is refused). A limit
+    of None or 0 means no limit."""
+    from engine.users import require_instructor  # engine.users imports this package
+
+    require_instructor(by, "change the quotas")
     unknown = set(limits) - set(asdict(Quota()))
     if unknown:
         raise RunError(f"Unknown quota {', '.join(sorted(unknown))}; the quotas are {', '.join(asdict(Quota()))}.")
