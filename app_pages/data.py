@@ -11,7 +11,7 @@ import plotly.express as px
 import streamlit as st
 
 from engine import access, paths
-from engine.data import BUNDLED_ABOUT, DataError, bundled, check, guidance, save_upload
+from engine.data import BUNDLED_ABOUT, DataError, bundled, check, guidance, remove_upload, save_upload, uploads
 from engine.datafile import max_upload_mb
 from engine.datastats import mask_html
 from engine.spec import STAGE_NAMES, RunSpec
@@ -68,6 +68,20 @@ elif source == SOURCES[1]:
             path = save_upload(upload.name, upload.getvalue(), acting)
         except DataError as e:
             st.error(str(e))
+    kept = uploads(acting)
+    if kept:
+        with st.expander(
+            f"Your uploads ({len(kept)} file{'s' * (len(kept) != 1)}, {sum(u['bytes'] for u in kept) / 2**20:,.1f} MB)"
+        ):
+            for u in kept:
+                name_col, remove_col = st.columns([5, 1])
+                name_col.write(f"`{u['name']}` · {u['bytes'] / 2**20:,.2f} MB")
+                if remove_col.button("Remove", key=f"remove_upload_{u['name']}"):
+                    try:
+                        remove_upload(u["name"], acting)
+                        st.rerun()
+                    except DataError as e:
+                        st.error(str(e))
 else:
     typed = st.text_input(
         "Path of a data file",

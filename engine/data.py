@@ -50,10 +50,36 @@ def bundled(stage: str, split: str = "train") -> Path:
     return DATASETS / BUNDLED[stage] / f"{split}.jsonl"
 
 
+def uploads_mb() -> float:
+    """What each workshop student may keep in uploads, in MB (TUNEWISE_UPLOADS_MB; the machine's owner: no limit)."""
+    import os
+
+    try:
+        return float(os.environ.get("TUNEWISE_UPLOADS_MB") or DEFAULT_UPLOADS_MB)
+    except ValueError:
+        return DEFAULT_UPLOADS_MB
+
+
+DEFAULT_UPLOADS_MB = 1024.0
+
+
+def uploads_folder(owner: str = "") -> Path:
+    return (paths.user_area(owner) if owner else paths.home()) / "uploads"
+
+
+def uploads(owner: str = "") -> list[dict]:
+    """The files a person uploaded (owner "": personal mode's), newest first: name, path, bytes, modified."""
+    folder = uploads_folder(owner)
+    found = [p for p in folder.iterdir() if p.is_file()] if folder.is_dir() else []
+    rows = [{"name": p.name, "path": p, "bytes": p.stat().st_size, "modified": p.stat().st_mtime} for p in found]
+    return sorted(rows, key=lambda r: -r["modified"])
+
+
 def save_upload(name: str, data: bytes, owner: str = "") -> Path:
     """Keep an uploaded file under TUNEWISE_HOME/uploads (a workshop user's: users/NAME/uploads); the content hash
     in the name keeps versions apart. Only the name's last part is kept, so a name with folders in it cannot
-    place the file anywhere else."""
+    place the file anywhere else. A workshop student keeps at most uploads_mb() in all: a new file past that is
+    refused with what to remove (remove_upload)."""
     import hashlib
     import re
 
@@ -65,12 +91,47 @@ def save_upload(name: str, data: bytes, owner: str = "") -> Path:
             f"{max_upload_mb():,.0f} MB. Upload a smaller file (a sample of the rows is enough to check)."
         )
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(name.replace("\\", "/")).name).strip("._")[-120:] or "upload.jsonl"
-    folder = (paths.user_area(owner) if owner else paths.home()) / "uploads"
+    folder = uploads_folder(owner)
     target = folder / f"{hashlib.sha256(data).hexdigest()[:10]}_{safe}"
+    if owner and not target.is_file():
+        kept = sum(u["bytes"] for u in uploads(owner))
+        if kept + len(data) > uploads_mb() * 2**20:
+            raise DataError(
+                f"Your uploads already take {kept / 2**20:,.1f} MB of the {uploads_mb():,.0f} MB each student may "
+                f"keep, and {Path(name).name} is {len(data) / 2**20:,.1f} MB. Remove files you no longer need under "
+                "'Your uploads' on the Data page, then upload it again."
+            )
     target.parent.mkdir(parents=True, exist_ok=True)
     if not target.is_file():
         target.write_bytes(data)
     return target
+
+
+def remove_upload(name: str, owner: str = "") -> None:
+    """Delete one of a person's uploads, by its file name; refused while one of their runs waits or trains on it."""
+    from engine.runs.registry import connect
+
+    folder = uploads_folder(owner)
+    target = folder / Path(name).name
+    if Path(name).name != name or not target.is_file() or target.resolve().parent != folder.resolve():
+        raise DataError(f"There is no upload '{name}' of yours. The Data page lists your uploads.")
+    active = connect().execute(
+        "SELECT id, config FROM runs WHERE owner=? AND state IN ('preparing', 'queued', 'running', 'waiting')",
+        (owner or _personal_owner(),),
+    )
+    using = [r["id"] for r in active if str(target) in (r["config"] or "")]
+    if using:
+        raise DataError(
+            f"Run {', '.join(map(str, using))} will train on {name}; remove it once the run has finished (or stop "
+            "the run first)."
+        )
+    target.unlink()
+
+
+def _personal_owner() -> str:
+    from engine.users import OWNER
+
+    return OWNER.name
 
 
 @dataclass
