@@ -9,6 +9,7 @@ import streamlit as st
 
 from engine import catalog
 from engine.estimate import (
+    SHOWCASE_RUN,
     EstimateError,
     EstimateRequest,
     checkpointing_words,
@@ -68,7 +69,7 @@ gpu = gpu_from_hardware(hardware)
 on_gpu = getattr(hardware, "kind", "cuda") == "cuda"
 memory_word = "GPU memory" if on_gpu else "RAM" if hardware.kind == "cpu" else "unified memory"
 st.caption(
-    f"Hardware: **{gpu.count} × {gpu.name}**, {gpu.vram_gib:.0f} GiB each"
+    f"Hardware: **{gpu.count} × {gpu.name}**, {gpu.vram_gib:g} GiB each"
     if on_gpu
     else f"Hardware: **{gpu.name}**. The memory figure counts what training needs in this computer's RAM; it "
     "was checked on GPUs, so here it is a rough guide, on the high side."
@@ -213,7 +214,7 @@ d.metric(
     delta_color="off",
     delta_arrow="off",
 )
-has = f"the GPU has {gpu.vram_gib:.0f} GiB" if on_gpu else f"this computer has {gpu.vram_gib:.0f} GiB of {memory_word}"
+has = f"the GPU has {gpu.vram_gib:g} GiB" if on_gpu else f"this computer has {gpu.vram_gib:g} GiB of {memory_word}"
 chosen = trained_as(req, gpu) if on_gpu else None
 if chosen:
     slower = hours(chosen, gpu)[1] / hours(dataclasses.replace(req, grad_ckpt=False), gpu)[1] - 1
@@ -223,11 +224,11 @@ if chosen:
         "than without."
     )
     if est.fits:  # fits the whole card, not with the trainer's margin
-        st.success(f"Fits, with little to spare: {est.peak_gib:.1f} of {gpu.vram_gib:.0f} GiB. Training {itself}")
+        st.success(f"Fits, with little to spare: {est.peak_gib:.1f} of {gpu.vram_gib:g} GiB. Training {itself}")
     else:
         st.warning(f"Needs {est.peak_gib:.1f} GiB as set; {has}. Training on a GPU {itself}")
 elif est.fits:
-    st.success(f"Fits: {est.peak_gib:.1f} of {gpu.vram_gib:.0f} GiB, {est.headroom_gib:.1f} GiB to spare.")
+    st.success(f"Fits: {est.peak_gib:.1f} of {gpu.vram_gib:g} GiB, {est.headroom_gib:.1f} GiB to spare.")
 else:
     st.error(
         f"Does not fit: needs {est.peak_gib:.1f} GiB, {has} (short by {-est.headroom_gib:.1f} GiB). "
@@ -246,7 +247,7 @@ fig.add_hline(
     y=gpu.vram_gib,
     line_dash="dash",
     line_color="red",
-    annotation_text=f"{gpu.name if on_gpu else memory_word}: {gpu.vram_gib:.0f} GiB",
+    annotation_text=f"{gpu.name if on_gpu else memory_word}: {gpu.vram_gib:g} GiB",
 )
 fig.update_layout(
     barmode="stack",
@@ -281,8 +282,16 @@ st.caption(
 
 st.subheader(f"Largest catalog model on {gpu.name if on_gpu else 'this computer'}, with these settings")
 st.caption(
-    f"{seq:,} tokens × {batch} per step, checkpointing {'on' if ckpt else 'off'}. The Hardware page's table "
-    "assumes 2048 tokens × 1 with checkpointing, the smallest run worth doing, so it reaches bigger models."
+    f"{seq:,} tokens × {batch} per step, checkpointing {'on' if ckpt else 'off'}. "
+    + (
+        "The Hardware page's table assumes 2048 tokens × 1 with checkpointing, the smallest run worth doing, so it "
+        "reaches bigger models."
+        if hardware.kind != "cpu"  # a Mac's GPU is sized like an NVIDIA one there
+        else f"The Hardware page's table and the Goal page's models assume the showcase-sized run: "
+        f"{SHOWCASE_RUN.examples:,} examples of {SHOWCASE_RUN.tokens_per_example} tokens on average, "
+        f"{SHOWCASE_RUN.batch} per step. With those settings here, the two tables agree; more examples or longer "
+        "ones take more time, so a smaller model trains them within the hour."
+    )
 )
 rows = [
     {"Method": METHOD_NAMES[m], f"Fits in {memory_word}": largest_model(req, gpu.vram_gib, m) or "none fits"}

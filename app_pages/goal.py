@@ -133,8 +133,15 @@ if rec.base_models:
         )
     )
     st.caption(
-        f"Models of the offline catalog that fit **{planned_for}** with {METHOD_NAMES[rec.peft]} (the estimator, "
-        "1024 tokens × 4 with checkpointing). Size against the task: a narrow task (one format, one skill) with "
+        (
+            f"On a processor time, not memory, limits the model: the bundled one, and the largest of the offline "
+            f"catalog whose 100 steps of 8 short examples train within an hour on **{planned_for}** (the estimator; "
+            "the Hardware page's table, for your first stage)."
+            if hardware.kind == "cpu"
+            else f"Models of the offline catalog that fit **{planned_for}** with {METHOD_NAMES[rec.peft]} (the "
+            "estimator, 1024 tokens × 4 with checkpointing)."
+        )
+        + " Size against the task: a narrow task (one format, one skill) with "
         "a few thousand examples rarely needs more than 8B; broad knowledge or reasoning gains from the largest "
         "that fits. Check the languages your users write in, and the licence before you ship."
     )

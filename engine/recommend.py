@@ -110,6 +110,12 @@ def largest_billions(capacity_gib: float, gpus: int = 1) -> dict[str, float]:
 
 PERMISSIVE = ("Apache-2.0", "MIT")
 PLAN_FOR_GIB = 24.0  # a base model is suggested for a 24 GB card until the Hardware page says otherwise
+KIND_WHY = {
+    "base": "a base model: right for continued pretraining and for teaching a format from a few "
+    "thousand examples; it needs SFT before it chats",
+    "instruct": "already follows instructions, so a narrow task or a preference stage needs fewer examples",
+}
+CPU_HOURS = 1.0  # on a processor, a suggested model trains the showcase-sized run within this (Hardware page's table)
 
 
 @functools.lru_cache(maxsize=1)
@@ -129,22 +135,12 @@ def base_models(pipeline: list[str], hw: Hardware | None, method: str, seq: int 
     from engine import catalog, estimate
 
     first = pipeline[0] if pipeline else "sft"
-    if hw is not None and hw.kind == "cpu":
-        return [
-            {
-                "model": "embedded",
-                "billions": 0.135,
-                "kind": "instruct",
-                "licence": "Apache-2.0",
-                "languages": "English",
-                "why": "SmolLM2-135M-Instruct, bundled with the app: on a processor it trains the showcase in "
-                "minutes; larger models take hours a run here. Plan a bigger one on a GPU (Hardware page).",
-            }
-        ]
-    capacity = (hw.vram_gib if hw is not None else PLAN_FOR_GIB) * 0.9
-    gpus = hw.count if hw is not None else 1
     wanted = "base" if first == "pt" else "instruct" if first in ("dpo", "rm", "rl") else None
     notes = model_notes()
+    if hw is not None and hw.kind == "cpu":
+        return on_a_processor(first, hw, method, wanted, notes)
+    capacity = (hw.vram_gib if hw is not None else PLAN_FOR_GIB) * 0.9
+    gpus = hw.count if hw is not None else 1
     fits = []
     for name in catalog.names():
         note = notes.get(name)
@@ -186,11 +182,7 @@ def base_models(pipeline: list[str], hw: Hardware | None, method: str, seq: int 
             if picks[i] in small
             else "another family, to compare on your evaluation set"
         )
-        kind = {
-            "base": "a base model: right for continued pretraining and for teaching a format from a few "
-            "thousand examples; it needs SFT before it chats",
-            "instruct": "already follows instructions, so a narrow task or a preference stage needs fewer examples",
-        }[note["kind"]]
+        kind = KIND_WHY[note["kind"]]
         licence = note["licence"] + ("" if note["licence"] in PERMISSIVE else " (read its terms before you ship)")
         out.append(
             {
@@ -201,6 +193,58 @@ def base_models(pipeline: list[str], hw: Hardware | None, method: str, seq: int 
                 "languages": note["languages"],
                 "why": f"{role[0].upper()}{role[1:]}; {kind}."
                 + (f" {note['note'][0].upper()}{note['note'][1:]}." if note.get("note") else ""),
+            }
+        )
+    return out
+
+
+def on_a_processor(first: str, hw: Hardware, method: str, wanted: str | None, notes: dict) -> list[dict]:
+    """base_models() on a computer without a GPU, where time, not memory, limits the model: the bundled model, and
+    the largest catalog model whose showcase-sized run (engine.estimate.SHOWCASE_RUN: 100 steps of 8 short
+    examples) fits the RAM and trains within CPU_HOURS. The rule of the Hardware page's table, for the first stage."""
+    from engine import catalog, estimate
+
+    gpu = estimate.gpu_from_hardware(hw)
+
+    def minutes(name: str) -> float:
+        return estimate.hours(replace(estimate.SHOWCASE_RUN, model=name, stage=first, method=method), gpu)[1] * 60
+
+    out = [
+        {
+            "model": "embedded",
+            "billions": 0.135,
+            "kind": "instruct",
+            "licence": "Apache-2.0",
+            "languages": "English",
+            "why": f"SmolLM2-135M-Instruct, bundled with the app: 100 steps of 8 short examples take about "
+            f"{minutes('embedded'):.0f} min on this computer, so it is the one for a first run.",
+        }
+    ]
+    fits = []
+    for name in catalog.names():
+        note = notes.get(name)
+        if note is None or name.startswith("HuggingFaceTB/SmolLM2-135M") or wanted and note["kind"] != wanted:
+            continue
+        req = replace(estimate.SHOWCASE_RUN, model=name, stage=first, method=method)
+        try:
+            fit = estimate.peak_gib(req) <= hw.vram_gib and minutes(name) <= CPU_HOURS * 60
+        except estimate.EstimateError:
+            continue
+        if fit:
+            fits.append((estimate._shape(name).params() / 1e9, name, note))
+    if fits:
+        billions, name, note = max(fits)
+        licence = note["licence"] + ("" if note["licence"] in PERMISSIVE else " (read its terms before you ship)")
+        out.append(
+            {
+                "model": name,
+                "billions": round(billions, 1),
+                "kind": note["kind"],
+                "licence": licence,
+                "languages": note["languages"],
+                "why": f"The largest catalog model that trains the same 100 steps within an hour here (about "
+                f"{minutes(name):.0f} min): more capacity, for a second run once the first one works; "
+                f"{KIND_WHY[note['kind']]}.",
             }
         )
     return out

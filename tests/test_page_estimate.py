@@ -7,6 +7,7 @@ from pathlib import Path
 from streamlit.testing.v1 import AppTest
 
 from engine import plans, users
+from engine.estimate import SHOWCASE_RUN, gpu_from_hardware, largest_model
 from engine.hardware import preset_hardware
 from engine.spec import CPU_RUN
 
@@ -176,6 +177,20 @@ def test_a_computer_without_a_gpu_gets_cpu_words():
         "Fits in RAM",
         "Trains these 800 examples within an hour",
     ]  # time, not only memory, caps it on a CPU
+    # the Hardware page's CPU table is the showcase-sized run, not 2048 tokens x 1: said so, and the same model
+    assert "2048 tokens" not in words and "assume the showcase-sized run: 800 examples of 71 tokens" in words
+    hw = preset_hardware("cpu")
+    lora = largest.set_index("Method").loc["LoRA"]
+    assert lora.iloc[1] == largest_model(SHOWCASE_RUN, hw.vram_gib, "lora", gpu_from_hardware(hw), max_hours=1.0)
+
+
+def test_the_ram_reads_as_on_the_hardware_page():
+    at = AppTest.from_file(str(APP), default_timeout=120)
+    at.run()
+    _cpu_plan(at)
+    at.session_state.hardware = dataclasses.replace(preset_hardware("cpu"), vram_gib=23.5)
+    at.switch_page("app_pages/estimate.py").run()
+    assert "of 23.5 GiB" in at.success[0].value  # the Hardware page's metric says 23.5 GiB, not 24
 
 
 def test_a_plan_for_qlora_shows_the_recommended_lora_on_a_cpu():

@@ -244,6 +244,17 @@ def test_the_goal_page_names_models_to_start_from_for_the_hardware(no_gpu):
     assert any("Which model to start from" in s.value for s in at.subheader)
 
 
+def test_on_a_processor_goal_and_hardware_offer_the_same_model_by_the_same_rule(no_gpu):
+    at = app()
+    at.switch_page("app_pages/hardware.py").run()
+    hour_row = at.table[0].value.loc["Trains 100 steps within an hour"]
+    at.switch_page("app_pages/goal.py").run()
+    at = tick(at, "format")
+    start = next(r for r in at.radio if r.label == "Start from")
+    assert start.options[1:] == [model_label(hour_row["LoRA"])]  # the Hardware page's model, beside the bundled one
+    assert "train within an hour on **This computer" in texts(at, "caption")
+
+
 def test_with_two_gpus_the_train_page_offers_how_many_and_how_they_share(two_h200s):
     at = app()
     at.switch_page("app_pages/train.py").run()

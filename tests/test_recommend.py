@@ -218,6 +218,11 @@ def test_preference_stages_start_from_instruct_models_and_pretraining_from_base_
     assert all("read its terms before you ship" in m["licence"] for m in restrictive)
 
 
-def test_a_cpu_plan_starts_from_the_embedded_model():
-    models = recommend(["format"], this_computer()).base_models
-    assert [m["model"] for m in models] == ["embedded"]
+def test_a_cpu_plan_starts_from_the_embedded_model_and_offers_what_the_hardware_page_says_trains_in_an_hour():
+    from engine.estimate import SHOWCASE_RUN, gpu_from_hardware, largest_model
+
+    for hw in (this_computer(), preset_hardware("cpu")):
+        models = recommend(["format"], hw).base_models
+        within_an_hour = largest_model(SHOWCASE_RUN, hw.vram_gib, "lora", gpu_from_hardware(hw), max_hours=1.0)
+        assert [m["model"] for m in models] == ["embedded", within_an_hour]  # the Hardware page's second row
+        assert "within an hour" in models[1]["why"] and " min" in models[0]["why"]
