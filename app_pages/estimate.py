@@ -27,7 +27,7 @@ from engine.recommend import METHOD_NAMES, advise_method, apply_to_spec
 from engine.spec import DISTRIBUTED, DISTRIBUTED_NAMES, METHODS, STAGE_NAMES, RunSpec
 from engine.train.kernels import liger_wanted
 from engine.vram import OPTIMIZERS
-from ui.datastats import plan_stats
+from ui.datastats import passes_over, plan_stats
 from ui.session import acting_name, actor, model_label, warn_if_planned_elsewhere
 
 LESSON_7B = {"full": "60+ GB", "lora": "16 GB", "qlora": "6 GB"}  # the lesson's PEFT comparison table
@@ -267,8 +267,8 @@ timing = (
 st.caption(
     f"{est.params / 1e9:.2f} B parameters, {est.trainable_params / 1e6:,.1f} M trained · "
     f"{est.tokens:,.0f} tokens ({int(examples):,} examples"
-    + (f", {int(examples) / stats['rows']:.2g} of one pass over your {stats['rows']:,} rows" if stats else "")
     + (f" × {epochs:g} passes" if epochs != 1 else "")
+    + (f": {passes_over(int(examples) * epochs, stats['rows'])} over your {stats['rows']:,} rows" if stats else "")
     + ") · time from "
     "the arithmetic each token costs (about 6 operations per parameter; 4 with LoRA and QLoRA, whose base weights "
     f"get no gradients) {timing}."
@@ -390,7 +390,8 @@ if st.button("Use these settings for training", type="primary"):
         + ". The Train page will use them; the tokens per example come from the data."
     )
 if changed := unsaved(st.session_state.spec):
+    named = ", ".join(changed[:-1]) + " and " + changed[-1] if len(changed) > 1 else changed[0]
     unsaved_note.info(
-        f"You changed the {', '.join(changed)} from your plan. Press **Use these settings for training** to keep "
+        f"You changed the {named} from your plan. Press **Use these settings for training** to keep "
         "them; otherwise the plan stays as it was when you leave this page."
     )

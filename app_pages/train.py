@@ -22,7 +22,7 @@ from engine.spec import (
     SpecError,
     default_learning_rate,
 )
-from ui.datastats import count_rows, plan_stats
+from ui.datastats import count_rows, passes_over, plan_stats
 from ui.monitor import live_run
 from ui.session import acting_name, actor, model_label, warn_if_planned_elsewhere
 
@@ -184,7 +184,7 @@ with summary:
         seen = max_steps * per_step
         st.caption(
             f"Your plan trains **{max_steps} steps × {per_step} examples = {seen:,} examples**, "
-            f"{seen / rows:.2g} of one pass over the data's {rows:,} rows (Max steps wins over Epochs)."
+            f"{passes_over(seen, rows)} over the data's {rows:,} rows (Max steps wins over Epochs)."
             + time_here(seen)
             + " The settings in the form below count once you press Start."
         )

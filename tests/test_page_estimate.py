@@ -178,6 +178,7 @@ def test_a_computer_without_a_gpu_gets_cpu_words():
         "Trains these 800 examples within an hour",
     ]  # time, not only memory, caps it on a CPU
     # the Hardware page's CPU table is the showcase-sized run, not 2048 tokens x 1: said so, and the same model
+    assert "(800 examples: 33% of one pass over your 2,400 rows)" in words
     assert "2048 tokens" not in words and "assume the showcase-sized run: 800 examples of 71 tokens" in words
     hw = preset_hardware("cpu")
     lora = largest.set_index("Method").loc["LoRA"]
@@ -224,6 +225,10 @@ def test_a_what_if_that_differs_from_the_plan_says_it_is_kept_only_with_use_thes
     _widget(at.slider, "Micro-batch").set_value(11).run()
     note = next(i.value for i in at.info if "from your plan" in i.value)
     assert note.startswith("You changed the batch size from your plan.")
+    _widget(at.select_slider, "Sequence length").set_value(1024).run()
+    _widget(at.checkbox, "Gradient checkpointing").check().run()
+    note = next(i.value for i in at.info if "from your plan" in i.value)
+    assert note.startswith("You changed the length, batch size and checkpointing from your plan."), note
     next(b for b in at.button if b.label == "Use these settings for training").click().run()
     assert at.session_state.spec.per_device_train_batch_size == 11
     assert not any("from your plan" in i.value for i in at.info), "saved: nothing left to lose"

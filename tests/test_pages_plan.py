@@ -161,9 +161,15 @@ def test_hardware_page_without_a_gpu_plans_for_this_computer_and_offers_presets(
     plan_line = next(c for c in texts(at, "caption").split("\n") if "Your plan trains" in c)
     minutes = re.search(r"About \*\*(\d+) min\*\* on this computer", plan_line)
     assert minutes and 1 <= int(minutes.group(1)) <= 15, plan_line
+    assert "33% of one pass over the data's 2,400 rows" in plan_line  # 800 examples of the bundled set
+    first_line = plan_line
     next(w for w in at.number_input if w.label.startswith("Max steps")).set_value(12).run()
     plan_line = next(c for c in texts(at, "caption").split("\n") if "Your plan trains" in c)
     assert "**12 steps" in plan_line, "the summary follows Max steps before Start"
+    assert first_line.split("examples**")[1] != plan_line.split("examples**")[1], "and so do its passes and time"
+    next(w for w in at.number_input if w.label.startswith("Max steps")).set_value(600).run()
+    plan_line = next(c for c in texts(at, "caption").split("\n") if "Your plan trains" in c)
+    assert "= 4,800 examples**, 2 passes over the data's 2,400 rows" in plan_line  # not "2 of one pass"
 
 
 @pytest.mark.parametrize(

@@ -81,3 +81,14 @@ def plan_stats(spec: RunSpec, stage: str, acting: str = "") -> dict | None:
         return None
     stats = cached_stats(str(path), stage, spec.max_length, file_version(path), tokenizer_of(spec), acting)
     return stats if stats.get("ok") else None
+
+
+def passes_over(examples: float, rows: int) -> str:
+    """How many times a run goes through its data, as a person says it: "20 passes", "1.5 passes", "40 % of one
+    pass" (examples / rows)."""
+    ratio = examples / rows
+    if ratio < 0.995:
+        return f"{max(ratio, 0.01):.0%} of one pass"
+    if round(ratio, 2) == 1:
+        return "one pass"
+    return f"{ratio:,.0f} passes" if ratio >= 10 else f"{ratio:.2g} passes"
