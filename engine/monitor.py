@@ -28,6 +28,7 @@ class Progress:
     eta_s: float | None  # None while not training, or until a few steps of this attempt give a rate
     seconds_per_step: float | None
     training: bool = False  # the run is in a state where it advances (running)
+    logged: int = 0  # logged steps of this attempt (the ETA waits for WARMUP_RECORDS + 2 of them)
 
 
 def _step_time(train: list[dict]) -> float | None:
@@ -60,15 +61,20 @@ def progress(status: dict, records: list[dict], now: float | None = None) -> Pro
         since_last = min(max(0.0, now - train[-1]["time"]), rate)
         eta = max(0.0, rate * max(0, max_steps - step) - since_last)
     fraction = min(1.0, step / max_steps) if max_steps else 0.0
-    return Progress(step, max_steps, fraction, max(0.0, end - started), eta, rate, training)
+    return Progress(step, max_steps, fraction, max(0.0, end - started), eta, rate, training, len(train))
 
 
 def eta_text(prog: Progress, state: str | None = None) -> str:
-    """What the ETA label shows: "-" for a run that is not training (queued, stopped, failed, completed),
-    "estimating..." until a few steps give a rate, else the time left."""
+    """What the ETA label shows: "-" for a run that is not training (queued, stopped, failed, completed), the
+    time left, or until a few logged steps give a pace, why it waits and for how many more. The first steps time
+    loading and warm-up (a compiled run's second step recompiles: 10x a steady step), so an ETA from them misleads
+    more than none."""
     training = prog.training if state is None else state in TRAINING_STATES
     if not training:
         return "-"
+    if prog.eta_s is None and prog.seconds_per_step is None:
+        more = max(1, WARMUP_RECORDS + 2 - prog.logged)
+        return f"known after {more} more logged step{'s' if more > 1 else ''} (the first ones include warm-up)"
     return format_seconds(prog.eta_s)
 
 

@@ -41,7 +41,8 @@ def test_no_rate_until_a_few_steps_ran():
         prog = monitor.progress(
             {"state": "running", "step": n, "max_steps": 20, "started_at": 95.0}, curve([2.0] * n), now=103
         )
-        assert prog.eta_s is None and monitor.eta_text(prog) == "estimating..."
+        more = f"{4 - n} more logged step{'s' if n < 3 else ''}"  # says why it waits, and how long
+        assert prog.eta_s is None and monitor.eta_text(prog) == f"known after {more} (the first ones include warm-up)"
     assert monitor.progress({"state": "running", "step": 4, "max_steps": 20}, curve([2.0] * 4)).eta_s is not None
 
 
@@ -51,7 +52,7 @@ def test_after_a_resume_only_this_attempts_steps_time_the_run():
     new = [{"step": 6 + i, "loss": 1.2, "time": resumed_at + 20 + 2 * i} for i in range(1, 3)]
     status = {"state": "running", "step": 8, "max_steps": 20, "started_at": resumed_at}
     prog = monitor.progress(status, old + new, now=resumed_at + 24)
-    assert prog.eta_s is None and monitor.eta_text(prog) == "estimating..."  # never "1 h 00 min" from the gap
+    assert prog.eta_s is None and monitor.eta_text(prog).startswith("known after 2 more")  # never "1 h 00 min"
     assert prog.elapsed_s == 24
     more = new + [{"step": 9 + i, "loss": 1.2, "time": resumed_at + 26 + 2 * i} for i in range(2)]
     prog = monitor.progress({**status, "step": 10}, old + more, now=resumed_at + 28)
