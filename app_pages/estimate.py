@@ -205,17 +205,24 @@ a.metric(
 )
 b.metric("Largest micro-batch" if on_gpu else "Largest batch", est.max_batch or "none")
 c.metric("Largest sequence", est.max_seq or "none")
+chosen = trained_as(req, gpu) if on_gpu else None  # the checkpointing training turns on by itself to fit
+timed = estimate_run(chosen, gpu) if chosen else est  # the time of the run as it will train
 d.metric(
-    "Time · cost",
-    ("< 1 min" if est.hours * 60 < 0.5 else f"{est.hours * 60:.0f} min") if est.hours < 1 else f"{est.hours:.1f} h",
+    "Time · cost" if est.fits or chosen else "Time · cost as set",
+    ("< 1 min" if timed.hours * 60 < 0.5 else f"{timed.hours * 60:.0f} min")
+    if timed.hours < 1
+    else f"{timed.hours:.1f} h",
     ("owned GPU" if on_gpu else "your computer")
-    if est.usd is None
-    else ("< $0.01" if est.usd < 0.005 else f"${est.usd:,.2f}"),
+    if timed.usd is None
+    else ("< $0.01" if timed.usd < 0.005 else f"${timed.usd:,.2f}"),
     delta_color="off",
     delta_arrow="off",
+    help=None
+    if est.fits or chosen
+    else "It does not fit as set: this is the time these settings would take. The change that makes it fit "
+    "(below) changes it too.",
 )
 has = f"the GPU has {gpu.vram_gib:g} GiB" if on_gpu else f"this computer has {gpu.vram_gib:g} GiB of {memory_word}"
-chosen = trained_as(req, gpu) if on_gpu else None
 if chosen:
     slower = hours(chosen, gpu)[1] / hours(dataclasses.replace(req, grad_ckpt=False), gpu)[1] - 1
     itself = (
@@ -232,7 +239,8 @@ elif est.fits:
 else:
     st.error(
         f"Does not fit: needs {est.peak_gib:.1f} GiB, {has} (short by {-est.headroom_gib:.1f} GiB). "
-        f"Cheapest change: {est.fix}."
+        f"Cheapest change: {est.fix}. The time and cost above are for the run as set, which cannot train here; "
+        "a change that makes it fit alters them."
     )
 if est.sharding:
     st.info(est.sharding + " Choose “Sharded across them (FSDP)” above.")

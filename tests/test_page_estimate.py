@@ -68,6 +68,9 @@ def test_too_big_run_is_flagged_with_a_fix():
     at.radio[0].set_value("full").run()
     assert not at.exception
     assert at.error and "Does not fit" in at.error[0].value and "Cheapest change" in at.error[0].value
+    # a run that cannot train here has no time of its own: the figure is said to be the settings', as set
+    assert "time and cost above are for the run as set" in at.error[0].value
+    assert [m.label for m in at.metric][-1] == "Time · cost as set"
 
 
 def test_button_writes_settings_into_the_spec():
@@ -87,6 +90,12 @@ def test_a_run_that_fits_only_with_checkpointing_says_training_turns_it_on():
     assert at.warning and "checkpoints by itself only as much as it must" in at.warning[0].value
     assert "gradient checkpointing on, every layer" in at.warning[0].value
     assert not at.error
+    from engine.estimate import EstimateRequest, estimate_run, load_gpu
+
+    req = EstimateRequest(model="meta-llama/Llama-3.1-8B", examples=2400, tokens_per_example=71)  # as on the page
+    time = next(m for m in at.metric if m.label == "Time · cost").value
+    as_set = estimate_run(req, load_gpu("rtx-4090")).hours * 60
+    assert time != f"{as_set:.0f} min", "timed as it will train: with the checkpointing it turns on, slower"
 
 
 def test_a_run_a_little_too_big_is_told_only_some_layers_get_checkpointed():
