@@ -47,7 +47,10 @@ def class_runs() -> None:
                 "method": r["method"],
             }
         )
-    st.dataframe(table, hide_index=True, use_container_width=True)
+    if table:
+        st.dataframe(table, hide_index=True, use_container_width=True)
+    else:
+        st.caption("No runs yet: each one a student starts appears here, with its owner and a Stop button.")
     if active:
         left, right = st.columns([3, 1])
         chosen = left.selectbox(

@@ -195,8 +195,27 @@ def test_a_queued_run_says_it_waits_and_the_page_watches_the_one_training(tmp_pa
     assert not at.exception, at.exception
     watch = next(s for s in at.selectbox if s.label == "Watch run")
     assert watch.value == running_id, "the run training, not the one waiting behind it"
+    assert "time left known after 2 more logged steps" in at.get("progress")[0].proto.text, "why no ETA yet"
     watch.set_value(queued_id).run()
     assert at.get("progress")[0].proto.text == "not started: waiting in the queue"
     info = " ".join(i.value for i in at.info)
     assert "Queued: it starts by itself when the processor is free" in info and "number 1 in line" in info
     assert "loading the model" not in info
+
+
+def test_compare_runs_before_any_logged_step_says_so_instead_of_drawing_empty_axes(tmp_path, monkeypatch):
+    monkeypatch.setattr(runs, "reconcile", lambda db: None)
+    monkeypatch.setattr(runs, "gpu_count", lambda: 0)
+    for name in ("first", "second"):
+        (tmp_path / name).mkdir()
+        runs.connect().execute(
+            "INSERT INTO runs (owner, run_dir, stage, method, state, submitted_at) "
+            "VALUES ('me', ?, 'sft', 'lora', 'queued', ?)",
+            (str(tmp_path / name), time.time()),
+        )
+    at = app()
+    at.switch_page("app_pages/runs.py").run()
+    assert not at.exception, at.exception
+    assert len(next(m for m in at.multiselect if m.label == "Runs to overlay").value) == 2
+    assert not at.get("plotly_chart"), "no axes from -1 to 6"
+    assert any("None of these runs has logged a training step yet" in c.value for c in at.caption)

@@ -245,6 +245,15 @@ def test_the_class_page_roster_shows_what_its_actions_just_did(workshop_app, mon
     assert not any("New one-time password" in i.value for i in at.info), "the password is shown once"
 
 
+def test_the_class_page_says_there_are_no_runs_yet_instead_of_an_empty_grid(workshop_app):
+    at = workshop_app
+    log_in(at, "teach", "teach-pass-1")
+    at.switch_page("app_pages/instructor.py").run()
+    assert not at.exception
+    assert any(c.value.startswith("No runs yet") for c in at.caption)
+    assert "name" in at.dataframe[0].value.columns, "the first table is the roster: no empty runs grid above it"
+
+
 def test_the_instructors_try_page_says_whose_run_it_is(workshop_app):
     finished_run_of("ana")
     at = workshop_app

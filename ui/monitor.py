@@ -213,9 +213,11 @@ def compare(run_rows: list[dict]) -> None:
 
     fig = go.Figure()
     configs = {}
+    logged = False
     for run in run_rows:
         records = rundir.read_metrics(Path(run["run_dir"]))
         steps, loss = monitor.series(records, "loss")
+        logged = logged or bool(steps)
         method = METHOD_NAMES.get(run["method"], run["method"])
         fig.add_scatter(x=steps, y=loss, mode="lines", name=f"run {run['id']} ({STAGE_SHORT[run['stage']]}, {method})")
         configs[f"run {run['id']}"] = yaml.safe_load(run.get("config") or "{}") or {}
@@ -226,7 +228,10 @@ def compare(run_rows: list[dict]) -> None:
         height=360,
         margin={"l": 10, "r": 10, "t": 40, "b": 10},
     )
-    st.plotly_chart(fig, use_container_width=True, key="compare")
+    if logged:
+        st.plotly_chart(fig, use_container_width=True, key="compare")
+    else:  # empty axes from -1 to 6 would read as a broken chart
+        st.caption("None of these runs has logged a training step yet: their loss curves appear here once they do.")
     keys = sorted({k for c in configs.values() for k in c if k not in ("output_dir", "extra")})
     differ = [k for k in keys if len({str(c.get(k)) for c in configs.values()}) > 1]
     if differ:
