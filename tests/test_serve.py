@@ -172,7 +172,9 @@ def test_a_one_time_password_must_be_replaced_first(workshop_app):
     log_in(at, "ben", one_time)
     assert at.title[0].value == "Welcome, ben"
     inputs = {w.label: w for w in at.text_input}
-    inputs["One-time password"].input(one_time)
+    assert "One-time password" not in inputs, "not asked again right after it was typed"
+    shown = [str(e.value) for kind in ("markdown", "caption", "info", "error", "text") for e in at.get(kind)]
+    assert not any(one_time in text for text in shown), "kept server-side, never on the page"
     inputs["New password"].input("bens-own-pw")
     inputs["New password again"].input("bens-own-pw")
     assert inputs["New password"].proto.autocomplete == "new-password"
@@ -180,6 +182,27 @@ def test_a_one_time_password_must_be_replaced_first(workshop_app):
     at.run()
     assert "What should the model learn?" in at.title[0].value
     assert any("Password saved" in t.value for t in at.toast)
+    assert "one_time_password" not in at.session_state
+    with pytest.raises(users.AuthError):  # set_password checked the one-time password and replaced it
+        users.login("ben", one_time)
+    users.login("ben", "bens-own-pw")
+
+
+def test_after_a_reload_the_choose_password_form_asks_for_the_one_time_password(workshop_app):
+    from engine import users
+
+    _, one_time = users.add("ben", by=users.OWNER)
+    at = workshop_app
+    log_in(at, "ben", one_time)
+    del at.session_state["one_time_password"]  # a new tab, logged in by its cookie: nothing typed here
+    at.run()
+    inputs = {w.label: w for w in at.text_input}
+    inputs["One-time password"].input("not-the-one-time")
+    inputs["New password"].input("bens-own-pw")
+    inputs["New password again"].input("bens-own-pw")
+    next(b for b in at.button if b.label == "Save my password").click()
+    at.run()
+    assert any("current password is not right" in e.value for e in at.error), "still verified"
 
 
 def finished_run_of(owner: str, state: str = "completed", slots: str | None = None) -> int:

@@ -89,7 +89,7 @@ def require_login() -> users.User:
         except users.AuthError as e:
             if "token" in st.session_state:  # it ended while this tab was open: say so
                 st.warning(str(e))
-            for key in ("token", "user", "plan_loaded"):
+            for key in ("token", "user", "plan_loaded", "one_time_password"):
                 st.session_state.pop(key, None)
     if user is None:
         login_form()
@@ -123,11 +123,13 @@ def login_form() -> None:
         st.error("Type your name and password.")
     elif go:
         try:
-            user, token, _ = users.login(name, password, _client())
+            user, token, one_time = users.login(name, password, _client())
         except users.AuthError as e:
             st.error(str(e))
             return
         st.session_state.user, st.session_state.token = user, token
+        if one_time:  # for the choose-a-password form next, so it does not ask again for what was just typed
+            st.session_state.one_time_password = password  # server-side only, and only until that form is done
         st.rerun()
     st.caption("Forgot your password? Ask the instructor: they can give you a new one-time password.")
 
@@ -144,8 +146,11 @@ def choose_password(user: users.User) -> None:
         "You logged in with a one-time password. Choose your own password to continue (at least "
         f"{users.MIN_PASSWORD} characters)."
     )
+    # The one-time password this tab just logged in with (login_form) is the account's as long as this login lives
+    # (a reset ends it), so it is not asked again; after a reload with the cookie it is.
+    typed = st.session_state.get("one_time_password", "")
     with st.form("password"):
-        old = st.text_input("One-time password", type="password", autocomplete="current-password")
+        old = typed or st.text_input("One-time password", type="password", autocomplete="current-password")
         new = st.text_input("New password", type="password", autocomplete="new-password")
         again = st.text_input("New password again", type="password", autocomplete="new-password")
         go = st.form_submit_button("Save my password", type="primary")
@@ -158,6 +163,7 @@ def choose_password(user: users.User) -> None:
         except users.AuthError as e:
             st.error(str(e))
             return
+        st.session_state.pop("one_time_password", None)
         st.session_state.password_saved = True  # shown once on the first page (require_login)
         st.rerun()
 
