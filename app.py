@@ -36,6 +36,8 @@ pages = {
 }
 if users.mode() == "workshop" and user.sees_all:
     pages["Class"] = [st.Page("app_pages/instructor.py", title="Class", icon="🧑‍🏫")]
+elif users.mode() == "workshop":  # a student typing /instructor gets the page's sentence, not "Page not found"
+    pages["Train"].append(st.Page("app_pages/instructor.py", title="Class", icon="🧑‍🏫", visibility="hidden"))
 page = st.navigation(pages)
 
 _slot = st.sidebar.empty()

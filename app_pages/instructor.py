@@ -13,8 +13,9 @@ from engine.runs import queue
 from ui.session import actor, current_plan
 
 user = actor()
-if not user.sees_all:  # the frame shows this page to instructors only; the engine refuses students anyway
-    st.error("This page is for instructors.")
+if not user.sees_all:  # the frame lists this page for instructors only; the engine refuses students anyway
+    st.info("The Class page is the instructor's: it shows the whole class's runs and accounts.")
+    st.page_link("app_pages/goal.py", label="Go to your plan: 1 · Goal", icon="🎯")
     st.stop()
 st.title("🧑‍🏫 Class")
 gpus_here = runs.gpu_count()  # without an NVIDIA GPU a run's slot is the processor, not "GPU 0"
@@ -108,8 +109,15 @@ with st.form("add_students", clear_on_submit=True):
     add = st.form_submit_button("Create accounts")
 if add:
     made, problems = [], []
+    taken = {u["name"] for u in roster}
     for name in [n.strip() for n in names.splitlines() if n.strip()]:
         try:
+            if users.normalize(name) in taken:  # engine.users says it in the command line's words (`reset NAME`)
+                problems.append(
+                    f"There is already an account '{users.normalize(name)}'. Choose another name, or choose it "
+                    "under Account below and press **New one-time password**."
+                )
+                continue
             account, password = users.add(name, by=user)
             made.append({"name": account.name, "one-time password": password})
         except users.AuthError as e:

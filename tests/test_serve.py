@@ -277,6 +277,23 @@ def test_the_class_page_says_there_are_no_runs_yet_instead_of_an_empty_grid(work
     assert "name" in at.dataframe[0].value.columns, "the first table is the roster: no empty runs grid above it"
 
 
+def test_a_student_opening_the_class_page_gets_a_sentence_and_the_instructor_page_words(workshop_app):
+    at = workshop_app
+    log_in(at, "ana", "ana-pass-12")
+    at.switch_page("app_pages/instructor.py").run()
+    assert not at.exception
+    assert [i.value for i in at.info][0].startswith("The Class page is the instructor's")
+    assert not at.dataframe and not at.text_area, "nothing of the class shown"
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60).run()
+    log_in(at, "teach", "teach-pass-1")
+    at.switch_page("app_pages/instructor.py").run()
+    at.text_area[0].input("Ana")
+    next(b for b in at.button if b.label == "Create accounts").click()
+    at.run()
+    error = at.error[0].value
+    assert "already an account 'ana'" in error and "**New one-time password**" in error and "`reset" not in error
+
+
 def test_the_instructors_try_page_says_whose_run_it_is(workshop_app):
     finished_run_of("ana")
     at = workshop_app
