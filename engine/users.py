@@ -373,7 +373,7 @@ def main(argv=None) -> int:
                 a.json,
                 f"Workshop set up in {paths.home()}. Instructor '{user.name}'"
                 + ("." if password else f", one-time password: {pw}")
-                + " Start it with `make workshop`.",
+                + "\nStart it with `make workshop`.",
             )
         if a.command == "list":
             return _out(

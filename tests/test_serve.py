@@ -113,6 +113,7 @@ def test_workshop_mode_refuses_to_start_until_set_up_then_listens_everywhere(tun
     assert not listening_addresses(port)
     done = run_cli("engine.users", "setup", "--instructor", "teach", "--password-stdin", input_text="teach-pass-1\n")
     assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "Start it with `make workshop`.", "its own line, after the account's"
     port, proc = serve("--workshop")
     try:
         addresses = wait_listening(port, proc)
@@ -122,6 +123,15 @@ def test_workshop_mode_refuses_to_start_until_set_up_then_listens_everywhere(tun
     finally:
         os.killpg(proc.pid, 9)
         proc.wait()
+
+
+def test_setup_prints_the_one_time_password_and_how_to_start_on_separate_lines(tunewise_home, capsys):
+    from engine import users
+
+    assert users.main(["setup", "--instructor", "teach"]) == 0
+    account, start = capsys.readouterr().out.splitlines()
+    password = account.rsplit("one-time password: ", 1)[1]
+    assert users.login("teach", password)[2] and start == "Start it with `make workshop`."
 
 
 @pytest.fixture
