@@ -45,12 +45,12 @@ if "spec" not in st.session_state:  # a deep link can run this page before app.p
     st.session_state.spec = RunSpec()
 spec = st.session_state.spec
 
-st.title("📐 Will it fit, how long, what will it cost?")
+st.title("3 · Estimate")
 warn_if_planned_elsewhere("these figures are for the planned machine, not for where your runs train.")
 st.write(
-    "Memory is what stops most first runs. This estimate is arithmetic on the model's published shape, checked "
-    "against 44 real training runs on an H200 (135M to 8B parameters, eight model families): half of them came "
-    "within 2.4 % of the memory the GPU showed."
+    "**Will it fit, how long, what will it cost?** Memory is what stops most first runs. This estimate is "
+    "arithmetic on the model's published shape, checked against 44 real training runs on an H200 (135M to 8B "
+    "parameters, eight model families): half of them came within 2.4 % of the memory the GPU showed."
 )
 
 hardware = st.session_state.get("hardware")

@@ -27,10 +27,10 @@ def stage_name(stage: str) -> str:
     return STAGE_NAMES[stage][:1].upper() + STAGE_NAMES[stage][1:]
 
 
-st.title("🎯 What should the model learn?")
+st.title("1 · Goal")  # the sidebar's name: every page is titled by its place in the steps
 st.write(
-    "Fine-tuning is not one thing: some training adds **skills**, some shapes **behaviour**. "
-    "Tick everything you need. We put the training stages in order and tell you why."
+    "**What should the model learn?** Fine-tuning is not one thing: some training adds **skills**, some shapes "
+    "**behaviour**. Tick everything you need. We put the training stages in order and tell you why."
 )
 with st.expander("The three kinds of training, and what each costs"):
     st.table(pd.DataFrame(LESSON["spectrum"]).set_index("Kind"))

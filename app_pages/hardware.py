@@ -41,10 +41,10 @@ def largest_on_this_computer(hw, max_hours: float | None = None) -> dict:
     }
 
 
-st.title("🖥️ What will you train on?")
+st.title("2 · Hardware")
 st.write(
-    "Memory decides which models and methods fit. We look for NVIDIA GPUs on this computer; you can also "
-    "plan for another machine, e.g. one you would rent."
+    "**What will you train on?** Memory decides which models and methods fit. We look for NVIDIA GPUs on this "
+    "computer; you can also plan for another machine, e.g. one you would rent."
 )
 
 if executors.current() == executors.RAY:  # TUNEWISE_CLUSTER: runs train on the machines of a Ray cluster

@@ -17,7 +17,7 @@ if not user.sees_all:  # the frame lists this page for instructors only; the eng
     st.info("The Class page is the instructor's: it shows the whole class's runs and accounts.")
     st.page_link("app_pages/goal.py", label="Go to your plan: 1 · Goal", icon="🎯")
     st.stop()
-st.title("🧑‍🏫 Class")
+st.title("Class")
 gpus_here = runs.gpu_count()  # without an NVIDIA GPU a run's slot is the processor, not "GPU 0"
 
 

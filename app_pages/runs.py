@@ -13,7 +13,7 @@ from ui.session import actor
 from ui.tracking import tracker_line
 
 user = actor()
-st.title("Runs")
+st.title("6 · Runs")
 workshop = users.mode() == "workshop"
 st.caption(
     "Runs keep training when you close the browser; come back any time. "

@@ -96,7 +96,7 @@ def quota_problems(user, steps: int, gpus: int) -> list[str]:
     return found
 
 
-st.title("Train")
+st.title("5 · Train")
 spec: RunSpec = st.session_state.spec
 user = actor()
 finished = [r for r in runs.list_runs(user) if r["state"] == "completed"]

@@ -14,7 +14,7 @@ from ui.session import actor
 
 user = actor()
 
-st.title("Try & Export")
+st.title("7 · Try & Export")
 st.caption(
     "See whether training helped: the same prompt to the model you started from and to your run, numbers on "
     "examples the run never saw, and a download of the result."

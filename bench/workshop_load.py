@@ -80,7 +80,7 @@ def page_loads(url: str, names: list[str], rounds: int) -> dict[str, list[float]
                 times["reload"].append(time.time() - t0)
                 t0 = time.time()
                 tab.get_by_role("link", name="6 · Runs").click()
-                tab.get_by_role("heading", name="Runs", exact=True).wait_for()
+                tab.get_by_role("heading", name="6 · Runs", exact=True).wait_for()
                 times["runs_page"].append(time.time() - t0)
         browser.close()
     return times

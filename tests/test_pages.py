@@ -14,6 +14,7 @@ from engine.users import OWNER
 
 REPO = Path(__file__).resolve().parent.parent
 PAGES = ["goal", "hardware", "estimate", "data", "train", "runs", "try_export"]
+TITLES = ["1 · Goal", "2 · Hardware", "3 · Estimate", "4 · Data", "5 · Train", "6 · Runs", "7 · Try & Export"]
 
 
 def app() -> AppTest:
@@ -28,13 +29,13 @@ def test_every_page_renders_without_exception(page):
     at.switch_page(f"app_pages/{page}.py")
     at.run()
     assert not at.exception, at.exception
-    assert at.title, f"{page} has a title"
+    assert at.title[0].value == TITLES[PAGES.index(page)], "titled as the sidebar names it"
 
 
 def test_the_app_opens_on_the_goal_page_with_the_plan_in_the_sidebar():
     at = app()
     assert not at.exception
-    assert "What should the model learn?" in at.title[0].value
+    assert at.title[0].value == "1 · Goal" and "**What should the model learn?**" in at.markdown[0].value
     sidebar = " ".join(m.value for m in at.sidebar.markdown)
     assert "SmolLM2-135M-Instruct (bundled with the app)" in sidebar and "supervised fine-tuning" in sidebar
 
