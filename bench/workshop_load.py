@@ -40,7 +40,7 @@ def student(args):
 
     barrier.wait()
     started = time.time()
-    user, _, _ = users.login(f"student{index:02d}", f"password-{index:02d}")
+    user, _, _ = users.login(f"student{index:02d}", f"class-pw-{index:02d}")
     ids = [
         runs.submit(
             RunSpec(
@@ -68,7 +68,7 @@ def page_loads(url: str, names: list[str], rounds: int) -> dict[str, list[float]
             tab.set_default_timeout(60_000)
             tab.goto(url)
             tab.get_by_role("textbox", name="Name").fill(name)
-            tab.get_by_role("textbox", name="Password").fill(f"password-{name[-2:]}")
+            tab.get_by_role("textbox", name="Password").fill(f"class-pw-{name[-2:]}")
             tab.get_by_role("button", name="Log in").click()
             tab.get_by_text(f"Logged in as {name}").wait_for()
             tabs.append(tab)
@@ -106,7 +106,7 @@ def main():
     for i in range(a.students):
         subprocess.run(
             [sys.executable, "-m", "engine.users", "add", f"student{i:02d}", "--password-stdin"],
-            input=f"password-{i:02d}\n",
+            input=f"class-pw-{i:02d}\n",
             text=True,
             check=True,
             capture_output=True,

@@ -12,10 +12,11 @@ implementation's bindings); a login is a random session token, of which the regi
 copy of the database lets nobody in. Choosing a new password ends the account's other logins.
 
 Wrong passwords are counted per name and computer (the browser's address): five in five minutes make that computer
-wait for that name, so nobody elsewhere can lock a student, or the instructor, out of their account; fifty from one
-computer, whatever the names, make it wait for all of them (guessing across the roster; a class behind one proxy
-shares an address, and its typos at the first login stay under that), and fifty for one name from anywhere lock the
-name itself. Common passwords and ones containing the name are refused.
+wait for that name. Past fifty failures from one computer (guessing across the roster), or fifty for one name from
+anywhere (guessing from many addresses), a computer waits after its first failure for a name. A computer with no
+failure for a name is never made to wait for it: nobody elsewhere, nor a classmate behind the same address, can lock
+a student or the instructor out of their account. Common passwords, their variants (P@ssw0rd, Welcome2024) and ones
+that are little more than the name are refused.
 The roster (add, reset, remove) is the instructor's: each call names who acts, and a student is refused.
 """
 
@@ -36,8 +37,8 @@ from engine.runs.registry import RunError, connect
 ROLES = ("student", "instructor")
 SESSION_S = 12 * 3600  # a login lasts a teaching day; then the student logs in again (their plan is kept)
 MAX_FAILED = 5  # wrong passwords for one name from one computer within LOCK_S before that computer waits
-MAX_FAILED_CLIENT = 50  # ...from one computer, whatever the names
-MAX_FAILED_NAME = 50  # ...for one name from anywhere: the name itself is locked (a guesser with many addresses)
+MAX_FAILED_CLIENT = 50  # ...from one computer, whatever the names: then one failure for a name is enough to wait
+MAX_FAILED_NAME = 50  # ...for one name from anywhere: then one failure from a computer is enough to wait
 LOCK_S = 300
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,31}$")  # a name is also a folder under TUNEWISE_HOME/users
 MIN_PASSWORD = 8
@@ -142,12 +143,27 @@ COMMON_PASSWORDS = frozenset(
 )
 
 
+# The words under the usual variants: letters for look-alike digits and symbols, the digits and signs around
+# them taken off (P@ssw0rd -> password, Welcome2024 -> welcome, iloveyou1 -> iloveyou).
+COMMON_WORDS = frozenset(
+    "password passwd passw qwerty qwertyuiop asdf asdfgh asdfghjk zxcvbnm iloveyou welcome letmein admin "
+    "administrator sunshine football baseball princess superman starwars whatever monkey dragon master shadow "
+    "secret changeme hello login trustno abc abcdef abcdefgh workshop tunewise student teacher instructor "
+    "training finetune".split()
+)
+LOOK_ALIKE = str.maketrans("@4310$5!7", "aaeiossit")
+
+
 def _check_password(password: str, name: str) -> None:
     if len(password) < MIN_PASSWORD:
         raise AuthError(f"A password needs at least {MIN_PASSWORD} characters; choose a longer one.")
-    if password.lower() in COMMON_PASSWORDS or len(set(password)) < 3:
+    around = "0123456789!?.,_-#*+ "
+    word = password.lower().strip(around).translate(LOOK_ALIKE)
+    if password.lower() in COMMON_PASSWORDS or word in COMMON_WORDS or len(set(password)) < 3:
         raise AuthError("That password is among the first ones anyone would guess; choose a less common one.")
-    if name and len(password.lower().replace(name.lower(), "")) < 4:
+    if len(password.strip(around)) < 3:
+        raise AuthError("A password of digits is among the first ones anyone would guess; add some letters.")
+    if name and len(password.lower().replace(name.lower(), "").strip(around)) < 3:
         raise AuthError("A password must be more than the account's name; choose another one.")
 
 
@@ -240,10 +256,13 @@ def login(name: str, password: str, client: str = "") -> tuple[User, str, bool]:
         since = time.time() - LOCK_S
         db.execute("DELETE FROM login_failures WHERE at < ?", (since,))
         count = "SELECT COUNT(*) FROM login_failures WHERE "
-        waits = (
-            db.execute(count + "name=? AND client=?", (key, client)).fetchone()[0] >= MAX_FAILED
-            or db.execute(count + "client=?", (client,)).fetchone()[0] >= MAX_FAILED_CLIENT
-            or db.execute(count + "name=?", (key,)).fetchone()[0] >= MAX_FAILED_NAME
+        pair = db.execute(count + "name=? AND client=?", (key, client)).fetchone()[0]
+        waits = pair >= MAX_FAILED or (
+            pair > 0
+            and (
+                db.execute(count + "client=?", (client,)).fetchone()[0] >= MAX_FAILED_CLIENT
+                or db.execute(count + "name=?", (key,)).fetchone()[0] >= MAX_FAILED_NAME
+            )
         )
         if not waits:
             db.execute("INSERT INTO login_failures (name, client, at) VALUES (?, ?, ?)", (key, client, time.time()))
@@ -328,6 +347,7 @@ def setup(instructor: str, password: str | None) -> tuple[User, str]:
     if not (paths.home() / "secret").is_file():
         _write_secret()
     user, password = add(instructor, "instructor", password, by=OWNER)
+    paths.home().chmod(0o700)  # the password hashes are in runs.db: nobody else on the server reads them
     queue.set_quota(None, **queue.WORKSHOP_DEFAULTS, only_if_unset=True, by=OWNER)
     for folder in ("models", "data"):
         (paths.shared_dir() / folder).mkdir(parents=True, exist_ok=True)
