@@ -61,12 +61,12 @@ LOCAL_NAMES = ("localhost", "127.0.0.1", "::1")
 
 
 def allowed_hosts(workshop: bool, address: str | None) -> list[str]:
-    """The Host names the server answers; [] = any (Streamlit's default)."""
+    """The Host names the server answers; ["*"] = any (.streamlit/config.toml lists only this computer's)."""
     listed = [h.strip() for h in os.environ.get("TUNEWISE_ALLOWED_HOSTS", "").split(",") if h.strip()]
     if listed:
         return [*LOCAL_NAMES, *listed]
     if workshop or (address and _unspecified(address)):
-        return []  # the names students (or this person's other computers) use are not known here
+        return ["*"]  # the names students (or this person's other computers) use are not known here
     return [*LOCAL_NAMES, *([address] if address and address not in LOCAL_NAMES else [])]
 
 
@@ -95,6 +95,10 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     workshop = a.workshop or os.environ.get("TUNEWISE_MODE", "").strip().lower() == "workshop"
     env = dict(os.environ, TUNEWISE_MODE="workshop" if workshop else "personal")
+    # The browser's address (the login's per-computer count, engine/users.py) is the connection's own, never an
+    # X-Forwarded-For header, which uvicorn trusts from 127.0.0.1 by default: anyone with a shell on the server could
+    # name any address. Behind a reverse proxy, TUNEWISE_TRUSTED_PROXY names the proxy's address instead.
+    env["FORWARDED_ALLOW_IPS"] = os.environ.get("TUNEWISE_TRUSTED_PROXY", "")
     if workshop:
         os.environ["TUNEWISE_MODE"] = "workshop"
         from engine import users

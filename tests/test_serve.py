@@ -96,6 +96,26 @@ def test_personal_mode_answers_only_this_computers_names():
         proc.wait()
 
 
+def test_a_bare_streamlit_run_answers_only_this_computers_names_too():
+    """.streamlit/config.toml keeps even `streamlit run app.py` (no engine.serve) closed to DNS rebinding."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port)],
+        cwd=REPO,
+        env={**os.environ, "TUNEWISE_MODE": ""},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        text=True,
+    )
+    try:
+        wait_listening(port, proc)
+        assert websocket_answers(port, "localhost") and not websocket_answers(port, "attacker.example")
+    finally:
+        os.killpg(proc.pid, 9)
+        proc.wait()
+
+
 def test_personal_mode_on_another_address_warns_that_it_has_no_login():
     port, proc = serve("--address", "0.0.0.0", env={"TUNEWISE_MODE": ""})
     try:
@@ -119,6 +139,11 @@ def test_workshop_mode_refuses_to_start_until_set_up_then_listens_everywhere(tun
         addresses = wait_listening(port, proc)
         assert addresses & {"00000000", "00000000000000000000000000000000"}, addresses
         assert websocket_answers(port, "gpu1.lab.example"), "students reach it under the server's names"
+        # the login counts failures per browser address: the connection's own, never an X-Forwarded-For header
+        environ = dict(
+            item.split("=", 1) for item in Path(f"/proc/{proc.pid}/environ").read_text().split("\0") if "=" in item
+        )
+        assert environ["FORWARDED_ALLOW_IPS"] == "", "uvicorn trusts no proxy's header"
         assert oct(tunewise_home.stat().st_mode & 0o777) == "0o700", "nobody else on the server reads the class's files"
     finally:
         os.killpg(proc.pid, 9)
