@@ -65,6 +65,20 @@ def test_removing_finished_runs_does_not_move_a_student_up_the_line(workshop):
     assert owners_in_line() == ["carol", "bob"], "bob's four starts still count for the fairness window"
 
 
+def test_a_run_stopped_and_resumed_counts_each_time_it_trained(workshop):
+    """A run stopped at its time limit and resumed went back in line as if it were its owner's first: resumed every
+    30 minutes, it kept the slot ahead of a student who had trained once."""
+    db = runs.connect()
+    dave = queued_row("bob")
+    for _ in range(2):  # trains, is stopped at the limit, is resumed
+        assert queue.claim(db, dave) == [0]
+        db.execute("UPDATE runs SET state='queued', slots=NULL WHERE id=?", (dave,))
+    db.execute("UPDATE runs SET submitted_at=0 WHERE id=?", (dave,))  # pressed Start before carol's
+    finished_runs("carol", 1)
+    queued_row("carol")
+    assert owners_in_line() == ["carol", "bob"], "bob's run has trained twice, carol once"
+
+
 def test_a_registry_from_before_the_ledger_keeps_its_starts(workshop):
     db = runs.connect()
     now = time.time()

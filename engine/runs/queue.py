@@ -172,18 +172,20 @@ def fair_order(queued: list[dict], started: dict[str, int]) -> list[int]:
 
 
 def line(db: sqlite3.Connection, now: float | None = None) -> list[sqlite3.Row]:
-    """The waiting runs, in fair order. A run's start counts from the ledger, so a removed run still counts for
-    the window; the live runs are read too, for a start the ledger missed (a row written by an older version of
-    the app after the ledger's backfill). A run back in the queue (resumed) counts by its rank instead."""
+    """The waiting runs, in fair order. Starts count from the ledger, one per start: a removed run still counts for
+    the window, and a run stopped and resumed counts each time it trained (resumed after its 30 minutes, a run
+    counted as a first run every time, ahead of students who had waited). A run the ledger has no row of (an older
+    version's start) counts once, from the runs table."""
     now = time.time() if now is None else now
     queued = db.execute("SELECT * FROM runs WHERE state='queued'").fetchall()
+    since = now - FAIR_WINDOW_S
     started = {
         r["owner"]: r["n"]
         for r in db.execute(
-            "SELECT owner, COUNT(*) AS n FROM (SELECT run_id AS id, owner FROM starts WHERE started_at >= ? "
-            "UNION SELECT id, owner FROM runs WHERE started_at >= ?) "
-            "WHERE id NOT IN (SELECT id FROM runs WHERE state='queued') GROUP BY owner",
-            (now - FAIR_WINDOW_S, now - FAIR_WINDOW_S),
+            "SELECT owner, COUNT(*) AS n FROM (SELECT owner FROM starts WHERE started_at >= ? UNION ALL "
+            # a start the ledger missed (a row written by an older version of the app after the ledger's backfill)
+            "SELECT owner FROM runs WHERE started_at >= ? AND id NOT IN (SELECT run_id FROM starts)) GROUP BY owner",
+            (since, since),
         )
     }
     by_id = {r["id"]: r for r in queued}
@@ -220,7 +222,7 @@ def claim(db: sqlite3.Connection, run_id: int, gpus: int = 1) -> list[int] | Non
         db.execute(
             "UPDATE runs SET state='running', slots=?, started_at=? WHERE id=?", (json.dumps(taken), now, run_id)
         )
-        db.execute("INSERT OR REPLACE INTO starts VALUES (?, ?, ?)", (run_id, head["owner"], now))
+        db.execute("INSERT INTO starts (run_id, owner, started_at) VALUES (?, ?, ?)", (run_id, head["owner"], now))
         db.execute("DELETE FROM starts WHERE started_at < ?", (now - FAIR_WINDOW_S,))
         return taken
     finally:

@@ -26,10 +26,12 @@ CREATE TABLE IF NOT EXISTS quotas (
     max_gpus INTEGER);
 CREATE TABLE IF NOT EXISTS plans (user TEXT PRIMARY KEY, plan TEXT NOT NULL, updated_at REAL);
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS starts (run_id INTEGER PRIMARY KEY, owner TEXT NOT NULL, started_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS starts (
+    run_id INTEGER NOT NULL, owner TEXT NOT NULL, started_at REAL NOT NULL, UNIQUE (run_id, started_at));
 """
 # starts: the fair-share ledger (engine/runs/queue.py). A run's start keeps counting toward its owner's turn after
-# the run is removed from `runs`; one row per run (a resume moves it), pruned beyond the fairness window.
+# the run is removed from `runs`; one row per start (a run stopped and resumed has trained twice), pruned beyond the
+# fairness window.
 # Columns added after the first registries were made: (name, SQL type).
 LATER_COLUMNS = (
     ("boot_id", "TEXT"),
