@@ -80,6 +80,7 @@ def save_upload(name: str, data: bytes, owner: str = "") -> Path:
     in the name keeps versions apart. Only the name's last part is kept, so a name with folders in it cannot
     place the file anywhere else. A workshop student keeps at most uploads_mb() in all: a new file past that is
     refused with what to remove (remove_upload)."""
+    import fcntl
     import hashlib
     import re
 
@@ -93,17 +94,19 @@ def save_upload(name: str, data: bytes, owner: str = "") -> Path:
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(name.replace("\\", "/")).name).strip("._")[-120:] or "upload.jsonl"
     folder = uploads_folder(owner)
     target = folder / f"{hashlib.sha256(data).hexdigest()[:10]}_{safe}"
-    if owner and not target.is_file():
-        kept = sum(u["bytes"] for u in uploads(owner))
-        if kept + len(data) > uploads_mb() * 2**20:
-            raise DataError(
-                f"Your uploads already take {kept / 2**20:,.1f} MB of the {uploads_mb():,.0f} MB each student may "
-                f"keep, and {Path(name).name} is {len(data) / 2**20:,.1f} MB. Remove files you no longer need under "
-                "'Your uploads' on the Data page, then upload it again."
-            )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if not target.is_file():
-        target.write_bytes(data)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder.parent / ".uploads.lock", "w") as lock:  # tabs uploading at once are counted one by one
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if owner and not target.is_file():
+            kept = sum(u["bytes"] for u in uploads(owner))
+            if kept + len(data) > uploads_mb() * 2**20:
+                raise DataError(
+                    f"Your uploads already take {kept / 2**20:,.1f} MB of the {uploads_mb():,.0f} MB each student "
+                    f"may keep, and {Path(name).name} is {len(data) / 2**20:,.1f} MB. Remove files you no longer "
+                    "need under 'Your uploads' on the Data page, then upload it again."
+                )
+        if not target.is_file():
+            target.write_bytes(data)
     return target
 
 

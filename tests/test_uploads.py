@@ -57,3 +57,21 @@ def test_the_data_page_lists_your_uploads_and_removes_one(tunewise_home, monkeyp
     assert any(e.label.startswith("Your uploads (1 file,") for e in at.expander)
     at.button(key=f"remove_upload_{kept.name}").click().run()
     assert not at.exception and not kept.exists() and not list(paths.home().glob("uploads/*"))
+
+
+def test_uploads_from_several_tabs_at_once_are_counted_one_by_one(tunewise_home, monkeypatch):
+    """Eight 300 KB uploads at once against a 1 MB share: three fit, the others are refused (the review saw eight
+    30 MB uploads at once leave 210 MB against 50)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    monkeypatch.setenv("TUNEWISE_UPLOADS_MB", "1")
+
+    def upload(i):
+        try:
+            return data.save_upload(f"t{i}.jsonl", upload_of(300, f"t{i}"), "ana")
+        except data.DataError:
+            return None
+
+    with ThreadPoolExecutor(8) as pool:
+        kept = [p for p in pool.map(upload, range(8)) if p]
+    assert len(kept) == 3 and sum(u["bytes"] for u in data.uploads("ana")) <= 2**20
