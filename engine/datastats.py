@@ -122,8 +122,10 @@ def _token_view(parts: list, tok: ChatTokenizer, stage: str) -> list:
 
 
 def evenly(rows: list) -> list:
-    """At most MAX_SAMPLED rows, evenly spaced through the file."""
-    return rows[:: max(1, len(rows) // MAX_SAMPLED)][:MAX_SAMPLED]
+    """At most MAX_SAMPLED rows, evenly spaced through the whole file (a stride of len // MAX_SAMPLED took only the
+    first MAX_SAMPLED rows of a file of 5,000-9,999)."""
+    n = min(len(rows), MAX_SAMPLED)
+    return [rows[i * len(rows) // n] for i in range(n)]
 
 
 def lengths_of(rows: list, stage: str, tok: ChatTokenizer, rendered: list | None = None) -> list[int]:

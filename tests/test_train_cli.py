@@ -127,3 +127,7 @@ def test_a_processor_run_too_big_for_the_computers_memory_is_refused_before_load
     common.check_host_memory(spec, str(tiny_model), "cpu", short, tokenizer)  # ~100 tokens at most: fits
     with pytest.raises(common.SpecError, match="at its longest examples"):
         common.check_host_memory(spec, str(tiny_model), "cpu", [{"messages": chat}] * 8, tokenizer)
+    # long rows after 5000 short ones (the even sample once took only the first 5000 rows of a file this size)
+    hidden = short * 3 + [{"messages": chat}] * 400
+    with pytest.raises(common.SpecError, match="at its longest examples"):
+        common.check_host_memory(spec, str(tiny_model), "cpu", hidden, tokenizer)

@@ -333,6 +333,7 @@ def decide_grad_ckpt(spec: RunSpec, model_path: str, device: str, run_dir: Path 
 
 
 HOST_SHARE = 0.9  # of the memory free at the start a processor run may be planned to take
+LONGEST_ROWS = 256  # rows with the most characters, tokenized besides the even sample for the longest example
 
 
 def check_host_memory(spec: RunSpec, model_path: str, device: str, train_rows: list, tokenizer) -> None:
@@ -349,7 +350,9 @@ def check_host_memory(spec: RunSpec, model_path: str, device: str, train_rows: l
 
     free = psutil.virtual_memory().available / 2**30
     room = HOST_SHARE * free
-    lengths = data_lengths(spec, train_rows, tokenizer)
+    # the longest rows by characters, wherever they are in the file, besides the even sample
+    widest = sorted(train_rows, key=lambda r: len(json.dumps(r, ensure_ascii=False)))[-LONGEST_ROWS:]
+    lengths = data_lengths(spec, train_rows, tokenizer) + data_lengths(spec, widest, tokenizer)
     longest = min(max(lengths), spec.max_length) if lengths else spec.max_length
     try:
         req = replace(estimate.request_for(spec, model_path), seq=longest)
