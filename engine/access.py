@@ -108,6 +108,10 @@ STUDENT_EXTRA = {
 }
 
 
+# The sizes among them that multiply a step's memory and time (RL: answers sampled per prompt and their length).
+STUDENT_EXTRA_LIMITS = {"num_generations": 64, "max_completion_length": 8192, "max_prompt_length": 32768}
+
+
 def check_spec(spec: RunSpec, actor: User) -> None:
     """Every path of a run, before it is registered: confined, written back resolved so the trainer (whose working
     directory is the app's) reads exactly what was checked."""
@@ -120,6 +124,13 @@ def check_spec(spec: RunSpec, actor: User) -> None:
             f"could write elsewhere or get round the class's limits). Allowed there: "
             f"{', '.join(sorted(STUDENT_EXTRA))}."
         )
+    for key, most in STUDENT_EXTRA_LIMITS.items():
+        value = spec.extra.get(key)
+        if value is not None and not (isinstance(value, int | float) and 0 < value <= most):
+            raise AccessError(
+                f"`extra: {{{key}: {value}}}` is outside what a workshop run may ask for (1 to {most:,}): it would "
+                "take the server's memory or time from the class. Choose a value in that range."
+            )
     if spec.dataset_name:
         spec.dataset_name = str(confine(spec.dataset_name, actor, "dataset file"))
     spec.model_name_or_path = check_model(spec.model_name_or_path, actor) or "embedded"

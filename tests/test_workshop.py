@@ -359,6 +359,9 @@ def test_a_run_naming_paths_outside_the_users_area_is_refused_before_it_is_regis
     for extra in ({"output_dir": str(other)}, {"max_steps": 10**6}, {"push_to_hub": True}):
         with pytest.raises(runs.RunError, match="not allowed in a workshop"):
             runs.submit(RunSpec(max_steps=2, extra=extra), ana)
+    for extra in ({"num_generations": 10**6}, {"max_completion_length": 10**9}, {"num_generations": "many"}):
+        with pytest.raises(runs.RunError, match="outside what a workshop run may ask for"):
+            runs.submit(RunSpec(stage="rl", max_steps=2, extra=extra), ana)
     assert runs.list_runs(workshop["teach"])[-1]["owner"] == "ben", "nothing of ana's was registered"
 
 
