@@ -182,20 +182,29 @@ def base_models(pipeline: list[str], hw: Hardware | None, method: str, seq: int 
             if picks[i] in small
             else "another family, to compare on your evaluation set"
         )
-        kind = KIND_WHY[note["kind"]]
-        licence = note["licence"] + ("" if note["licence"] in PERMISSIVE else " (read its terms before you ship)")
+        why = f"{role[0].upper()}{role[1:]}; {KIND_WHY[note['kind']]}."
         out.append(
-            {
-                "model": name,
-                "billions": round(billions, 1),
-                "kind": note["kind"],
-                "licence": licence,
-                "languages": note["languages"],
-                "why": f"{role[0].upper()}{role[1:]}; {kind}."
-                + (f" {note['note'][0].upper()}{note['note'][1:]}." if note.get("note") else ""),
-            }
+            _pick(
+                name,
+                billions,
+                note,
+                why + (f" {note['note'][0].upper()}{note['note'][1:]}." if note.get("note") else ""),
+            )
         )
     return out
+
+
+def _pick(name: str, billions: float, note: dict, why: str) -> dict:
+    """One suggested base model, as the Goal page and the CLI show it."""
+    licence = note["licence"] + ("" if note["licence"] in PERMISSIVE else " (read its terms before you ship)")
+    return {
+        "model": name,
+        "billions": round(billions, 1),
+        "kind": note["kind"],
+        "licence": licence,
+        "languages": note["languages"],
+        "why": why,
+    }
 
 
 def on_a_processor(first: str, hw: Hardware, method: str, wanted: str | None, notes: dict) -> list[dict]:
@@ -234,19 +243,12 @@ def on_a_processor(first: str, hw: Hardware, method: str, wanted: str | None, no
             fits.append((estimate._shape(name).params() / 1e9, name, note))
     if fits:
         billions, name, note = max(fits)
-        licence = note["licence"] + ("" if note["licence"] in PERMISSIVE else " (read its terms before you ship)")
-        out.append(
-            {
-                "model": name,
-                "billions": round(billions, 1),
-                "kind": note["kind"],
-                "licence": licence,
-                "languages": note["languages"],
-                "why": f"The largest catalog model that trains the same 100 steps within an hour here (about "
-                f"{minutes(name):.0f} min): more capacity, for a second run once the first one works; "
-                f"{KIND_WHY[note['kind']]}.",
-            }
+        why = (
+            f"The largest catalog model that trains the same 100 steps within an hour here (about "
+            f"{minutes(name):.0f} min): more capacity, for a second run once the first one works; "
+            f"{KIND_WHY[note['kind']]}."
         )
+        out.append(_pick(name, billions, note, why))
     return out
 
 
