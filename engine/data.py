@@ -50,19 +50,6 @@ def bundled(stage: str, split: str = "train") -> Path:
     return DATASETS / BUNDLED[stage] / f"{split}.jsonl"
 
 
-def uploads_mb() -> float:
-    """What each workshop student may keep in uploads, in MB (TUNEWISE_UPLOADS_MB; the machine's owner: no limit)."""
-    import os
-
-    try:
-        return float(os.environ.get("TUNEWISE_UPLOADS_MB") or DEFAULT_UPLOADS_MB)
-    except ValueError:
-        return DEFAULT_UPLOADS_MB
-
-
-DEFAULT_UPLOADS_MB = 1024.0
-
-
 def uploads_folder(owner: str = "") -> Path:
     return (paths.user_area(owner) if owner else paths.home()) / "uploads"
 
@@ -84,7 +71,7 @@ def save_upload(name: str, data: bytes, owner: str = "") -> Path:
     import hashlib
     import re
 
-    from engine.datafile import max_upload_mb
+    from engine.datafile import max_upload_mb, uploads_mb
 
     if len(data) > max_upload_mb() * 2**20:
         raise DataError(

@@ -17,6 +17,7 @@ from pathlib import Path
 # Streamlit's own server.maxUploadSize defaults to 200 MB; we use the same number for files given by path, so the
 # page and the CLI agree. Raise both together: TUNEWISE_MAX_UPLOAD_MB and `streamlit run --server.maxUploadSize`.
 DEFAULT_MAX_UPLOAD_MB = 200
+DEFAULT_UPLOADS_MB = 1024.0  # each workshop account's uploads in all
 EXTENSIONS = {
     ".jsonl": "JSONL",
     ".ndjson": "JSONL",
@@ -47,11 +48,20 @@ class FileRecords:
 
 
 def max_upload_mb() -> float:
-    value = os.environ.get("TUNEWISE_MAX_UPLOAD_MB", "")
+    return _mb_setting("TUNEWISE_MAX_UPLOAD_MB", DEFAULT_MAX_UPLOAD_MB)
+
+
+def uploads_mb() -> float:
+    """What each workshop account may keep in uploads, in MB (engine.data.save_upload; personal mode: no limit)."""
+    return _mb_setting("TUNEWISE_UPLOADS_MB", DEFAULT_UPLOADS_MB)
+
+
+def _mb_setting(variable: str, default: float) -> float:
+    value = os.environ.get(variable, "")
     try:
-        return float(value) if value else DEFAULT_MAX_UPLOAD_MB
+        return float(value) if value else default
     except ValueError:
-        return DEFAULT_MAX_UPLOAD_MB
+        return default
 
 
 def read_records(path: Path) -> FileRecords:

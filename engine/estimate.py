@@ -432,6 +432,11 @@ def cheapest_fix(req: EstimateRequest, capacity_gib: float) -> str:
     return "no single change fits this model on this GPU: choose a smaller model or a GPU with more memory"
 
 
+def changes_words(options: list[dict]) -> str:
+    """alternatives() as one sentence's list: 'change (N GiB); change (N GiB)'."""
+    return "; ".join(f"{o['change']} ({o['peak_gib']:.1f} GiB)" for o in options)
+
+
 def preflight(req: EstimateRequest, free_gib: float, where: str = "this GPU") -> str:
     """ "" when the run fits free_gib with checkpointing (engine.train turns it on by itself when needed); else a
     refusal that lists the cheapest changes that do fit, each with its estimate. free_gib: memory free for the run
@@ -441,7 +446,7 @@ def preflight(req: EstimateRequest, free_gib: float, where: str = "this GPU") ->
     if need <= free_gib or peak_gib(replace(ckpt, ckpt_every=1, ckpt_offload=True)) <= free_gib:
         return ""  # (offloading the checkpointed inputs to CPU memory is engine.train's last resort)
     options = alternatives(ckpt, free_gib)
-    lines = "; ".join(f"{o['change']} ({o['peak_gib']:.1f} GiB)" for o in options)
+    lines = changes_words(options)
     return (
         f"This run needs about {need:.1f} GiB even with gradient checkpointing, and {where} has {free_gib:.1f} "
         f"GiB free. "

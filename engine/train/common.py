@@ -370,7 +370,7 @@ def check_host_memory(spec: RunSpec, model_path: str, device: str, train_rows: l
         f"This run needs about {need:,.1f} GiB of memory at its longest examples ({longest} tokens), and this computer "
         f"(no GPU: it trains in its own memory) has {free:.1f} GiB free, of which a run may take {room:.1f}. "
         + (
-            "Changes that fit: " + "; ".join(f"{o['change']} ({o['peak_gib']:.1f} GiB)" for o in options) + "."
+            f"Changes that fit: {estimate.changes_words(options)}."
             if options
             else "Lower the maximum length or the batch size, or choose a smaller model."
         )
